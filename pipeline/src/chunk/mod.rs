@@ -1,0 +1,1 @@
+//! Cutting extracted text into chunks of bounded size.

@@ -1,0 +1,3 @@
+//! Turning one input file into text, per format.
+
+pub mod pdf;
