@@ -1,0 +1,142 @@
+//! Model configuration (serde) and size presets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Names accepted by [`Config::preset`].
+pub const PRESETS: &[&str] = &["tiny", "small", "medium", "large"];
+
+/// Hyper-parameters of a Mamba-1 language model (the `MambaLMHeadModel` / `MambaForCausalLM`
+/// computation). Only the fields below change the computation; the `dt_*` and `initializer_range`
+/// fields only affect initialisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Number of Mamba blocks.
+    pub n_layer: usize,
+    /// Vocabulary size of the tokenizer (unpadded). The embedding has [`Config::padded_vocab`] rows.
+    pub vocab_size: usize,
+    /// SSM state size N (the CPU kernel is vectorised for 16; 4, 8, 16, 32 and 64 are supported).
+    pub d_state: usize,
+    /// Width of the causal depthwise convolution.
+    pub d_conv: usize,
+    /// d_inner = expand * d_model.
+    pub expand: usize,
+    /// Rank of the dt projection; `None` means `ceil(d_model / 16)`.
+    pub dt_rank: Option<usize>,
+    /// The embedding / LM head are padded to a multiple of this (mamba_ssm uses 8).
+    pub pad_vocab_size_multiple: usize,
+    /// RMSNorm epsilon.
+    pub norm_eps: f64,
+    /// Initialisation: dt drawn log-uniform in [dt_min, dt_max], floored at dt_init_floor.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// Initialisation: dt_proj weight is uniform in +-dt_scale * dt_rank^-0.5.
+    pub dt_scale: f64,
+    /// Initialisation: std of the embedding.
+    pub initializer_range: f64,
+    /// Initialisation: rescale out_proj by 1/sqrt(n_layer).
+    pub rescale_prenorm_residual: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            d_model: 768,
+            n_layer: 24,
+            vocab_size: 50257,
+            d_state: 16,
+            d_conv: 4,
+            expand: 2,
+            dt_rank: None,
+            pad_vocab_size_multiple: 8,
+            norm_eps: 1e-5,
+            dt_min: 1e-3,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            dt_scale: 1.0,
+            initializer_range: 0.02,
+            rescale_prenorm_residual: true,
+        }
+    }
+}
+
+impl Config {
+    /// A config with the given width, depth and (unpadded) vocabulary, everything else default.
+    pub fn new(d_model: usize, n_layer: usize, vocab_size: usize) -> Self {
+        Config { d_model, n_layer, vocab_size, ..Default::default() }
+    }
+
+    /// Size presets: `tiny` (d 64, 2 layers; for tests), `small` (d 512, 8 layers),
+    /// `medium` (d 768, 12 layers), `large` (d 1024, 24 layers).
+    pub fn preset(name: &str, vocab: usize) -> Result<Config> {
+        let (d, n) = match name {
+            "tiny" => (64, 2),
+            "small" => (512, 8),
+            "medium" => (768, 12),
+            "large" => (1024, 24),
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown model size `{name}` (valid: {})",
+                    PRESETS.join(", ")
+                )))
+            }
+        };
+        let cfg = Config::new(d, n, vocab);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// d_inner = expand * d_model.
+    pub fn d_inner(&self) -> usize {
+        self.expand * self.d_model
+    }
+
+    /// dt_rank, resolving `auto` to ceil(d_model / 16).
+    pub fn dt_rank(&self) -> usize {
+        self.dt_rank.unwrap_or(self.d_model.div_ceil(16))
+    }
+
+    /// Number of rows of the embedding / logits: vocab_size rounded up to pad_vocab_size_multiple.
+    pub fn padded_vocab(&self) -> usize {
+        let m = self.pad_vocab_size_multiple.max(1);
+        self.vocab_size.div_ceil(m) * m
+    }
+
+    /// Checks that the sizes are usable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.d_model == 0 || self.n_layer == 0 || self.vocab_size == 0 || self.expand == 0 {
+            return bad(format!(
+                "d_model ({}), n_layer ({}), vocab_size ({}) and expand ({}) must be positive",
+                self.d_model, self.n_layer, self.vocab_size, self.expand
+            ));
+        }
+        if !crate::scan::SUPPORTED_D_STATE.contains(&self.d_state) {
+            return bad(format!(
+                "d_state {} not supported (use one of {:?})",
+                self.d_state,
+                crate::scan::SUPPORTED_D_STATE
+            ));
+        }
+        if self.d_conv == 0 {
+            return bad("d_conv must be positive".into());
+        }
+        if self.dt_rank() == 0 {
+            return bad("dt_rank must be positive".into());
+        }
+        if self.vocab_size > u32::MAX as usize {
+            return bad(format!("vocab_size {} does not fit token ids in u32", self.vocab_size));
+        }
+        Ok(())
+    }
+
+    /// Total number of parameters (the LM head is tied to the embedding and not counted twice).
+    pub fn num_params(&self) -> usize {
+        crate::info::param_shapes(self).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+}

@@ -1,0 +1,102 @@
+//! Parameter names, shapes and the printable breakdown used by `mamba model-info`.
+
+use crate::config::Config;
+
+/// All parameters of the model with their transformers (`MambaForCausalLM`) names and shapes,
+/// in a fixed order (embedding, layers 0.., final norm). The LM head is tied to the embedding.
+pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (d, di, n, r, k) = (cfg.d_model, cfg.d_inner(), cfg.d_state, cfg.dt_rank(), cfg.d_conv);
+    let mut v = vec![("backbone.embeddings.weight".to_string(), vec![cfg.padded_vocab(), d])];
+    for i in 0..cfg.n_layer {
+        let p = format!("backbone.layers.{i}");
+        v.push((format!("{p}.norm.weight"), vec![d]));
+        v.push((format!("{p}.mixer.in_proj.weight"), vec![2 * di, d]));
+        v.push((format!("{p}.mixer.conv1d.weight"), vec![di, 1, k]));
+        v.push((format!("{p}.mixer.conv1d.bias"), vec![di]));
+        v.push((format!("{p}.mixer.x_proj.weight"), vec![r + 2 * n, di]));
+        v.push((format!("{p}.mixer.dt_proj.weight"), vec![di, r]));
+        v.push((format!("{p}.mixer.dt_proj.bias"), vec![di]));
+        v.push((format!("{p}.mixer.A_log"), vec![di, n]));
+        v.push((format!("{p}.mixer.D"), vec![di]));
+        v.push((format!("{p}.mixer.out_proj.weight"), vec![d, di]));
+    }
+    v.push(("backbone.norm_f.weight".to_string(), vec![d]));
+    v
+}
+
+fn human(n: usize) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2}B", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.2}M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1}K", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The full printable text of `mamba model-info`: dimensions, total parameter count and a
+/// breakdown per component (one layer's tensors, then totals).
+pub fn breakdown(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let shapes = param_shapes(cfg);
+    let count = |s: &[usize]| s.iter().product::<usize>();
+    let total: usize = shapes.iter().map(|(_, s)| count(s)).sum();
+    let emb = cfg.padded_vocab() * cfg.d_model;
+    let per_layer: usize = shapes
+        .iter()
+        .filter(|(n, _)| n.starts_with("backbone.layers.0."))
+        .map(|(_, s)| count(s))
+        .sum();
+    let mut o = String::new();
+    let _ = writeln!(o, "Mamba-1 language model");
+    let _ = writeln!(
+        o,
+        "  d_model {}  n_layer {}  d_inner {}  d_state {}  d_conv {}  dt_rank {}",
+        cfg.d_model,
+        cfg.n_layer,
+        cfg.d_inner(),
+        cfg.d_state,
+        cfg.d_conv,
+        cfg.dt_rank()
+    );
+    let _ = writeln!(
+        o,
+        "  vocab {} (padded to {}, multiple of {})",
+        cfg.vocab_size,
+        cfg.padded_vocab(),
+        cfg.pad_vocab_size_multiple
+    );
+    let _ = writeln!(o, "  parameters: {} ({})", total, human(total));
+    let _ = writeln!(o);
+    let _ = writeln!(o, "  {:<34} {:>16} {:>14}", "tensor", "shape", "params");
+    let mut line = |name: &str, shape: &[usize]| {
+        let sh = shape.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x");
+        let _ = writeln!(o, "  {:<34} {:>16} {:>14}", name, sh, count(shape));
+    };
+    line("embeddings (tied lm_head)", &[cfg.padded_vocab(), cfg.d_model]);
+    for (name, shape) in shapes.iter().filter(|(n, _)| n.starts_with("backbone.layers.0.")) {
+        line(&format!("layer.{}", &name["backbone.layers.0.".len()..]), shape);
+    }
+    line("norm_f.weight", &[cfg.d_model]);
+    let _ = writeln!(o);
+    let _ = writeln!(o, "  embeddings          {:>14} ({:>5.1}%)", emb, 100.0 * emb as f64 / total as f64);
+    let _ = writeln!(
+        o,
+        "  {} layers x {:<9} {:>14} ({:>5.1}%)",
+        cfg.n_layer,
+        per_layer,
+        per_layer * cfg.n_layer,
+        100.0 * (per_layer * cfg.n_layer) as f64 / total as f64
+    );
+    let _ = writeln!(o, "  final norm          {:>14}", cfg.d_model);
+    let _ = writeln!(o, "  total               {:>14}", total);
+    let _ = writeln!(
+        o,
+        "  f32 weights: {:.1} MiB; training (weights + grads + AdamW m, v): {:.1} MiB",
+        total as f64 * 4.0 / (1 << 20) as f64,
+        total as f64 * 16.0 / (1 << 20) as f64
+    );
+    o
+}

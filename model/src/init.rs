@@ -1,0 +1,108 @@
+//! Seeded, deterministic initialisation matching mamba_ssm's `Mamba` / `MambaLMHeadModel`:
+//!
+//! * embedding ~ N(0, initializer_range = 0.02)
+//! * in_proj, x_proj: PyTorch `nn.Linear` default, U(+-1/sqrt(fan_in))
+//! * out_proj: the same, then divided by sqrt(n_layer) (rescale_prenorm_residual)
+//! * conv1d weight and bias: PyTorch `nn.Conv1d` default, U(+-1/sqrt(d_conv)) (fan_in = 1 * d_conv)
+//! * dt_proj.weight ~ U(+-dt_scale * dt_rank^-0.5); dt_proj.bias = softplus^-1(dt) with
+//!   dt = exp(U(log dt_min, log dt_max)) floored at dt_init_floor
+//! * A_log[c, i] = log(i + 1); D = 1; RMSNorm weights = 1
+//!
+//! Every tensor has its own random stream derived from (seed, tensor name), so the values do not
+//! depend on creation order.
+
+use crate::config::Config;
+
+/// SplitMix64: small, fast, reproducible everywhere.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// A stream for one named tensor.
+    pub fn for_tensor(seed: u64, name: &str) -> Self {
+        // FNV-1a of the name, mixed with the seed.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut r = Rng(seed ^ h.rotate_left(17));
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform_in(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+
+    /// Standard normal (Box-Muller, one value per call).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// softplus^-1(y) = y + log(-expm1(-y)).
+pub fn inv_softplus(y: f64) -> f64 {
+    y + (-(-y).exp_m1()).ln()
+}
+
+/// Initial value of one parameter (named as in [`crate::info::param_shapes`]).
+pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
+    let numel: usize = shape.iter().product();
+    let mut rng = Rng::for_tensor(seed, name);
+    let uniform = |rng: &mut Rng, bound: f64| -> Vec<f32> {
+        (0..numel).map(|_| rng.uniform_in(-bound, bound) as f32).collect()
+    };
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if name.ends_with("embeddings.weight") {
+        (0..numel).map(|_| (rng.normal() * cfg.initializer_range) as f32).collect()
+    } else if name.ends_with("norm.weight") || name.ends_with("norm_f.weight") || last == "D" {
+        vec![1.0; numel]
+    } else if last == "A_log" {
+        let n = shape[1];
+        (0..numel).map(|i| (((i % n) + 1) as f64).ln() as f32).collect()
+    } else if name.ends_with("dt_proj.weight") {
+        let bound = cfg.dt_scale * (cfg.dt_rank() as f64).powf(-0.5);
+        uniform(&mut rng, bound)
+    } else if name.ends_with("dt_proj.bias") {
+        let (lo, hi) = (cfg.dt_min.ln(), cfg.dt_max.ln());
+        (0..numel)
+            .map(|_| {
+                let dt = rng.uniform_in(lo, hi).exp().max(cfg.dt_init_floor);
+                inv_softplus(dt) as f32
+            })
+            .collect()
+    } else if name.ends_with("conv1d.weight") || name.ends_with("conv1d.bias") {
+        // fan_in = (in_channels / groups) * kernel = d_conv
+        uniform(&mut rng, 1.0 / (cfg.d_conv as f64).sqrt())
+    } else if name.ends_with("out_proj.weight") {
+        let bound = 1.0 / (shape[1] as f64).sqrt();
+        let scale =
+            if cfg.rescale_prenorm_residual { 1.0 / (cfg.n_layer as f64).sqrt() } else { 1.0 };
+        (0..numel).map(|_| (rng.uniform_in(-bound, bound) * scale) as f32).collect()
+    } else {
+        // in_proj, x_proj and anything else 2-D: nn.Linear default.
+        let fan_in = shape.last().copied().unwrap_or(1).max(1);
+        uniform(&mut rng, 1.0 / (fan_in as f64).sqrt())
+    }
+}

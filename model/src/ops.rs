@@ -1,0 +1,30 @@
+//! Small differentiable building blocks made of basic candle ops (candle's fused versions of
+//! some of these do not backpropagate).
+
+use candle_core::{Result, Tensor, D};
+
+/// Numerically stable softplus: max(x, 0) + log(1 + exp(-|x|)). Differentiable.
+pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    let e = x.abs()?.neg()?.exp()?;
+    x.relu()? + (e + 1.0)?.log()?
+}
+
+/// x @ w^T for x (.., k) and w (m, k), flattening the leading dims into one matmul.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let k = dims[dims.len() - 1];
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+    let mut out = dims[..dims.len() - 1].to_vec();
+    out.push(w.dim(0)?);
+    y.reshape(out)
+}
+
+/// log-softmax over the last dimension (differentiable; the max is detached, which does not
+/// change the value or the gradient).
+pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let diff = x.broadcast_sub(&max)?;
+    let lse = diff.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    diff.broadcast_sub(&lse)
+}

@@ -1,0 +1,272 @@
+//! The fused selective scan: one candle op with its own backward.
+//!
+//! ```text
+//! dt_t   = softplus(delta_t + delta_bias)            (per channel; softplus optional)
+//! h_t    = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t (h_{t-1} := 0 where reset_t)
+//! y_t    = <C_t, h_t> + D * u_t
+//! out_t  = y_t * silu(z_t)                           (when z is given)
+//! ```
+//! Shapes: u, delta, z: (batch, len, d_inner); A: (d_inner, d_state); B, C: (batch, len, d_state);
+//! D, delta_bias: (d_inner); resets: (batch, len), nonzero at the first position of a document.
+//!
+//! Candle custom ops take at most three inputs, so the op sees packed tensors:
+//! `(u, delta[, z])` stacked to (2|3, b, l, d), `[B | C]` as (b, l, 2n) and `[A | D | bias]` as
+//! (d, n + 2). The backward is a second op returning all gradients in one flat buffer, which is
+//! split back with views. Only `cpu_fwd` of [`ScanFwd`] / [`ScanBwd`] is device-specific; a CUDA
+//! kernel is added by implementing `cuda_fwd` on both with the same packed layout.
+
+pub mod cpu;
+pub mod reference;
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+
+/// State sizes the CPU kernel is compiled for.
+pub const SUPPORTED_D_STATE: &[usize] = &[4, 8, 16, 32, 64];
+
+/// Default checkpoint interval of the backward (time steps between stored states).
+pub const DEFAULT_CHUNK: usize = 1024;
+
+/// Optional parts of the scan.
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions<'a> {
+    /// Added to delta before the softplus, (d_inner).
+    pub delta_bias: Option<&'a Tensor>,
+    /// Apply softplus to delta + delta_bias.
+    pub delta_softplus: bool,
+    /// Gate: the output is multiplied by silu(z), (b, l, d_inner).
+    pub z: Option<&'a Tensor>,
+    /// Document starts, (b, l) of any dtype; nonzero zeroes the state before that step.
+    pub resets: Option<&'a Tensor>,
+    /// Backward checkpoint interval; 0 means [`DEFAULT_CHUNK`].
+    pub chunk: usize,
+}
+
+/// Runs the fused selective scan (see the module docs). All float inputs must be f32.
+pub fn selective_scan(
+    u: &Tensor,
+    delta: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: &Tensor,
+    opts: &ScanOptions,
+) -> Result<Tensor> {
+    let (bs, l, di) = u.dims3()?;
+    let (di2, n) = a.dims2()?;
+    let check = |name: &str, t: &Tensor, want: &[usize]| -> Result<()> {
+        if t.dims() != want {
+            candle_core::bail!(
+                "selective_scan: {name} has shape {:?}, expected {:?} (u is {:?}, A is {:?})",
+                t.dims(),
+                want,
+                u.dims(),
+                a.dims()
+            )
+        }
+        if t.dtype() != DType::F32 {
+            candle_core::bail!("selective_scan: {name} must be f32, got {:?}", t.dtype())
+        }
+        Ok(())
+    };
+    if di2 != di {
+        candle_core::bail!("selective_scan: A is {:?} but u has {di} channels", a.dims())
+    }
+    if !SUPPORTED_D_STATE.contains(&n) {
+        candle_core::bail!("selective_scan: d_state {n} not supported ({SUPPORTED_D_STATE:?})")
+    }
+    check("u", u, &[bs, l, di])?;
+    check("delta", delta, &[bs, l, di])?;
+    check("A", a, &[di, n])?;
+    check("B", b, &[bs, l, n])?;
+    check("C", c, &[bs, l, n])?;
+    check("D", d, &[di])?;
+    if let Some(z) = opts.z {
+        check("z", z, &[bs, l, di])?;
+    }
+    if let Some(bias) = opts.delta_bias {
+        check("delta_bias", bias, &[di])?;
+    }
+    let resets = match opts.resets {
+        Some(r) => {
+            if r.dims() != [bs, l] {
+                candle_core::bail!(
+                    "selective_scan: resets has shape {:?}, expected {:?}",
+                    r.dims(),
+                    [bs, l]
+                )
+            }
+            Some(r.ne(0f64)?.detach())
+        }
+        None => None,
+    };
+    let bias = match opts.delta_bias {
+        Some(t) => t.clone(),
+        None => Tensor::zeros(di, DType::F32, u.device())?,
+    };
+    let x = match opts.z {
+        Some(z) => Tensor::stack(&[u, delta, z], 0)?,
+        None => Tensor::stack(&[u, delta], 0)?,
+    };
+    let bc = Tensor::cat(&[b, c], 2)?.contiguous()?;
+    let params =
+        Tensor::cat(&[a.clone(), d.unsqueeze(1)?, bias.unsqueeze(1)?], 1)?.contiguous()?;
+    let op = ScanFwd {
+        n,
+        softplus: opts.delta_softplus,
+        has_z: opts.z.is_some(),
+        resets,
+        chunk: if opts.chunk == 0 { DEFAULT_CHUNK } else { opts.chunk },
+    };
+    x.apply_op3(&bc, &params, op)
+}
+
+/// The forward op. Inputs: x = (2|3, b, l, d), bc = (b, l, 2n), params = (d, n + 2).
+#[derive(Clone, Debug)]
+pub struct ScanFwd {
+    n: usize,
+    softplus: bool,
+    has_z: bool,
+    /// (b, l) u8 mask, nonzero = reset.
+    resets: Option<Tensor>,
+    chunk: usize,
+}
+
+/// The backward op: same inputs as [`ScanFwd`], the output gradient kept in the op.
+#[derive(Clone, Debug)]
+pub struct ScanBwd {
+    fwd: ScanFwd,
+    grad: Tensor,
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("selective_scan: {what} must be contiguous"),
+    }
+}
+
+impl ScanFwd {
+    fn dims(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> Result<cpu::Dims> {
+        let s = if self.has_z { 3 } else { 2 };
+        let (s1, b, l, d) = l1.shape().dims4()?;
+        if s1 != s {
+            candle_core::bail!("selective_scan: packed input has {s1} parts, expected {s}")
+        }
+        if l2.shape().dims() != [b, l, 2 * self.n] || l3.shape().dims() != [d, self.n + 2] {
+            candle_core::bail!(
+                "selective_scan: packed shapes {:?} {:?} {:?} inconsistent",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            )
+        }
+        Ok(cpu::Dims { b, l, d, n: self.n, softplus: self.softplus, chunk: self.chunk })
+    }
+
+    fn resets_vec(&self) -> Result<Option<Vec<u8>>> {
+        match &self.resets {
+            Some(r) => Ok(Some(r.to_dtype(DType::U8)?.flatten_all()?.to_vec1::<u8>()?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn inputs<'a>(
+    dm: &cpu::Dims,
+    has_z: bool,
+    x: &'a [f32],
+    bc: &'a [f32],
+    params: &'a [f32],
+    resets: Option<&'a [u8]>,
+) -> cpu::Inputs<'a> {
+    let bld = dm.b * dm.l * dm.d;
+    cpu::Inputs {
+        u: &x[..bld],
+        delta: &x[bld..2 * bld],
+        z: if has_z { Some(&x[2 * bld..3 * bld]) } else { None },
+        bc,
+        params,
+        resets,
+    }
+}
+
+impl CustomOp3 for ScanFwd {
+    fn name(&self) -> &'static str {
+        "selective-scan"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dm = self.dims(l1, l2, l3)?;
+        let x = f32_slice(s1, l1, "u/delta/z")?;
+        let bc = f32_slice(s2, l2, "B/C")?;
+        let params = f32_slice(s3, l3, "A/D/bias")?;
+        let resets = self.resets_vec()?;
+        let inp = inputs(&dm, self.has_z, x, bc, params, resets.as_deref());
+        let y = cpu::forward(&dm, &inp);
+        Ok((CpuStorage::F32(y), Shape::from((dm.b, dm.l, dm.d))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bc: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let op = ScanBwd { fwd: self.clone(), grad: grad_res.contiguous()? };
+        let flat = x.apply_op3_no_bwd(bc, params, &op)?;
+        let (s, b, l, d) = x.dims4()?;
+        let n = self.n;
+        let n1 = s * b * l * d;
+        let n2 = b * l * 2 * n;
+        let n3 = d * (n + 2);
+        let gx = flat.narrow(0, 0, n1)?.reshape((s, b, l, d))?;
+        let gbc = flat.narrow(0, n1, n2)?.reshape((b, l, 2 * n))?;
+        let gp = flat.narrow(0, n1 + n2, n3)?.reshape((d, n + 2))?;
+        Ok((Some(gx), Some(gbc), Some(gp)))
+    }
+}
+
+impl CustomOp3 for ScanBwd {
+    fn name(&self) -> &'static str {
+        "selective-scan-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dm = self.fwd.dims(l1, l2, l3)?;
+        let x = f32_slice(s1, l1, "u/delta/z")?;
+        let bc = f32_slice(s2, l2, "B/C")?;
+        let params = f32_slice(s3, l3, "A/D/bias")?;
+        let resets = self.fwd.resets_vec()?;
+        let inp = inputs(&dm, self.fwd.has_z, x, bc, params, resets.as_deref());
+        let (gs, gl) = self.grad.storage_and_layout();
+        let gdata = match &*gs {
+            Storage::Cpu(cs) => f32_slice(cs, gl, "output gradient")?,
+            _ => candle_core::bail!("selective_scan: gradient not on the cpu"),
+        };
+        if gl.shape().dims() != [dm.b, dm.l, dm.d] {
+            candle_core::bail!("selective_scan: gradient shape {:?}", gl.shape())
+        }
+        let out = cpu::backward(&dm, &inp, gdata);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}

@@ -1,0 +1,45 @@
+#![allow(dead_code)]
+use candle_core::{DType, Device, Tensor};
+use mamba_model::init::Rng;
+
+pub fn randn(rng: &mut Rng, shape: &[usize], scale: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.normal() * scale).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+pub fn rand_in(rng: &mut Rng, shape: &[usize], lo: f64, hi: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.uniform_in(lo, hi)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+pub fn f32(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::F32).unwrap()
+}
+
+pub fn vec(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+/// max |a - b| / (atol + rtol * |b|) must be <= 1.
+pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, atol: f64, rtol: f64) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
+    let (av, bv) = (vec(a), vec(b));
+    let mut worst = 0f64;
+    let mut at = 0;
+    for i in 0..av.len() {
+        let e = (av[i] - bv[i]).abs() / (atol + rtol * bv[i].abs());
+        assert!(e.is_finite(), "{what}: non-finite at {i}: {} vs {}", av[i], bv[i]);
+        if e > worst {
+            worst = e;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= 1.0,
+        "{what}: mismatch at flat index {at}: {} vs {} (ratio {worst})",
+        av.get(at).copied().unwrap_or(0.0),
+        bv.get(at).copied().unwrap_or(0.0)
+    );
+}
