@@ -43,7 +43,9 @@ pub fn hf_config(cfg: &Config) -> Value {
         "time_step_max": cfg.dt_max,
         "time_step_floor": cfg.dt_init_floor,
         "time_step_init_scheme": "random",
-        "rescale_prenorm_residual": cfg.rescale_prenorm_residual,
+        // Only affects initialisation; `true` makes transformers rescale out_proj of *loaded*
+        // weights in from_pretrained, so it is written as false.
+        "rescale_prenorm_residual": false,
         "pad_token_id": 0,
         "bos_token_id": 0,
         "eos_token_id": 0,
