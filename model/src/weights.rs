@@ -103,6 +103,8 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
             x.as_u64().ok_or_else(|| bad(format!("bad `time_step_rank` {x}")))? as usize,
         ),
     };
+    // An explicit rank equal to the automatic one is stored as `auto`.
+    let dt_rank = dt_rank.filter(|&r| r != d_model.div_ceil(16));
     let (vocab_size, pad) = match get_usize("unpadded_vocab_size")? {
         Some(u) => (u, get_usize("pad_vocab_size_multiple")?.unwrap_or(8)),
         None => (hf_vocab, 1),
@@ -121,7 +123,13 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         dt_max: get_f64("time_step_max", 0.1),
         dt_init_floor: get_f64("time_step_floor", 1e-4),
         dt_scale: get_f64("time_step_scale", 1.0),
-        initializer_range: Config::default().initializer_range,
+        // transformers' initializer_range means something else (its own init); ours is only
+        // read back from files we wrote.
+        initializer_range: if v.get("unpadded_vocab_size").is_some() {
+            get_f64("initializer_range", 0.02)
+        } else {
+            Config::default().initializer_range
+        },
         rescale_prenorm_residual: true,
     };
     if cfg.padded_vocab() != hf_vocab {

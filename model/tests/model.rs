@@ -1,0 +1,219 @@
+//! Whole-model tests: document resets vs separate documents, step mode vs full forward,
+//! save/load, initialisation, presets, AdamW training and checkpointing.
+
+mod common;
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use mamba_model::init::Rng;
+use mamba_model::{AdamW, AdamWConfig, Config, MambaLM, State};
+
+fn tiny() -> Config {
+    Config::new(32, 2, 50)
+}
+
+fn ids(rng: &mut Rng, b: usize, l: usize, vocab: usize) -> Tensor {
+    let v: Vec<u32> = (0..b * l).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+    Tensor::from_vec(v, (b, l), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn resets_equal_running_documents_separately() {
+    let cfg = tiny();
+    let (model, varmap) = MambaLM::init(&cfg, 7, &Device::Cpu).unwrap();
+    let mut rng = Rng::new(3);
+    // Row 0: documents of length 7, 10, 5; row 1: 1, 4, 17 (a one-token document included).
+    let rows: [&[usize]; 2] = [&[7, 10, 5], &[1, 4, 17]];
+    let l = 22;
+    let tokens = ids(&mut rng, 2, l, cfg.vocab_size);
+    let mut resets = vec![0u8; 2 * l];
+    for (r, docs) in rows.iter().enumerate() {
+        let mut s = 0;
+        for &n in docs.iter() {
+            resets[r * l + s] = 1;
+            s += n;
+        }
+    }
+    let resets = Tensor::from_vec(resets, (2, l), &Device::Cpu).unwrap();
+    let packed = model.forward(&tokens, Some(&resets)).unwrap();
+    let mut separate_loss = Tensor::zeros((), DType::F32, &Device::Cpu).unwrap();
+    for (r, docs) in rows.iter().enumerate() {
+        let mut s = 0;
+        for &n in docs.iter() {
+            let doc = tokens.narrow(0, r, 1).unwrap().narrow(1, s, n).unwrap();
+            let alone = model.forward(&doc, None).unwrap();
+            let in_pack = packed.narrow(0, r, 1).unwrap().narrow(1, s, n).unwrap();
+            assert_close(&format!("row {r} doc at {s}"), &in_pack, &alone, 1e-5, 1e-4);
+            separate_loss = (separate_loss + alone.sqr().unwrap().sum_all().unwrap()).unwrap();
+            s += n;
+        }
+    }
+    // Gradients agree too (the packed loss is the sum of the per-document losses).
+    let packed_loss = packed.sqr().unwrap().sum_all().unwrap();
+    let g1 = packed_loss.backward().unwrap();
+    let g2 = separate_loss.backward().unwrap();
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        let a = g1.get(var.as_tensor()).unwrap();
+        let b = g2.get(var.as_tensor()).unwrap();
+        let scale = vec(b).iter().fold(0f64, |m, x| m.max(x.abs()));
+        assert_close(&format!("grad {name}"), a, b, 1e-4 * scale.max(1e-3), 1e-3);
+    }
+}
+
+#[test]
+fn step_mode_matches_full_forward() {
+    let cfg = tiny();
+    let (model, _) = MambaLM::init(&cfg, 11, &Device::Cpu).unwrap();
+    let mut rng = Rng::new(5);
+    let tokens = ids(&mut rng, 3, 15, cfg.vocab_size);
+    let full = model.forward(&tokens, None).unwrap();
+    let mut state: State = model.new_state(3).unwrap();
+    for t in 0..15 {
+        let col = tokens.narrow(1, t, 1).unwrap().squeeze(1).unwrap().contiguous().unwrap();
+        let logits = model.step(&col, &mut state).unwrap();
+        let want = full.narrow(1, t, 1).unwrap().squeeze(1).unwrap();
+        assert_close(&format!("step {t}"), &logits, &want, 1e-5, 1e-4);
+    }
+    assert_eq!(state.pos, 15);
+}
+
+#[test]
+fn save_load_roundtrip_and_errors() {
+    let cfg = tiny();
+    let (model, _) = MambaLM::init(&cfg, 1, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let (loaded, varmap) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(loaded.config(), model.config());
+    assert_eq!(varmap.all_vars().len(), mamba_model::info::param_shapes(&cfg).len());
+    let mut rng = Rng::new(2);
+    let x = ids(&mut rng, 2, 9, cfg.vocab_size);
+    assert_eq!(vec(&model.forward(&x, None).unwrap()), vec(&loaded.forward(&x, None).unwrap()));
+
+    // `backbone.embedding.weight` and an explicit `lm_head.weight` are accepted.
+    let wpath = dir.path().join("model.safetensors");
+    let mut named = model.named_tensors();
+    named[0].0 = "backbone.embedding.weight".into();
+    named.push(("lm_head.weight".into(), model.embedding.clone()));
+    mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    let (alt, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(vec(&alt.forward(&x, None).unwrap()), vec(&loaded.forward(&x, None).unwrap()));
+
+    // Errors name the file and the tensor.
+    let mut named = model.named_tensors();
+    named.retain(|(n, _)| n != "backbone.layers.1.mixer.D");
+    mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    let e = MambaLM::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("backbone.layers.1.mixer.D"), "{e}");
+    let mut named = model.named_tensors();
+    named[3].1 = Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap();
+    let bad = named[3].0.clone();
+    mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    let e = MambaLM::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains(&bad) && e.contains("shape"), "{e}");
+}
+
+#[test]
+fn init_is_seeded_and_follows_mamba_ssm() {
+    let cfg = Config::new(64, 4, 100);
+    let (a, _) = MambaLM::init(&cfg, 9, &Device::Cpu).unwrap();
+    let (b, _) = MambaLM::init(&cfg, 9, &Device::Cpu).unwrap();
+    let (c, _) = MambaLM::init(&cfg, 10, &Device::Cpu).unwrap();
+    for ((n, x), (_, y)) in a.named_tensors().iter().zip(b.named_tensors()) {
+        assert_eq!(vec(x), vec(&y), "{n} not deterministic");
+    }
+    assert_ne!(vec(&a.embedding), vec(&c.embedding));
+    assert_eq!(a.embedding.dims(), &[104, 64]); // 100 padded to a multiple of 8
+    let emb = vec(&a.embedding);
+    let std = (emb.iter().map(|x| x * x).sum::<f64>() / emb.len() as f64).sqrt();
+    assert!((std - 0.02).abs() < 0.002, "embedding std {std}");
+    let m = &a.layers[0].mixer;
+    let alog = vec(&m.a_log);
+    for (i, v) in alog.iter().enumerate() {
+        assert!((v - (((i % 16) + 1) as f64).ln()).abs() < 1e-6);
+    }
+    assert!(vec(&m.d).iter().all(|&x| x == 1.0));
+    for bias in vec(&m.dt_proj_b) {
+        let dt = (1.0 + bias.exp()).ln();
+        assert!((1e-3 * 0.999..=0.1 * 1.001).contains(&dt), "dt {dt}");
+    }
+    let r = cfg.dt_rank() as f64;
+    assert!(vec(&m.dt_proj_w).iter().all(|x| x.abs() <= r.powf(-0.5)));
+    let bound = 1.0 / (cfg.d_inner() as f64).sqrt() / (cfg.n_layer as f64).sqrt();
+    let out = vec(&m.out_proj);
+    assert!(out.iter().all(|x| x.abs() <= bound));
+    assert!(out.iter().fold(0f64, |mx, x| mx.max(x.abs())) > 0.9 * bound);
+    assert!(vec(&m.conv_w).iter().all(|x| x.abs() <= 0.5));
+}
+
+#[test]
+fn presets_and_info() {
+    let e = Config::preset("huge", 100).unwrap_err().to_string();
+    assert!(e.contains("tiny") && e.contains("small") && e.contains("medium") && e.contains("large"), "{e}");
+    let small = Config::preset("small", 50257).unwrap();
+    assert_eq!((small.d_model, small.n_layer, small.padded_vocab(), small.dt_rank()), (512, 8, 50264, 32));
+    assert_eq!(Config::preset("medium", 50257).unwrap().d_model, 768);
+    assert_eq!(Config::preset("large", 50257).unwrap().n_layer, 24);
+    let text = mamba_model::info::breakdown(&small);
+    assert!(text.contains(&small.num_params().to_string()), "{text}");
+    assert!(text.contains("in_proj"), "{text}");
+    // serde round trip
+    let json = serde_json::to_string(&small).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), small);
+}
+
+#[test]
+fn adamw_trains_and_checkpoints() {
+    let cfg = tiny();
+    let mut rng = Rng::new(4);
+    let x = ids(&mut rng, 2, 16, cfg.vocab_size);
+    let y = ids(&mut rng, 2, 16, cfg.vocab_size);
+    let opt_cfg = AdamWConfig { lr: 3e-3, ..Default::default() };
+    let (model, varmap) = MambaLM::init(&cfg, 3, &Device::Cpu).unwrap();
+    let mut opt = AdamW::from_varmap(&varmap, opt_cfg.clone()).unwrap();
+    let names = opt.param_names();
+    assert!(names.iter().any(|(n, d)| n.ends_with("in_proj.weight") && *d));
+    assert!(names.iter().any(|(n, d)| n.ends_with("A_log") && !*d));
+    assert!(names.iter().any(|(n, d)| n.ends_with("embeddings.weight") && !*d));
+    let first = model.loss(&x, &y, None, None).unwrap().to_scalar::<f32>().unwrap();
+    for _ in 0..5 {
+        let loss = model.loss(&x, &y, None, None).unwrap();
+        opt.backward_step(&loss).unwrap();
+    }
+    let after = model.loss(&x, &y, None, None).unwrap().to_scalar::<f32>().unwrap();
+    assert!(after < first - 0.05, "loss {first} -> {after}");
+
+    // Checkpoint model + optimizer, continue both copies: identical trajectories.
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    opt.save(dir.path().join("optim.safetensors")).unwrap();
+    let (model2, varmap2) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    let mut opt2 = AdamW::from_varmap(&varmap2, AdamWConfig::default()).unwrap();
+    opt2.load(dir.path().join("optim.safetensors")).unwrap();
+    assert_eq!(opt2.step_count(), 5);
+    assert_eq!(opt2.config(), opt.config());
+    for (m, o) in [(&model, &mut opt), (&model2, &mut opt2)] {
+        o.set_lr(1e-3);
+        let loss = m.loss(&x, &y, None, None).unwrap();
+        o.backward_step(&loss).unwrap();
+    }
+    assert_eq!(vec(&model.embedding), vec(&model2.embedding));
+    assert_eq!(
+        vec(&model.layers[1].mixer.in_proj),
+        vec(&model2.layers[1].mixer.in_proj)
+    );
+}
+
+#[test]
+fn loss_mask_and_cross_entropy() {
+    // Uniform logits give log(V); masked positions are ignored.
+    let logits = Tensor::zeros((1, 3, 8), DType::F32, &Device::Cpu).unwrap();
+    let t = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
+    let l = mamba_model::cross_entropy(&logits, &t, None).unwrap().to_scalar::<f32>().unwrap();
+    assert!((l - 8f32.ln()).abs() < 1e-6);
+    let mut v = vec![0f32; 24];
+    v[3] = 5.0; // position 0 strongly predicts token 3 (target is 1)
+    let logits = Tensor::from_vec(v, (1, 3, 8), &Device::Cpu).unwrap();
+    let m = Tensor::new(&[[0f32, 1.0, 1.0]], &Device::Cpu).unwrap();
+    let l = mamba_model::cross_entropy(&logits, &t, Some(&m)).unwrap().to_scalar::<f32>().unwrap();
+    assert!((l - 8f32.ln()).abs() < 1e-6);
+}
