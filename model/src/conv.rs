@@ -61,3 +61,233 @@ pub fn causal_conv1d(
     }
     Ok(acc)
 }
+
+/// `silu(causal_conv1d(x, w, bias, resets))` as one op with its own backward on the CPU
+/// (one pass instead of ~10 elementwise ops forward and ~25 backward); other devices use the
+/// shifted-slice version above. `resets`: (b, l) u8, nonzero at document starts.
+pub fn causal_conv1d_silu(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    resets: Option<&Tensor>,
+    mask: Option<&ConvMask>,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return causal_conv1d(x, w, bias, mask)?.silu();
+    }
+    let (b, l, d) = x.dims3()?;
+    let k = w.dim(2)?;
+    if w.dims() != [d, 1, k] || bias.dims() != [d] {
+        candle_core::bail!("conv1d: weight {:?} / bias {:?} for {d} channels", w.dims(), bias.dims())
+    }
+    let starts = match resets {
+        Some(r) => {
+            let r = r.ne(0f64)?.to_dtype(DType::U8)?.flatten_all()?.to_vec1::<u8>()?;
+            // start[b, t] = position of the document start at or before t.
+            let mut s = vec![0u32; b * l];
+            for bi in 0..b {
+                let mut cur = 0u32;
+                for t in 0..l {
+                    if r[bi * l + t] != 0 {
+                        cur = t as u32;
+                    }
+                    s[bi * l + t] = cur;
+                }
+            }
+            Some(std::sync::Arc::new(s))
+        }
+        None => None,
+    };
+    let params = Tensor::cat(&[w.reshape((d, k))?, bias.unsqueeze(1)?], 1)?.contiguous()?;
+    let x = x.contiguous()?;
+    x.apply_op2(&params, ConvSiluOp { starts })
+}
+
+#[derive(Clone, Debug)]
+struct ConvSiluOp {
+    /// Document start of each (b, t), or None for no resets.
+    starts: Option<std::sync::Arc<Vec<u32>>>,
+}
+
+struct ConvSiluBwd {
+    op: ConvSiluOp,
+    grad: Tensor,
+}
+
+/// Channels per task.
+const CBLK: usize = 64;
+
+#[inline(always)]
+fn silu_and_grad(p: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + (-p).exp());
+    (p * s, s * (1.0 + p * (1.0 - s)))
+}
+
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+impl ConvSiluOp {
+    fn valid(&self, bi: usize, l: usize, t: usize, s: usize) -> bool {
+        t >= s
+            && match &self.starts {
+                Some(st) => t - s >= st[bi * l + t] as usize,
+                None => true,
+            }
+    }
+
+    /// Pre-activations of channels [c0, c1) for batch row bi, written to `pre` ((l, c1 - c0)).
+    fn pre(&self, x: &[f32], p: &[f32], dims: (usize, usize, usize, usize), bi: usize, c0: usize, c1: usize, pre: &mut [f32]) {
+        let (_b, l, d, k) = dims;
+        let w = c1 - c0;
+        for t in 0..l {
+            let row = &mut pre[t * w..(t + 1) * w];
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = p[(c0 + j) * (k + 1) + k];
+            }
+            for kk in 0..k {
+                let s = k - 1 - kk;
+                if !self.valid(bi, l, t, s) {
+                    continue;
+                }
+                let xr = &x[(bi * l + t - s) * d + c0..(bi * l + t - s) * d + c1];
+                for j in 0..w {
+                    row[j] += p[(c0 + j) * (k + 1) + kk] * xr[j];
+                }
+            }
+        }
+    }
+}
+
+impl candle_core::CustomOp2 for ConvSiluOp {
+    fn name(&self) -> &'static str {
+        "causal-conv1d-silu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (b, l, d) = l1.shape().dims3()?;
+        let (_, k1) = l2.shape().dims2()?;
+        let x = contiguous(s1, l1)?;
+        let p = contiguous(s2, l2)?;
+        let dims = (b, l, d, k1 - 1);
+        let mut out = vec![0f32; b * l * d];
+        let op = Ptr(out.as_mut_ptr());
+        let nblk = d.div_ceil(CBLK);
+        (0..b * nblk).into_par_iter().for_each(|task| {
+            let op = op;
+            let (bi, blk) = (task / nblk, task % nblk);
+            let (c0, c1) = (blk * CBLK, ((blk + 1) * CBLK).min(d));
+            let w = c1 - c0;
+            let mut pre = vec![0f32; l * w];
+            self.pre(x, p, dims, bi, c0, c1, &mut pre);
+            for t in 0..l {
+                for j in 0..w {
+                    let v = silu_and_grad(pre[t * w + j]).0;
+                    unsafe { *op.0.add((bi * l + t) * d + c0 + j) = v };
+                }
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let bwd = ConvSiluBwd { op: self.clone(), grad: grad.contiguous()? };
+        let flat = x.apply_op2_no_bwd(params, &bwd)?;
+        let n1 = x.elem_count();
+        let gx = flat.narrow(0, 0, n1)?.reshape(x.shape())?;
+        let gp = flat.narrow(0, n1, params.elem_count())?.reshape(params.shape())?;
+        Ok((Some(gx), Some(gp)))
+    }
+}
+
+fn contiguous<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv1d: input must be contiguous"),
+    }
+}
+
+impl candle_core::CustomOp2 for ConvSiluBwd {
+    fn name(&self) -> &'static str {
+        "causal-conv1d-silu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (b, l, d) = l1.shape().dims3()?;
+        let (_, k1) = l2.shape().dims2()?;
+        let k = k1 - 1;
+        let x = contiguous(s1, l1)?;
+        let p = contiguous(s2, l2)?;
+        let (gs, gl) = self.grad.storage_and_layout();
+        let g = match &*gs {
+            candle_core::Storage::Cpu(cs) => contiguous(cs, gl)?,
+            _ => candle_core::bail!("conv1d: gradient not on the cpu"),
+        };
+        let dims = (b, l, d, k);
+        let mut out = vec![0f32; b * l * d + d * k1];
+        let (gx, gp) = out.split_at_mut(b * l * d);
+        let gxp = Ptr(gx.as_mut_ptr());
+        // Tasks own channel blocks across all batch rows: dW and d_bias are summed in a fixed
+        // order, dx is written to disjoint columns.
+        gp.par_chunks_mut(CBLK * k1).enumerate().for_each(|(blk, gpb)| {
+            let gxp = gxp;
+            let (c0, c1) = (blk * CBLK, ((blk + 1) * CBLK).min(d));
+            let w = c1 - c0;
+            let mut pre = vec![0f32; l * w];
+            for bi in 0..b {
+                self.op.pre(x, p, dims, bi, c0, c1, &mut pre);
+                // pre <- d pre = g * silu'(pre)
+                for t in 0..l {
+                    let gr = &g[(bi * l + t) * d + c0..(bi * l + t) * d + c1];
+                    for j in 0..w {
+                        pre[t * w + j] = gr[j] * silu_and_grad(pre[t * w + j]).1;
+                    }
+                }
+                for t in 0..l {
+                    let dp = &pre[t * w..(t + 1) * w];
+                    for j in 0..w {
+                        gpb[j * k1 + k] += dp[j];
+                    }
+                    for kk in 0..k {
+                        let s = k - 1 - kk;
+                        if !self.op.valid(bi, l, t, s) {
+                            continue;
+                        }
+                        let src = (bi * l + t - s) * d + c0;
+                        let xr = &x[src..src + w];
+                        for j in 0..w {
+                            gpb[j * k1 + kk] += dp[j] * xr[j];
+                            unsafe {
+                                *gxp.0.add(src + j) += p[(c0 + j) * k1 + kk] * dp[j];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let len = out.len();
+        Ok((candle_core::CpuStorage::F32(out), candle_core::Shape::from(len)))
+    }
+}

@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::Config;
-use crate::conv::{causal_conv1d, ConvMask};
+use crate::conv::{causal_conv1d_silu, ConvMask};
 use crate::ops::linear;
 use crate::scan::{selective_scan, ScanOptions};
 
@@ -49,7 +49,8 @@ impl Mixer {
         self.a_log.exp()?.neg()
     }
 
-    /// h: (b, l, d_model) normalised input -> (b, l, d_model).
+    /// h: (b, l, d_model) normalised input -> (b, l, d_model). `resets`: (b, l) u8 document
+    /// starts; `conv_mask` (built from the same resets) is only used off the CPU.
     pub fn forward(
         &self,
         h: &Tensor,
@@ -60,7 +61,7 @@ impl Mixer {
         let xz = linear(h, &self.in_proj)?;
         let x = xz.narrow(2, 0, di)?;
         let z = xz.narrow(2, di, di)?.contiguous()?;
-        let u = causal_conv1d(&x, &self.conv_w, &self.conv_b, conv_mask)?.silu()?;
+        let u = causal_conv1d_silu(&x, &self.conv_w, &self.conv_b, resets, conv_mask)?;
         let xdbl = linear(&u, &self.x_proj)?;
         let dt = xdbl.narrow(2, 0, r)?;
         let b = xdbl.narrow(2, r, n)?;

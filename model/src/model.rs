@@ -113,9 +113,10 @@ impl MambaLM {
             }
             None => None,
         };
+        // The shifted-slice conv (non-CPU devices) needs per-shift masks; the CPU op does not.
         let mask = match &resets {
-            Some(r) => Some(ConvMask::new(r, self.cfg.d_conv)?),
-            None => None,
+            Some(r) if !r.device().is_cpu() => Some(ConvMask::new(r, self.cfg.d_conv)?),
+            _ => None,
         };
         for layer in &self.layers {
             let h = rms_norm(&residual, &layer.norm, self.cfg.norm_eps)?;

@@ -1,0 +1,67 @@
+//! Full training steps (forward, backward, AdamW) on CPU:
+//! d_model 256, 4 layers, vocab 4096, seq 256, batch 4 (1024 tokens per step).
+//!
+//! cargo bench -p mamba-model --bench train_step
+//! (env: BENCH_ITERS, default 7; BENCH_D, BENCH_LAYERS, BENCH_VOCAB, BENCH_SEQ, BENCH_BATCH)
+
+mod common;
+use candle_core::{Device, Tensor};
+use common::*;
+use mamba_model::init::Rng;
+use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
+
+fn main() -> mamba_model::Result<()> {
+    let d = env_usize("BENCH_D", 256);
+    let layers = env_usize("BENCH_LAYERS", 4);
+    let vocab = env_usize("BENCH_VOCAB", 4096);
+    let seq = env_usize("BENCH_SEQ", 256);
+    let batch = env_usize("BENCH_BATCH", 4);
+    let iters = env_usize("BENCH_ITERS", 7);
+    let dev = Device::Cpu;
+    let cfg = Config::new(d, layers, vocab);
+    let (model, varmap) = MambaLM::init(&cfg, 0, &dev)?;
+    let mut opt = AdamW::from_varmap(&varmap, AdamWConfig::default())?;
+    let mut rng = Rng::new(1);
+    let n = batch * (seq + 1);
+    let toks: Vec<u32> = (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+    let toks = Tensor::from_vec(toks, (batch, seq + 1), &dev)?;
+    let x = toks.narrow(1, 0, seq)?.contiguous()?;
+    let y = toks.narrow(1, 1, seq)?.contiguous()?;
+    // Document resets every 100 tokens, as in packed training data.
+    let resets: Vec<u8> = (0..batch * seq).map(|i| ((i % seq) % 100 == 0) as u8).collect();
+    let resets = Tensor::from_vec(resets, (batch, seq), &dev)?;
+    println!(
+        "train_step: d_model {d}, n_layer {layers}, vocab {vocab}, seq {seq}, batch {batch}, {} params, {} threads",
+        cfg.num_params(),
+        rayon::current_num_threads()
+    );
+    let (mut tf, mut tb, mut to, mut tt) = (vec![], vec![], vec![], vec![]);
+    for i in 0..iters + 1 {
+        let (loss, f) = time(|| model.loss(&x, &y, Some(&resets), None));
+        let loss = loss?;
+        let (grads, b) = time(|| loss.backward());
+        let grads = grads?;
+        let (r, o) = time(|| opt.step(&grads));
+        r?;
+        let l = loss.to_scalar::<f32>()?;
+        if i == 0 {
+            println!("  warmup step: {:.1} ms (loss {l:.3})", (f + b + o) * 1e3);
+            continue;
+        }
+        tf.push(f);
+        tb.push(b);
+        to.push(o);
+        tt.push(f + b + o);
+    }
+    let step = median(&mut tt);
+    println!(
+        "  median over {iters} steps: step {:.1} ms (forward {:.1}, backward {:.1}, AdamW {:.1})",
+        step * 1e3,
+        median(&mut tf) * 1e3,
+        median(&mut tb) * 1e3,
+        median(&mut to) * 1e3
+    );
+    println!("  tokens/s: {:.0}", (batch * seq) as f64 / step);
+    println!("  peak RSS (VmHWM): {:.0} MiB", peak_rss_mib());
+    Ok(())
+}
