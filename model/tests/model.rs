@@ -2,7 +2,7 @@
 //! save/load, initialisation, presets, AdamW training and checkpointing.
 
 mod common;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use common::*;
 use mamba_model::init::Rng;
 use mamba_model::{AdamW, AdamWConfig, Config, MambaLM, State};
@@ -216,4 +216,19 @@ fn loss_mask_and_cross_entropy() {
     let m = Tensor::new(&[[0f32, 1.0, 1.0]], &Device::Cpu).unwrap();
     let l = mamba_model::cross_entropy(&logits, &t, Some(&m)).unwrap().to_scalar::<f32>().unwrap();
     assert!((l - 8f32.ln()).abs() < 1e-6);
+}
+
+#[test]
+fn fused_cross_entropy_matches_log_softmax() {
+    let mut rng = Rng::new(8);
+    let logits = Var::from_tensor(&f32(&randn(&mut rng, &[7, 37], 3.0))).unwrap();
+    let t = ids(&mut rng, 1, 7, 37).flatten_all().unwrap();
+    let fused = mamba_model::loss::per_position_nll(&logits, &t).unwrap();
+    let lsm = mamba_model::ops::log_softmax_last(&logits).unwrap();
+    let plain = lsm.gather(&t.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+    assert_close("nll", &fused, &plain, 1e-6, 1e-5);
+    let w = f32(&randn(&mut rng, &[7], 1.0));
+    let g1 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_close("dlogits", g1.get(&logits).unwrap(), g2.get(&logits).unwrap(), 1e-6, 1e-5);
 }

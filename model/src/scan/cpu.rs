@@ -448,6 +448,11 @@ enum Isa {
 }
 
 fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(detect_isa)
+}
+
+fn detect_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         if std::env::var_os("MAMBA_SCAN_NO_SIMD").is_some() {
@@ -604,5 +609,46 @@ pub fn backward(dm: &Dims, x: &Inputs, dout: &[f32]) -> Vec<f32> {
         32 => bwd_n::<32>(dm, x, dout),
         64 => bwd_n::<64>(dm, x, dout),
         n => panic!("unsupported d_state {n}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vectorised exp over a slice, shared with other CPU ops (cross-entropy).
+
+#[inline(always)]
+fn exp_sub_body<M: Arith>(v: &mut [f32], sub: f32) {
+    let mut chunks = v.chunks_exact_mut(G);
+    for c in &mut chunks {
+        let mut a = [0f32; G];
+        a.copy_from_slice(c);
+        for x in a.iter_mut() {
+            *x = exp_f::<M>(*x - sub);
+        }
+        c.copy_from_slice(&a);
+    }
+    for x in chunks.into_remainder() {
+        *x = exp_f::<M>(*x - sub);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp_sub_avx512(v: &mut [f32], sub: f32) {
+    exp_sub_body::<WithFma>(v, sub)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_sub_avx2(v: &mut [f32], sub: f32) {
+    exp_sub_body::<WithFma>(v, sub)
+}
+
+/// v[i] = exp(v[i] - sub), vectorised (same accuracy as the scan's exp: ~1 ulp).
+pub fn exp_sub_inplace(v: &mut [f32], sub: f32) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { exp_sub_avx512(v, sub) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { exp_sub_avx2(v, sub) },
+        _ => exp_sub_body::<NoFma>(v, sub),
     }
 }
