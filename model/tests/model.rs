@@ -232,3 +232,18 @@ fn fused_cross_entropy_matches_log_softmax() {
     let g2 = (&plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
     assert_close("dlogits", g1.get(&logits).unwrap(), g2.get(&logits).unwrap(), 1e-6, 1e-5);
 }
+
+#[test]
+fn fused_rms_norm_matches_ops() {
+    let mut rng = Rng::new(12);
+    let x = Var::from_tensor(&f32(&randn(&mut rng, &[3, 37, 40], 2.0))).unwrap();
+    let w = Var::from_tensor(&f32(&randn(&mut rng, &[40], 1.0))).unwrap();
+    let gw = f32(&randn(&mut rng, &[3, 37, 40], 1.0));
+    let a = mamba_model::norm::rms_norm(&x, &w, 1e-5).unwrap();
+    let b = mamba_model::norm::rms_norm_ops(&x, &w, 1e-5).unwrap();
+    assert_close("rms forward", &a, &b, 1e-6, 1e-5);
+    let g1 = (&a * &gw).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&b * &gw).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_close("dx", g1.get(&x).unwrap(), g2.get(&x).unwrap(), 1e-5, 1e-4);
+    assert_close("dw", g1.get(&w).unwrap(), g2.get(&w).unwrap(), 1e-4, 1e-4);
+}
