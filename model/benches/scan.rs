@@ -25,7 +25,7 @@ fn main() -> candle_core::Result<()> {
     let dd = var(&[d], 1.0, 0.0)?;
     let bias = var(&[d], 0.1, 0.0)?;
     let z = var(&[b, l, d], 1.0, 0.0)?;
-    let resets: Vec<u8> = (0..b * l).map(|i| ((i % l) % 100 == 0) as u8).collect();
+    let resets: Vec<u8> = (0..b * l).map(|i| (i % l).is_multiple_of(100) as u8).collect();
     let resets = Tensor::from_vec(resets, (b, l), &dev)?;
     let opts = ScanOptions {
         delta_bias: Some(bias.as_tensor()),
@@ -54,6 +54,25 @@ fn main() -> candle_core::Result<()> {
     };
     let (f1, b1) = run(true, iters)?;
     println!("  fused:     forward {:.2} ms, backward {:.2} ms, total {:.2} ms", f1 * 1e3, b1 * 1e3, (f1 + b1) * 1e3);
+    // The kernels alone, without candle's autograd around them.
+    {
+        use mamba_model::scan::cpu;
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (uu, dl, zz) = (v(&u), v(&delta), v(&z));
+        let bc = v(&Tensor::cat(&[bm.as_tensor(), cm.as_tensor()], 2)?);
+        let params = v(&Tensor::cat(&[a.as_tensor().clone(), dd.unsqueeze(1)?, bias.unsqueeze(1)?], 1)?);
+        let rs = resets.flatten_all()?.to_vec1::<u8>()?;
+        let inp = cpu::Inputs { u: &uu, delta: &dl, z: Some(&zz), bc: &bc, params: &params, resets: Some(&rs) };
+        let dm = cpu::Dims { b, l, d, n, softplus: true, chunk: mamba_model::scan::DEFAULT_CHUNK };
+        let g = vec![1f32; b * l * d];
+        let (mut tf, mut tb) = (vec![], vec![]);
+        for _ in 0..iters {
+            tf.push(time(|| cpu::forward(&dm, &inp)).1);
+            tb.push(time(|| cpu::backward(&dm, &inp, &g)).1);
+        }
+        let (kf, kb) = (median(&mut tf), median(&mut tb));
+        println!("  kernels only: forward {:.2} ms, backward {:.2} ms", kf * 1e3, kb * 1e3);
+    }
     let (f2, b2) = run(false, 2.min(iters).max(1))?;
     println!("  reference: forward {:.2} ms, backward {:.2} ms, total {:.2} ms", f2 * 1e3, b2 * 1e3, (f2 + b2) * 1e3);
     println!("  speed-up (fwd+bwd): {:.1}x", (f2 + b2) / (f1 + b1));

@@ -28,7 +28,7 @@ fn main() -> mamba_model::Result<()> {
     let x = toks.narrow(1, 0, seq)?.contiguous()?;
     let y = toks.narrow(1, 1, seq)?.contiguous()?;
     // Document resets every 100 tokens, as in packed training data.
-    let resets: Vec<u8> = (0..batch * seq).map(|i| ((i % seq) % 100 == 0) as u8).collect();
+    let resets: Vec<u8> = (0..batch * seq).map(|i| (i % seq).is_multiple_of(100) as u8).collect();
     let resets = Tensor::from_vec(resets, (batch, seq), &dev)?;
     println!(
         "train_step: d_model {d}, n_layer {layers}, vocab {vocab}, seq {seq}, batch {batch}, {} params, {} threads",
@@ -63,5 +63,7 @@ fn main() -> mamba_model::Result<()> {
     );
     println!("  tokens/s: {:.0}", (batch * seq) as f64 / step);
     println!("  peak RSS (VmHWM): {:.0} MiB", peak_rss_mib());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average at end (other processes compete for the cores): {}", load.trim());
     Ok(())
 }

@@ -17,6 +17,9 @@
 //! # Ok(()) }
 //! ```
 
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::redundant_locals)]
+#![allow(clippy::excessive_precision)]
+
 pub mod config;
 pub mod conv;
 pub mod error;
