@@ -1,1 +1,26 @@
-fn main() {}
+//! `mamba`: train Mamba language models on your own files.
+//!
+//! A thin binary: parse the command line, run one subcommand, turn its result into an exit
+//! code (0 ok, 1 failure, 2 bad usage).
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Ingest(args) => commands::ingest::run(args),
+        cli::Command::ModelInfo(args) => commands::model_info::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

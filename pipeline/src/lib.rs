@@ -1,4 +1,9 @@
 //! Ingest stages and the shard store: `discover -> extract -> chunk -> tokenize -> write`.
 
 pub mod chunk;
+pub mod discover;
 pub mod extract;
+pub mod ingest;
+pub mod report;
+pub mod shard;
+pub mod tokenize;

@@ -1,0 +1,237 @@
+//! `mamba ingest`: files in, tokenizer + shard store out.
+//!
+//! Without `--tokenizer`, a first pass over the corpus trains a byte-level BPE; the second
+//! pass extracts, chunks, tokenizes and writes. The output folder is made safe first: an old
+//! manifest is removed before anything is written, and the new one is written last.
+
+mod order;
+mod stages;
+mod tally;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use stages::StageOptions;
+
+use crate::report::Report;
+use crate::shard::manifest::{Manifest, ShardEntry, TokenizerEntry, Totals};
+use crate::shard::writer::{ShardLimits, WriteError};
+use crate::shard::{self, write_atomic, SCHEMA_VERSION};
+use crate::tokenize::{TokenizeError, Vocab};
+
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const REPORT_FILE: &str = "report.jsonl";
+
+/// Where the tokenizer comes from.
+#[derive(Clone, Debug)]
+pub enum TokenizerSource {
+    /// A Hugging Face `tokenizer.json`, and optionally the name of its end-of-text token.
+    File { path: PathBuf, eos: Option<String> },
+    /// A byte-level BPE trained on the corpus with this vocabulary size.
+    Train { vocab_size: usize },
+}
+
+pub struct IngestOptions {
+    pub stages: StageOptions,
+    pub out: PathBuf,
+    pub tokenizer: TokenizerSource,
+    pub val_fraction: f64,
+    pub limits: ShardLimits,
+    pub progress: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("input {0} does not exist")]
+    MissingInput(String),
+    #[error("cannot prepare output folder {path}: {reason}")]
+    Output { path: String, reason: String },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizeError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// What a run produced.
+pub struct Summary {
+    pub manifest: Manifest,
+    pub elapsed: Duration,
+    pub bytes_read: u64,
+}
+
+pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
+    let started = Instant::now();
+    for input in &opts.stages.inputs {
+        if !input.exists() {
+            return Err(IngestError::MissingInput(input.display().to_string()));
+        }
+    }
+    prepare_output(&opts.out)?;
+    let (vocab, origin) = match &opts.tokenizer {
+        TokenizerSource::File { path, eos } => (
+            Vocab::load(path, eos.as_deref())?,
+            path.display().to_string(),
+        ),
+        TokenizerSource::Train { vocab_size } => {
+            (train(&opts.stages, *vocab_size)?, "trained".to_string())
+        }
+    };
+    let tokenizer_json = vocab.to_json()?;
+    let (totals, report, shards, bytes_read) = write_shards(opts, &vocab)?;
+
+    let out_err = |e: std::io::Error| IngestError::Output {
+        path: opts.out.display().to_string(),
+        reason: e.to_string(),
+    };
+    write_atomic(&opts.out.join(TOKENIZER_FILE), tokenizer_json.as_bytes()).map_err(out_err)?;
+    write_atomic(&opts.out.join(REPORT_FILE), report.as_bytes()).map_err(out_err)?;
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        tokenizer: TokenizerEntry {
+            file: TOKENIZER_FILE.into(),
+            sha256: shard::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+                tokenizer_json.as_bytes(),
+            )),
+            vocab_size: vocab.vocab_size(),
+            eos_id: vocab.eos_id,
+            origin,
+        },
+        shards,
+        totals,
+        settings: settings(opts),
+    };
+    manifest.save(&opts.out).map_err(out_err)?;
+    Ok(Summary {
+        manifest,
+        elapsed: started.elapsed(),
+        bytes_read,
+    })
+}
+
+/// The settings recorded in the manifest: everything that shapes the shards.
+fn settings(opts: &IngestOptions) -> serde_json::Value {
+    let s = &opts.stages;
+    let tokenizer = match &opts.tokenizer {
+        TokenizerSource::File { eos, .. } => serde_json::json!({ "eos_token": eos }),
+        TokenizerSource::Train { vocab_size } => serde_json::json!({ "vocab_size": vocab_size }),
+    };
+    serde_json::json!({
+        "val_fraction": opts.val_fraction,
+        "chunk_bytes": s.chunk_bytes,
+        "max_file_bytes": s.max_file_bytes,
+        "follow_symlinks": s.follow_symlinks,
+        "text_column": s.extract.text_column,
+        "shard_tokens": opts.limits.shard_tokens,
+        "row_group_tokens": opts.limits.row_group_tokens,
+        "zstd_level": opts.limits.zstd_level,
+        "tokenizer": tokenizer,
+    })
+}
+
+/// Removes what a previous run left that a new manifest would not vouch for: the manifest
+/// first (so no manifest names a file this run rewrites), then old shards and temp files.
+fn prepare_output(out: &Path) -> Result<(), IngestError> {
+    let fail = |e: std::io::Error| IngestError::Output {
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(fail)?;
+    match std::fs::remove_file(out.join(shard::manifest::MANIFEST_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+        _ => {}
+    }
+    for entry in std::fs::read_dir(out).map_err(fail)? {
+        let name = entry
+            .map_err(fail)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let ours = name.starts_with("train-") || name.starts_with("val-") || name == REPORT_FILE;
+        if name.ends_with(".tmp") || (ours && (name.ends_with(".parquet") || name == REPORT_FILE)) {
+            std::fs::remove_file(out.join(&name)).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every chunk text of the inputs, in no particular order (for benchmarks and tools).
+pub fn chunk_texts(stages: &StageOptions) -> Vec<String> {
+    std::thread::scope(|scope| {
+        let pieces = stages::spawn_extract(scope, stages, None);
+        pieces
+            .into_iter()
+            .flat_map(|p| p.docs)
+            .flat_map(|d| d.chunks)
+            .collect()
+    })
+}
+
+/// First pass: extract and chunk everything, feeding the chunks to the BPE trainer.
+fn train(stages: &StageOptions, vocab_size: usize) -> Result<Vocab, TokenizeError> {
+    std::thread::scope(|scope| {
+        let pieces = stages::spawn_extract(scope, stages, None);
+        let chunks = pieces
+            .into_iter()
+            .flat_map(|p| p.docs)
+            .flat_map(|d| d.chunks);
+        Vocab::train(chunks, vocab_size)
+    })
+}
+
+/// Second pass: the full pipeline, consumed here in input order.
+fn write_shards(
+    opts: &IngestOptions,
+    vocab: &Vocab,
+) -> Result<(Totals, Report, Vec<ShardEntry>, u64), IngestError> {
+    let stages = &opts.stages;
+    let window = 4 * stages.threads.max(1) + 4;
+    let order = order::Order::new(window);
+    let bar = progress_bar(opts.progress);
+    let started = Instant::now();
+    let mut tally = tally::Tally::new(&opts.out, opts.limits, opts.val_fraction);
+    let result = std::thread::scope(|scope| {
+        let extracted = stages::spawn_extract(scope, stages, Some(&order));
+        let tokenized = stages::spawn_tokenize(scope, stages.threads, vocab, extracted);
+        let mut reorder = order::Reorder::default();
+        for piece in tokenized {
+            let (file, seq, last) = (piece.file, piece.seq, piece.end.is_some());
+            for (file, piece, last) in reorder.push(file, seq, last, piece) {
+                if let Err(e) = tally.add(piece) {
+                    order.abort();
+                    return Err(e);
+                }
+                if last {
+                    order.finished(file);
+                    bar.inc(1);
+                    let secs = started.elapsed().as_secs_f64().max(1e-3);
+                    let mb = tally.bytes_done as f64 / 1e6;
+                    bar.set_message(format!(
+                        "{mb:.1} MB, {:.1} MB/s, {} tokens",
+                        mb / secs,
+                        tally.totals.tokens
+                    ));
+                }
+            }
+        }
+        Ok(())
+    });
+    bar.finish_and_clear();
+    result?;
+    let bytes = tally.bytes_done;
+    let (totals, report, shards) = tally.finish()?;
+    Ok((totals, report, shards, bytes))
+}
+
+fn progress_bar(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {pos} files, {msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}

@@ -1,0 +1,184 @@
+//! The writer's bookkeeping: dedup, split, shard rows, totals and the report, all in input
+//! order so the result does not depend on thread timing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use super::stages::{End, Piece};
+use crate::report::{Report, Status};
+use crate::shard::manifest::{Outcomes, ShardEntry, Totals};
+use crate::shard::writer::{Row, ShardLimits, ShardWriter, WriteError};
+use crate::shard::Split;
+
+pub struct Tally {
+    pub totals: Totals,
+    pub report: Report,
+    train: ShardWriter,
+    val: ShardWriter,
+    val_fraction: f64,
+    /// Whole-file documents seen, by hash, with the file that had them first.
+    first_seen: HashMap<u128, std::sync::Arc<str>>,
+    /// Dataset rows seen, by hash (rows are counted as duplicates, not named).
+    rows_seen: HashSet<u128>,
+    /// Documents of the current file kept so far (a file of only duplicates is skipped).
+    kept_in_file: u64,
+    duplicate_of: Option<std::sync::Arc<str>>,
+    pub bytes_done: u64,
+}
+
+impl Tally {
+    pub fn new(out: &Path, limits: ShardLimits, val_fraction: f64) -> Tally {
+        Tally {
+            totals: Totals::default(),
+            report: Report::default(),
+            train: ShardWriter::new(out, Split::Train, limits),
+            val: ShardWriter::new(out, Split::Val, limits),
+            val_fraction,
+            first_seen: HashMap::new(),
+            rows_seen: HashSet::new(),
+            kept_in_file: 0,
+            duplicate_of: None,
+            bytes_done: 0,
+        }
+    }
+
+    /// Takes the next piece in input order.
+    pub fn add(&mut self, piece: Piece) -> Result<(), WriteError> {
+        let kind = piece.kind.map_or("other", |k| k.as_str());
+        for doc in &piece.docs {
+            let fresh = match doc.kind {
+                crate::extract::Kind::Dataset => self.rows_seen.insert(doc.hash),
+                _ => match self.first_seen.get(&doc.hash) {
+                    Some(first) => {
+                        self.duplicate_of = Some(first.clone());
+                        false
+                    }
+                    None => {
+                        self.first_seen.insert(doc.hash, piece.source.clone());
+                        true
+                    }
+                },
+            };
+            if !fresh {
+                self.totals.duplicates += 1;
+                continue;
+            }
+            if self.kept_in_file == 0 {
+                self.totals
+                    .by_kind
+                    .entry(doc.kind.as_str().into())
+                    .or_default()
+                    .files += 1;
+                self.totals
+                    .by_lang
+                    .entry(doc.lang.into())
+                    .or_default()
+                    .files += 1;
+            }
+            self.kept_in_file += 1;
+            let split = Split::of(doc.hash, self.val_fraction);
+            let writer = match split {
+                Split::Train => &mut self.train,
+                Split::Val => &mut self.val,
+            };
+            let tokens: u64 = doc.tokens.iter().map(|t| t.len() as u64).sum();
+            for (i, chunk) in doc.tokens.iter().enumerate() {
+                let (source, lang) = (&piece.source, doc.lang);
+                let doc_id = doc.hash as u64;
+                let row = Row {
+                    doc_id,
+                    chunk: i as u32,
+                    source,
+                    kind: doc.kind.as_str(),
+                    lang,
+                    tokens: chunk,
+                };
+                writer.push(row)?;
+            }
+            let chunks = doc.tokens.len() as u64;
+            let t = &mut self.totals;
+            t.documents += 1;
+            t.chunks += chunks;
+            t.tokens += tokens;
+            let split_group = match split {
+                Split::Train => &mut t.train,
+                Split::Val => &mut t.val,
+            };
+            for group in [
+                split_group,
+                t.by_kind.entry(doc.kind.as_str().into()).or_default(),
+                t.by_lang.entry(doc.lang.into()).or_default(),
+            ] {
+                group.documents += 1;
+                group.chunks += chunks;
+                group.tokens += tokens;
+            }
+        }
+        if let Some(end) = &piece.end {
+            self.end_file(&piece.source, kind, end, piece.bytes);
+        }
+        Ok(())
+    }
+
+    fn end_file(&mut self, source: &str, kind: &str, end: &End, bytes: u64) {
+        let kept = std::mem::take(&mut self.kept_in_file);
+        let duplicate_of = self.duplicate_of.take();
+        self.bytes_done += bytes;
+        let outcome = match end {
+            End::Ingested(_) if kept == 0 => {
+                let first = duplicate_of.as_deref().unwrap_or("an earlier input");
+                Err((
+                    Status::Skipped,
+                    "duplicate".to_string(),
+                    format!("duplicate of {first}"),
+                ))
+            }
+            End::Ingested(repairs) => Ok(repairs),
+            End::Skipped(reason) => Err((Status::Skipped, reason_class(reason), reason.clone())),
+            End::Failed(reason) => Err((Status::Failed, String::new(), reason.clone())),
+        };
+        let t = &mut self.totals;
+        let by_kind = t.files_by_kind.entry(kind.into()).or_default();
+        match outcome {
+            Ok(repairs) => {
+                bump(&mut t.files, by_kind, |o| &mut o.ingested);
+                if !repairs.is_empty() {
+                    t.repaired += 1;
+                    self.report
+                        .add(source, Status::Repaired, &repairs.join("; "));
+                }
+            }
+            Err((status, class, reason)) => {
+                if status == Status::Skipped {
+                    bump(&mut t.files, by_kind, |o| &mut o.skipped);
+                    *t.skipped_by_reason.entry(class).or_default() += 1;
+                } else {
+                    bump(&mut t.files, by_kind, |o| &mut o.failed);
+                }
+                self.report.add(source, status, &reason);
+            }
+        }
+    }
+
+    /// Closes both splits' shards; returns every shard, train first.
+    pub fn finish(self) -> Result<(Totals, Report, Vec<ShardEntry>), WriteError> {
+        let mut shards = self.train.finish()?;
+        shards.extend(self.val.finish()?);
+        Ok((self.totals, self.report, shards))
+    }
+}
+
+fn bump(all: &mut Outcomes, kind: &mut Outcomes, field: impl Fn(&mut Outcomes) -> &mut u64) {
+    *field(all) += 1;
+    *field(kind) += 1;
+}
+
+/// The class of a skip reason, for the totals: its words before any detail in brackets.
+fn reason_class(reason: &str) -> String {
+    let class = reason.split(['(', ':']).next().unwrap_or(reason).trim();
+    if class.starts_with("symlink loop") {
+        "symlink loop".into()
+    } else {
+        class.into()
+    }
+}

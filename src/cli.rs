@@ -1,0 +1,93 @@
+//! Command-line definitions: every subcommand, its flags, and an example in its help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mamba",
+    version,
+    about = "Train Mamba language models on your own files"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Turn folders of PDFs, text, code, configs and datasets into a tokenizer and shards
+    #[command(
+        after_help = "Example:\n  mamba ingest data/ shards/\n  mamba ingest ~/papers ~/code shards/ --tokenizer tokenizer.json --threads 4"
+    )]
+    Ingest(IngestArgs),
+    /// Print a model preset's parameter count and breakdown
+    #[command(
+        after_help = "Example:\n  mamba model-info --size small\n  mamba model-info --size large --vocab 32768"
+    )]
+    ModelInfo(ModelInfoArgs),
+}
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Input files or folders, then the output folder
+    #[arg(required = true, num_args = 2.., value_name = "INPUT... OUT_DIR")]
+    pub paths: Vec<PathBuf>,
+    /// A Hugging Face tokenizer.json to use instead of training one on the corpus
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// End-of-text token of --tokenizer, if it is none of the usual ones
+    #[arg(long, value_name = "TOKEN", requires = "tokenizer")]
+    pub eos_token: Option<String>,
+    /// Vocabulary size of the trained byte-level BPE (with <|endoftext|>)
+    #[arg(long, default_value_t = 32768, value_parser = clap::value_parser!(u32).range(260..=1_000_000))]
+    pub vocab_size: u32,
+    /// Worker threads per stage [default: the number of cores]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+    /// Share of documents held out for validation, chosen by a hash of the document
+    #[arg(long, default_value_t = 0.01, value_parser = fraction)]
+    pub val_fraction: f64,
+    /// Largest chunk of text, in bytes; longer documents are cut (code at definitions)
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..))]
+    pub chunk_bytes: u32,
+    /// Tokens per shard before a new shard is started
+    #[arg(long, default_value_t = 50_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_tokens: u64,
+    /// Tokens per Parquet row group (the unit the trainer streams)
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub row_group_tokens: u64,
+    /// Files larger than this are skipped (datasets are streamed and exempt)
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_file_mb: u64,
+    /// Column holding the text in .parquet/.arrow/.jsonl datasets
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Follow symbolic links (loops are detected and reported)
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Exit with status 1 if any input failed
+    #[arg(long)]
+    pub strict: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct ModelInfoArgs {
+    /// Model preset: tiny, small, medium or large
+    #[arg(long, default_value = "small")]
+    pub size: String,
+    /// Vocabulary size (before padding to a multiple of 8)
+    #[arg(long, default_value_t = 50257, value_parser = clap::value_parser!(u32).range(1..))]
+    pub vocab: u32,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s} is not a fraction in [0, 1)")),
+    }
+}

@@ -1,0 +1,123 @@
+//! `mamba ingest`: builds the ingest job from flags, runs it, prints the tally.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use mamba_pipeline::extract::{pdf::PdfLimits, ExtractOptions};
+use mamba_pipeline::ingest::{self, IngestOptions, StageOptions, TokenizerSource};
+use mamba_pipeline::shard::manifest::Manifest;
+use mamba_pipeline::shard::writer::ShardLimits;
+
+use crate::cli::IngestArgs;
+
+/// Rows per batch when streaming a dataset file.
+const DATASET_BATCH_ROWS: usize = 1024;
+/// zstd level of the shards: fast to write, a good ratio on token ids.
+const ZSTD_LEVEL: i32 = 3;
+
+pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let mut inputs = args.paths;
+    let out = inputs.pop().context("missing OUT_DIR")?;
+    let threads = args
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let tokenizer = match args.tokenizer {
+        Some(path) => TokenizerSource::File {
+            path,
+            eos: args.eos_token,
+        },
+        None => TokenizerSource::Train {
+            vocab_size: args.vocab_size as usize,
+        },
+    };
+    let opts = IngestOptions {
+        stages: StageOptions {
+            inputs,
+            exclude: out.clone(),
+            follow_symlinks: args.follow_symlinks,
+            threads,
+            max_file_bytes: args.max_file_mb << 20,
+            chunk_bytes: args.chunk_bytes as usize,
+            extract: ExtractOptions {
+                text_column: args.text_column,
+                batch_rows: DATASET_BATCH_ROWS,
+                pdf: PdfLimits::default(),
+            },
+        },
+        out: out.clone(),
+        tokenizer,
+        val_fraction: args.val_fraction,
+        limits: ShardLimits {
+            row_group_tokens: args.row_group_tokens as usize,
+            shard_tokens: args.shard_tokens as usize,
+            zstd_level: ZSTD_LEVEL,
+        },
+        progress: !args.quiet,
+    };
+    let summary = ingest::run(&opts)?;
+    print_tally(
+        &summary.manifest,
+        &out,
+        summary.elapsed.as_secs_f64(),
+        summary.bytes_read,
+    );
+    let failed = summary.manifest.totals.files.failed;
+    Ok(if args.strict && failed > 0 {
+        eprintln!(
+            "error: {failed} input(s) failed (--strict); see {}",
+            out.join(ingest::REPORT_FILE).display()
+        );
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_tally(m: &Manifest, out: &std::path::Path, secs: f64, bytes: u64) {
+    let t = &m.totals;
+    let mb = bytes as f64 / 1e6;
+    println!(
+        "{} files in {:.1} s ({:.1} MB, {:.2} MB/s): {} ingested, {} skipped, {} failed",
+        t.files.ingested + t.files.skipped + t.files.failed,
+        secs,
+        mb,
+        mb / secs.max(1e-9),
+        t.files.ingested,
+        t.files.skipped,
+        t.files.failed
+    );
+    println!(
+        "  {:<10} {:>9} {:>8} {:>7} {:>12}",
+        "kind", "ingested", "skipped", "failed", "tokens"
+    );
+    for (kind, o) in &t.files_by_kind {
+        let tokens = t.by_kind.get(kind).map_or(0, |g| g.tokens);
+        println!(
+            "  {kind:<10} {:>9} {:>8} {:>7} {tokens:>12}",
+            o.ingested, o.skipped, o.failed
+        );
+    }
+    let shards = m.shards.len();
+    println!(
+        "  {} documents ({} duplicates dropped), {} chunks, {} tokens (train {}, val {}) in {shards} shard(s)",
+        t.documents, t.duplicates, t.chunks, t.tokens, t.train.tokens, t.val.tokens
+    );
+    if !t.skipped_by_reason.is_empty() {
+        let reasons: Vec<_> = t
+            .skipped_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        println!("  skipped: {}", reasons.join(", "));
+    }
+    if t.files.skipped + t.files.failed + t.repaired > 0 {
+        println!("  details: {}", out.join(ingest::REPORT_FILE).display());
+    }
+    println!(
+        "  tokenizer: {} tokens, eos id {} -> {}",
+        m.tokenizer.vocab_size,
+        m.tokenizer.eos_id,
+        out.display()
+    );
+}

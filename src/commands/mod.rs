@@ -1,0 +1,4 @@
+//! One module per subcommand: turns parsed flags into a configured job and runs it.
+
+pub mod ingest;
+pub mod model_info;
