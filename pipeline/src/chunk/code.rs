@@ -17,10 +17,11 @@ pub use super::lang::Lang;
 /// the file, and sources this large are generated data rather than code worth its structure.
 pub const MAX_PARSE_BYTES: usize = 16 << 20;
 
-/// Parse work allowed per byte of input, in tree-sitter progress checks (one per 100 parser
-/// operations). Ordinary code needs well under one check per 50 bytes; counting work rather
-/// than time keeps the output the same on a busy machine.
-const PARSE_CHECKS_PER_BYTE: usize = 1;
+/// Parse work allowed: one tree-sitter progress check (about 100 parser operations) per this
+/// many bytes of input. Ordinary code takes one per ~100 bytes and deeply nested brackets one
+/// per ~20, so this stops only runaway parses. Counting work rather than time keeps the
+/// output the same on a busy machine.
+const BYTES_PER_PARSE_CHECK: usize = 8;
 
 /// Parse work allowed however small the input.
 const MIN_PARSE_CHECKS: usize = 10_000;
@@ -104,11 +105,17 @@ fn parse(text: &str, lang: Lang) -> Option<Tree> {
 
 /// One parse with a work allowance proportional to the input.
 fn parse_bounded(parser: &mut Parser, text: &str) -> Option<Tree> {
-    let allowance = MIN_PARSE_CHECKS.saturating_add(text.len().saturating_mul(PARSE_CHECKS_PER_BYTE));
+    parse_within(parser, text, MIN_PARSE_CHECKS + text.len() / BYTES_PER_PARSE_CHECK)
+}
+
+/// One parse, cancelled after `allowance` progress checks or as soon as every parse path is
+/// in error recovery: such a file is cut by lines anyway, and error recovery is the slow part
+/// of parsing (junk input parses about ten times slower than code).
+fn parse_within(parser: &mut Parser, text: &str, allowance: usize) -> Option<Tree> {
     let mut checks = 0usize;
-    let mut progress = |_: &ParseState| {
+    let mut progress = |state: &ParseState| {
         checks += 1;
-        if checks > allowance {
+        if checks > allowance || state.has_error() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())

@@ -35,6 +35,8 @@ pub(crate) fn cuts(tree: &Tree, text: &str, budget: usize) -> Vec<Cut> {
     let mut cuts = Vec::new();
     // Spans (lo, hi] between an item and the comments glued above it: no cut may fall there.
     let mut glue = Vec::new();
+    // Opened definitions as (start, end): their first inner cut is dropped (see `finish`).
+    let mut heads = Vec::new();
     let mut cursor = root.walk();
     // Explicit stack rather than recursion: nesting depth comes from the input.
     let mut stack = vec![(root, 0u8, 0usize)];
@@ -68,17 +70,27 @@ pub(crate) fn cuts(tree: &Tree, text: &str, budget: usize) -> Vec<Cut> {
                     (rank, floor)
                 } else {
                     let deeper = rank.saturating_add(1).min(MAX_RANK);
-                    (deeper, floor.max(lead.min(child.start_byte())))
+                    let start = floor.max(lead.min(child.start_byte()));
+                    heads.push((start, child.end_byte()));
+                    (deeper, start)
                 };
                 stack.push((child, rank, floor));
             }
         }
     }
-    finish(cuts, glue, text.len())
+    finish(cuts, glue, &heads, text.len())
 }
 
-/// Sort, keep the best rank per offset, drop offsets at the ends and inside glued spans.
-fn finish(mut cuts: Vec<Cut>, mut glue: Vec<(usize, usize)>, len: usize) -> Vec<Cut> {
+/// Sort, keep the best rank per offset, drop offsets at the ends and inside glued spans, and
+/// drop the first cut inside each opened definition (the one between its header, `impl X {`
+/// or `class A:` or a signature, and its first item) when that first item was opened too:
+/// cut there, the header would always be a chunk of its own.
+fn finish(
+    mut cuts: Vec<Cut>,
+    mut glue: Vec<(usize, usize)>,
+    heads: &[(usize, usize)],
+    len: usize,
+) -> Vec<Cut> {
     cuts.retain(|c| c.at > 0 && c.at < len);
     cuts.sort_unstable();
     cuts.dedup_by_key(|c| c.at);
@@ -98,6 +110,19 @@ fn finish(mut cuts: Vec<Cut>, mut glue: Vec<(usize, usize)>, len: usize) -> Vec<
         }
         !(next < spans.len() && spans[next].0 < c.at)
     });
+    // Found on the list as it stands, so nested heads that share a first cut drop only it.
+    // Only a first item that was itself opened (a deeper cut follows it) loses its cut: a
+    // small one may still end the header's chunk rather than be split.
+    let mut headers: Vec<usize> = heads
+        .iter()
+        .filter_map(|&(lo, hi)| {
+            let first = cuts.partition_point(|c| c.at <= lo);
+            let (cut, next) = (cuts.get(first)?, cuts.get(first + 1)?);
+            (next.at < hi && next.rank > cut.rank).then_some(cut.at)
+        })
+        .collect();
+    headers.sort_unstable();
+    cuts.retain(|c| headers.binary_search(&c.at).is_err());
     cuts
 }
 
@@ -218,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn finish_drops_glued_and_duplicate_offsets() {
+    fn finish_drops_glued_duplicate_and_header_offsets() {
         let cuts = vec![
             Cut { at: 10, rank: 1 },
             Cut { at: 10, rank: 0 },
@@ -228,7 +253,19 @@ mod tests {
             Cut { at: 99, rank: 0 },
         ];
         // (20, 30] glues a comment to its item: 25 and 30 go, 20 itself (the lead) may stay.
-        let kept = finish(cuts, vec![(20, 30)], 50);
+        let kept = finish(cuts.clone(), vec![(20, 30)], &[], 50);
         assert_eq!(kept, vec![Cut { at: 10, rank: 0 }]);
+        // A definition opened over 5..40 whose first item (at 10) was opened too (a deeper cut
+        // at 12 follows) loses that first cut, and only it.
+        let more = vec![
+            Cut { at: 10, rank: 1 },
+            Cut { at: 12, rank: 2 },
+            Cut { at: 20, rank: 1 },
+        ];
+        let kept = finish(more.clone(), vec![], &[(5, 40), (5, 40)], 50);
+        assert_eq!(kept, more[1..].to_vec());
+        // A small first item keeps its cut.
+        let kept = finish(more[..1].iter().chain(&more[2..]).copied().collect(), vec![], &[(5, 40)], 50);
+        assert_eq!(kept.len(), 2);
     }
 }
