@@ -9,9 +9,9 @@ use std::ops::ControlFlow;
 
 use tree_sitter::{ParseOptions, ParseState, Parser, Tree};
 
+pub use super::lang::Lang;
 use super::syntax::{self, Cut};
 use super::{pack_with, text, Cuts};
-pub use super::lang::Lang;
 
 /// Files larger than this are cut by lines without parsing: tree-sitter's memory grows with
 /// the file, and sources this large are generated data rather than code worth its structure.
@@ -105,7 +105,11 @@ fn parse(text: &str, lang: Lang) -> Option<Tree> {
 
 /// One parse with a work allowance proportional to the input.
 fn parse_bounded(parser: &mut Parser, text: &str) -> Option<Tree> {
-    parse_within(parser, text, MIN_PARSE_CHECKS + text.len() / BYTES_PER_PARSE_CHECK)
+    parse_within(
+        parser,
+        text,
+        MIN_PARSE_CHECKS + text.len() / BYTES_PER_PARSE_CHECK,
+    )
 }
 
 /// One parse, cancelled after `allowance` progress checks or as soon as every parse path is

@@ -142,7 +142,11 @@ fn is_attachable(node: Node) -> bool {
     kind.contains("comment")
         || matches!(
             kind,
-            "attribute_item" | "decorator" | "annotation" | "marker_annotation" | "attribute_declaration"
+            "attribute_item"
+                | "decorator"
+                | "annotation"
+                | "marker_annotation"
+                | "attribute_declaration"
         )
 }
 
@@ -265,7 +269,12 @@ mod tests {
         let kept = finish(more.clone(), vec![], &[(5, 40), (5, 40)], 50);
         assert_eq!(kept, more[1..].to_vec());
         // A small first item keeps its cut.
-        let kept = finish(more[..1].iter().chain(&more[2..]).copied().collect(), vec![], &[(5, 40)], 50);
+        let kept = finish(
+            more[..1].iter().chain(&more[2..]).copied().collect(),
+            vec![],
+            &[(5, 40)],
+            50,
+        );
         assert_eq!(kept.len(), 2);
     }
 }

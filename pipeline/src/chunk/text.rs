@@ -129,7 +129,10 @@ mod tests {
     fn falls_back_to_whitespace_in_a_long_line() {
         let text = "the quick brown fox jumps over the lazy dog";
         let chunks = check(text, 16);
-        assert_eq!(chunks, vec!["the quick brown ", "fox jumps over ", "the lazy dog"]);
+        assert_eq!(
+            chunks,
+            vec!["the quick brown ", "fox jumps over ", "the lazy dog"]
+        );
     }
 
     #[test]

@@ -100,7 +100,15 @@ fn rust_cuts_between_items_and_keeps_docs_and_attributes_attached() {
     let got = firsts(RUST, Lang::Rust, 100);
     // The doc comment and derive stay on the struct (packed with the `use`); the impl is over
     // budget and is cut before `#[inline]`, not between it and `fn sum`.
-    assert_eq!(got, ["use std::fmt;", "impl Point {", "    #[inline]", "fn main() {"]);
+    assert_eq!(
+        got,
+        [
+            "use std::fmt;",
+            "impl Point {",
+            "    #[inline]",
+            "fn main() {"
+        ]
+    );
     let chunks = run(RUST, Lang::Rust, 100).chunks;
     assert!(chunks[0].ends_with("    y: i32,\n}\n\n"));
     assert!(chunks[1].ends_with("        Point { x: 0, y: 0 }\n    }\n\n"));
@@ -394,7 +402,8 @@ fn an_oversized_statement_falls_back_to_lines() {
 
 #[test]
 fn a_syntax_error_falls_back_to_lines() {
-    let text = "def ok():\n    return 1\n\ndef broken(:\n    return 2\n\ndef also_ok():\n    return 3\n";
+    let text =
+        "def ok():\n    return 1\n\ndef broken(:\n    return 2\n\ndef also_ok():\n    return 3\n";
     let out = run(text, Lang::Python, 30);
     assert!(!out.parsed);
     assert_eq!(out.chunks, text::split(text, 30));
@@ -403,7 +412,8 @@ fn a_syntax_error_falls_back_to_lines() {
 
 #[test]
 fn multibyte_text_is_never_split_inside_a_character() {
-    let text = "# Grüße, 世界 🌍\ndef grüßen(name):\n    return \"Hallo, \" + name + \" — schön 🌞\"\n\n\
+    let text =
+        "# Grüße, 世界 🌍\ndef grüßen(name):\n    return \"Hallo, \" + name + \" — schön 🌞\"\n\n\
                 def 世界():\n    return \"日本語のテキスト🎌🎌🎌\"\n";
     for budget in 0..text.len() + 2 {
         let out = run(text, Lang::Python, budget);
@@ -423,7 +433,13 @@ fn weird_inputs_never_panic_and_stay_lossless() {
         .collect();
     let newlines = "\n".repeat(5_000);
     let one_line = "a = 1; ".repeat(3_000);
-    let cases = [nested, junk, newlines, one_line, "\u{0}\u{1}\r\r\n".repeat(100)];
+    let cases = [
+        nested,
+        junk,
+        newlines,
+        one_line,
+        "\u{0}\u{1}\r\r\n".repeat(100),
+    ];
     for text in &cases {
         for lang in Lang::ALL {
             for budget in [0, 1, 7, 256] {
@@ -455,7 +471,10 @@ fn threads_with_their_own_parsers_agree() {
         (C, Lang::C),
         (JAVA, Lang::Java),
     ];
-    let expected: Vec<Vec<&str>> = sources.iter().map(|&(t, l)| split(t, l, 64).chunks).collect();
+    let expected: Vec<Vec<&str>> = sources
+        .iter()
+        .map(|&(t, l)| split(t, l, 64).chunks)
+        .collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..4)
             .map(|_| {
@@ -486,7 +505,10 @@ fn sample_corpus_chunks_cleanly() {
     let entries = std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>());
     for entry in entries.unwrap_or_default() {
         let path = entry.path();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
         let Some(lang) = Lang::from_extension(ext) else {
             continue;
         };
@@ -496,13 +518,30 @@ fn sample_corpus_chunks_cleanly() {
             let out = run(&text, lang, budget);
             assert!(out.parsed, "{path:?} parses");
             assert!(out.chunks.len() * budget >= text.len());
-            assert!(out.chunks.iter().all(|c| c.len() <= budget), "{path:?} fits {budget}");
+            assert!(
+                out.chunks.iter().all(|c| c.len() <= budget),
+                "{path:?} fits {budget}"
+            );
             let at_line_start = out.chunks.iter().filter(|c| c.ends_with('\n')).count();
-            assert!(at_line_start + 1 >= out.chunks.len(), "{path:?}: {:?}", out.chunks);
+            assert!(
+                at_line_start + 1 >= out.chunks.len(),
+                "{path:?}: {:?}",
+                out.chunks
+            );
         }
         langs.insert(lang);
     }
-    for lang in [Lang::Python, Lang::Rust, Lang::Go, Lang::JavaScript, Lang::C] {
-        assert!(langs.contains(&lang), "data/code has a {} sample", lang.name());
+    for lang in [
+        Lang::Python,
+        Lang::Rust,
+        Lang::Go,
+        Lang::JavaScript,
+        Lang::C,
+    ] {
+        assert!(
+            langs.contains(&lang),
+            "data/code has a {} sample",
+            lang.name()
+        );
     }
 }
