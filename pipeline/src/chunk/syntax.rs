@@ -47,7 +47,7 @@ pub(crate) fn cuts(tree: &Tree, text: &str, budget: usize) -> Vec<Cut> {
             let mut lead = child.start_byte();
             if child.is_named() {
                 if let Some(line) = line_start(bytes, child.start_byte()) {
-                    lead = attach_up(bytes, root, line, floor);
+                    lead = attach_up(bytes, root, line, child.start_byte() - line, floor);
                     if lead > floor {
                         cuts.push(Cut { at: lead, rank });
                     }
@@ -184,8 +184,9 @@ fn end_before_blank_line(bytes: &[u8], end: usize) -> Option<usize> {
 }
 
 /// Move a cut at the start of line `line` up over the comment and attribute lines right above
-/// it (no blank line between), but never to or above `floor`.
-fn attach_up(bytes: &[u8], root: Node, line: usize, floor: usize) -> usize {
+/// it (no blank line between) that start at the item's indentation `indent`, but never to or
+/// above `floor`. A comment indented deeper ends the block above (Python) and stays there.
+fn attach_up(bytes: &[u8], root: Node, line: usize, indent: usize, floor: usize) -> usize {
     let mut lead = line;
     while lead > floor && lead > 0 {
         // The previous line is bytes[prev .. lead - 1], lead - 1 being its '\n'.
@@ -201,7 +202,11 @@ fn attach_up(bytes: &[u8], root: Node, line: usize, floor: usize) -> usize {
             break;
         };
         match line_start(bytes, above.start_byte()) {
-            Some(up) if up < lead && above.end_byte() <= lead => lead = up,
+            Some(up)
+                if up < lead && above.end_byte() <= lead && above.start_byte() - up == indent =>
+            {
+                lead = up
+            }
             _ => break,
         }
     }

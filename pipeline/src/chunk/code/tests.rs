@@ -545,3 +545,15 @@ fn sample_corpus_chunks_cleanly() {
         );
     }
 }
+
+#[test]
+fn python_comment_goes_with_the_definition_at_its_indentation() {
+    // Tree-sitter puts both comments inside `a`'s block; only the one at `b`'s
+    // indentation belongs to `b`.
+    let text = "def a():\n    x = 1\n    return x\n    # trailing note in a\n\
+                # about b\ndef b():\n    return 2\n";
+    let chunks = run(text, Lang::Python, 60).chunks;
+    assert_eq!(chunks.len(), 2);
+    assert!(chunks[0].ends_with("    # trailing note in a\n"));
+    assert!(chunks[1].starts_with("# about b\ndef b():"));
+}
