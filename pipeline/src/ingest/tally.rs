@@ -142,6 +142,7 @@ impl Tally {
         match outcome {
             Ok(repairs) => {
                 bump(&mut t.files, by_kind, |o| &mut o.ingested);
+                t.source_bytes += bytes;
                 if !repairs.is_empty() {
                     t.repaired += 1;
                     self.report

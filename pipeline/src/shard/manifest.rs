@@ -69,6 +69,10 @@ pub struct Totals {
     pub duplicates: u64,
     pub chunks: u64,
     pub tokens: u64,
+    /// Bytes of the input files that were ingested (for tokens per source byte); absent in
+    /// manifests written before it was recorded.
+    #[serde(default)]
+    pub source_bytes: u64,
     pub train: Group,
     pub val: Group,
     pub by_kind: BTreeMap<String, Group>,

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod manifest;
+pub mod reader;
 pub mod writer;
 
 use std::sync::Arc;
