@@ -77,8 +77,8 @@ pub struct IngestArgs {
 
 #[derive(Args)]
 pub struct ModelInfoArgs {
-    /// Model preset: tiny, small, medium or large
-    #[arg(long, default_value = "small")]
+    /// Model preset
+    #[arg(long, default_value = "small", value_parser = ["tiny", "small", "medium", "large"])]
     pub size: String,
     /// Vocabulary size (before padding to a multiple of 8)
     #[arg(long, default_value_t = 50257, value_parser = clap::value_parser!(u32).range(1..))]

@@ -100,10 +100,35 @@ fn sample_corpus_gives_a_store_that_pyarrow_and_tokenizers_read() {
     assert!(report.starts_with("ok:"), "{report}");
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
 #[test]
 fn shards_are_byte_identical_at_any_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = repo().join("data");
+    // The sample corpus plus copies: byte-identical ones (skipped unread) and one that differs
+    // only by a byte-order mark (the same document, found a duplicate after reading).
+    let data = tmp.path().join("data");
+    copy_dir(&repo().join("data"), &data);
+    let notes = data.join("notes/getting-started.md");
+    fs::copy(data.join("sample.pdf"), data.join("a-copy.pdf")).unwrap();
+    fs::copy(data.join("sample.pdf"), data.join("z-copy.pdf")).unwrap();
+    fs::copy(&notes, data.join("z-copy.md")).unwrap();
+    fs::write(
+        data.join("zz-bom.md"),
+        [&b"\xef\xbb\xbf"[..], &fs::read(&notes).unwrap()].concat(),
+    )
+    .unwrap();
     let (one, four) = (tmp.path().join("one"), tmp.path().join("four"));
     let flags = [
         "--vocab-size",
@@ -139,6 +164,19 @@ fn shards_are_byte_identical_at_any_thread_count() {
         );
     }
     check_with_pyarrow(&one, &data);
+    let report = String::from_utf8(fs::read(one.join("report.jsonl")).unwrap()).unwrap();
+    let duplicates: Vec<_> = report
+        .lines()
+        .filter(|l| l.contains("duplicate of"))
+        .collect();
+    assert_eq!(duplicates.len(), 4, "{report}");
+    assert!(
+        report.contains(
+            r#"{"source":"sample.pdf","status":"skipped","reason":"duplicate of a-copy.pdf"}"#
+        ),
+        "{report}"
+    );
+    assert!(report.contains(r#"{"source":"zz-bom.md","status":"skipped","reason":"duplicate of notes/getting-started.md"}"#), "{report}");
 }
 
 #[test]

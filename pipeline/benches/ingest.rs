@@ -14,6 +14,10 @@ use mamba_pipeline::extract::ExtractOptions;
 use mamba_pipeline::ingest::{self, IngestOptions, StageOptions, TokenizerSource};
 use mamba_pipeline::shard::writer::ShardLimits;
 
+/// The allocator the `mamba` binary uses, so the bench measures what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb = status

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::cli::ModelInfoArgs;
 
 pub fn run(args: ModelInfoArgs) -> anyhow::Result<ExitCode> {
-    let _ = (args.size, args.vocab);
-    anyhow::bail!("model-info is not available yet")
+    let cfg = mamba_model::Config::preset(&args.size, args.vocab as usize)?;
+    print!("{}", mamba_model::info::breakdown(&cfg));
+    Ok(ExitCode::SUCCESS)
 }

@@ -58,50 +58,42 @@ pub struct ExtractOptions {
     pub pdf: pdf::PdfLimits,
 }
 
-/// Reads `path` as `format`, passing documents to `emit` (which returns false to stop).
-///
-/// Returns the repairs made, or the reason the file failed.
-pub fn extract(
+/// Reads a whole file (any format but a dataset, which is streamed by [`dataset::read`])
+/// into one document, with the repairs made; or the reason the file failed.
+pub fn document(
     path: &Path,
+    bytes: &[u8],
     format: Format,
     opts: &ExtractOptions,
-    emit: &mut dyn FnMut(Vec<Document>) -> bool,
-) -> Result<Vec<Repair>, String> {
-    let read = || std::fs::read(path).map_err(|e| format!("unreadable: {e}"));
+) -> Result<(Document, Vec<Repair>), String> {
+    let doc = |kind, lang, code, text| Document { kind, lang, code, text };
     match format {
-        Format::Dataset(f) => dataset::read(path, f, opts, emit),
+        Format::Dataset(_) => Err("a dataset is streamed, not read whole".into()),
         Format::Pdf => {
-            let pages = pdf::extract_pages(&read()?, &opts.pdf).map_err(|e| e.to_string())?;
+            let pages = pdf::extract_pages(bytes, &opts.pdf).map_err(|e| e.to_string())?;
             let text = pages.join("\n\n");
             if text.trim().is_empty() {
                 return Err("no text (scanned or image-only PDF?)".into());
             }
-            emit(vec![Document { kind: Kind::Pdf, lang: "pdf", code: None, text }]);
-            Ok(Vec::new())
+            Ok((doc(Kind::Pdf, "pdf", None, text), Vec::new()))
         }
         Format::Text => {
-            let (text, repairs) = text::decode(&read()?)?;
-            let lang = text::markup(path);
-            emit(vec![Document { kind: Kind::Text, lang, code: None, text }]);
-            Ok(repairs)
+            let (text, repairs) = text::decode(bytes)?;
+            Ok((doc(Kind::Text, text::markup(path), None, text), repairs))
         }
         Format::Code(lang) => {
-            let (text, repairs) = text::decode(&read()?)?;
-            let doc = Document { kind: Kind::Code, lang: lang.name(), code: Some(lang), text };
-            emit(vec![doc]);
-            Ok(repairs)
+            let (text, repairs) = text::decode(bytes)?;
+            Ok((doc(Kind::Code, lang.name(), Some(lang), text), repairs))
         }
         Format::Config(f) => {
-            let (text, mut repairs) = text::decode(&read()?)?;
-            let doc = match config::check(f, &text) {
-                Ok(()) => Document { kind: Kind::Config, lang: config::name(f), code: None, text },
+            let (text, mut repairs) = text::decode(bytes)?;
+            match config::check(f, &text) {
+                Ok(()) => Ok((doc(Kind::Config, config::name(f), None, text), repairs)),
                 Err(e) => {
                     repairs.push(format!("invalid {}, ingested as text: {e}", config::name(f)));
-                    Document { kind: Kind::Text, lang: config::name(f), code: None, text }
+                    Ok((doc(Kind::Text, config::name(f), None, text), repairs))
                 }
-            };
-            emit(vec![doc]);
-            Ok(repairs)
+            }
         }
     }
 }

@@ -159,7 +159,7 @@ fn prepare_output(out: &Path) -> Result<(), IngestError> {
 /// Every chunk text of the inputs, in no particular order (for benchmarks and tools).
 pub fn chunk_texts(stages: &StageOptions) -> Vec<String> {
     std::thread::scope(|scope| {
-        let pieces = stages::spawn_extract(scope, stages, None);
+        let pieces = stages::spawn_extract(scope, stages, None, None);
         pieces
             .into_iter()
             .flat_map(|p| p.docs)
@@ -171,7 +171,7 @@ pub fn chunk_texts(stages: &StageOptions) -> Vec<String> {
 /// First pass: extract and chunk everything, feeding the chunks to the BPE trainer.
 fn train(stages: &StageOptions, vocab_size: usize) -> Result<Vocab, TokenizeError> {
     std::thread::scope(|scope| {
-        let pieces = stages::spawn_extract(scope, stages, None);
+        let pieces = stages::spawn_extract(scope, stages, None, None);
         let chunks = pieces
             .into_iter()
             .flat_map(|p| p.docs)
@@ -188,11 +188,12 @@ fn write_shards(
     let stages = &opts.stages;
     let window = 4 * stages.threads.max(1) + 4;
     let order = order::Order::new(window);
+    let seen = stages::SeenFiles::default();
     let bar = progress_bar(opts.progress);
     let started = Instant::now();
     let mut tally = tally::Tally::new(&opts.out, opts.limits, opts.val_fraction);
     let result = std::thread::scope(|scope| {
-        let extracted = stages::spawn_extract(scope, stages, Some(&order));
+        let extracted = stages::spawn_extract(scope, stages, Some(&order), Some(&seen));
         let tokenized = stages::spawn_tokenize(scope, stages.threads, vocab, extracted);
         let mut reorder = order::Reorder::default();
         for piece in tokenized {

@@ -11,8 +11,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::order::Order;
 use crate::chunk;
-use crate::discover::{self, Format, Found, Skip};
-use crate::extract::{self, Document, ExtractOptions, Kind, Repair};
+use crate::discover::{self, DatasetFormat, Format, Found, Skip};
+use crate::extract::{self, dataset, Document, ExtractOptions, Kind, Repair};
 use crate::tokenize::Vocab;
 
 /// Settings the stages need.
@@ -24,6 +24,33 @@ pub struct StageOptions {
     pub max_file_bytes: u64,
     pub chunk_bytes: usize,
     pub extract: ExtractOptions,
+}
+
+/// Files read so far, by the hash of their bytes, shared by the extract workers.
+///
+/// Byte-identical copies are common in real folders (a PDF saved twice, vendored code).
+/// A copy is not read again when an earlier file with the same bytes has been read already;
+/// the writer then treats it exactly as it would the copy's document, a duplicate, so the
+/// outcome does not depend on which worker got there first.
+#[derive(Default)]
+pub struct SeenFiles(std::sync::Mutex<std::collections::HashMap<u128, (usize, u128)>>);
+
+impl SeenFiles {
+    /// The document hash of an earlier file (by input order) with these bytes, if one was read.
+    fn earlier_copy(&self, raw_hash: u128, index: usize) -> Option<u128> {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&raw_hash)
+            .filter(|(first, _)| *first < index)
+            .map(|(_, doc)| *doc)
+    }
+
+    fn record(&self, raw_hash: u128, index: usize, doc_hash: u128) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = seen.entry(raw_hash).or_insert((index, doc_hash));
+        if index < entry.0 {
+            *entry = (index, doc_hash);
+        }
+    }
 }
 
 /// A slice of one file's output: a batch of documents, and on the file's last piece, how
@@ -51,6 +78,23 @@ pub enum End {
     Ingested(Vec<Repair>),
     Skipped(String),
     Failed(String),
+    /// Byte-identical to an earlier file, whose document had this hash; not read again.
+    Duplicate(u128),
+}
+
+impl Piece {
+    /// The first piece of the same file, with no documents and no end.
+    fn empty_like(&self) -> Piece {
+        Piece {
+            file: self.file,
+            seq: 0,
+            source: self.source.clone(),
+            kind: self.kind,
+            bytes: 0,
+            docs: Vec::new(),
+            end: None,
+        }
+    }
 }
 
 pub fn kind_of(format: Format) -> Kind {
@@ -66,11 +110,13 @@ pub fn kind_of(format: Format) -> Kind {
 /// Starts discovery and the extract workers inside `scope`; returns their pieces.
 ///
 /// With `order`, files enter under its credits and stream under its turnstile (for an
-/// ordered consumer); without, they flow as fast as they are read.
+/// ordered consumer); without, they flow as fast as they are read. With `seen`, copies of
+/// files already read are passed on as duplicates without being read again.
 pub fn spawn_extract<'s>(
     scope: &'s std::thread::Scope<'s, '_>,
     opts: &'s StageOptions,
     order: Option<&'s Order>,
+    seen: Option<&'s SeenFiles>,
 ) -> Receiver<Piece> {
     let depth = 2 * opts.threads.max(1);
     let (found_tx, found_rx) = bounded::<Found>(depth);
@@ -87,7 +133,7 @@ pub fn spawn_extract<'s>(
         let (found_rx, piece_tx) = (found_rx.clone(), piece_tx.clone());
         scope.spawn(move || {
             for found in found_rx {
-                if !extract_file(found, opts, order, &piece_tx) {
+                if !extract_file(found, opts, order, seen, &piece_tx) {
                     break;
                 }
             }
@@ -138,6 +184,7 @@ fn extract_file(
     found: Found,
     opts: &StageOptions,
     order: Option<&Order>,
+    seen: Option<&SeenFiles>,
     tx: &Sender<Piece>,
 ) -> bool {
     let Found {
@@ -146,58 +193,98 @@ fn extract_file(
         source,
         verdict,
     } = found;
-    let source: Arc<str> = source.into();
-    let piece = |seq, kind, bytes, docs, end| Piece {
+    let mut piece = Piece {
         file: index,
-        seq,
-        source: source.clone(),
-        kind,
-        bytes,
-        docs,
-        end,
+        seq: 0,
+        source: source.into(),
+        kind: None,
+        bytes: 0,
+        docs: Vec::new(),
+        end: None,
     };
     let (format, size) = match verdict {
         Ok(v) => v,
-        Err(Skip::Skipped(r)) => {
-            return tx
-                .send(piece(0, None, 0, vec![], Some(End::Skipped(r))))
-                .is_ok()
-        }
-        Err(Skip::Failed(r)) => {
-            return tx
-                .send(piece(0, None, 0, vec![], Some(End::Failed(r))))
-                .is_ok()
-        }
+        Err(Skip::Skipped(r)) => return send_end(tx, piece, End::Skipped(r)),
+        Err(Skip::Failed(r)) => return send_end(tx, piece, End::Failed(r)),
     };
-    let kind = Some(kind_of(format));
-    if size > opts.max_file_bytes && !matches!(format, Format::Dataset(_)) {
-        let reason = format!("too large ({} MB; raise --max-file-mb)", size >> 20);
-        return tx
-            .send(piece(0, kind, size, vec![], Some(End::Skipped(reason))))
-            .is_ok();
+    piece.kind = Some(kind_of(format));
+    piece.bytes = size;
+    if let Format::Dataset(f) = format {
+        return stream_dataset(piece, &path, f, opts, order, tx);
     }
-    // The latest batch is held back so the last one can carry the file's end.
-    let (mut held, mut seq, mut docs_seen, mut alive) = (None::<Vec<Doc>>, 0u32, 0usize, true);
-    let send_held = |held: Vec<Doc>, seq: &mut u32, end: Option<End>| {
-        let streaming = *seq > 0;
-        if streaming && order.is_some_and(|o| !o.wait_turn(index)) {
-            return false;
-        }
-        let bytes = if end.is_some() { size } else { 0 };
-        let ok = tx.send(piece(*seq, kind, bytes, held, end)).is_ok();
-        *seq += 1;
-        ok
+    if size > opts.max_file_bytes {
+        let reason = format!("too large ({} MB; raise --max-file-mb)", size >> 20);
+        return send_end(tx, piece, End::Skipped(reason));
+    }
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => return send_end(tx, piece, End::Failed(format!("unreadable: {e}"))),
     };
+    let raw_hash = xxhash_rust::xxh3::xxh3_128(&bytes);
+    if let Some(text_hash) = seen.and_then(|s| s.earlier_copy(raw_hash, index)) {
+        return send_end(tx, piece, End::Duplicate(text_hash));
+    }
+    let read = catch_unwind(AssertUnwindSafe(|| {
+        extract::document(&path, &bytes, format, &opts.extract)
+    }));
+    drop(bytes);
+    let end = match read {
+        Ok(Ok((doc, _))) if doc.text.trim().is_empty() => End::Skipped("no text".into()),
+        Ok(Ok((doc, repairs))) => {
+            let doc = chunk_doc(doc, opts.chunk_bytes);
+            if let Some(seen) = seen {
+                seen.record(raw_hash, index, doc.hash);
+            }
+            piece.docs.push(doc);
+            End::Ingested(repairs)
+        }
+        Ok(Err(reason)) => End::Failed(reason),
+        Err(panic) => End::Failed(format!(
+            "internal error while reading: {}",
+            panic_message(&panic)
+        )),
+    };
+    send_end(tx, piece, end)
+}
+
+fn send_end(tx: &Sender<Piece>, mut piece: Piece, end: End) -> bool {
+    piece.end = Some(end);
+    tx.send(piece).is_ok()
+}
+
+/// Streams a dataset file as a piece per batch. Only the first piece may run ahead of the
+/// writer; later ones wait for the file's turn, which bounds what the writer buffers.
+fn stream_dataset(
+    file: Piece,
+    path: &std::path::Path,
+    format: DatasetFormat,
+    opts: &StageOptions,
+    order: Option<&Order>,
+    tx: &Sender<Piece>,
+) -> bool {
+    let send = |piece: Piece| {
+        let turn = piece.seq == 0 || order.is_none_or(|o| o.wait_turn(piece.file));
+        turn && tx.send(piece).is_ok()
+    };
+    // The latest batch is held back so that the last one can carry the file's end.
+    let (mut held, mut next_seq, mut alive, mut docs_seen) = (None::<Piece>, 0, true, 0usize);
     let result = catch_unwind(AssertUnwindSafe(|| {
-        extract::extract(&path, format, &opts.extract, &mut |docs| {
+        dataset::read(path, format, &opts.extract, &mut |docs| {
             let docs: Vec<Doc> = docs
                 .into_iter()
                 .filter(|d| !d.text.trim().is_empty())
                 .map(|d| chunk_doc(d, opts.chunk_bytes))
                 .collect();
             docs_seen += docs.len();
-            if let Some(prev) = held.replace(docs) {
-                alive = send_held(prev, &mut seq, None);
+            let piece = Piece {
+                seq: next_seq,
+                docs,
+                bytes: 0,
+                ..file.empty_like()
+            };
+            next_seq += 1;
+            if let Some(previous) = held.replace(piece) {
+                alive = send(previous);
             }
             alive
         })
@@ -205,7 +292,9 @@ fn extract_file(
     if !alive {
         return false;
     }
-    let end = match result {
+    let mut last = held.unwrap_or_else(|| file.empty_like());
+    last.bytes = file.bytes;
+    last.end = Some(match result {
         Ok(Ok(repairs)) if docs_seen > 0 => End::Ingested(repairs),
         Ok(Ok(_)) => End::Skipped("no text".into()),
         Ok(Err(reason)) => End::Failed(reason),
@@ -213,8 +302,8 @@ fn extract_file(
             "internal error while reading: {}",
             panic_message(&panic)
         )),
-    };
-    send_held(held.unwrap_or_default(), &mut seq, Some(end))
+    });
+    send(last)
 }
 
 fn chunk_doc(doc: Document, budget: usize) -> Doc {

@@ -125,6 +125,16 @@ impl Tally {
         let duplicate_of = self.duplicate_of.take();
         self.bytes_done += bytes;
         let outcome = match end {
+            End::Duplicate(hash) => {
+                self.totals.duplicates += 1;
+                let first = self.first_seen.get(hash).map(|s| s.to_string());
+                let first = first.unwrap_or_else(|| "an earlier input".into());
+                Err((
+                    Status::Skipped,
+                    "duplicate".to_string(),
+                    format!("duplicate of {first}"),
+                ))
+            }
             End::Ingested(_) if kept == 0 => {
                 let first = duplicate_of.as_deref().unwrap_or("an earlier input");
                 Err((
