@@ -79,6 +79,40 @@ pub(crate) struct PageText {
     pen: Option<Pen>,
     /// A space glyph was shown since the last visible glyph.
     space_seen: bool,
+    /// A spacing accent waiting to see whether the next glyph is drawn under it.
+    accent: Option<Accent>,
+}
+
+/// A spacing accent glyph and the combining mark it becomes over a letter.
+#[derive(Debug, Clone, Copy)]
+struct Accent {
+    x: f64,
+    y: f64,
+    dir: (f64, f64),
+    advance: f64,
+    size: f64,
+    spacing: &'static str,
+    mark: char,
+}
+
+/// The combining mark of a spacing accent. TeX's OT1 fonts have no accented letters and
+/// draw `é` as `´` overprinted on `e`; pdftotext writes such pairs as letter + combining mark.
+fn combining(text: &str) -> Option<(&'static str, char)> {
+    Some(match text {
+        "´" => ("´", '\u{301}'),
+        "¨" => ("¨", '\u{308}'),
+        "ˆ" => ("ˆ", '\u{302}'),
+        "˜" => ("˜", '\u{303}'),
+        "¸" => ("¸", '\u{327}'),
+        "ˇ" => ("ˇ", '\u{30C}'),
+        "˘" => ("˘", '\u{306}'),
+        "˙" => ("˙", '\u{307}'),
+        "˚" => ("˚", '\u{30A}'),
+        "¯" => ("¯", '\u{304}'),
+        "˝" => ("˝", '\u{30B}'),
+        "˛" => ("˛", '\u{328}'),
+        _ => return None,
+    })
 }
 
 impl PageText {
@@ -86,6 +120,62 @@ impl PageText {
         if !(g.x.is_finite() && g.y.is_finite() && g.advance.is_finite()) {
             return;
         }
+        if let Some((spacing, mark)) = combining(g.text) {
+            if self.overlaps_previous(&g) {
+                // Accent drawn after its letter (a cedilla under `c`).
+                self.line.push(mark);
+                if let Some(last) = self.fragments.last_mut() {
+                    last.end = self.line.len();
+                }
+                return;
+            }
+            self.flush_accent();
+            let (x, y, dir, advance, size) = (g.x, g.y, g.dir, g.advance, g.size);
+            self.accent = Some(Accent {
+                x,
+                y,
+                dir,
+                advance,
+                size,
+                spacing,
+                mark,
+            });
+            return;
+        }
+        match self.accent.take() {
+            Some(a) if !g.text.is_empty() && under(&a, &g) => {
+                self.place(g);
+                self.line.push(a.mark);
+                if let Some(last) = self.fragments.last_mut() {
+                    last.end = self.line.len();
+                }
+            }
+            Some(a) => {
+                self.place(accent_glyph(&a));
+                self.place(g);
+            }
+            None => self.place(g),
+        }
+    }
+
+    /// Whether `g` starts well inside the previous glyph on the same line.
+    fn overlaps_previous(&self, g: &Placed<'_>) -> bool {
+        let (Some(pen), Some(_)) = (self.pen, self.fragments.last()) else {
+            return false;
+        };
+        let (dx, dy) = (g.x - pen.x, g.y - pen.y);
+        let along = dx * pen.dir.0 + dy * pen.dir.1;
+        let across = -dx * pen.dir.1 + dy * pen.dir.0;
+        along < -0.1 * pen.size && across.abs() <= LINE_SHIFT * pen.size
+    }
+
+    fn flush_accent(&mut self) {
+        if let Some(a) = self.accent.take() {
+            self.place(accent_glyph(&a));
+        }
+    }
+
+    fn place(&mut self, g: Placed<'_>) {
         if !g.text.is_empty() && g.text.chars().all(char::is_whitespace) {
             // The gap a space leaves is measured from the glyph before it.
             self.space_seen = true;
@@ -180,10 +270,34 @@ impl PageText {
 
     /// The page's text: lines separated by `\n`, no trailing white space.
     pub(crate) fn finish(mut self) -> String {
+        self.flush_accent();
         self.end_line(false);
         let trimmed = self.out.trim_end().len();
         self.out.truncate(trimmed);
         self.out
+    }
+}
+
+/// Whether `g` is drawn under the accent `a`: it starts before the accent ends and ends
+/// after it starts, on nearly the same baseline.
+fn under(a: &Accent, g: &Placed<'_>) -> bool {
+    let (dx, dy) = (g.x - a.x, g.y - a.y);
+    let along = dx * a.dir.0 + dy * a.dir.1;
+    let across = -dx * a.dir.1 + dy * a.dir.0;
+    let size = a.size.abs();
+    along < a.advance - 0.05 * size
+        && along + g.advance > 0.05 * size
+        && across.abs() <= LINE_SHIFT * size
+}
+
+fn accent_glyph(a: &Accent) -> Placed<'static> {
+    Placed {
+        x: a.x,
+        y: a.y,
+        dir: a.dir,
+        advance: a.advance,
+        size: a.size,
+        text: a.spacing,
     }
 }
 
@@ -273,11 +387,27 @@ mod tests {
     }
 
     #[test]
+    fn overprinted_accents_become_combining_marks() {
+        let mut page = PageText::default();
+        page.push(Placed {
+            advance: 15.0,
+            ..glyph(0.0, 10.0, "Jos")
+        });
+        page.push(glyph(16.0, 10.0, "´")); // accent first, letter drawn under it
+        page.push(glyph(15.0, 10.0, "e"));
+        page.push(glyph(30.0, 10.0, "c"));
+        page.push(glyph(31.0, 10.0, "¸")); // cedilla after its letter
+        page.push(glyph(35.0, 10.0, "a"));
+        page.push(glyph(60.0, 10.0, "¨")); // alone: stays as written
+        assert_eq!(page.finish(), "Jose\u{301} c\u{327}a ¨");
+    }
+
+    #[test]
     fn far_backward_jump_separates_words() {
         let mut page = PageText::default();
         page.push(glyph(100.0, 10.0, "left"));
         page.push(glyph(0.0, 10.0, "right"));
-        page.push(glyph(3.0, 10.0, "´"));
-        assert_eq!(page.finish(), "left right´");
+        page.push(glyph(3.0, 10.0, "´")); // over the letter before it
+        assert_eq!(page.finish(), "left right\u{301}");
     }
 }
