@@ -27,6 +27,11 @@ pub enum Command {
         after_help = "Example:\n  mamba model-info --size small\n  mamba model-info --size large --vocab 32768"
     )]
     ModelInfo(ModelInfoArgs),
+    /// Report what a shard store holds, or verify every shard against its manifest
+    #[command(
+        after_help = "Example:\n  mamba inspect shards/\n  mamba inspect shards/ --sample 3 --html report.html\n  mamba inspect shards/ --verify"
+    )]
+    Inspect(InspectArgs),
 }
 
 #[derive(Args)]
@@ -70,6 +75,40 @@ pub struct IngestArgs {
     /// Exit with status 1 if any input failed
     #[arg(long)]
     pub strict: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The shard store (the OUT_DIR of `mamba ingest`)
+    #[arg(value_name = "SHARDS")]
+    pub dir: PathBuf,
+    /// Only what the manifest and Parquet footers tell (no pass over the data; instant)
+    #[arg(long, conflicts_with = "sample")]
+    pub summary: bool,
+    /// Print the report (or with --verify, the problems) as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as a self-contained HTML page with charts
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Count documents and chunks longer than this many tokens
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seq_len: u64,
+    /// Decode this many random train chunks for reading
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub sample: usize,
+    /// Seed of --sample
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Rows in each top list (reasons, tokens, sources)
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Read every shard and check it against the manifest; exit 1 on any problem
+    #[arg(long, conflicts_with_all = ["summary", "html", "sample"])]
+    pub verify: bool,
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,

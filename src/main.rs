@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Ingest(args) => commands::ingest::run(args),
         cli::Command::ModelInfo(args) => commands::model_info::run(args),
+        cli::Command::Inspect(args) => commands::inspect::run(args),
     };
     match result {
         Ok(code) => code,

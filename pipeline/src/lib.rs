@@ -4,6 +4,7 @@ pub mod chunk;
 pub mod discover;
 pub mod extract;
 pub mod ingest;
+pub mod inspect;
 pub mod report;
 pub mod shard;
 pub mod tokenize;

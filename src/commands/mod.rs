@@ -1,4 +1,5 @@
 //! One module per subcommand: turns parsed flags into a configured job and runs it.
 
 pub mod ingest;
+pub mod inspect;
 pub mod model_info;
