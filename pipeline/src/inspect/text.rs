@@ -35,7 +35,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         o,
         "  files: {} ingested ({} repaired), {} skipped, {} failed; {} duplicate documents dropped",
-        r.files.ingested, r.files.skipped, r.files.failed, r.repaired, r.duplicates
+        r.files.ingested, r.repaired, r.files.skipped, r.files.failed, r.duplicates
     );
     for (what, counts) in [("skipped", &r.skip_reasons), ("failed", &r.fail_reasons)] {
         if !counts.is_empty() {

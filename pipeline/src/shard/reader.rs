@@ -352,7 +352,11 @@ mod tests {
                 chunk: r % 3,
                 source: &source,
                 kind: "text",
-                lang: if r.is_multiple_of(2) { "markdown" } else { "plain" },
+                lang: if r.is_multiple_of(2) {
+                    "markdown"
+                } else {
+                    "plain"
+                },
                 tokens: &tokens,
             })
             .unwrap();
@@ -377,7 +381,14 @@ mod tests {
             assert_eq!(row.doc_id, u64::from(r / 3));
             assert_eq!(row.chunk, r % 3);
             assert_eq!(row.source, format!("file-{}.txt", r / 3));
-            assert_eq!(row.lang, if r.is_multiple_of(2) { "markdown" } else { "plain" });
+            assert_eq!(
+                row.lang,
+                if r.is_multiple_of(2) {
+                    "markdown"
+                } else {
+                    "plain"
+                }
+            );
             assert_eq!(
                 row.tokens,
                 (0..r % 5 + 1).map(|t| r * 10 + t).collect::<Vec<_>>()
