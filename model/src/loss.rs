@@ -25,7 +25,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) -
         None => nll.mean_all(),
         Some(m) => {
             let m = m.flatten_all()?.to_dtype(nll.dtype())?;
-            let denom = m.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.max(1.0);
+            let denom = m
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?
+                .max(1.0);
             (nll * m)?.sum_all()? / denom
         }
     }
@@ -34,7 +38,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) -
 /// -log softmax(logits)[target] per row; logits (N, V), targets (N) u32.
 pub fn per_position_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.device().is_cpu() && logits.dtype() == DType::F32 {
-        return logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropyOp);
+        return logits
+            .contiguous()?
+            .apply_op2(&targets.contiguous()?, CrossEntropyOp);
     }
     let logp = log_softmax_last(logits)?;
     logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
@@ -69,7 +75,7 @@ fn lse(row: &[f32], tmp: &mut Vec<f32>) -> f32 {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     tmp.clear();
     tmp.extend_from_slice(row);
-    crate::scan::cpu::exp_sub_inplace(tmp, m);
+    crate::scan::exp_sub_inplace(tmp, m);
     let s: f64 = tmp.iter().map(|&x| x as f64).sum();
     m + (s as f32).ln()
 }
@@ -104,7 +110,9 @@ impl CustomOp2 for CrossEntropyOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let op = CrossEntropyBwd { grad: grad.contiguous()? };
+        let op = CrossEntropyBwd {
+            grad: grad.contiguous()?,
+        };
         Ok((Some(logits.apply_op2_no_bwd(targets, &op)?), None))
     }
 }
@@ -128,17 +136,19 @@ impl CustomOp2 for CrossEntropyBwd {
         let (x, t, n, v) = slices(s1, l1, s2, l2)?;
         let g = self.grad.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let mut out = vec![0f32; n * v];
-        out.par_chunks_mut(v).enumerate().for_each_init(Vec::new, |tmp, (i, o)| {
-            let row = &x[i * v..(i + 1) * v];
-            let l = lse(row, tmp);
-            o.copy_from_slice(row);
-            crate::scan::cpu::exp_sub_inplace(o, l);
-            let gi = g[i];
-            for e in o.iter_mut() {
-                *e *= gi;
-            }
-            o[t[i] as usize] -= gi;
-        });
+        out.par_chunks_mut(v)
+            .enumerate()
+            .for_each_init(Vec::new, |tmp, (i, o)| {
+                let row = &x[i * v..(i + 1) * v];
+                let l = lse(row, tmp);
+                o.copy_from_slice(row);
+                crate::scan::exp_sub_inplace(o, l);
+                let gi = g[i];
+                for e in o.iter_mut() {
+                    *e *= gi;
+                }
+                o[t[i] as usize] -= gi;
+            });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

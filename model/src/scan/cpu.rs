@@ -18,6 +18,8 @@
 
 use rayon::prelude::*;
 
+use super::math::{exp_f, hsum, sigmoid, softplus_sigmoid, Arith, NoFma, WithFma};
+
 /// Channels per task (and SIMD lanes of the per-channel precomputations).
 pub const G: usize = 16;
 type Lanes = [f32; G];
@@ -48,98 +50,6 @@ pub struct Inputs<'a> {
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
-
-// ---------------------------------------------------------------------------------------------
-// Arithmetic: `Fma` uses fused multiply-add (only in functions compiled with the fma feature).
-
-trait Arith {
-    fn fma(a: f32, b: f32, c: f32) -> f32;
-}
-struct WithFma;
-struct NoFma;
-impl Arith for WithFma {
-    #[inline(always)]
-    fn fma(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-}
-impl Arith for NoFma {
-    #[inline(always)]
-    fn fma(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
-    }
-}
-
-/// exp(x) for x <= 88 (Cephes polynomial, ~1 ulp); inputs below -87 give ~1e-38 instead of 0.
-/// Branch-free so that loops over arrays vectorise.
-#[inline(always)]
-fn exp_f<M: Arith>(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const MAGIC: f32 = 12582912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.0, 88.0);
-    let tm = M::fma(x, LOG2E, MAGIC);
-    let n = tm - MAGIC;
-    let r = M::fma(n, -0.693_359_4, x);
-    let r = M::fma(n, 2.121_944_4e-4, r);
-    let r2 = r * r;
-    let mut p = 1.987_569_1e-4f32;
-    p = M::fma(p, r, 1.398_199_9e-3);
-    p = M::fma(p, r, 8.333_452e-3);
-    p = M::fma(p, r, 4.166_579_6e-2);
-    p = M::fma(p, r, 1.666_666_5e-1);
-    p = M::fma(p, r, 5.000_000_1e-1);
-    let e = M::fma(p, r2, r) + 1.0;
-    let ni = (tm.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let scale = f32::from_bits(((ni + 127) << 23) as u32);
-    e * scale
-}
-
-/// log(1 + e) for e in [0, 1], accurate also for tiny e: 2 atanh(s), s = e / (2 + e) <= 1/3.
-#[inline(always)]
-fn log1p_unit<M: Arith>(e: f32) -> f32 {
-    let s = e / (2.0 + e);
-    let s2 = s * s;
-    let mut p = 1.0f32 / 15.0;
-    p = M::fma(p, s2, 1.0 / 13.0);
-    p = M::fma(p, s2, 1.0 / 11.0);
-    p = M::fma(p, s2, 1.0 / 9.0);
-    p = M::fma(p, s2, 1.0 / 7.0);
-    p = M::fma(p, s2, 1.0 / 5.0);
-    p = M::fma(p, s2, 1.0 / 3.0);
-    p = M::fma(p, s2, 1.0);
-    2.0 * s * p
-}
-
-/// (softplus(x), sigmoid(x)) computed stably.
-#[inline(always)]
-fn softplus_sigmoid<M: Arith>(x: f32) -> (f32, f32) {
-    let e = exp_f::<M>(-x.abs());
-    let sp = x.max(0.0) + log1p_unit::<M>(e);
-    let num = if x >= 0.0 { 1.0 } else { e };
-    (sp, num / (1.0 + e))
-}
-
-#[inline(always)]
-fn sigmoid<M: Arith>(x: f32) -> f32 {
-    let e = exp_f::<M>(-x.abs());
-    let num = if x >= 0.0 { 1.0 } else { e };
-    num / (1.0 + e)
-}
-
-/// Sum with a fixed pairwise order (vectorisable, deterministic).
-#[inline(always)]
-fn hsum<const N: usize>(v: [f32; N]) -> f32 {
-    let mut w = v;
-    let mut len = N;
-    while len > 1 {
-        let h = len / 2;
-        for i in 0..h {
-            w[i] += w[i + h];
-        }
-        len = h;
-    }
-    w[0]
-}
 
 #[inline(always)]
 fn load_n<const N: usize>(s: &[f32], off: usize) -> [f32; N] {
@@ -187,7 +97,11 @@ fn fwd_task<M: Arith, const N: usize>(dm: &Dims, x: &Inputs, out: SendPtr, bi: u
         let mut dt = [0f32; G];
         for j in 0..G {
             let v = dl[j] + bias[j];
-            dt[j] = if dm.softplus { softplus_sigmoid::<M>(v).0 } else { v };
+            dt[j] = if dm.softplus {
+                softplus_sigmoid::<M>(v).0
+            } else {
+                v
+            };
         }
         dtb[t] = dt;
         ub[t] = load_lanes(x.u, off, cnt);
@@ -441,13 +355,13 @@ fn bwd_task<M: Arith, const N: usize>(
 // Entry points: pick the instruction set once, then run the tasks.
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Isa {
+pub(super) enum Isa {
     Avx512,
     Avx2,
     Base,
 }
 
-fn isa() -> Isa {
+pub(super) fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(detect_isa)
 }
@@ -558,7 +472,11 @@ fn bwd_n<const N: usize>(dm: &Dims, x: &Inputs, dout: &[f32]) -> Vec<f32> {
     let o = BwdOut {
         du: SendPtr(base),
         ddelta: SendPtr(unsafe { base.add(bld) }),
-        dz: if s == 3 { Some(SendPtr(unsafe { base.add(2 * bld) })) } else { None },
+        dz: if s == 3 {
+            Some(SendPtr(unsafe { base.add(2 * bld) }))
+        } else {
+            None
+        },
     };
     let isa = isa();
     // dpar_part is (b, d, np); a task owns rows [bi, g*G .. g*G+cnt). Split it per task.
@@ -582,14 +500,17 @@ fn bwd_n<const N: usize>(dm: &Dims, x: &Inputs, dout: &[f32]) -> Vec<f32> {
     // Fixed-order reductions.
     let (_, rest) = res.split_at_mut(s * bld);
     let (dbc_out, dpar_out) = rest.split_at_mut(b * l * 2 * N);
-    dbc_out.par_chunks_mut(l * 2 * N).enumerate().for_each(|(bi, dst)| {
-        for g in 0..ng {
-            let src = &dbc_part[(bi * ng + g) * l * 2 * N..(bi * ng + g + 1) * l * 2 * N];
-            for (a, s) in dst.iter_mut().zip(src) {
-                *a += *s;
+    dbc_out
+        .par_chunks_mut(l * 2 * N)
+        .enumerate()
+        .for_each(|(bi, dst)| {
+            for g in 0..ng {
+                let src = &dbc_part[(bi * ng + g) * l * 2 * N..(bi * ng + g + 1) * l * 2 * N];
+                for (a, s) in dst.iter_mut().zip(src) {
+                    *a += *s;
+                }
             }
-        }
-    });
+        });
     for bi in 0..b {
         let src = &dpar_part[bi * d * np..(bi + 1) * d * np];
         for (a, s) in dpar_out.iter_mut().zip(src) {
@@ -609,46 +530,5 @@ pub fn backward(dm: &Dims, x: &Inputs, dout: &[f32]) -> Vec<f32> {
         32 => bwd_n::<32>(dm, x, dout),
         64 => bwd_n::<64>(dm, x, dout),
         n => panic!("unsupported d_state {n}"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Vectorised exp over a slice, shared with other CPU ops (cross-entropy).
-
-#[inline(always)]
-fn exp_sub_body<M: Arith>(v: &mut [f32], sub: f32) {
-    let mut chunks = v.chunks_exact_mut(G);
-    for c in &mut chunks {
-        let mut a = [0f32; G];
-        a.copy_from_slice(c);
-        for x in a.iter_mut() {
-            *x = exp_f::<M>(*x - sub);
-        }
-        c.copy_from_slice(&a);
-    }
-    for x in chunks.into_remainder() {
-        *x = exp_f::<M>(*x - sub);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn exp_sub_avx512(v: &mut [f32], sub: f32) {
-    exp_sub_body::<WithFma>(v, sub)
-}
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_sub_avx2(v: &mut [f32], sub: f32) {
-    exp_sub_body::<WithFma>(v, sub)
-}
-
-/// v[i] = exp(v[i] - sub), vectorised (same accuracy as the scan's exp: ~1 ulp).
-pub fn exp_sub_inplace(v: &mut [f32], sub: f32) {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { exp_sub_avx512(v, sub) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { exp_sub_avx2(v, sub) },
-        _ => exp_sub_body::<NoFma>(v, sub),
     }
 }

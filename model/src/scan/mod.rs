@@ -16,7 +16,10 @@
 //! kernel is added by implementing `cuda_fwd` on both with the same packed layout.
 
 pub mod cpu;
+mod math;
 pub mod reference;
+
+pub use math::exp_sub_inplace;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 
@@ -69,7 +72,10 @@ pub fn selective_scan(
         Ok(())
     };
     if di2 != di {
-        candle_core::bail!("selective_scan: A is {:?} but u has {di} channels", a.dims())
+        candle_core::bail!(
+            "selective_scan: A is {:?} but u has {di} channels",
+            a.dims()
+        )
     }
     if !SUPPORTED_D_STATE.contains(&n) {
         candle_core::bail!("selective_scan: d_state {n} not supported ({SUPPORTED_D_STATE:?})")
@@ -108,14 +114,17 @@ pub fn selective_scan(
         None => Tensor::stack(&[u, delta], 0)?,
     };
     let bc = Tensor::cat(&[b, c], 2)?.contiguous()?;
-    let params =
-        Tensor::cat(&[a.clone(), d.unsqueeze(1)?, bias.unsqueeze(1)?], 1)?.contiguous()?;
+    let params = Tensor::cat(&[a.clone(), d.unsqueeze(1)?, bias.unsqueeze(1)?], 1)?.contiguous()?;
     let op = ScanFwd {
         n,
         softplus: opts.delta_softplus,
         has_z: opts.z.is_some(),
         resets,
-        chunk: if opts.chunk == 0 { DEFAULT_CHUNK } else { opts.chunk },
+        chunk: if opts.chunk == 0 {
+            DEFAULT_CHUNK
+        } else {
+            opts.chunk
+        },
     };
     x.apply_op3(&bc, &params, op)
 }
@@ -161,7 +170,14 @@ impl ScanFwd {
                 l3.shape()
             )
         }
-        Ok(cpu::Dims { b, l, d, n: self.n, softplus: self.softplus, chunk: self.chunk })
+        Ok(cpu::Dims {
+            b,
+            l,
+            d,
+            n: self.n,
+            softplus: self.softplus,
+            chunk: self.chunk,
+        })
     }
 
     fn resets_vec(&self) -> Result<Option<Vec<u8>>> {
@@ -184,7 +200,11 @@ fn inputs<'a>(
     cpu::Inputs {
         u: &x[..bld],
         delta: &x[bld..2 * bld],
-        z: if has_z { Some(&x[2 * bld..3 * bld]) } else { None },
+        z: if has_z {
+            Some(&x[2 * bld..3 * bld])
+        } else {
+            None
+        },
         bc,
         params,
         resets,
@@ -223,7 +243,10 @@ impl CustomOp3 for ScanFwd {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let op = ScanBwd { fwd: self.clone(), grad: grad_res.contiguous()? };
+        let op = ScanBwd {
+            fwd: self.clone(),
+            grad: grad_res.contiguous()?,
+        };
         let flat = x.apply_op3_no_bwd(bc, params, &op)?;
         let (s, b, l, d) = x.dims4()?;
         let n = self.n;

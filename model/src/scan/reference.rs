@@ -42,7 +42,9 @@ pub fn selective_scan_ref(
             h = h.broadcast_mul(&k.i((.., t))?.reshape((bs, 1, 1))?)?;
         }
         let da = dt_t.unsqueeze(2)?.broadcast_mul(&a.unsqueeze(0)?)?.exp()?;
-        let dbu = (&dt_t * &u_t)?.unsqueeze(2)?.broadcast_mul(&b_t.unsqueeze(1)?)?;
+        let dbu = (&dt_t * &u_t)?
+            .unsqueeze(2)?
+            .broadcast_mul(&b_t.unsqueeze(1)?)?;
         h = ((da * &h)? + dbu)?;
         let y_t = (h.broadcast_mul(&c_t.unsqueeze(1)?)?.sum(2)? + u_t.broadcast_mul(d)?)?;
         ys.push(y_t);
