@@ -20,7 +20,7 @@ use sha2::Digest;
 use super::InspectError;
 use crate::ingest::REPORT_FILE;
 use crate::shard::manifest::{Group, Manifest, ShardEntry, MANIFEST_FILE};
-use crate::shard::reader::{Column, ShardReader};
+use crate::shard::reader::{Column, ReadError, ShardReader};
 use crate::shard::{hex, Split};
 
 /// Bytes hashed per read.
@@ -302,7 +302,8 @@ type Decoded = (Counted, Vec<(usize, String)>);
 
 fn decode(path: &Path, vocab: usize) -> Result<Decoded, String> {
     let reader = ShardReader::open(path).map_err(|e| match e {
-        crate::shard::reader::ReadError::Open { reason, .. } => format!("cannot open: {reason}"),
+        ReadError::Open { reason, .. } => format!("cannot open: {reason}"),
+        ReadError::Schema { reason, .. } => format!("not a shard of this schema: {reason}"),
         other => other.to_string(),
     })?;
     let mut counted = Counted::default();
@@ -310,7 +311,7 @@ fn decode(path: &Path, vocab: usize) -> Result<Decoded, String> {
     for g in 0..reader.num_row_groups() {
         let c = match reader.read(g, &[Column::Tokens, Column::NTokens]) {
             Ok(c) => c,
-            Err(crate::shard::reader::ReadError::RowGroup { reason, .. }) => {
+            Err(ReadError::RowGroup { reason, .. }) => {
                 counted.complete = false;
                 found.push((g, format!("cannot decode: {reason}")));
                 continue;
