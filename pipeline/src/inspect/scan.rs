@@ -61,7 +61,9 @@ pub fn scan(
     tokenizer: &Tokenizer,
     opts: &Options,
 ) -> Result<DataFigures, InspectError> {
-    let vocab = manifest.tokenizer.vocab_size;
+    // Sized by the tokenizer actually loaded, not by the manifest's claim: a damaged
+    // manifest must not decide an allocation (`--verify` reports any disagreement).
+    let vocab = tokenizer.get_vocab_size(true);
     let mut pass = Pass {
         seq_len: opts.seq_len,
         documents: LengthHistogram::default(),
@@ -171,5 +173,86 @@ pub fn decode(tokenizer: &Tokenizer, id: u32) -> String {
     match tokenizer.decode(&[id], false) {
         Ok(text) if !text.is_empty() && !text.contains('\u{fffd}') => text,
         _ => tokenizer.id_to_token(id).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::manifest::{TokenizerEntry, Totals};
+    use crate::shard::writer::{Row, ShardLimits, ShardWriter};
+    use crate::tokenize::Vocab;
+
+    /// Documents (source, doc id, chunks) written across small row groups and shards.
+    const DOCS: &[(&str, u64, &[&[u32]])] = &[
+        ("a.txt", 1, &[&[5, 6, 7], &[5, 5], &[9]]),
+        ("b.txt", 2, &[&[1, 2, 3, 4, 5, 6]]),
+        ("data.jsonl", 3, &[&[7]]),
+        ("data.jsonl", 4, &[&[7, 7, 9_999]]),
+    ];
+
+    #[test]
+    fn documents_and_sources_are_summed_across_row_groups_and_shards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let limits = ShardLimits {
+            row_group_tokens: 2,
+            shard_tokens: 5,
+            zstd_level: 1,
+        };
+        let mut w = ShardWriter::new(tmp.path(), Split::Train, limits);
+        for (source, doc_id, chunks) in DOCS {
+            for (i, tokens) in chunks.iter().enumerate() {
+                let row = Row {
+                    doc_id: *doc_id,
+                    chunk: i as u32,
+                    source,
+                    kind: "text",
+                    lang: "plain",
+                    tokens,
+                };
+                w.push(row).unwrap();
+            }
+        }
+        let shards = w.finish().unwrap();
+        assert!(shards.len() > 1);
+        let corpus = ["one two three four five six seven eight nine ten"; 3];
+        let vocab = Vocab::train(corpus.iter(), 300).unwrap();
+        let manifest = Manifest {
+            schema_version: crate::shard::SCHEMA_VERSION,
+            tokenizer: TokenizerEntry {
+                file: "tokenizer.json".into(),
+                sha256: String::new(),
+                vocab_size: vocab.vocab_size(),
+                eos_id: vocab.eos_id,
+                origin: "trained".into(),
+            },
+            shards,
+            totals: Totals::default(),
+            settings: serde_json::Value::Null,
+        };
+        let opts = Options::new().seq_len(3).top(3);
+        let d = scan(tmp.path(), &manifest, &vocab.tokenizer, &opts).unwrap();
+
+        // Documents of 6, 6, 1 and 3 tokens; chunks of 3, 2, 1, 6, 1 and 3.
+        assert_eq!(d.documents.count, 4);
+        assert_eq!(d.documents.total, 16);
+        assert_eq!((d.documents.min, d.documents.max), (1, 6));
+        assert_eq!(d.documents_longer, 2);
+        assert_eq!(d.chunks.count, 6);
+        assert_eq!(d.chunks_longer, 1);
+        assert_eq!(d.out_of_vocab, 1);
+        // Ids 1..=7 and 9; 9999 is past the vocabulary.
+        assert_eq!(d.vocab_used, 8);
+        let top: Vec<(u32, u64)> = d.top_tokens.iter().map(|t| (t.id, t.count)).collect();
+        assert_eq!(top, [(5, 4), (7, 4), (6, 2)]);
+        let sources: Vec<(&str, u64, u64)> = d
+            .top_sources
+            .iter()
+            .map(|s| (s.source.as_str(), s.documents, s.tokens))
+            .collect();
+        assert_eq!(
+            sources,
+            [("a.txt", 1, 6), ("b.txt", 1, 6), ("data.jsonl", 2, 4)]
+        );
     }
 }
