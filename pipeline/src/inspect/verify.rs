@@ -11,6 +11,8 @@
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,6 +27,9 @@ use crate::shard::{hex, Split};
 
 /// Bytes hashed per read.
 const HASH_BUFFER: usize = 1 << 20;
+/// Shards checked at once, at most (each worker decodes on its thread and hashes on a
+/// second, lighter one, and holds one row group).
+const MAX_WORKERS: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -108,10 +113,14 @@ pub fn verify(dir: &Path, progress: bool) -> Result<Verification, InspectError> 
         seconds: 0.0,
         problems: Vec::new(),
     };
+    let mut checked = check_shards(dir, &manifest, &bar).into_iter();
     for split in [Split::Train, Split::Val] {
         let mut sum = Counted::default();
         for entry in manifest.shards(split) {
-            let counted = check_shard(dir, &manifest, entry, &bar, &mut problems);
+            let Some((counted, found)) = checked.next() else {
+                break;
+            };
+            problems.extend(found);
             sum.rows += counted.rows;
             sum.tokens += counted.tokens;
             sum.complete &= counted.complete;
@@ -130,6 +139,55 @@ pub fn verify(dir: &Path, progress: bool) -> Result<Verification, InspectError> 
     v.seconds = started.elapsed().as_secs_f64();
     v.problems = problems;
     Ok(v)
+}
+
+/// Checks every shard, train then val in manifest order, on a few workers (each hashes on
+/// one thread and decodes on another); results come back in that order whatever the
+/// timing, so the problem list is deterministic.
+fn check_shards(
+    dir: &Path,
+    manifest: &Manifest,
+    bar: &ProgressBar,
+) -> Vec<(Counted, Vec<Problem>)> {
+    let entries: Vec<&ShardEntry> = [Split::Train, Split::Val]
+        .into_iter()
+        .flat_map(|split| manifest.shards(split))
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .clamp(1, MAX_WORKERS)
+        .min(entries.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<(Counted, Vec<Problem>)>>> =
+        Mutex::new((0..entries.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(entry) = entries.get(i) else { break };
+                let mut found = Vec::new();
+                let counted = check_shard(dir, manifest, entry, bar, &mut found);
+                if let Ok(mut results) = results.lock() {
+                    results[i] = Some((counted, found));
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results
+        .into_iter()
+        .zip(&entries)
+        .map(|(r, entry)| {
+            r.unwrap_or_else(|| {
+                let problem = Problem {
+                    file: entry.file.clone(),
+                    row_group: None,
+                    message: "not checked: its worker stopped".into(),
+                };
+                (Counted::unknown(), vec![problem])
+            })
+        })
+        .collect()
 }
 
 /// Files in the store that the manifest does not account for.
