@@ -141,14 +141,13 @@ pub fn verify(dir: &Path, progress: bool) -> Result<Verification, InspectError> 
     Ok(v)
 }
 
+/// One shard's decoded counts and its problems.
+type Checked = (Counted, Vec<Problem>);
+
 /// Checks every shard, train then val in manifest order, on a few workers (each hashes on
 /// one thread and decodes on another); results come back in that order whatever the
 /// timing, so the problem list is deterministic.
-fn check_shards(
-    dir: &Path,
-    manifest: &Manifest,
-    bar: &ProgressBar,
-) -> Vec<(Counted, Vec<Problem>)> {
+fn check_shards(dir: &Path, manifest: &Manifest, bar: &ProgressBar) -> Vec<Checked> {
     let entries: Vec<&ShardEntry> = [Split::Train, Split::Val]
         .into_iter()
         .flat_map(|split| manifest.shards(split))
@@ -158,7 +157,7 @@ fn check_shards(
         .clamp(1, MAX_WORKERS)
         .min(entries.len().max(1));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<(Counted, Vec<Problem>)>>> =
+    let results: Mutex<Vec<Option<Checked>>> =
         Mutex::new((0..entries.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
