@@ -25,7 +25,9 @@ fn main() -> candle_core::Result<()> {
     let dd = var(&[d], 1.0, 0.0)?;
     let bias = var(&[d], 0.1, 0.0)?;
     let z = var(&[b, l, d], 1.0, 0.0)?;
-    let resets: Vec<u8> = (0..b * l).map(|i| (i % l).is_multiple_of(100) as u8).collect();
+    let resets: Vec<u8> = (0..b * l)
+        .map(|i| (i % l).is_multiple_of(100) as u8)
+        .collect();
     let resets = Tensor::from_vec(resets, (b, l), &dev)?;
     let opts = ScanOptions {
         delta_bias: Some(bias.as_tensor()),
@@ -34,14 +36,19 @@ fn main() -> candle_core::Result<()> {
         resets: Some(&resets),
         chunk: 0,
     };
-    println!("scan: batch {b}, seq {l}, d_inner {d}, d_state {n}, {} threads", rayon::current_num_threads());
+    println!(
+        "scan: batch {b}, seq {l}, d_inner {d}, d_state {n}, {} threads",
+        rayon::current_num_threads()
+    );
     let run = |fused: bool, iters: usize| -> candle_core::Result<(f64, f64)> {
         let (mut tf, mut tb) = (vec![], vec![]);
         for i in 0..iters + 1 {
-            let f = if fused { selective_scan } else { selective_scan_ref };
-            let (y, t1) = time(|| {
-                f(u.as_tensor(), delta.as_tensor(), &a, &bm, &cm, &dd, &opts)
-            });
+            let f = if fused {
+                selective_scan
+            } else {
+                selective_scan_ref
+            };
+            let (y, t1) = time(|| f(u.as_tensor(), delta.as_tensor(), &a, &bm, &cm, &dd, &opts));
             let loss = y?.sum_all()?;
             let (g, t2) = time(|| loss.backward());
             g?;
@@ -53,17 +60,39 @@ fn main() -> candle_core::Result<()> {
         Ok((median(&mut tf), median(&mut tb)))
     };
     let (f1, b1) = run(true, iters)?;
-    println!("  fused:     forward {:.2} ms, backward {:.2} ms, total {:.2} ms", f1 * 1e3, b1 * 1e3, (f1 + b1) * 1e3);
+    println!(
+        "  fused:     forward {:.2} ms, backward {:.2} ms, total {:.2} ms",
+        f1 * 1e3,
+        b1 * 1e3,
+        (f1 + b1) * 1e3
+    );
     // The kernels alone, without candle's autograd around them.
     {
         use mamba_model::scan::cpu;
         let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (uu, dl, zz) = (v(&u), v(&delta), v(&z));
         let bc = v(&Tensor::cat(&[bm.as_tensor(), cm.as_tensor()], 2)?);
-        let params = v(&Tensor::cat(&[a.as_tensor().clone(), dd.unsqueeze(1)?, bias.unsqueeze(1)?], 1)?);
+        let params = v(&Tensor::cat(
+            &[a.as_tensor().clone(), dd.unsqueeze(1)?, bias.unsqueeze(1)?],
+            1,
+        )?);
         let rs = resets.flatten_all()?.to_vec1::<u8>()?;
-        let inp = cpu::Inputs { u: &uu, delta: &dl, z: Some(&zz), bc: &bc, params: &params, resets: Some(&rs) };
-        let dm = cpu::Dims { b, l, d, n, softplus: true, chunk: mamba_model::scan::DEFAULT_CHUNK };
+        let inp = cpu::Inputs {
+            u: &uu,
+            delta: &dl,
+            z: Some(&zz),
+            bc: &bc,
+            params: &params,
+            resets: Some(&rs),
+        };
+        let dm = cpu::Dims {
+            b,
+            l,
+            d,
+            n,
+            softplus: true,
+            chunk: mamba_model::scan::DEFAULT_CHUNK,
+        };
         let g = vec![1f32; b * l * d];
         let (mut tf, mut tb) = (vec![], vec![]);
         for _ in 0..iters {
@@ -71,10 +100,19 @@ fn main() -> candle_core::Result<()> {
             tb.push(time(|| cpu::backward(&dm, &inp, &g)).1);
         }
         let (kf, kb) = (median(&mut tf), median(&mut tb));
-        println!("  kernels only: forward {:.2} ms, backward {:.2} ms", kf * 1e3, kb * 1e3);
+        println!(
+            "  kernels only: forward {:.2} ms, backward {:.2} ms",
+            kf * 1e3,
+            kb * 1e3
+        );
     }
     let (f2, b2) = run(false, 2.min(iters).max(1))?;
-    println!("  reference: forward {:.2} ms, backward {:.2} ms, total {:.2} ms", f2 * 1e3, b2 * 1e3, (f2 + b2) * 1e3);
+    println!(
+        "  reference: forward {:.2} ms, backward {:.2} ms, total {:.2} ms",
+        f2 * 1e3,
+        b2 * 1e3,
+        (f2 + b2) * 1e3
+    );
     println!("  speed-up (fwd+bwd): {:.1}x", (f2 + b2) / (f1 + b1));
     println!("  peak RSS (VmHWM): {:.0} MiB", peak_rss_mib());
     Ok(())

@@ -23,12 +23,16 @@ fn main() -> mamba_model::Result<()> {
     let mut opt = AdamW::from_varmap(&varmap, AdamWConfig::default())?;
     let mut rng = Rng::new(1);
     let n = batch * (seq + 1);
-    let toks: Vec<u32> = (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+    let toks: Vec<u32> = (0..n)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect();
     let toks = Tensor::from_vec(toks, (batch, seq + 1), &dev)?;
     let x = toks.narrow(1, 0, seq)?.contiguous()?;
     let y = toks.narrow(1, 1, seq)?.contiguous()?;
     // Document resets every 100 tokens, as in packed training data.
-    let resets: Vec<u8> = (0..batch * seq).map(|i| (i % seq).is_multiple_of(100) as u8).collect();
+    let resets: Vec<u8> = (0..batch * seq)
+        .map(|i| (i % seq).is_multiple_of(100) as u8)
+        .collect();
     let resets = Tensor::from_vec(resets, (batch, seq), &dev)?;
     println!(
         "train_step: d_model {d}, n_layer {layers}, vocab {vocab}, seq {seq}, batch {batch}, {} params, {} threads",
@@ -64,6 +68,9 @@ fn main() -> mamba_model::Result<()> {
     println!("  tokens/s: {:.0}", (batch * seq) as f64 / step);
     println!("  peak RSS (VmHWM): {:.0} MiB", peak_rss_mib());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("  load average at end (other processes compete for the cores): {}", load.trim());
+    println!(
+        "  load average at end (other processes compete for the cores): {}",
+        load.trim()
+    );
     Ok(())
 }

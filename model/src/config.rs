@@ -68,7 +68,12 @@ impl Default for Config {
 impl Config {
     /// A config with the given width, depth and (unpadded) vocabulary, everything else default.
     pub fn new(d_model: usize, n_layer: usize, vocab_size: usize) -> Self {
-        Config { d_model, n_layer, vocab_size, ..Default::default() }
+        Config {
+            d_model,
+            n_layer,
+            vocab_size,
+            ..Default::default()
+        }
     }
 
     /// Size presets: `tiny` (d 64, 2 layers; for tests), `small` (d 512, 8 layers),
@@ -130,13 +135,19 @@ impl Config {
             return bad("dt_rank must be positive".into());
         }
         if self.vocab_size > u32::MAX as usize {
-            return bad(format!("vocab_size {} does not fit token ids in u32", self.vocab_size));
+            return bad(format!(
+                "vocab_size {} does not fit token ids in u32",
+                self.vocab_size
+            ));
         }
         Ok(())
     }
 
     /// Total number of parameters (the LM head is tied to the embedding and not counted twice).
     pub fn num_params(&self) -> usize {
-        crate::info::param_shapes(self).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        crate::info::param_shapes(self)
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
     }
 }

@@ -49,8 +49,14 @@ pub fn causal_conv1d(
 ) -> Result<Tensor> {
     let (_b, l, _d) = x.dims3()?;
     let k = w.dim(2)?;
-    let xpad = if k > 1 { x.pad_with_zeros(1, k - 1, 0)? } else { x.clone() };
-    let mut acc = x.broadcast_mul(&w.i((.., 0, k - 1))?)?.broadcast_add(bias)?;
+    let xpad = if k > 1 {
+        x.pad_with_zeros(1, k - 1, 0)?
+    } else {
+        x.clone()
+    };
+    let mut acc = x
+        .broadcast_mul(&w.i((.., 0, k - 1))?)?
+        .broadcast_add(bias)?;
     for j in 0..k - 1 {
         let s = k - 1 - j;
         let mut term = xpad.narrow(1, j, l)?.broadcast_mul(&w.i((.., 0, j))?)?;
@@ -78,11 +84,19 @@ pub fn causal_conv1d_silu(
     let (b, l, d) = x.dims3()?;
     let k = w.dim(2)?;
     if w.dims() != [d, 1, k] || bias.dims() != [d] {
-        candle_core::bail!("conv1d: weight {:?} / bias {:?} for {d} channels", w.dims(), bias.dims())
+        candle_core::bail!(
+            "conv1d: weight {:?} / bias {:?} for {d} channels",
+            w.dims(),
+            bias.dims()
+        )
     }
     let starts = match resets {
         Some(r) => {
-            let r = r.ne(0f64)?.to_dtype(DType::U8)?.flatten_all()?.to_vec1::<u8>()?;
+            let r = r
+                .ne(0f64)?
+                .to_dtype(DType::U8)?
+                .flatten_all()?
+                .to_vec1::<u8>()?;
             // start[b, t] = position of the document start at or before t.
             let mut s = vec![0u32; b * l];
             for bi in 0..b {
@@ -138,7 +152,16 @@ impl ConvSiluOp {
     }
 
     /// Pre-activations of channels [c0, c1) for batch row bi, written to `pre` ((l, c1 - c0)).
-    fn pre(&self, x: &[f32], p: &[f32], dims: (usize, usize, usize, usize), bi: usize, c0: usize, c1: usize, pre: &mut [f32]) {
+    fn pre(
+        &self,
+        x: &[f32],
+        p: &[f32],
+        dims: (usize, usize, usize, usize),
+        bi: usize,
+        c0: usize,
+        c1: usize,
+        pre: &mut [f32],
+    ) {
         let (_b, l, d, k) = dims;
         let w = c1 - c0;
         for t in 0..l {
@@ -205,11 +228,16 @@ impl candle_core::CustomOp2 for ConvSiluOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let bwd = ConvSiluBwd { op: self.clone(), grad: grad.contiguous()? };
+        let bwd = ConvSiluBwd {
+            op: self.clone(),
+            grad: grad.contiguous()?,
+        };
         let flat = x.apply_op2_no_bwd(params, &bwd)?;
         let n1 = x.elem_count();
         let gx = flat.narrow(0, 0, n1)?.reshape(x.shape())?;
-        let gp = flat.narrow(0, n1, params.elem_count())?.reshape(params.shape())?;
+        let gp = flat
+            .narrow(0, n1, params.elem_count())?
+            .reshape(params.shape())?;
         Ok((Some(gx), Some(gp)))
     }
 }
@@ -251,43 +279,48 @@ impl candle_core::CustomOp2 for ConvSiluBwd {
         let gxp = Ptr(gx.as_mut_ptr());
         // Tasks own channel blocks across all batch rows: dW and d_bias are summed in a fixed
         // order, dx is written to disjoint columns.
-        gp.par_chunks_mut(CBLK * k1).enumerate().for_each(|(blk, gpb)| {
-            let gxp = gxp;
-            let (c0, c1) = (blk * CBLK, ((blk + 1) * CBLK).min(d));
-            let w = c1 - c0;
-            let mut pre = vec![0f32; l * w];
-            for bi in 0..b {
-                self.op.pre(x, p, dims, bi, c0, c1, &mut pre);
-                // pre <- d pre = g * silu'(pre)
-                for t in 0..l {
-                    let gr = &g[(bi * l + t) * d + c0..(bi * l + t) * d + c1];
-                    for j in 0..w {
-                        pre[t * w + j] = gr[j] * silu_and_grad(pre[t * w + j]).1;
-                    }
-                }
-                for t in 0..l {
-                    let dp = &pre[t * w..(t + 1) * w];
-                    for j in 0..w {
-                        gpb[j * k1 + k] += dp[j];
-                    }
-                    for kk in 0..k {
-                        let s = k - 1 - kk;
-                        if !self.op.valid(bi, l, t, s) {
-                            continue;
-                        }
-                        let src = (bi * l + t - s) * d + c0;
-                        let xr = &x[src..src + w];
+        gp.par_chunks_mut(CBLK * k1)
+            .enumerate()
+            .for_each(|(blk, gpb)| {
+                let gxp = gxp;
+                let (c0, c1) = (blk * CBLK, ((blk + 1) * CBLK).min(d));
+                let w = c1 - c0;
+                let mut pre = vec![0f32; l * w];
+                for bi in 0..b {
+                    self.op.pre(x, p, dims, bi, c0, c1, &mut pre);
+                    // pre <- d pre = g * silu'(pre)
+                    for t in 0..l {
+                        let gr = &g[(bi * l + t) * d + c0..(bi * l + t) * d + c1];
                         for j in 0..w {
-                            gpb[j * k1 + kk] += dp[j] * xr[j];
-                            unsafe {
-                                *gxp.0.add(src + j) += p[(c0 + j) * k1 + kk] * dp[j];
+                            pre[t * w + j] = gr[j] * silu_and_grad(pre[t * w + j]).1;
+                        }
+                    }
+                    for t in 0..l {
+                        let dp = &pre[t * w..(t + 1) * w];
+                        for j in 0..w {
+                            gpb[j * k1 + k] += dp[j];
+                        }
+                        for kk in 0..k {
+                            let s = k - 1 - kk;
+                            if !self.op.valid(bi, l, t, s) {
+                                continue;
+                            }
+                            let src = (bi * l + t - s) * d + c0;
+                            let xr = &x[src..src + w];
+                            for j in 0..w {
+                                gpb[j * k1 + kk] += dp[j] * xr[j];
+                                unsafe {
+                                    *gxp.0.add(src + j) += p[(c0 + j) * k1 + kk] * dp[j];
+                                }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
         let len = out.len();
-        Ok((candle_core::CpuStorage::F32(out), candle_core::Shape::from(len)))
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            candle_core::Shape::from(len),
+        ))
     }
 }

@@ -5,8 +5,17 @@ use crate::config::Config;
 /// All parameters of the model with their transformers (`MambaForCausalLM`) names and shapes,
 /// in a fixed order (embedding, layers 0.., final norm). The LM head is tied to the embedding.
 pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
-    let (d, di, n, r, k) = (cfg.d_model, cfg.d_inner(), cfg.d_state, cfg.dt_rank(), cfg.d_conv);
-    let mut v = vec![("backbone.embeddings.weight".to_string(), vec![cfg.padded_vocab(), d])];
+    let (d, di, n, r, k) = (
+        cfg.d_model,
+        cfg.d_inner(),
+        cfg.d_state,
+        cfg.dt_rank(),
+        cfg.d_conv,
+    );
+    let mut v = vec![(
+        "backbone.embeddings.weight".to_string(),
+        vec![cfg.padded_vocab(), d],
+    )];
     for i in 0..cfg.n_layer {
         let p = format!("backbone.layers.{i}");
         v.push((format!("{p}.norm.weight"), vec![d]));
@@ -72,16 +81,34 @@ pub fn breakdown(cfg: &Config) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "  {:<34} {:>16} {:>14}", "tensor", "shape", "params");
     let mut line = |name: &str, shape: &[usize]| {
-        let sh = shape.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x");
+        let sh = shape
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         let _ = writeln!(o, "  {:<34} {:>16} {:>14}", name, sh, count(shape));
     };
-    line("embeddings (tied lm_head)", &[cfg.padded_vocab(), cfg.d_model]);
-    for (name, shape) in shapes.iter().filter(|(n, _)| n.starts_with("backbone.layers.0.")) {
-        line(&format!("layer.{}", &name["backbone.layers.0.".len()..]), shape);
+    line(
+        "embeddings (tied lm_head)",
+        &[cfg.padded_vocab(), cfg.d_model],
+    );
+    for (name, shape) in shapes
+        .iter()
+        .filter(|(n, _)| n.starts_with("backbone.layers.0."))
+    {
+        line(
+            &format!("layer.{}", &name["backbone.layers.0.".len()..]),
+            shape,
+        );
     }
     line("norm_f.weight", &[cfg.d_model]);
     let _ = writeln!(o);
-    let _ = writeln!(o, "  embeddings          {:>14} ({:>5.1}%)", emb, 100.0 * emb as f64 / total as f64);
+    let _ = writeln!(
+        o,
+        "  embeddings          {:>14} ({:>5.1}%)",
+        emb,
+        100.0 * emb as f64 / total as f64
+    );
     let _ = writeln!(
         o,
         "  {} layers x {:<9} {:>14} ({:>5.1}%)",

@@ -71,16 +71,22 @@ pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<
     let numel: usize = shape.iter().product();
     let mut rng = Rng::for_tensor(seed, name);
     let uniform = |rng: &mut Rng, bound: f64| -> Vec<f32> {
-        (0..numel).map(|_| rng.uniform_in(-bound, bound) as f32).collect()
+        (0..numel)
+            .map(|_| rng.uniform_in(-bound, bound) as f32)
+            .collect()
     };
     let last = name.rsplit('.').next().unwrap_or(name);
     if name.ends_with("embeddings.weight") {
-        (0..numel).map(|_| (rng.normal() * cfg.initializer_range) as f32).collect()
+        (0..numel)
+            .map(|_| (rng.normal() * cfg.initializer_range) as f32)
+            .collect()
     } else if name.ends_with("norm.weight") || name.ends_with("norm_f.weight") || last == "D" {
         vec![1.0; numel]
     } else if last == "A_log" {
         let n = shape[1];
-        (0..numel).map(|i| (((i % n) + 1) as f64).ln() as f32).collect()
+        (0..numel)
+            .map(|i| (((i % n) + 1) as f64).ln() as f32)
+            .collect()
     } else if name.ends_with("dt_proj.weight") {
         let bound = cfg.dt_scale * (cfg.dt_rank() as f64).powf(-0.5);
         uniform(&mut rng, bound)
@@ -97,9 +103,14 @@ pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<
         uniform(&mut rng, 1.0 / (cfg.d_conv as f64).sqrt())
     } else if name.ends_with("out_proj.weight") {
         let bound = 1.0 / (shape[1] as f64).sqrt();
-        let scale =
-            if cfg.rescale_prenorm_residual { 1.0 / (cfg.n_layer as f64).sqrt() } else { 1.0 };
-        (0..numel).map(|_| (rng.uniform_in(-bound, bound) * scale) as f32).collect()
+        let scale = if cfg.rescale_prenorm_residual {
+            1.0 / (cfg.n_layer as f64).sqrt()
+        } else {
+            1.0
+        };
+        (0..numel)
+            .map(|_| (rng.uniform_in(-bound, bound) * scale) as f32)
+            .collect()
     } else {
         // in_proj, x_proj and anything else 2-D: nn.Linear default.
         let fan_in = shape.last().copied().unwrap_or(1).max(1);

@@ -17,7 +17,11 @@
 //! # Ok(()) }
 //! ```
 
-#![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::redundant_locals)]
+#![allow(
+    clippy::needless_range_loop,
+    clippy::too_many_arguments,
+    clippy::redundant_locals
+)]
 #![allow(clippy::excessive_precision)]
 
 pub mod config;

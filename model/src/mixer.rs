@@ -27,7 +27,13 @@ pub struct Mixer {
 
 impl Mixer {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let (d, di, n, r, k) = (cfg.d_model, cfg.d_inner(), cfg.d_state, cfg.dt_rank(), cfg.d_conv);
+        let (d, di, n, r, k) = (
+            cfg.d_model,
+            cfg.d_inner(),
+            cfg.d_state,
+            cfg.dt_rank(),
+            cfg.d_conv,
+        );
         Ok(Mixer {
             in_proj: vb.get((2 * di, d), "in_proj.weight")?,
             conv_w: vb.get((di, 1, k), "conv1d.weight")?,

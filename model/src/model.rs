@@ -44,7 +44,12 @@ impl MambaLM {
             });
         }
         let norm_f = bb.get(cfg.d_model, "norm_f.weight")?;
-        Ok(MambaLM { cfg: cfg.clone(), embedding, layers, norm_f })
+        Ok(MambaLM {
+            cfg: cfg.clone(),
+            embedding,
+            layers,
+            norm_f,
+        })
     }
 
     /// A freshly initialised, trainable model (mamba_ssm's initialisation, see [`crate::init`]),
@@ -75,7 +80,10 @@ impl MambaLM {
 
     /// Every parameter with its transformers name, in a fixed order.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![("backbone.embeddings.weight".to_string(), self.embedding.clone())];
+        let mut v = vec![(
+            "backbone.embeddings.weight".to_string(),
+            self.embedding.clone(),
+        )];
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("backbone.layers.{i}");
             let m = &l.mixer;

@@ -11,7 +11,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         if weight.dims() != [d] {
             candle_core::bail!("rms_norm: weight {:?} for last dim {d}", weight.dims())
         }
-        return x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNormOp { eps });
+        return x
+            .contiguous()?
+            .apply_op2(&weight.contiguous()?, RmsNormOp { eps });
     }
     rms_norm_ops(x, weight, eps)
 }
@@ -60,14 +62,16 @@ impl CustomOp2 for RmsNormOp {
         let w = slice(s2, l2)?;
         let d = w.len();
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d * ROWS).zip(x.par_chunks(d * ROWS)).for_each(|(o, xi)| {
-            for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
-                let r = inv_rms(xrow, self.eps);
-                for j in 0..d {
-                    orow[j] = xrow[j] * r * w[j];
+        out.par_chunks_mut(d * ROWS)
+            .zip(x.par_chunks(d * ROWS))
+            .for_each(|(o, xi)| {
+                for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
+                    let r = inv_rms(xrow, self.eps);
+                    for j in 0..d {
+                        orow[j] = xrow[j] * r * w[j];
+                    }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -78,7 +82,10 @@ impl CustomOp2 for RmsNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let op = RmsNormBwd { eps: self.eps, grad: grad.contiguous()? };
+        let op = RmsNormBwd {
+            eps: self.eps,
+            grad: grad.contiguous()?,
+        };
         let flat = x.apply_op2_no_bwd(w, &op)?;
         let n = x.elem_count();
         let dx = flat.narrow(0, 0, n)?.reshape(x.shape())?;

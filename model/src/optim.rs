@@ -29,7 +29,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
     }
 }
 
@@ -88,10 +94,20 @@ impl AdamW {
                 let m = var.zeros_like()?;
                 let v = var.zeros_like()?;
                 let decay = decay(&name);
-                Ok(Param { name, var, m, v, decay })
+                Ok(Param {
+                    name,
+                    var,
+                    m,
+                    v,
+                    decay,
+                })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(AdamW { params, cfg, step: 0 })
+        Ok(AdamW {
+            params,
+            cfg,
+            step: 0,
+        })
     }
 
     pub fn config(&self) -> &AdamWConfig {
@@ -110,22 +126,43 @@ impl AdamW {
     }
     /// Names of the parameters and whether they are decayed.
     pub fn param_names(&self) -> Vec<(String, bool)> {
-        self.params.iter().map(|p| (p.name.clone(), p.decay)).collect()
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.decay))
+            .collect()
     }
 
     /// One AdamW update from the gradients of `loss.backward()`; parameters without a gradient
     /// are left untouched (their moments too).
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
-        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.cfg;
+        let AdamWConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.cfg;
         let t = self.step as i32;
         let bc1 = 1.0 - beta1.powi(t);
         let bc2 = 1.0 - beta2.powi(t);
         for p in self.params.iter_mut() {
-            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
             let g = g.to_dtype(DType::F32)?;
             if p.var.device().is_cpu() {
-                cpu_update(p, &g, lr, beta1, beta2, eps, if p.decay { weight_decay } else { 0.0 }, bc1, bc2)?;
+                cpu_update(
+                    p,
+                    &g,
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    if p.decay { weight_decay } else { 0.0 },
+                    bc1,
+                    bc2,
+                )?;
                 continue;
             }
             let m = ((&p.m * beta1)? + (&g * (1.0 - beta1))?)?;
@@ -174,7 +211,11 @@ impl AdamW {
     /// Restores the state written by [`AdamW::save`] into an optimizer over the same parameters.
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let device = self.params.first().map(|p| p.var.device().clone()).unwrap_or(Device::Cpu);
+        let device = self
+            .params
+            .first()
+            .map(|p| p.var.device().clone())
+            .unwrap_or(Device::Cpu);
         let (mut tensors, meta): (HashMap<String, Tensor>, _) = read_safetensors(path, &device)?;
         let num = |k: &str| -> Result<f64> {
             meta.get(k)
@@ -194,7 +235,9 @@ impl AdamW {
         for p in &self.params {
             let mut take = |suffix: &str| -> Result<Tensor> {
                 let name = format!("{}.{suffix}", p.name);
-                let t = tensors.remove(&name).ok_or_else(|| Error::tensor(path, &name, "missing"))?;
+                let t = tensors
+                    .remove(&name)
+                    .ok_or_else(|| Error::tensor(path, &name, "missing"))?;
                 if t.dims() != p.var.dims() {
                     return Err(Error::tensor(
                         path,
@@ -207,7 +250,11 @@ impl AdamW {
             new_mv.push((take("exp_avg")?, take("exp_avg_sq")?));
         }
         if let Some(name) = tensors.keys().min() {
-            return Err(Error::tensor(path, name, "no such parameter in this optimizer"));
+            return Err(Error::tensor(
+                path,
+                name,
+                "no such parameter in this optimizer",
+            ));
         }
         for (p, (m, v)) in self.params.iter_mut().zip(new_mv) {
             p.m = m;
@@ -261,7 +308,11 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     let mut total = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            total += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = total.sqrt();

@@ -25,8 +25,16 @@ impl State {
         let mut conv = Vec::with_capacity(c.n_layer);
         let mut ssm = Vec::with_capacity(c.n_layer);
         for _ in 0..c.n_layer {
-            conv.push(Tensor::zeros((batch, c.d_inner(), c.d_conv - 1), DType::F32, dev)?);
-            ssm.push(Tensor::zeros((batch, c.d_inner(), c.d_state), DType::F32, dev)?);
+            conv.push(Tensor::zeros(
+                (batch, c.d_inner(), c.d_conv - 1),
+                DType::F32,
+                dev,
+            )?);
+            ssm.push(Tensor::zeros(
+                (batch, c.d_inner(), c.d_state),
+                DType::F32,
+                dev,
+            )?);
         }
         Ok(State { conv, ssm, pos: 0 })
     }
@@ -62,7 +70,10 @@ impl MambaLM {
             // conv window: previous k-1 inputs followed by x.
             let window = Tensor::cat(&[&state.conv[i], &x.unsqueeze(2)?], 2)?; // (b, di, k)
             let w = m.conv_w.squeeze(1)?; // (di, k)
-            let conv = window.broadcast_mul(&w)?.sum(D::Minus1)?.broadcast_add(&m.conv_b)?;
+            let conv = window
+                .broadcast_mul(&w)?
+                .sum(D::Minus1)?
+                .broadcast_add(&m.conv_b)?;
             state.conv[i] = window.narrow(2, 1, c.d_conv - 1)?.contiguous()?;
             let u = conv.silu()?; // (b, di)
             let xdbl = linear(&u, &m.x_proj)?;
@@ -72,10 +83,12 @@ impl MambaLM {
             let delta = softplus(&linear(&dt, &m.dt_proj_w)?.broadcast_add(&m.dt_proj_b)?)?;
             let a = m.a()?; // (di, n)
             let da = delta.unsqueeze(2)?.broadcast_mul(&a.unsqueeze(0)?)?.exp()?;
-            let dbu = (&delta * &u)?.unsqueeze(2)?.broadcast_mul(&bm.unsqueeze(1)?)?;
+            let dbu = (&delta * &u)?
+                .unsqueeze(2)?
+                .broadcast_mul(&bm.unsqueeze(1)?)?;
             let hs = ((da * &state.ssm[i])? + dbu)?;
-            let y = (hs.broadcast_mul(&cm.unsqueeze(1)?)?.sum(D::Minus1)?
-                + u.broadcast_mul(&m.d)?)?;
+            let y =
+                (hs.broadcast_mul(&cm.unsqueeze(1)?)?.sum(D::Minus1)? + u.broadcast_mul(&m.d)?)?;
             state.ssm[i] = hs;
             let y = (y * z.silu()?)?;
             residual = (residual + linear(&y, &m.out_proj)?)?;

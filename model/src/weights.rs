@@ -69,9 +69,8 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
                 .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer, got {x}"))),
         }
     };
-    let req = |k: &str| -> Result<usize> {
-        get_usize(k)?.ok_or_else(|| bad(format!("missing `{k}`")))
-    };
+    let req =
+        |k: &str| -> Result<usize> { get_usize(k)?.ok_or_else(|| bad(format!("missing `{k}`"))) };
     let get_f64 = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
     let get_bool = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
     if let Some(mt) = v.get("model_type").and_then(|x| x.as_str()) {
@@ -86,11 +85,15 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         return Err(bad("use_conv_bias = false is not supported".into()));
     }
     if !get_bool("tie_word_embeddings", true) {
-        return Err(bad("untied lm_head (tie_word_embeddings = false) is not supported".into()));
+        return Err(bad(
+            "untied lm_head (tie_word_embeddings = false) is not supported".into(),
+        ));
     }
     if let Some(act) = v.get("hidden_act").and_then(|x| x.as_str()) {
         if act != "silu" {
-            return Err(bad(format!("hidden_act `{act}` is not supported (only silu)")));
+            return Err(bad(format!(
+                "hidden_act `{act}` is not supported (only silu)"
+            )));
         }
     }
     let d_model = req("hidden_size")?;
@@ -100,7 +103,8 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s == "auto" => None,
         Some(x) => Some(
-            x.as_u64().ok_or_else(|| bad(format!("bad `time_step_rank` {x}")))? as usize,
+            x.as_u64()
+                .ok_or_else(|| bad(format!("bad `time_step_rank` {x}")))? as usize,
         ),
     };
     // An explicit rank equal to the automatic one is stored as `auto`.
@@ -167,7 +171,10 @@ pub fn write_safetensors(
 ) -> Result<()> {
     let mut bufs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let t = t.to_dtype(DType::F32)?.flatten_all()?.to_device(&Device::Cpu)?;
+        let t = t
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_device(&Device::Cpu)?;
         let v = t.to_vec1::<f32>()?;
         let mut bytes = Vec::with_capacity(v.len() * 4);
         for x in v {
@@ -188,13 +195,17 @@ pub fn write_safetensors(
     for (k, v) in extra_metadata {
         meta.insert(k.clone(), v.clone());
     }
-    let bytes = safetensors::tensor::serialize(views, Some(meta))
-        .map_err(|e| Error::file(path, e))?;
+    let bytes =
+        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::file(path, e))?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn tensors_shape(tensors: &[(String, Tensor)], name: &str) -> Vec<usize> {
-    tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.dims().to_vec()).unwrap_or_default()
+    tensors
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t.dims().to_vec())
+        .unwrap_or_default()
 }
 
 /// Reads every tensor of a safetensors file as f32 on `device` (f16/bf16/f64 are converted).
@@ -215,7 +226,11 @@ pub fn read_safetensors(
             safetensors::Dtype::BF16 => DType::BF16,
             safetensors::Dtype::F64 => DType::F64,
             other => {
-                return Err(Error::tensor(path, &name, format!("unsupported dtype {other:?}")))
+                return Err(Error::tensor(
+                    path,
+                    &name,
+                    format!("unsupported dtype {other:?}"),
+                ))
             }
         };
         let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
@@ -251,7 +266,9 @@ impl MambaLM {
         let path = dir.join(WEIGHTS_FILE);
         let (mut tensors, _) = read_safetensors(&path, device)?;
         if let Some(t) = tensors.remove("backbone.embedding.weight") {
-            tensors.entry("backbone.embeddings.weight".into()).or_insert(t);
+            tensors
+                .entry("backbone.embeddings.weight".into())
+                .or_insert(t);
         }
         tensors.remove("lm_head.weight");
         let varmap = VarMap::new();
@@ -265,7 +282,11 @@ impl MambaLM {
                     return Err(Error::tensor(
                         &path,
                         &name,
-                        format!("shape {:?}, expected {:?} from config.json", t.dims(), shape),
+                        format!(
+                            "shape {:?}, expected {:?} from config.json",
+                            t.dims(),
+                            shape
+                        ),
                     ));
                 }
                 let var = Var::from_tensor(&t).map_err(|e| Error::tensor(&path, &name, e))?;
@@ -273,7 +294,11 @@ impl MambaLM {
             }
         }
         if let Some(name) = tensors.keys().min() {
-            return Err(Error::tensor(&path, name, "unexpected tensor for this config"));
+            return Err(Error::tensor(
+                &path,
+                name,
+                "unexpected tensor for this config",
+            ));
         }
         let model = MambaLM::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         Ok((model, varmap))

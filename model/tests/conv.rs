@@ -23,14 +23,34 @@ fn fused_conv_matches_slices() {
     let resets = Tensor::from_vec(r, (b, l), &Device::Cpu).unwrap();
     let mask = ConvMask::new(&resets, k).unwrap();
     for with_resets in [false, true] {
-        let (rs, m) = if with_resets { (Some(&resets), Some(&mask)) } else { (None, None) };
+        let (rs, m) = if with_resets {
+            (Some(&resets), Some(&mask))
+        } else {
+            (None, None)
+        };
         let fused = causal_conv1d_silu(&x, &w, &bias, rs, m).unwrap();
         let slices = causal_conv1d(&x, &w, &bias, m).unwrap().silu().unwrap();
         assert_close("conv forward", &fused, &slices, 1e-6, 1e-5);
-        let g1 = (&fused * &gw).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (&slices * &gw).unwrap().sum_all().unwrap().backward().unwrap();
+        let g1 = (&fused * &gw)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&slices * &gw)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for (name, v) in [("x", &x), ("w", &w), ("bias", &bias)] {
-            assert_close(&format!("d{name}"), g1.get(v).unwrap(), g2.get(v).unwrap(), 1e-5, 1e-4);
+            assert_close(
+                &format!("d{name}"),
+                g1.get(v).unwrap(),
+                g2.get(v).unwrap(),
+                1e-5,
+                1e-4,
+            );
         }
     }
 }

@@ -12,7 +12,9 @@ fn tiny() -> Config {
 }
 
 fn ids(rng: &mut Rng, b: usize, l: usize, vocab: usize) -> Tensor {
-    let v: Vec<u32> = (0..b * l).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+    let v: Vec<u32> = (0..b * l)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect();
     Tensor::from_vec(v, (b, l), &Device::Cpu).unwrap()
 }
 
@@ -68,7 +70,13 @@ fn step_mode_matches_full_forward() {
     let full = model.forward(&tokens, None).unwrap();
     let mut state: State = model.new_state(3).unwrap();
     for t in 0..15 {
-        let col = tokens.narrow(1, t, 1).unwrap().squeeze(1).unwrap().contiguous().unwrap();
+        let col = tokens
+            .narrow(1, t, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .contiguous()
+            .unwrap();
         let logits = model.step(&col, &mut state).unwrap();
         let want = full.narrow(1, t, 1).unwrap().squeeze(1).unwrap();
         assert_close(&format!("step {t}"), &logits, &want, 1e-5, 1e-4);
@@ -84,10 +92,16 @@ fn save_load_roundtrip_and_errors() {
     model.save(dir.path()).unwrap();
     let (loaded, varmap) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(loaded.config(), model.config());
-    assert_eq!(varmap.all_vars().len(), mamba_model::info::param_shapes(&cfg).len());
+    assert_eq!(
+        varmap.all_vars().len(),
+        mamba_model::info::param_shapes(&cfg).len()
+    );
     let mut rng = Rng::new(2);
     let x = ids(&mut rng, 2, 9, cfg.vocab_size);
-    assert_eq!(vec(&model.forward(&x, None).unwrap()), vec(&loaded.forward(&x, None).unwrap()));
+    assert_eq!(
+        vec(&model.forward(&x, None).unwrap()),
+        vec(&loaded.forward(&x, None).unwrap())
+    );
 
     // `backbone.embedding.weight` and an explicit `lm_head.weight` are accepted.
     let wpath = dir.path().join("model.safetensors");
@@ -96,19 +110,31 @@ fn save_load_roundtrip_and_errors() {
     named.push(("lm_head.weight".into(), model.embedding.clone()));
     mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
     let (alt, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
-    assert_eq!(vec(&alt.forward(&x, None).unwrap()), vec(&loaded.forward(&x, None).unwrap()));
+    assert_eq!(
+        vec(&alt.forward(&x, None).unwrap()),
+        vec(&loaded.forward(&x, None).unwrap())
+    );
 
     // Errors name the file and the tensor.
     let mut named = model.named_tensors();
     named.retain(|(n, _)| n != "backbone.layers.1.mixer.D");
     mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
-    let e = MambaLM::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("backbone.layers.1.mixer.D"), "{e}");
+    let e = MambaLM::load(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("backbone.layers.1.mixer.D"),
+        "{e}"
+    );
     let mut named = model.named_tensors();
     named[3].1 = Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap();
     let bad = named[3].0.clone();
     mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
-    let e = MambaLM::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    let e = MambaLM::load(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains(&bad) && e.contains("shape"), "{e}");
 }
 
@@ -148,9 +174,20 @@ fn init_is_seeded_and_follows_mamba_ssm() {
 #[test]
 fn presets_and_info() {
     let e = Config::preset("huge", 100).unwrap_err().to_string();
-    assert!(e.contains("tiny") && e.contains("small") && e.contains("medium") && e.contains("large"), "{e}");
+    assert!(
+        e.contains("tiny") && e.contains("small") && e.contains("medium") && e.contains("large"),
+        "{e}"
+    );
     let small = Config::preset("small", 50257).unwrap();
-    assert_eq!((small.d_model, small.n_layer, small.padded_vocab(), small.dt_rank()), (512, 8, 50264, 32));
+    assert_eq!(
+        (
+            small.d_model,
+            small.n_layer,
+            small.padded_vocab(),
+            small.dt_rank()
+        ),
+        (512, 8, 50264, 32)
+    );
     assert_eq!(Config::preset("medium", 50257).unwrap().d_model, 768);
     assert_eq!(Config::preset("large", 50257).unwrap().n_layer, 24);
     let text = mamba_model::info::breakdown(&small);
@@ -167,19 +204,34 @@ fn adamw_trains_and_checkpoints() {
     let mut rng = Rng::new(4);
     let x = ids(&mut rng, 2, 16, cfg.vocab_size);
     let y = ids(&mut rng, 2, 16, cfg.vocab_size);
-    let opt_cfg = AdamWConfig { lr: 3e-3, ..Default::default() };
+    let opt_cfg = AdamWConfig {
+        lr: 3e-3,
+        ..Default::default()
+    };
     let (model, varmap) = MambaLM::init(&cfg, 3, &Device::Cpu).unwrap();
     let mut opt = AdamW::from_varmap(&varmap, opt_cfg.clone()).unwrap();
     let names = opt.param_names();
-    assert!(names.iter().any(|(n, d)| n.ends_with("in_proj.weight") && *d));
+    assert!(names
+        .iter()
+        .any(|(n, d)| n.ends_with("in_proj.weight") && *d));
     assert!(names.iter().any(|(n, d)| n.ends_with("A_log") && !*d));
-    assert!(names.iter().any(|(n, d)| n.ends_with("embeddings.weight") && !*d));
-    let first = model.loss(&x, &y, None, None).unwrap().to_scalar::<f32>().unwrap();
+    assert!(names
+        .iter()
+        .any(|(n, d)| n.ends_with("embeddings.weight") && !*d));
+    let first = model
+        .loss(&x, &y, None, None)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     for _ in 0..5 {
         let loss = model.loss(&x, &y, None, None).unwrap();
         opt.backward_step(&loss).unwrap();
     }
-    let after = model.loss(&x, &y, None, None).unwrap().to_scalar::<f32>().unwrap();
+    let after = model
+        .loss(&x, &y, None, None)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(after < first - 0.05, "loss {first} -> {after}");
 
     // Checkpoint model + optimizer, continue both copies: identical trajectories.
@@ -208,13 +260,19 @@ fn loss_mask_and_cross_entropy() {
     // Uniform logits give log(V); masked positions are ignored.
     let logits = Tensor::zeros((1, 3, 8), DType::F32, &Device::Cpu).unwrap();
     let t = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
-    let l = mamba_model::cross_entropy(&logits, &t, None).unwrap().to_scalar::<f32>().unwrap();
+    let l = mamba_model::cross_entropy(&logits, &t, None)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!((l - 8f32.ln()).abs() < 1e-6);
     let mut v = vec![0f32; 24];
     v[3] = 5.0; // position 0 strongly predicts token 3 (target is 1)
     let logits = Tensor::from_vec(v, (1, 3, 8), &Device::Cpu).unwrap();
     let m = Tensor::new(&[[0f32, 1.0, 1.0]], &Device::Cpu).unwrap();
-    let l = mamba_model::cross_entropy(&logits, &t, Some(&m)).unwrap().to_scalar::<f32>().unwrap();
+    let l = mamba_model::cross_entropy(&logits, &t, Some(&m))
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!((l - 8f32.ln()).abs() < 1e-6);
 }
 
@@ -225,12 +283,34 @@ fn fused_cross_entropy_matches_log_softmax() {
     let t = ids(&mut rng, 1, 7, 37).flatten_all().unwrap();
     let fused = mamba_model::loss::per_position_nll(&logits, &t).unwrap();
     let lsm = mamba_model::ops::log_softmax_last(&logits).unwrap();
-    let plain = lsm.gather(&t.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+    let plain = lsm
+        .gather(&t.unsqueeze(1).unwrap(), 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap()
+        .neg()
+        .unwrap();
     assert_close("nll", &fused, &plain, 1e-6, 1e-5);
     let w = f32(&randn(&mut rng, &[7], 1.0));
-    let g1 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (&plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
-    assert_close("dlogits", g1.get(&logits).unwrap(), g2.get(&logits).unwrap(), 1e-6, 1e-5);
+    let g1 = (&fused * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&plain * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close(
+        "dlogits",
+        g1.get(&logits).unwrap(),
+        g2.get(&logits).unwrap(),
+        1e-6,
+        1e-5,
+    );
 }
 
 #[test]

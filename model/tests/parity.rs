@@ -28,7 +28,10 @@ fn assert_rel(what: &str, ours: &Tensor, theirs: &Tensor) {
 fn loads_transformers_model_and_matches_logits() {
     let (model, _) = MambaLM::load(fixtures().join("hf_tiny"), &Device::Cpu).unwrap();
     let cfg = model.config();
-    assert_eq!((cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.padded_vocab()), (24, 2, 48, 48));
+    assert_eq!(
+        (cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.padded_vocab()),
+        (24, 2, 48, 48)
+    );
     let (ids, logits) = load_logits("hf_tiny_logits.safetensors");
     let ours = model.forward(&ids, None).unwrap();
     assert_rel("logits (transformers model)", &ours, &logits);

@@ -56,14 +56,15 @@ struct Flags {
     softplus: bool,
     chunk: usize,
 }
-const ALL: Flags = Flags { z: true, resets: true, bias: true, softplus: true, chunk: 0 };
+const ALL: Flags = Flags {
+    z: true,
+    resets: true,
+    bias: true,
+    softplus: true,
+    chunk: 0,
+};
 
-fn run(
-    c: &Case,
-    f: Flags,
-    dtype: DType,
-    fused: bool,
-) -> (Tensor, Vec<Option<Tensor>>) {
+fn run(c: &Case, f: Flags, dtype: DType, fused: bool) -> (Tensor, Vec<Option<Tensor>>) {
     let vars: Vec<Var> = [&c.u, &c.delta, &c.a, &c.b, &c.c, &c.d, &c.bias, &c.z]
         .iter()
         .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
@@ -81,9 +82,15 @@ fn run(
     } else {
         selective_scan_ref(t[0], t[1], t[2], t[3], t[4], t[5], &opts).unwrap()
     };
-    let loss = (&y * c.w.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap();
+    let loss = (&y * c.w.to_dtype(dtype).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let grads = loss.backward().unwrap();
-    let g = vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect();
+    let g = vars
+        .iter()
+        .map(|v| grads.get(v.as_tensor()).cloned())
+        .collect();
     (y, g)
 }
 
@@ -97,7 +104,9 @@ fn compare_with_reference(c: &Case, f: Flags) {
         if (i == 6 && !f.bias) || (i == 7 && !f.z) {
             continue;
         }
-        let a = g[i].as_ref().unwrap_or_else(|| panic!("no gradient for {}", NAMES[i]));
+        let a = g[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("no gradient for {}", NAMES[i]));
         let b = gr[i].as_ref().unwrap();
         // Gradients summed over many terms (A, B, C, D, bias) get a scale-aware tolerance.
         let scale = vec(b).iter().fold(0f64, |m, x| m.max(x.abs()));
@@ -116,8 +125,26 @@ fn without_options() {
     let mut c = case(2, 2, 23, 16, 16);
     // Without softplus dt must stay positive (a negative dt makes the recurrence explode).
     c.delta = (c.delta.abs().unwrap() * 0.5).unwrap();
-    compare_with_reference(&c, Flags { z: false, resets: false, bias: false, softplus: false, chunk: 0 });
-    compare_with_reference(&c, Flags { z: false, resets: true, bias: true, softplus: true, chunk: 0 });
+    compare_with_reference(
+        &c,
+        Flags {
+            z: false,
+            resets: false,
+            bias: false,
+            softplus: false,
+            chunk: 0,
+        },
+    );
+    compare_with_reference(
+        &c,
+        Flags {
+            z: false,
+            resets: true,
+            bias: true,
+            softplus: true,
+            chunk: 0,
+        },
+    );
 }
 
 #[test]
@@ -152,9 +179,16 @@ fn gradients_match_finite_differences() {
             resets: Some(&c.resets),
             chunk: 0,
         };
-        let y = selective_scan_ref(&vals[0], &vals[1], &vals[2], &vals[3], &vals[4], &vals[5], &opts)
-            .unwrap();
-        (y * &c.w).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        let y = selective_scan_ref(
+            &vals[0], &vals[1], &vals[2], &vals[3], &vals[4], &vals[5], &opts,
+        )
+        .unwrap();
+        (y * &c.w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     };
     let mut rng = Rng::new(99);
     let h = 1e-5;
@@ -189,8 +223,10 @@ fn fused_op_is_self_consistent_in_f32() {
     // Finite differences of the fused f32 op itself (loose: f32 rounding).
     let c = case(6, 1, 11, 16, 16);
     let (_, g) = run(&c, ALL, DType::F32, true);
-    let base: Vec<Tensor> =
-        [&c.u, &c.delta, &c.a, &c.b, &c.c, &c.d, &c.bias, &c.z].iter().map(|t| f32(t)).collect();
+    let base: Vec<Tensor> = [&c.u, &c.delta, &c.a, &c.b, &c.c, &c.d, &c.bias, &c.z]
+        .iter()
+        .map(|t| f32(t))
+        .collect();
     let loss_of = |vals: &[Tensor]| -> f64 {
         let opts = ScanOptions {
             delta_bias: Some(&vals[6]),
@@ -199,8 +235,10 @@ fn fused_op_is_self_consistent_in_f32() {
             resets: Some(&c.resets),
             chunk: 0,
         };
-        let y = selective_scan(&vals[0], &vals[1], &vals[2], &vals[3], &vals[4], &vals[5], &opts)
-            .unwrap();
+        let y = selective_scan(
+            &vals[0], &vals[1], &vals[2], &vals[3], &vals[4], &vals[5], &opts,
+        )
+        .unwrap();
         vec(&y).iter().zip(vec(&c.w)).map(|(a, b)| a * b).sum()
     };
     let h = 1e-2;
@@ -231,12 +269,30 @@ fn resets_equal_separate_sequences() {
     let mut r = vec![0u8; 20];
     r[9] = 1;
     let resets = Tensor::from_vec(r, (1, 20), &Device::Cpu).unwrap();
-    let t: Vec<Tensor> = [&c.u, &c.delta, &c.a, &c.b, &c.c, &c.d, &c.bias, &c.z].iter().map(|t| f32(t)).collect();
+    let t: Vec<Tensor> = [&c.u, &c.delta, &c.a, &c.b, &c.c, &c.d, &c.bias, &c.z]
+        .iter()
+        .map(|t| f32(t))
+        .collect();
     let go = |s: usize, len: usize, resets: Option<&Tensor>| {
         let sl = |x: &Tensor| x.narrow(1, s, len).unwrap().contiguous().unwrap();
         let z = sl(&t[7]);
-        let opts = ScanOptions { delta_bias: Some(&t[6]), delta_softplus: true, z: Some(&z), resets, chunk: 0 };
-        selective_scan(&sl(&t[0]), &sl(&t[1]), &t[2], &sl(&t[3]), &sl(&t[4]), &t[5], &opts).unwrap()
+        let opts = ScanOptions {
+            delta_bias: Some(&t[6]),
+            delta_softplus: true,
+            z: Some(&z),
+            resets,
+            chunk: 0,
+        };
+        selective_scan(
+            &sl(&t[0]),
+            &sl(&t[1]),
+            &t[2],
+            &sl(&t[3]),
+            &sl(&t[4]),
+            &t[5],
+            &opts,
+        )
+        .unwrap()
     };
     let packed = go(0, 20, Some(&resets));
     let a = go(0, 9, None);
@@ -249,7 +305,10 @@ fn resets_equal_separate_sequences() {
 fn deterministic_across_thread_counts() {
     let c = case(8, 3, 64, 72, 16);
     let go = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let (y, g) = run(&c, Flags { chunk: 16, ..ALL }, DType::F32, true);
             let mut bits: Vec<u32> = vec(&y).iter().map(|x| (*x as f32).to_bits()).collect();
@@ -267,10 +326,21 @@ fn deterministic_across_thread_counts() {
 #[test]
 fn shape_errors_are_reported() {
     let c = case(9, 1, 5, 16, 16);
-    let t: Vec<Tensor> = [&c.u, &c.delta, &c.a, &c.b, &c.c, &c.d].iter().map(|t| f32(t)).collect();
+    let t: Vec<Tensor> = [&c.u, &c.delta, &c.a, &c.b, &c.c, &c.d]
+        .iter()
+        .map(|t| f32(t))
+        .collect();
     let bad_b = t[3].narrow(2, 0, 8).unwrap();
-    let e = selective_scan(&t[0], &t[1], &t[2], &bad_b, &t[4], &t[5], &ScanOptions::default())
-        .unwrap_err()
-        .to_string();
+    let e = selective_scan(
+        &t[0],
+        &t[1],
+        &t[2],
+        &bad_b,
+        &t[4],
+        &t[5],
+        &ScanOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("B has shape"), "{e}");
 }

@@ -19,7 +19,12 @@ pub fn f32(t: &Tensor) -> Tensor {
 }
 
 pub fn vec(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 /// max |a - b| / (atol + rtol * |b|) must be <= 1.
@@ -30,7 +35,12 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, atol: f64, rtol: f64) {
     let mut at = 0;
     for i in 0..av.len() {
         let e = (av[i] - bv[i]).abs() / (atol + rtol * bv[i].abs());
-        assert!(e.is_finite(), "{what}: non-finite at {i}: {} vs {}", av[i], bv[i]);
+        assert!(
+            e.is_finite(),
+            "{what}: non-finite at {i}: {} vs {}",
+            av[i],
+            bv[i]
+        );
         if e > worst {
             worst = e;
             at = i;

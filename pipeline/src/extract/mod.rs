@@ -66,7 +66,12 @@ pub fn document(
     format: Format,
     opts: &ExtractOptions,
 ) -> Result<(Document, Vec<Repair>), String> {
-    let doc = |kind, lang, code, text| Document { kind, lang, code, text };
+    let doc = |kind, lang, code, text| Document {
+        kind,
+        lang,
+        code,
+        text,
+    };
     match format {
         Format::Dataset(_) => Err("a dataset is streamed, not read whole".into()),
         Format::Pdf => {
@@ -90,7 +95,10 @@ pub fn document(
             match config::check(f, &text) {
                 Ok(()) => Ok((doc(Kind::Config, config::name(f), None, text), repairs)),
                 Err(e) => {
-                    repairs.push(format!("invalid {}, ingested as text: {e}", config::name(f)));
+                    repairs.push(format!(
+                        "invalid {}, ingested as text: {e}",
+                        config::name(f)
+                    ));
                     Ok((doc(Kind::Text, config::name(f), None, text), repairs))
                 }
             }
