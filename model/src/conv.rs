@@ -4,6 +4,8 @@
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 
+use crate::ops::contiguous;
+
 /// Per-shift validity masks derived from a reset mask: `masks[s - 1][b, t] = 1` when x[t - s]
 /// belongs to the same document as x[t], for s = 1 .. d_conv - 1. Shape of each: (b, l, 1), f32.
 #[derive(Clone, Debug)]
@@ -198,8 +200,8 @@ impl candle_core::CustomOp2 for ConvSiluOp {
         use rayon::prelude::*;
         let (b, l, d) = l1.shape().dims3()?;
         let (_, k1) = l2.shape().dims2()?;
-        let x = contiguous(s1, l1)?;
-        let p = contiguous(s2, l2)?;
+        let x = contiguous::<f32>(s1, l1, "conv1d: input")?;
+        let p = contiguous::<f32>(s2, l2, "conv1d: weights")?;
         let dims = (b, l, d, k1 - 1);
         let mut out = vec![0f32; b * l * d];
         let op = Ptr(out.as_mut_ptr());
@@ -242,14 +244,6 @@ impl candle_core::CustomOp2 for ConvSiluOp {
     }
 }
 
-fn contiguous<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv1d: input must be contiguous"),
-    }
-}
-
 impl candle_core::CustomOp2 for ConvSiluBwd {
     fn name(&self) -> &'static str {
         "causal-conv1d-silu-bwd"
@@ -266,11 +260,11 @@ impl candle_core::CustomOp2 for ConvSiluBwd {
         let (b, l, d) = l1.shape().dims3()?;
         let (_, k1) = l2.shape().dims2()?;
         let k = k1 - 1;
-        let x = contiguous(s1, l1)?;
-        let p = contiguous(s2, l2)?;
+        let x = contiguous::<f32>(s1, l1, "conv1d: input")?;
+        let p = contiguous::<f32>(s2, l2, "conv1d: weights")?;
         let (gs, gl) = self.grad.storage_and_layout();
         let g = match &*gs {
-            candle_core::Storage::Cpu(cs) => contiguous(cs, gl)?,
+            candle_core::Storage::Cpu(cs) => contiguous::<f32>(cs, gl, "conv1d: output gradient")?,
             _ => candle_core::bail!("conv1d: gradient not on the cpu"),
         };
         let dims = (b, l, d, k);

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::ops::log_softmax_last;
+use crate::ops::{contiguous, log_softmax_last};
 
 /// Mean cross-entropy. `logits`: (.., V) float; `targets`: same leading shape, u32 in [0, V);
 /// `mask`: optional, same shape as targets, positions with 0 are ignored (mean over the rest).
@@ -55,12 +55,8 @@ fn slices<'a>(
     l2: &Layout,
 ) -> Result<(&'a [f32], &'a [u32], usize, usize)> {
     let (n, v) = l1.shape().dims2()?;
-    let (Some((a1, b1)), Some((a2, b2))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-    else {
-        candle_core::bail!("cross_entropy: inputs must be contiguous")
-    };
-    let x = &s1.as_slice::<f32>()?[a1..b1];
-    let t = &s2.as_slice::<u32>()?[a2..b2];
+    let x = contiguous::<f32>(s1, l1, "cross_entropy: logits")?;
+    let t = contiguous::<u32>(s2, l2, "cross_entropy: targets")?;
     if t.len() != n {
         candle_core::bail!("cross_entropy: {} targets for {n} rows", t.len())
     }

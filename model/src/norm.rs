@@ -2,6 +2,8 @@
 //! backward on the CPU, basic tensor ops elsewhere.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+
+use crate::ops::contiguous;
 use rayon::prelude::*;
 
 /// x / sqrt(mean(x^2, last dim) + eps) * weight, in f32.
@@ -33,13 +35,6 @@ struct RmsNormOp {
 /// Rows per backward task (fixed, so the dW reduction order does not depend on threads).
 const ROWS: usize = 32;
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("rms_norm: input must be contiguous"),
-    }
-}
-
 #[inline]
 fn inv_rms(row: &[f32], eps: f64) -> f32 {
     let ss: f32 = row.iter().map(|v| v * v).sum();
@@ -58,8 +53,8 @@ impl CustomOp2 for RmsNormOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1)?;
-        let w = slice(s2, l2)?;
+        let x = contiguous::<f32>(s1, l1, "rms_norm: input")?;
+        let w = contiguous::<f32>(s2, l2, "rms_norm: weight")?;
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d * ROWS)
@@ -111,11 +106,13 @@ impl CustomOp2 for RmsNormBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1)?;
-        let w = slice(s2, l2)?;
+        let x = contiguous::<f32>(s1, l1, "rms_norm: input")?;
+        let w = contiguous::<f32>(s2, l2, "rms_norm: weight")?;
         let (gs, gl) = self.grad.storage_and_layout();
         let g = match &*gs {
-            candle_core::Storage::Cpu(cs) => slice(cs, gl)?,
+            candle_core::Storage::Cpu(cs) => {
+                contiguous::<f32>(cs, gl, "rms_norm: output gradient")?
+            }
             _ => candle_core::bail!("rms_norm: gradient not on the cpu"),
         };
         let d = w.len();

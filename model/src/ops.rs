@@ -1,7 +1,16 @@
 //! Small differentiable building blocks made of basic candle ops (candle's fused versions of
 //! some of these do not backpropagate).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{CpuStorage, Layout, Result, Tensor, WithDType, D};
+
+/// The elements of a contiguous CPU tensor, as the fused ops' kernels take them; `what`
+/// names the op and input in the error.
+pub fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
 
 /// Numerically stable softplus: max(x, 0) + log(1 + exp(-|x|)). Differentiable.
 pub fn softplus(x: &Tensor) -> Result<Tensor> {

@@ -23,6 +23,8 @@ pub use math::exp_sub_inplace;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 
+use crate::ops::contiguous;
+
 /// State sizes the CPU kernel is compiled for.
 pub const SUPPORTED_D_STATE: &[usize] = &[4, 8, 16, 32, 64];
 
@@ -147,14 +149,6 @@ pub struct ScanBwd {
     grad: Tensor,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("selective_scan: {what} must be contiguous"),
-    }
-}
-
 impl ScanFwd {
     fn dims(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> Result<cpu::Dims> {
         let s = if self.has_z { 3 } else { 2 };
@@ -226,9 +220,9 @@ impl CustomOp3 for ScanFwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dm = self.dims(l1, l2, l3)?;
-        let x = f32_slice(s1, l1, "u/delta/z")?;
-        let bc = f32_slice(s2, l2, "B/C")?;
-        let params = f32_slice(s3, l3, "A/D/bias")?;
+        let x = contiguous::<f32>(s1, l1, "selective_scan: u/delta/z")?;
+        let bc = contiguous::<f32>(s2, l2, "selective_scan: B/C")?;
+        let params = contiguous::<f32>(s3, l3, "selective_scan: A/D/bias")?;
         let resets = self.resets_vec()?;
         let inp = inputs(&dm, self.has_z, x, bc, params, resets.as_deref());
         let y = cpu::forward(&dm, &inp);
@@ -275,14 +269,14 @@ impl CustomOp3 for ScanBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dm = self.fwd.dims(l1, l2, l3)?;
-        let x = f32_slice(s1, l1, "u/delta/z")?;
-        let bc = f32_slice(s2, l2, "B/C")?;
-        let params = f32_slice(s3, l3, "A/D/bias")?;
+        let x = contiguous::<f32>(s1, l1, "selective_scan: u/delta/z")?;
+        let bc = contiguous::<f32>(s2, l2, "selective_scan: B/C")?;
+        let params = contiguous::<f32>(s3, l3, "selective_scan: A/D/bias")?;
         let resets = self.fwd.resets_vec()?;
         let inp = inputs(&dm, self.fwd.has_z, x, bc, params, resets.as_deref());
         let (gs, gl) = self.grad.storage_and_layout();
         let gdata = match &*gs {
-            Storage::Cpu(cs) => f32_slice(cs, gl, "output gradient")?,
+            Storage::Cpu(cs) => contiguous::<f32>(cs, gl, "selective_scan: output gradient")?,
             _ => candle_core::bail!("selective_scan: gradient not on the cpu"),
         };
         if gl.shape().dims() != [dm.b, dm.l, dm.d] {
