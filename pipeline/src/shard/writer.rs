@@ -242,3 +242,62 @@ impl HashingWriter {
         Ok((file, super::hex(&self.hasher.finalize()), self.bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[test]
+    fn row_groups_and_shards_are_bounded_and_named_per_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = ShardLimits {
+            row_group_tokens: 10,
+            shard_tokens: 25,
+            zstd_level: 3,
+        };
+        let mut writer = ShardWriter::new(dir.path(), Split::Val, limits);
+        let tokens: Vec<u32> = (0..4).collect();
+        for i in 0..20u32 {
+            let row = Row {
+                doc_id: 7,
+                chunk: i,
+                source: "a.txt",
+                kind: "text",
+                lang: "plain",
+                tokens: &tokens,
+            };
+            writer.push(row).unwrap();
+        }
+        let shards = writer.finish().unwrap();
+        // 80 tokens: row groups of 3 rows (12 tokens >= 10), shards closed past 25 tokens.
+        let names: Vec<_> = shards.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "val-00000.parquet",
+                "val-00001.parquet",
+                "val-00002.parquet"
+            ]
+        );
+        assert_eq!(shards.iter().map(|s| s.rows).collect::<Vec<_>>(), [9, 9, 2]);
+        assert_eq!(shards.iter().map(|s| s.tokens).sum::<u64>(), 80);
+        for shard in &shards {
+            let path = dir.path().join(&shard.file);
+            assert_eq!(super::super::sha256_file(&path).unwrap(), shard.sha256);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), shard.bytes);
+            let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+            for rg in reader.metadata().row_groups() {
+                assert!(rg.num_rows() <= 3, "row group of {} rows", rg.num_rows());
+            }
+        }
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        });
+        assert_eq!(leftovers.count(), 0);
+    }
+}
