@@ -32,6 +32,11 @@ pub enum Command {
         after_help = "Example:\n  mamba inspect shards/\n  mamba inspect shards/ --sample 3 --html report.html\n  mamba inspect shards/ --verify"
     )]
     Inspect(InspectArgs),
+    /// Train a Mamba model on a shard store (CPU; resumable, checkpointed)
+    #[command(
+        after_help = "Example:\n  mamba train --shards shards/ --model-size tiny --max-steps 200\n  mamba train --shards shards/ --vram 12gb --dry-run\n  mamba train --shards shards/ --config configs/example_8gb.json --resume"
+    )]
+    Train(Box<TrainArgs>),
 }
 
 #[derive(Args)]
@@ -122,6 +127,108 @@ pub struct ModelInfoArgs {
     /// Vocabulary size (before padding to a multiple of 8)
     #[arg(long, default_value_t = 50257, value_parser = clap::value_parser!(u32).range(1..))]
     pub vocab: u32,
+}
+
+/// Flags of `mamba train`. Unset flags leave the value to the lower configuration layers
+/// (model preset < VRAM profile < training profile < --config file).
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The shard store (the OUT_DIR of `mamba ingest`)
+    #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
+    pub shards: Option<PathBuf>,
+    /// Where checkpoints and metrics.jsonl go
+    #[arg(long, default_value = "checkpoints", value_name = "DIR")]
+    pub checkpoint_dir: PathBuf,
+    /// Model preset: tiny, small, medium, large (configs/models.json)
+    #[arg(long, value_name = "NAME")]
+    pub model_size: Option<String>,
+    /// VRAM profile: 8gb, 12gb, 16gb, 24gb, 32gb, 48gb (configs/vram.json)
+    #[arg(long, value_name = "NAME")]
+    pub vram: Option<String>,
+    /// Training profile: default, fast, careful (configs/training.json)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// A JSON file of settings (keys as in --dry-run's output), over the profiles
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Tokens per sequence
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Sequences per micro-batch
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Compute precision: fp32, bf16, fp16 (this build trains in fp32)
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Recompute each block in backward (not available in this build yet)
+    #[arg(long)]
+    pub grad_checkpointing: bool,
+    /// Peak learning rate
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning-rate floor at the end of the cosine
+    #[arg(long)]
+    pub min_lr: Option<f64>,
+    /// Linear warmup steps
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Optimizer steps to train for
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// AdamW weight decay (matrices only)
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Evaluate on the val split every N steps
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Val batches per evaluation
+    #[arg(long)]
+    pub eval_batches: Option<usize>,
+    /// Checkpoint every N steps
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Keep only the newest K periodic checkpoints (0: all)
+    #[arg(long, value_name = "K")]
+    pub keep_last: Option<usize>,
+    /// Print a log line every N steps
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Seed of the initialisation and the data order
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Packed sequences held by the shuffle buffer
+    #[arg(long)]
+    pub shuffle_buffer: Option<usize>,
+    /// Batches the loader prepares ahead
+    #[arg(long)]
+    pub prefetch: Option<usize>,
+    /// Threads decoding row groups
+    #[arg(long)]
+    pub reader_threads: Option<usize>,
+    /// Let packed documents see each other (no state reset at document starts)
+    #[arg(long)]
+    pub no_doc_reset: bool,
+    /// cpu, cuda or cuda:N
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Continue from a checkpoint (default: the latest in --checkpoint-dir)
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
+    /// Start from a transformers-format model directory (fine-tuning)
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+    /// Print the resolved configuration and a memory estimate, then exit
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {

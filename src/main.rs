@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod train;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         cli::Command::Ingest(args) => commands::ingest::run(args),
         cli::Command::ModelInfo(args) => commands::model_info::run(args),
         cli::Command::Inspect(args) => commands::inspect::run(args),
+        cli::Command::Train(args) => commands::train::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -3,3 +3,4 @@
 pub mod ingest;
 pub mod inspect;
 pub mod model_info;
+pub mod train;

@@ -1,0 +1,136 @@
+//! `mamba train`: flags and `--config` resolved into a [`TrainConfig`], then a dry run (the
+//! configuration and a memory estimate) or a training run. Bad settings exit with status 2.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use mamba_model::Config;
+use mamba_pipeline::shard::manifest::Manifest;
+use serde_json::{Map, Value};
+
+use crate::cli::TrainArgs;
+use crate::train::config::{self, model_shape, TrainConfig};
+use crate::train::{memory, RunOptions, TrainError};
+
+/// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
+const DRY_RUN_VOCAB: usize = 32768;
+
+/// The flags that were given, as a JSON object of configuration keys.
+fn flags(a: &TrainArgs) -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("model_size", a.model_size.clone().map(Value::from));
+    put("vram", a.vram.clone().map(Value::from));
+    put("profile", a.profile.clone().map(Value::from));
+    put("seq_len", a.seq_len.map(Value::from));
+    put("batch_size", a.batch_size.map(Value::from));
+    put("grad_accum", a.grad_accum.map(Value::from));
+    put("precision", a.precision.clone().map(Value::from));
+    put(
+        "grad_checkpointing",
+        a.grad_checkpointing.then_some(Value::Bool(true)),
+    );
+    put("lr", a.lr.map(Value::from));
+    put("min_lr", a.min_lr.map(Value::from));
+    put("warmup_steps", a.warmup_steps.map(Value::from));
+    put("max_steps", a.max_steps.map(Value::from));
+    put("weight_decay", a.weight_decay.map(Value::from));
+    put("grad_clip", a.grad_clip.map(Value::from));
+    put("eval_every", a.eval_every.map(Value::from));
+    put("eval_batches", a.eval_batches.map(Value::from));
+    put("save_every", a.save_every.map(Value::from));
+    put("keep_last", a.keep_last.map(Value::from));
+    put("log_every", a.log_every.map(Value::from));
+    put("seed", a.seed.map(Value::from));
+    put("shuffle_buffer", a.shuffle_buffer.map(Value::from));
+    put("prefetch", a.prefetch.map(Value::from));
+    put("reader_threads", a.reader_threads.map(Value::from));
+    put("doc_reset", a.no_doc_reset.then_some(Value::Bool(false)));
+    put("device", a.device.clone().map(Value::from));
+    m
+}
+
+fn config_file(a: &TrainArgs) -> Result<Map<String, Value>, config::ConfigError> {
+    let Some(path) = &a.config else {
+        return Ok(Map::new());
+    };
+    let bad = |reason: String| config::ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    match serde_json::from_str(&text).map_err(|e| bad(e.to_string()))? {
+        Value::Object(m) => Ok(m),
+        _ => Err(bad("expected a JSON object of settings".into())),
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match config_file(&args).and_then(|file| config::resolve(&file, &flags(&args))) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.dry_run {
+        dry_run(&cfg, &args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = RunOptions {
+        shards: args.shards.clone().unwrap_or_default(),
+        checkpoint_dir: args.checkpoint_dir.clone(),
+        resume: args.resume.clone(),
+        init: args.init.clone(),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    match crate::train::train(&cfg, &opts) {
+        Ok(s) => {
+            let val = s
+                .last_val_loss
+                .map(|v| format!(", val loss {v:.4}"))
+                .unwrap_or_default();
+            eprintln!(
+                "done: {} steps, {} tokens, loss {:.4}{val}; final checkpoint in {}",
+                s.steps,
+                s.tokens,
+                s.last_loss,
+                s.final_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (TrainError::Config(_) | TrainError::Unsupported(_))) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
+    let vocab = args
+        .shards
+        .as_deref()
+        .and_then(|d| Manifest::load(d).ok())
+        .map(|m| m.tokenizer.vocab_size);
+    let (d, n) = model_shape(&cfg.model_size)?;
+    let model = Config::new(d, n, vocab.unwrap_or(DRY_RUN_VOCAB));
+    println!("{}", serde_json::to_string_pretty(cfg)?);
+    if vocab.is_none() {
+        println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)");
+    }
+    println!(
+        "tokens per step: {} ({} x {} x {})",
+        cfg.tokens_per_step(),
+        cfg.batch_size,
+        cfg.grad_accum,
+        cfg.seq_len
+    );
+    let est = memory::estimate(cfg, &model);
+    print!("{}", memory::render(&est, model.num_params(), cfg.vram_gb));
+    Ok(())
+}

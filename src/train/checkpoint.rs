@@ -1,0 +1,229 @@
+//! Checkpoints (DESIGN.md contract): `step-000500/` and `final/`, each a transformers model
+//! directory (`model.safetensors`, `config.json`) plus `tokenizer.json`,
+//! `optimizer.safetensors` and `trainer_state.json`. A checkpoint is written into a hidden
+//! temporary directory and renamed into place, so a crash leaves the last good one intact.
+
+use std::path::{Path, PathBuf};
+
+use mamba_model::{AdamW, MambaLM};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::loader::LoaderState;
+
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const FINAL: &str = "final";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error(transparent)]
+    Model(#[from] mamba_model::Error),
+    #[error("no checkpoint in {0} (looked for step-NNNNNN/ and final/ with {STATE_FILE})")]
+    None(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |e| CheckpointError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Everything besides the weights and moments needed to continue a run exactly.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    pub tokens: u64,
+    pub lr: f64,
+    pub loss_scale: f64,
+    pub skipped_steps: u64,
+    pub loader: LoaderState,
+    pub tokenizer_sha256: String,
+    pub vocab_size: usize,
+    pub eos_id: u32,
+    pub config: TrainConfig,
+}
+
+/// `step-000500`.
+pub fn step_name(step: u64) -> String {
+    format!("step-{step:06}")
+}
+
+/// Writes checkpoint `name` under `root` atomically; returns its path.
+pub fn save(
+    root: &Path,
+    name: &str,
+    model: &MambaLM,
+    opt: &AdamW,
+    tokenizer: &Path,
+    state: &TrainerState,
+) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let tmp = root.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    model.save(&tmp)?;
+    let tok = tmp.join(TOKENIZER_FILE);
+    std::fs::copy(tokenizer, &tok).map_err(io(tokenizer))?;
+    opt.save(tmp.join(OPTIMIZER_FILE))?;
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_string_pretty(state).map_err(|e| CheckpointError::Io {
+        path: state_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&state_path, json + "\n").map_err(io(&state_path))?;
+    let dest = root.join(name);
+    // Replacing a checkpoint (final/ of a resumed run): move the old one aside first, so one
+    // of the two is complete at every moment.
+    let old = root.join(format!(".{name}.old"));
+    if dest.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(&dest, &old).map_err(io(&dest))?;
+    }
+    std::fs::rename(&tmp, &dest).map_err(io(&tmp))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(dest)
+}
+
+pub fn load_state(dir: &Path) -> Result<TrainerState, CheckpointError> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Periodic checkpoints under `root`, oldest first (complete ones only: renamed into place).
+pub fn periodic(root: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The checkpoint with the most steps under `root` (`final/` included).
+pub fn latest(root: &Path) -> Result<PathBuf, CheckpointError> {
+    let mut all = periodic(root);
+    let fin = root.join(FINAL);
+    if let Ok(s) = load_state(&fin) {
+        all.push((s.step, fin));
+    }
+    all.into_iter()
+        .filter(|(_, p)| p.join(STATE_FILE).exists())
+        .max_by_key(|(s, _)| *s)
+        .map(|(_, p)| p)
+        .ok_or_else(|| CheckpointError::None(root.display().to_string()))
+}
+
+/// Removes all but the `keep` newest periodic checkpoints (0 keeps all).
+pub fn prune(root: &Path, keep: usize) -> Result<(), CheckpointError> {
+    let all = periodic(root);
+    if keep == 0 || all.len() <= keep {
+        return Ok(());
+    }
+    for (_, p) in &all[..all.len() - keep] {
+        std::fs::remove_dir_all(p).map_err(io(p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::loader::LoaderOptions;
+    use candle_core::Device;
+    use mamba_model::{AdamWConfig, Config};
+
+    fn state(step: u64) -> TrainerState {
+        let o = LoaderOptions {
+            seq_len: 4,
+            batch_size: 1,
+            eos: 0,
+            seed: 0,
+            shuffle_buffer: 2,
+            shuffle: true,
+            prefetch: 1,
+            threads: 1,
+            epochs: None,
+            snapshot_every: 0,
+        };
+        TrainerState {
+            step,
+            tokens: step * 4,
+            lr: 1e-3,
+            loss_scale: 1.0,
+            skipped_steps: 0,
+            loader: LoaderState::start(&o),
+            tokenizer_sha256: "abc".into(),
+            vocab_size: 32,
+            eos_id: 0,
+            config: TrainConfig::default(),
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_complete_atomic_and_pruned() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let tok = r.join("tok.json");
+        std::fs::write(&tok, "{}").unwrap();
+        let cfg = Config::preset("tiny", 32).unwrap();
+        let (model, vm) = MambaLM::init(&cfg, 0, &Device::Cpu).unwrap();
+        let opt = AdamW::from_varmap(&vm, AdamWConfig::default()).unwrap();
+        for step in [2, 4, 6] {
+            save(r, &step_name(step), &model, &opt, &tok, &state(step)).unwrap();
+        }
+        let dir = r.join("step-000004");
+        for f in [
+            "model.safetensors",
+            "config.json",
+            TOKENIZER_FILE,
+            OPTIMIZER_FILE,
+            STATE_FILE,
+        ] {
+            assert!(dir.join(f).exists(), "{f} missing");
+        }
+        assert_eq!(load_state(&dir).unwrap().step, 4);
+        MambaLM::load(&dir, &Device::Cpu).unwrap();
+        // A crash while writing step 8 leaves only a hidden temporary directory behind.
+        std::fs::create_dir_all(r.join(".step-000008.tmp")).unwrap();
+        std::fs::write(r.join(".step-000008.tmp/model.safetensors"), "half").unwrap();
+        assert_eq!(latest(r).unwrap(), r.join("step-000006"));
+        // final/ counts by its recorded step, and is replaced whole.
+        save(r, FINAL, &model, &opt, &tok, &state(7)).unwrap();
+        save(r, FINAL, &model, &opt, &tok, &state(9)).unwrap();
+        assert_eq!(latest(r).unwrap(), r.join(FINAL));
+        assert_eq!(load_state(&r.join(FINAL)).unwrap().step, 9);
+        prune(r, 2).unwrap();
+        let left: Vec<u64> = periodic(r).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(left, vec![4, 6]);
+        assert!(!r.join(".final.old").exists() && !r.join(".final.tmp").exists());
+    }
+
+    #[test]
+    fn an_empty_directory_has_no_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let e = latest(root.path()).unwrap_err().to_string();
+        assert!(e.contains("no checkpoint"), "{e}");
+    }
+}

@@ -1,0 +1,344 @@
+//! The resolved training configuration and its layers, later wins: built-in defaults < model
+//! preset (`configs/models.json`) < VRAM profile (`configs/vram.json`) < training profile
+//! (`configs/training.json`) < a `--config` JSON file < command-line flags. The preset files
+//! are compiled in, so the binary works from any directory. The result is saved in every
+//! checkpoint.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+const MODELS: &str = include_str!("../../configs/models.json");
+const VRAM: &str = include_str!("../../configs/vram.json");
+const TRAINING: &str = include_str!("../../configs/training.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} = {value} is out of range (allowed: {allowed})")]
+    Range {
+        name: &'static str,
+        value: String,
+        allowed: String,
+    },
+    #[error("unknown {what} `{name}` (allowed: {allowed})")]
+    Unknown {
+        what: &'static str,
+        name: String,
+        allowed: String,
+    },
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Every setting of a run (flat, as nanoGPT's), in the units of its flag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model_size: String,
+    /// VRAM profile name, if one was chosen.
+    pub vram: Option<String>,
+    /// Training profile name.
+    pub profile: String,
+    /// Memory budget from the VRAM profile, in GB (for `--dry-run`).
+    pub vram_gb: Option<f64>,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub precision: String,
+    pub grad_checkpointing: bool,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub max_steps: u64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub grad_clip: f64,
+    pub eval_every: u64,
+    pub eval_batches: usize,
+    pub save_every: u64,
+    /// Periodic checkpoints kept (0: all); `final/` is never removed.
+    pub keep_last: usize,
+    pub log_every: u64,
+    pub seed: u64,
+    /// Packed windows held by the shuffle buffer.
+    pub shuffle_buffer: usize,
+    pub prefetch: usize,
+    pub reader_threads: usize,
+    pub doc_reset: bool,
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model_size: "small".into(),
+            vram: None,
+            profile: "default".into(),
+            vram_gb: None,
+            seq_len: 1024,
+            batch_size: 8,
+            grad_accum: 1,
+            precision: "fp32".into(),
+            grad_checkpointing: false,
+            lr: 3e-4,
+            min_lr: 3e-5,
+            warmup_steps: 200,
+            max_steps: 20000,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            grad_clip: 1.0,
+            eval_every: 500,
+            eval_batches: 20,
+            save_every: 5000,
+            keep_last: 0,
+            log_every: 1,
+            seed: 0,
+            shuffle_buffer: 1024,
+            prefetch: 4,
+            reader_threads: 2,
+            doc_reset: true,
+            device: "cpu".into(),
+        }
+    }
+}
+
+fn table(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+fn names(t: &Map<String, Value>) -> String {
+    t.keys()
+        .filter(|k| !k.starts_with('_'))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn entry<'a>(
+    t: &'a Map<String, Value>,
+    what: &'static str,
+    name: &str,
+) -> Result<&'a Map<String, Value>, ConfigError> {
+    t.get(name)
+        .filter(|_| !name.starts_with('_'))
+        .and_then(Value::as_object)
+        .ok_or_else(|| ConfigError::Unknown {
+            what,
+            name: name.into(),
+            allowed: names(t),
+        })
+}
+
+/// (d_model, n_layer) of a model preset.
+pub fn model_shape(size: &str) -> Result<(usize, usize), ConfigError> {
+    let models = table(MODELS);
+    let m = entry(&models, "model size", size)?;
+    let get = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+    Ok((get("d_model"), get("n_layer")))
+}
+
+fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
+    for (k, v) in from {
+        if k != "train" && !k.starts_with('_') {
+            into.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Resolves the layers. `file` is the parsed `--config` file (an object), `flags` the flags
+/// given on the command line (an object of only those set).
+pub fn resolve(
+    file: &Map<String, Value>,
+    flags: &Map<String, Value>,
+) -> Result<TrainConfig, ConfigError> {
+    let pick = |k: &str| flags.get(k).or_else(|| file.get(k)).cloned();
+    let defaults = TrainConfig::default();
+    let size = pick("model_size")
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or(defaults.model_size.clone());
+    let vram = pick("vram").and_then(|v| v.as_str().map(String::from));
+    let profile = pick("profile")
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or(defaults.profile.clone());
+
+    let mut out = match serde_json::to_value(&defaults) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let models = table(MODELS);
+    if let Some(train) = entry(&models, "model size", &size)?
+        .get("train")
+        .and_then(Value::as_object)
+    {
+        merge(&mut out, train);
+    }
+    if let Some(v) = &vram {
+        if v == "auto" {
+            return Err(ConfigError::Range {
+                name: "vram",
+                value: "auto".into(),
+                allowed: format!(
+                    "{} (auto reads free GPU memory and needs a CUDA build)",
+                    names(&table(VRAM))
+                ),
+            });
+        }
+        merge(&mut out, entry(&table(VRAM), "VRAM profile", v)?);
+    }
+    merge(
+        &mut out,
+        entry(&table(TRAINING), "training profile", &profile)?,
+    );
+    merge(&mut out, file);
+    merge(&mut out, flags);
+    let cfg: TrainConfig =
+        serde_json::from_value(Value::Object(out)).map_err(|e| ConfigError::File {
+            path: "configuration".into(),
+            reason: e.to_string(),
+        })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn check<T: PartialOrd + std::fmt::Display>(
+    name: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+    allowed: &str,
+) -> Result<(), ConfigError> {
+    if v >= lo && v <= hi {
+        return Ok(());
+    }
+    Err(ConfigError::Range {
+        name,
+        value: v.to_string(),
+        allowed: allowed.into(),
+    })
+}
+
+impl TrainConfig {
+    /// Every value within its range; the error names the value and the range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        model_shape(&self.model_size)?;
+        check("seq_len", self.seq_len, 1, 1 << 20, "1..=1048576")?;
+        check("batch_size", self.batch_size, 1, 4096, "1..=4096")?;
+        check("grad_accum", self.grad_accum, 1, 4096, "1..=4096")?;
+        check("lr", self.lr, 1e-12, 1.0, "(0, 1]")?;
+        check("min_lr", self.min_lr, 0.0, self.lr, "[0, lr]")?;
+        check("max_steps", self.max_steps, 1, u64::MAX, "1 or more")?;
+        check("warmup_steps", self.warmup_steps, 0, 1 << 40, "0..=2^40")?;
+        check("weight_decay", self.weight_decay, 0.0, 1.0, "[0, 1]")?;
+        check("beta1", self.beta1, 0.0, 0.999_999, "[0, 1)")?;
+        check("beta2", self.beta2, 0.0, 0.999_999, "[0, 1)")?;
+        check("grad_clip", self.grad_clip, 1e-12, f64::MAX, "> 0")?;
+        check("eval_every", self.eval_every, 1, u64::MAX, "1 or more")?;
+        check("eval_batches", self.eval_batches, 1, 100_000, "1..=100000")?;
+        check("save_every", self.save_every, 1, u64::MAX, "1 or more")?;
+        check("log_every", self.log_every, 1, u64::MAX, "1 or more")?;
+        check(
+            "shuffle_buffer",
+            self.shuffle_buffer,
+            0,
+            1 << 20,
+            "0..=1048576",
+        )?;
+        check("prefetch", self.prefetch, 1, 1024, "1..=1024")?;
+        check("reader_threads", self.reader_threads, 1, 64, "1..=64")?;
+        if !["fp32", "bf16", "fp16"].contains(&self.precision.as_str()) {
+            return Err(ConfigError::Unknown {
+                what: "precision",
+                name: self.precision.clone(),
+                allowed: "fp32, bf16, fp16".into(),
+            });
+        }
+        let dev_ok = self.device == "cpu"
+            || self.device == "cuda"
+            || self
+                .device
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+        if !dev_ok {
+            return Err(ConfigError::Unknown {
+                what: "device",
+                name: self.device.clone(),
+                allowed: "cpu, cuda, cuda:N".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Tokens per optimizer step.
+    pub fn tokens_per_step(&self) -> usize {
+        self.batch_size * self.grad_accum * self.seq_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let none = Map::new();
+        let base = resolve(&none, &obj(json!({"model_size": "tiny"}))).unwrap();
+        assert_eq!(base.seq_len, 128); // model preset over the defaults
+        assert_eq!(base.lr, 3e-4); // default training profile
+        let v = resolve(&none, &obj(json!({"vram": "12gb"}))).unwrap();
+        assert_eq!((v.batch_size, v.grad_accum), (2, 8));
+        assert_eq!(v.precision, "fp16");
+        assert!(v.grad_checkpointing);
+        let file = obj(json!({"vram": "12gb", "batch_size": 3, "profile": "fast"}));
+        let f = resolve(&file, &none).unwrap();
+        assert_eq!((f.batch_size, f.grad_accum, f.lr), (3, 8, 1e-3));
+        let flags = obj(json!({"batch_size": 5, "lr": 2e-4}));
+        let g = resolve(&file, &flags).unwrap();
+        assert_eq!((g.batch_size, g.lr, g.grad_accum), (5, 2e-4, 8));
+    }
+
+    #[test]
+    fn every_profile_and_example_resolves() {
+        for v in ["8gb", "12gb", "16gb", "24gb", "32gb", "48gb"] {
+            let c = resolve(&Map::new(), &obj(json!({ "vram": v }))).unwrap();
+            assert_eq!(c.vram_gb, Some(v.trim_end_matches("gb").parse().unwrap()));
+        }
+        for p in ["default", "fast", "careful"] {
+            resolve(&Map::new(), &obj(json!({ "profile": p }))).unwrap();
+        }
+        for ex in [
+            include_str!("../../configs/example_8gb.json"),
+            include_str!("../../configs/example_24gb.json"),
+        ] {
+            resolve(&obj(serde_json::from_str(ex).unwrap()), &Map::new()).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_value_and_range() {
+        let none = Map::new();
+        let e = resolve(&none, &obj(json!({"batch_size": 0}))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "batch_size = 0 is out of range (allowed: 1..=4096)"
+        );
+        let e = resolve(&none, &obj(json!({"vram": "10gb"}))).unwrap_err();
+        assert!(e.to_string().contains("`10gb`") && e.to_string().contains("12gb"));
+        let e = resolve(&none, &obj(json!({"precision": "fp8"}))).unwrap_err();
+        assert!(e.to_string().contains("fp8") && e.to_string().contains("bf16"));
+        let e = resolve(&obj(json!({"batch": 3})), &none).unwrap_err();
+        assert!(e.to_string().contains("batch"), "{e}");
+        let e = resolve(&none, &obj(json!({"min_lr": 1.0}))).unwrap_err();
+        assert!(e.to_string().contains("min_lr = 1"), "{e}");
+        let e = resolve(&none, &obj(json!({"device": "gpu"}))).unwrap_err();
+        assert!(e.to_string().contains("cuda:N"), "{e}");
+    }
+}

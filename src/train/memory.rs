@@ -1,0 +1,110 @@
+//! `--dry-run` memory estimate: parameters, gradients, optimizer moments and activations of
+//! one micro-batch, against the VRAM profile's budget.
+
+use mamba_model::Config;
+
+use super::config::TrainConfig;
+
+/// Bytes of each part of a training step's memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    pub params: u64,
+    pub grads: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+}
+
+impl Estimate {
+    pub fn total(&self) -> u64 {
+        self.params + self.grads + self.optimizer + self.activations
+    }
+}
+
+/// Parameters, gradients and both AdamW moments are f32 (low precision only changes compute,
+/// which adds a half-size copy of the weights). Activations are what backward keeps per token
+/// and layer: the residual, the norm output, in_proj's 2*d_inner, the conv and SiLU outputs,
+/// x_proj's dt_rank + 2N, dt before and after softplus, the scan output and the gate; plus the
+/// logits and their gradient. With checkpointing only each block's input is kept, and one
+/// block's activations are rebuilt at a time.
+pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
+    let p = model.num_params() as u64;
+    let half = cfg.precision != "fp32";
+    let elem: u64 = if half { 2 } else { 4 };
+    let tokens = (cfg.batch_size * cfg.seq_len) as u64;
+    let (d, di) = (model.d_model as u64, model.d_inner() as u64);
+    let per_layer = 3 * d + 8 * di + model.dt_rank() as u64 + 2 * model.d_state as u64;
+    let layers = model.n_layer as u64;
+    let kept = if cfg.grad_checkpointing {
+        layers * d + per_layer
+    } else {
+        layers * per_layer
+    };
+    let logits = 2 * model.padded_vocab() as u64;
+    Estimate {
+        params: 4 * p + if half { 2 * p } else { 0 },
+        grads: 4 * p,
+        optimizer: 8 * p,
+        activations: tokens * (kept + logits) * elem,
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// The table printed by `--dry-run`.
+pub fn render(e: &Estimate, params: usize, budget_gb: Option<f64>) -> String {
+    let mut s = format!("memory estimate ({params} parameters)\n");
+    for (k, v) in [
+        ("params", e.params),
+        ("grads", e.grads),
+        ("optimizer", e.optimizer),
+        ("activations", e.activations),
+        ("total", e.total()),
+    ] {
+        s += &format!("  {k:<12} {:>12}\n", gib(v));
+    }
+    match budget_gb {
+        Some(gb) => {
+            let budget = (gb * 1e9) as u64;
+            let verdict = if e.total() <= budget {
+                "fits"
+            } else {
+                "DOES NOT FIT"
+            };
+            s += &format!(
+                "  budget       {:>12}  ({gb} GB profile): {verdict}\n",
+                gib(budget)
+            );
+        }
+        None => s += "  budget       none (no VRAM profile)\n",
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpointing_and_half_precision_cut_activations() {
+        let model = Config::new(768, 12, 32768);
+        let mut cfg = TrainConfig {
+            batch_size: 4,
+            seq_len: 2048,
+            ..Default::default()
+        };
+        let full = estimate(&cfg, &model);
+        let p = model.num_params() as u64;
+        assert_eq!(full.params, 4 * p);
+        assert_eq!(full.optimizer, 8 * p);
+        cfg.grad_checkpointing = true;
+        let ck = estimate(&cfg, &model);
+        assert!(ck.activations < full.activations / 2);
+        cfg.precision = "bf16".into();
+        let half = estimate(&cfg, &model);
+        assert_eq!(half.activations * 2, ck.activations);
+        let text = render(&half, model.num_params(), Some(8.0));
+        assert!(text.contains("activations") && text.contains("8 GB profile"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Run records: `metrics.jsonl` (one JSON line per logged step and per eval) and the
+//! fixed-format log line printed for each step.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// One optimizer step, as logged.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    pub step: u64,
+    /// Epoch of the step's last batch.
+    pub epoch: u64,
+    pub tokens: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    pub loss_scale: f64,
+    /// The update was not applied (non-finite loss or gradients).
+    pub skipped: bool,
+}
+
+/// One evaluation on the val split.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalRecord {
+    pub step: u64,
+    pub tokens: u64,
+    pub val_loss: f64,
+    pub val_ppl: f64,
+}
+
+/// Appends records to `metrics.jsonl` (appending, so a resumed run extends its file).
+pub struct Metrics {
+    file: std::fs::File,
+}
+
+impl Metrics {
+    pub fn open(path: &Path) -> std::io::Result<Metrics> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Metrics { file })
+    }
+
+    pub fn write(&mut self, record: &impl Serialize) -> std::io::Result<()> {
+        let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+        writeln!(self.file, "{line}")
+    }
+}
+
+impl StepRecord {
+    /// `step    12/100 | loss 5.1234 | lr 3.00e-04 | gnorm 1.234 | 12345 tok/s`
+    pub fn line(&self, max_steps: u64) -> String {
+        let skipped = if self.skipped { " | skipped" } else { "" };
+        format!(
+            "step {:>6}/{max_steps} | loss {:.4} | lr {:.2e} | gnorm {:.3} | {:.0} tok/s{skipped}",
+            self.step, self.loss, self.lr, self.grad_norm, self.tokens_per_s
+        )
+    }
+}
+
+impl EvalRecord {
+    pub fn line(&self) -> String {
+        format!(
+            "eval {:>6} | val loss {:.4} | val ppl {:.2}",
+            self.step, self.val_loss, self.val_ppl
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_append_as_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let rec = StepRecord {
+            step: 3,
+            epoch: 0,
+            tokens: 96,
+            loss: 2.5,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            tokens_per_s: 1000.0,
+            loss_scale: 1.0,
+            skipped: false,
+        };
+        Metrics::open(&path).unwrap().write(&rec).unwrap();
+        Metrics::open(&path).unwrap().write(&rec).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["step"], 3);
+        assert_eq!(lines[1]["loss"], 2.5);
+        assert_eq!(
+            rec.line(10),
+            "step      3/10 | loss 2.5000 | lr 1.00e-3 | gnorm 0.500 | 1000 tok/s"
+        );
+    }
+}

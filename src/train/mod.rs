@@ -1,0 +1,215 @@
+//! `mamba train`: streams a shard store into the Mamba model.
+//!
+//! ```text
+//! loader (reader threads -> packer -> batcher) ==bounded channel==> the loop in [`train`]
+//! ```
+//!
+//! The loop itself fits on a screen: learning rate, `grad_accum` micro-batches, clipping,
+//! AdamW, a log line, and on schedule an eval and a checkpoint. Setup (store, model, resume
+//! checks) lives in [`setup`].
+
+pub mod checkpoint;
+pub mod config;
+pub mod loader;
+pub mod memory;
+pub mod metrics;
+pub mod pack;
+pub mod schedule;
+pub mod setup;
+pub mod shuffle;
+pub mod step;
+
+#[cfg(test)]
+mod testutil;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use mamba_model::clip_grad_norm;
+
+use checkpoint::{TrainerState, FINAL};
+use loader::{Item, LoadError, Loader};
+use metrics::{EvalRecord, Metrics, StepRecord};
+
+pub use config::TrainConfig;
+
+/// Consecutive non-finite steps after which the run stops instead of skipping on.
+const MAX_BAD_STEPS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Model(#[from] mamba_model::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Manifest(#[from] mamba_pipeline::shard::manifest::ManifestError),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("loss is not finite for {0} steps in a row; stopping (lower --lr?)")]
+    Diverged(u64),
+    #[error("the training stream ended")]
+    StreamEnded,
+}
+
+/// What a run is given besides the [`TrainConfig`].
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub shards: PathBuf,
+    pub checkpoint_dir: PathBuf,
+    /// `Some(None)`: the latest checkpoint in `checkpoint_dir`.
+    pub resume: Option<Option<PathBuf>>,
+    pub init: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub steps: u64,
+    pub tokens: u64,
+    pub last_loss: f64,
+    pub last_val_loss: Option<f64>,
+    pub final_dir: PathBuf,
+}
+
+fn next(loader: &Loader, snapshot: &mut Option<loader::LoaderState>) -> Result<Item, TrainError> {
+    let mut item = loader.recv().ok_or(TrainError::StreamEnded)??;
+    if let Some(s) = item.state.take() {
+        *snapshot = Some(s);
+    }
+    Ok(item)
+}
+
+/// Trains until `max_steps`, checkpointing on the way; returns the summary.
+pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError> {
+    let mut run = setup::Run::new(cfg, opts)?;
+    let (model, vars) = (&run.model, &run.vars);
+    let mut st = run.state.clone();
+    let mut snapshot = Some(st.loader.clone());
+    let mut metrics = Metrics::open(&run.metrics_path).map_err(|e| TrainError::Io {
+        path: run.metrics_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let bar = setup::progress_bar(opts.progress, st.step, cfg.max_steps);
+    let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);
+    while st.step < cfg.max_steps {
+        let t0 = Instant::now();
+        st.lr = schedule::lr_at(st.step, cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.min_lr);
+        run.opt.set_lr(st.lr);
+        let mut epoch = 0;
+        let micro = (0..cfg.grad_accum)
+            .map(|_| next(&run.loader, &mut snapshot).map(|i| (epoch = i.epoch, i.batch).1))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (loss, mut grads) = step::accumulate(model, vars, &micro, cfg.doc_reset)?;
+        let gnorm = match loss.is_finite() {
+            true => clip_grad_norm(&mut grads, vars, cfg.grad_clip)?,
+            false => f64::NAN,
+        };
+        // A non-finite loss or gradient is never trained on: the step is skipped and logged.
+        let skipped = !gnorm.is_finite();
+        if skipped {
+            (bad, st.skipped_steps) = (bad + 1, st.skipped_steps + 1);
+            if bad >= MAX_BAD_STEPS {
+                return Err(TrainError::Diverged(bad));
+            }
+        } else {
+            run.opt.step(&grads)?;
+            bad = 0;
+        }
+        drop(grads);
+        st.step += 1;
+        let step_tokens: usize = micro.iter().map(|b| b.tokens()).sum();
+        st.tokens += step_tokens as u64;
+        last_loss = loss;
+        let rec = StepRecord {
+            step: st.step,
+            epoch,
+            tokens: st.tokens,
+            loss,
+            lr: st.lr,
+            grad_norm: gnorm,
+            tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64(),
+            loss_scale: st.loss_scale,
+            skipped,
+        };
+        run.write(&mut metrics, &rec)?;
+        if st.step.is_multiple_of(cfg.log_every) || skipped {
+            setup::say(&bar, &rec.line(cfg.max_steps));
+        }
+        bar.set_position(st.step);
+        bar.set_message(format!(
+            "loss {loss:.4} lr {:.1e} {:.0} tok/s",
+            st.lr, rec.tokens_per_s
+        ));
+        let last = st.step == cfg.max_steps;
+        if !run.eval_batches.is_empty() && (st.step.is_multiple_of(cfg.eval_every) || last) {
+            let val_loss = step::eval_loss(model, &run.eval_batches, cfg.doc_reset)?;
+            let rec = EvalRecord {
+                step: st.step,
+                tokens: st.tokens,
+                val_loss,
+                val_ppl: val_loss.exp(),
+            };
+            run.write(&mut metrics, &rec)?;
+            setup::say(&bar, &rec.line());
+            last_val = Some(val_loss);
+        }
+        if st.step.is_multiple_of(cfg.save_every) || last {
+            st.loader = run.snapshot_for(&mut snapshot, st.step)?;
+            let name = if last {
+                FINAL.to_string()
+            } else {
+                checkpoint::step_name(st.step)
+            };
+            let dir = run.save(&name, &st)?;
+            if !last {
+                checkpoint::prune(&opts.checkpoint_dir, cfg.keep_last)?;
+            }
+            setup::say(&bar, &format!("saved {}", dir.display()));
+        }
+    }
+    bar.finish_and_clear();
+    let final_dir = opts.checkpoint_dir.join(FINAL);
+    if run.state.step == cfg.max_steps && !final_dir.exists() {
+        // Resumed at max_steps: nothing to train, but final/ must exist.
+        run.save(FINAL, &st)?;
+    }
+    Ok(Summary {
+        steps: st.step,
+        tokens: st.tokens,
+        last_loss,
+        last_val_loss: last_val,
+        final_dir,
+    })
+}
+
+impl setup::Run {
+    fn write(&self, m: &mut Metrics, rec: &impl serde::Serialize) -> Result<(), TrainError> {
+        m.write(rec).map_err(|e| TrainError::Io {
+            path: self.metrics_path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn save(&self, name: &str, st: &TrainerState) -> Result<PathBuf, TrainError> {
+        Ok(checkpoint::save(
+            &self.checkpoint_dir,
+            name,
+            &self.model,
+            &self.opt,
+            &self.tokenizer,
+            st,
+        )?)
+    }
+}

@@ -1,0 +1,288 @@
+//! Everything the loop needs, built before it starts: the shard store checked against its
+//! manifest, the model (fresh, `--init` or `--resume`), the optimizer, the running loader,
+//! the eval batches, and the checks that refuse a checkpoint of another tokenizer or setup.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
+use mamba_pipeline::shard::manifest::Manifest;
+use mamba_pipeline::shard::{sha256_file, Split};
+
+use super::checkpoint::{self, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
+use super::config::{model_shape, TrainConfig};
+use super::loader::{open_split, LoadError, Loader, LoaderOptions, LoaderState};
+use super::pack::Batch;
+use super::{RunOptions, TrainError};
+
+/// A run ready to loop.
+pub struct Run {
+    pub model: MambaLM,
+    /// Trainable parameters, sorted by name.
+    pub vars: Vec<Var>,
+    pub opt: AdamW,
+    pub loader: Loader,
+    pub eval_batches: Vec<Batch>,
+    /// State at the start (fresh or resumed).
+    pub state: TrainerState,
+    pub metrics_path: PathBuf,
+    pub checkpoint_dir: PathBuf,
+    pub tokenizer: PathBuf,
+    accum: u64,
+}
+
+/// The device asked for; CUDA is refused with what to do until the CUDA build exists.
+pub fn device(name: &str) -> Result<Device, TrainError> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        other => Err(TrainError::Unsupported(format!(
+            "--device {other}: this build has no CUDA support; use --device cpu"
+        ))),
+    }
+}
+
+/// Settings that decide which batches a run sees; a resumed run must keep them.
+fn stream_settings(c: &TrainConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("model_size", c.model_size.clone()),
+        ("seq_len", c.seq_len.to_string()),
+        ("batch_size", c.batch_size.to_string()),
+        ("grad_accum", c.grad_accum.to_string()),
+        ("seed", c.seed.to_string()),
+        ("shuffle_buffer", c.shuffle_buffer.to_string()),
+        ("doc_reset", c.doc_reset.to_string()),
+    ]
+}
+
+fn sorted_vars(vm: &candle_nn::VarMap) -> Vec<Var> {
+    let data = vm.data().lock().map(|d| d.clone()).unwrap_or_default();
+    let mut named: Vec<(String, Var)> = data.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, v)| v).collect()
+}
+
+impl Run {
+    pub fn new(cfg: &TrainConfig, opts: &RunOptions) -> Result<Run, TrainError> {
+        if cfg.precision != "fp32" || cfg.grad_checkpointing {
+            return Err(TrainError::Unsupported(format!(
+                "precision {} with grad_checkpointing {} is not available in this build yet; \
+                 use --precision fp32 without --grad-checkpointing",
+                cfg.precision, cfg.grad_checkpointing
+            )));
+        }
+        let dev = device(&cfg.device)?;
+        let manifest = Manifest::load(&opts.shards)?;
+        let tok = &manifest.tokenizer;
+        let tokenizer = opts.shards.join(&tok.file);
+        let train_tokens: u64 = manifest.shards(Split::Train).map(|s| s.tokens).sum();
+        let need = (cfg.batch_size * (cfg.seq_len + 1)) as u64;
+        if train_tokens < need {
+            return Err(LoadError::TooSmall {
+                split: "train",
+                tokens: train_tokens,
+                need,
+            }
+            .into());
+        }
+        let train_shards = open_split(&opts.shards, &manifest, Split::Train, true)?;
+        let val_shards = open_split(&opts.shards, &manifest, Split::Val, true)?;
+
+        let resume_dir = match &opts.resume {
+            Some(Some(d)) => Some(d.clone()),
+            Some(None) => Some(checkpoint::latest(&opts.checkpoint_dir)?),
+            None => None,
+        };
+        let adamw = AdamWConfig {
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: 1e-8,
+            weight_decay: cfg.weight_decay,
+        };
+        let loader_opts = LoaderOptions {
+            seq_len: cfg.seq_len,
+            batch_size: cfg.batch_size,
+            eos: tok.eos_id,
+            seed: cfg.seed,
+            shuffle_buffer: cfg.shuffle_buffer,
+            shuffle: true,
+            prefetch: cfg.prefetch,
+            threads: cfg.reader_threads,
+            epochs: None,
+            // Every save point and the last step fall on a multiple of gcd(save_every, max_steps).
+            snapshot_every: gcd(cfg.save_every, cfg.max_steps) * cfg.grad_accum as u64,
+        };
+        let (model, vm, state) = match &resume_dir {
+            Some(dir) => {
+                let st = checkpoint::load_state(dir)?;
+                check_same(dir, "tokenizer sha256", &st.tokenizer_sha256, &tok.sha256)?;
+                check_same(dir, "vocab size", &st.vocab_size, &tok.vocab_size)?;
+                for ((name, a), (_, b)) in
+                    stream_settings(&st.config).iter().zip(stream_settings(cfg))
+                {
+                    check_same(dir, name, a, &b)?;
+                }
+                let (model, vm) = MambaLM::load(dir, &dev)?;
+                (model, vm, st)
+            }
+            None => {
+                let (model, vm) = match &opts.init {
+                    Some(dir) => init_from(dir, &manifest, &dev)?,
+                    None => {
+                        let (d, n) = model_shape(&cfg.model_size)?;
+                        MambaLM::init(&Config::new(d, n, tok.vocab_size), cfg.seed, &dev)?
+                    }
+                };
+                let st = TrainerState {
+                    step: 0,
+                    tokens: 0,
+                    lr: 0.0,
+                    loss_scale: 1.0,
+                    skipped_steps: 0,
+                    loader: LoaderState::start(&loader_opts),
+                    tokenizer_sha256: tok.sha256.clone(),
+                    vocab_size: tok.vocab_size,
+                    eos_id: tok.eos_id,
+                    config: cfg.clone(),
+                };
+                (model, vm, st)
+            }
+        };
+        let mut opt = AdamW::from_varmap(&vm, adamw)?;
+        if let Some(dir) = &resume_dir {
+            opt.load(dir.join(OPTIMIZER_FILE))?;
+        }
+        let mut state = state;
+        state.config = cfg.clone();
+        let eval_batches = eval_batches(val_shards, &loader_opts, cfg.eval_batches)?;
+        let loader = Loader::spawn(train_shards, loader_opts, state.loader.clone());
+        std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|e| TrainError::Io {
+            path: opts.checkpoint_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Run {
+            vars: sorted_vars(&vm),
+            model,
+            opt,
+            loader,
+            eval_batches,
+            state,
+            metrics_path: opts.checkpoint_dir.join("metrics.jsonl"),
+            checkpoint_dir: opts.checkpoint_dir.clone(),
+            tokenizer,
+            accum: cfg.grad_accum as u64,
+        })
+    }
+
+    /// The loader state right after the last batch of optimizer step `step`.
+    pub fn snapshot_for(
+        &self,
+        snapshot: &mut Option<LoaderState>,
+        step: u64,
+    ) -> Result<LoaderState, TrainError> {
+        match snapshot {
+            Some(s) if s.batches == step * self.accum => Ok(s.clone()),
+            _ => Err(TrainError::Unsupported(format!(
+                "internal: no loader position recorded for step {step}"
+            ))),
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn check_same<T: PartialEq + std::fmt::Display>(
+    dir: &Path,
+    what: &str,
+    checkpoint: &T,
+    now: &T,
+) -> Result<(), TrainError> {
+    if checkpoint == now {
+        return Ok(());
+    }
+    Err(TrainError::Mismatch(format!(
+        "{}: {what} is {checkpoint} in the checkpoint but {now} for this run; refusing to resume",
+        dir.display()
+    )))
+}
+
+/// A transformers-format model directory as the starting point; its vocabulary (and its
+/// tokenizer, when it has one) must be the shard store's.
+fn init_from(
+    dir: &Path,
+    manifest: &Manifest,
+    dev: &Device,
+) -> Result<(MambaLM, candle_nn::VarMap), TrainError> {
+    let (model, vm) = MambaLM::load(dir, dev)?;
+    let tok = &manifest.tokenizer;
+    if model.config().vocab_size != tok.vocab_size {
+        return Err(TrainError::Mismatch(format!(
+            "{}: vocab size is {} in the model but {} in the shard store's tokenizer",
+            dir.display(),
+            model.config().vocab_size,
+            tok.vocab_size
+        )));
+    }
+    let theirs = dir.join(TOKENIZER_FILE);
+    if theirs.exists() {
+        let sha = sha256_file(&theirs).map_err(|e| TrainError::Io {
+            path: theirs.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        check_same(dir, "tokenizer sha256", &sha, &tok.sha256)?;
+    }
+    Ok((model, vm))
+}
+
+/// The first `n` batches of the val split, in order (the same batches at every eval).
+fn eval_batches(
+    shards: Vec<super::loader::ShardSource>,
+    train: &LoaderOptions,
+    n: usize,
+) -> Result<Vec<Batch>, TrainError> {
+    let opts = LoaderOptions {
+        shuffle: false,
+        shuffle_buffer: 0,
+        epochs: Some(1),
+        snapshot_every: 0,
+        ..train.clone()
+    };
+    let start = LoaderState::start(&opts);
+    let loader = Loader::spawn(shards, opts, start);
+    let mut out = Vec::new();
+    while out.len() < n {
+        match loader.recv() {
+            Some(item) => out.push(item?.batch),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+pub fn progress_bar(show: bool, pos: u64, len: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len).with_position(pos);
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}");
+    if let Ok(s) = style {
+        bar.set_style(s);
+    }
+    bar
+}
+
+/// Prints a line above the progress bar (or plainly when there is none).
+pub fn say(bar: &ProgressBar, line: &str) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}

@@ -1,0 +1,103 @@
+//! End-to-end tests of `mamba train` on a store ingested from the sample corpus with the tiny
+//! preset: the loss falls and checkpoints appear, a killed run resumes with identical losses,
+//! `--init` fine-tunes, `--dry-run` reports, and bad inputs are refused with a clear line.
+
+#[path = "train/common.rs"]
+mod common;
+#[path = "train/refusals.rs"]
+mod refusals;
+#[path = "train/resume.rs"]
+mod resume;
+
+use common::*;
+
+#[test]
+fn val_loss_falls_and_checkpoints_appear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = ingest(tmp.path(), 512);
+    let ckpt = tmp.path().join("ckpt");
+    let mut args = train_args(&shards, &ckpt, "20");
+    args.extend(["--keep-last", "2"]);
+    ok(&args);
+    let lines = metrics(&ckpt);
+    let steps = losses(&lines);
+    assert_eq!(
+        steps.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    let val = val_losses(&lines);
+    assert_eq!(val.len(), 4, "evals at 5, 10, 15, 20");
+    assert!(val[3] < val[0] - 0.3, "val loss did not fall: {val:?}");
+    // Periodic checkpoints, pruned to the last two, and final/.
+    assert!(!ckpt.join("step-000005").exists());
+    for dir in ["step-000010", "step-000015", "final"] {
+        for f in [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "optimizer.safetensors",
+            "trainer_state.json",
+        ] {
+            assert!(ckpt.join(dir).join(f).exists(), "{dir}/{f} missing");
+        }
+    }
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ckpt.join("final/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], 20);
+    assert_eq!(state["tokens"], 20 * 2 * 4 * 64);
+    assert_eq!(state["loader"]["batches"], 40);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("final/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["vocab_size"], 512);
+    assert_eq!(config["hidden_size"], 64);
+    // No temporary directories left behind.
+    for e in std::fs::read_dir(&ckpt).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.starts_with('.'), "left behind: {name}");
+    }
+
+    // --init: fine-tuning from final/ starts where that run ended, far below a fresh start.
+    let tuned = tmp.path().join("tuned");
+    let mut args = train_args(&shards, &tuned, "2");
+    let fin = ckpt.join("final");
+    args.extend(["--init", s(&fin)]);
+    ok(&args);
+    let first = losses(&metrics(&tuned))[0].1;
+    assert!(
+        first < steps[0].1 - 0.3,
+        "init loss {first} vs fresh {}",
+        steps[0].1
+    );
+}
+
+#[test]
+fn dry_run_prints_the_resolved_config_and_memory() {
+    let o = ok(&[
+        "train",
+        "--dry-run",
+        "--vram",
+        "8gb",
+        "--model-size",
+        "small",
+        "--lr",
+        "1e-4",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "\"batch_size\": 1",
+        "\"grad_accum\": 16",
+        "\"precision\": \"fp16\"",
+        "\"grad_checkpointing\": true",
+        "\"lr\": 0.0001",
+        "params",
+        "grads",
+        "optimizer",
+        "activations",
+        "8 GB profile",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+}
