@@ -160,10 +160,10 @@ pub struct TrainArgs {
     /// Micro-batches per optimizer step
     #[arg(long)]
     pub grad_accum: Option<usize>,
-    /// Compute precision: fp32, bf16, fp16 (this build trains in fp32)
+    /// Compute precision of the matmuls: fp32, bf16, fp16 (parameters and optimizer stay f32)
     #[arg(long)]
     pub precision: Option<String>,
-    /// Recompute each block in backward (not available in this build yet)
+    /// Recompute each block in backward: less memory, one more forward per block
     #[arg(long)]
     pub grad_checkpointing: bool,
     /// Peak learning rate

@@ -74,6 +74,40 @@ fn val_loss_falls_and_checkpoints_appear() {
 }
 
 #[test]
+fn precisions_and_checkpointing_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = ingest(tmp.path(), 512);
+    let run_with = |name: &str, extra: &[&str]| {
+        let dir = tmp.path().join(name);
+        let mut args = train_args(&shards, &dir, "4");
+        args.extend(extra);
+        ok(&args);
+        metrics(&dir)
+    };
+    let plain = losses(&run_with("plain", &[]));
+    // Checkpointing recomputes the same blocks: the same losses, step after step.
+    let ck = losses(&run_with("ck", &["--grad-checkpointing"]));
+    for ((_, a), (_, b)) in plain.iter().zip(&ck) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    assert_eq!(plain[0], ck[0]);
+    for p in ["bf16", "fp16"] {
+        let lines = run_with(p, &["--precision", p]);
+        let l = losses(&lines);
+        assert_eq!(l.len(), 4);
+        assert!(
+            (l[0].1 - plain[0].1).abs() < 0.05,
+            "{p}: {} vs {}",
+            l[0].1,
+            plain[0].1
+        );
+        assert_ne!(l[0].1, plain[0].1, "{p} computed in f32");
+        let scale = lines[0]["loss_scale"].as_f64().unwrap();
+        assert_eq!(scale, if p == "fp16" { 65536.0 } else { 1.0 });
+    }
+}
+
+#[test]
 fn dry_run_prints_the_resolved_config_and_memory() {
     let o = ok(&[
         "train",

@@ -41,6 +41,9 @@ pub struct TrainerState {
     pub tokens: u64,
     pub lr: f64,
     pub loss_scale: f64,
+    /// Good fp16 steps since the loss scale last changed.
+    #[serde(default)]
+    pub scale_good_steps: u64,
     pub skipped_steps: u64,
     pub loader: LoaderState,
     pub tokenizer_sha256: String,
@@ -172,6 +175,7 @@ mod tests {
             tokens: step * 4,
             lr: 1e-3,
             loss_scale: 1.0,
+            scale_good_steps: 0,
             skipped_steps: 0,
             loader: LoaderState::start(&o),
             tokenizer_sha256: "abc".into(),

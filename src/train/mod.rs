@@ -10,10 +10,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod forward;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
 pub mod pack;
+pub mod recompute;
+pub mod scaler;
 pub mod schedule;
 pub mod setup;
 pub mod shuffle;
@@ -103,6 +106,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
     })?;
     let bar = setup::progress_bar(opts.progress, st.step, cfg.max_steps);
     let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);
+    let fp16 = cfg.precision == "fp16";
+    let mut scaler = scaler::LossScaler::new(st.loss_scale, st.scale_good_steps);
     while st.step < cfg.max_steps {
         let t0 = Instant::now();
         st.lr = schedule::lr_at(st.step, cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.min_lr);
@@ -111,22 +116,37 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         let micro = (0..cfg.grad_accum)
             .map(|_| next(&run.loader, &mut snapshot).map(|i| (epoch = i.epoch, i.batch).1))
             .collect::<Result<Vec<_>, _>>()?;
-        let (loss, mut grads) = step::accumulate(model, vars, &micro, cfg.doc_reset)?;
+        let o = step::StepOptions {
+            doc_reset: cfg.doc_reset,
+            dtype: forward::dtype(&cfg.precision),
+            checkpointing: cfg.grad_checkpointing,
+            loss_scale: scaler.scale,
+        };
+        let (loss, mut grads) = step::accumulate(model, vars, &micro, &o)?;
         let gnorm = match loss.is_finite() {
             true => clip_grad_norm(&mut grads, vars, cfg.grad_clip)?,
             false => f64::NAN,
         };
         // A non-finite loss or gradient is never trained on: the step is skipped and logged.
-        let skipped = !gnorm.is_finite();
-        if skipped {
-            (bad, st.skipped_steps) = (bad + 1, st.skipped_steps + 1);
+        // Under fp16 overflowed gradients with a finite loss only mean the scale is too high.
+        let overflow = fp16 && loss.is_finite();
+        let apply = if overflow {
+            scaler.update(gnorm.is_finite())
+        } else {
+            gnorm.is_finite()
+        };
+        let skipped = !apply;
+        if apply {
+            run.opt.step(&grads)?;
+            bad = 0;
+        } else {
+            st.skipped_steps += 1;
+            bad += u64::from(!overflow);
             if bad >= MAX_BAD_STEPS {
                 return Err(TrainError::Diverged(bad));
             }
-        } else {
-            run.opt.step(&grads)?;
-            bad = 0;
         }
+        (st.loss_scale, st.scale_good_steps) = (scaler.scale, scaler.good_steps);
         drop(grads);
         st.step += 1;
         let step_tokens: usize = micro.iter().map(|b| b.tokens()).sum();
@@ -154,7 +174,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         ));
         let last = st.step == cfg.max_steps;
         if !run.eval_batches.is_empty() && (st.step.is_multiple_of(cfg.eval_every) || last) {
-            let val_loss = step::eval_loss(model, &run.eval_batches, cfg.doc_reset)?;
+            let val_loss = step::eval_loss(model, &run.eval_batches, &o)?;
             let rec = EvalRecord {
                 step: st.step,
                 tokens: st.tokens,

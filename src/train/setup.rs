@@ -64,13 +64,6 @@ fn sorted_vars(vm: &candle_nn::VarMap) -> Vec<Var> {
 
 impl Run {
     pub fn new(cfg: &TrainConfig, opts: &RunOptions) -> Result<Run, TrainError> {
-        if cfg.precision != "fp32" || cfg.grad_checkpointing {
-            return Err(TrainError::Unsupported(format!(
-                "precision {} with grad_checkpointing {} is not available in this build yet; \
-                 use --precision fp32 without --grad-checkpointing",
-                cfg.precision, cfg.grad_checkpointing
-            )));
-        }
         let dev = device(&cfg.device)?;
         let manifest = Manifest::load(&opts.shards)?;
         let tok = &manifest.tokenizer;
@@ -138,7 +131,11 @@ impl Run {
                     step: 0,
                     tokens: 0,
                     lr: 0.0,
-                    loss_scale: 1.0,
+                    loss_scale: match cfg.precision.as_str() {
+                        "fp16" => super::scaler::INITIAL_SCALE,
+                        _ => 1.0,
+                    },
+                    scale_good_steps: 0,
                     skipped_steps: 0,
                     loader: LoaderState::start(&loader_opts),
                     tokenizer_sha256: tok.sha256.clone(),
