@@ -105,6 +105,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         reason: e.to_string(),
     })?;
     let bar = setup::progress_bar(opts.progress, st.step, cfg.max_steps);
+    if run.eval_batches.is_empty() {
+        setup::say(
+            &bar,
+            "note: the val split holds less than one batch; no evaluation (ingest with a larger --val-fraction)",
+        );
+    }
     let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);
     let fp16 = cfg.precision == "fp16";
     let mut scaler = scaler::LossScaler::new(st.loss_scale, st.scale_good_steps);
