@@ -29,6 +29,7 @@ pub mod conv;
 pub mod error;
 pub mod info;
 pub mod init;
+mod linear;
 pub mod loss;
 pub mod mixer;
 pub mod model;

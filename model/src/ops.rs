@@ -19,7 +19,11 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 }
 
 /// x @ w^T for x (.., k) and w (m, k), flattening the leading dims into one matmul.
+/// On the CPU in f32 this is one autograd node (see [`crate::linear`]).
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if let Some(y) = crate::linear::linear_fused(x, w)? {
+        return Ok(y);
+    }
     let dims = x.dims();
     let k = dims[dims.len() - 1];
     let rows: usize = dims[..dims.len() - 1].iter().product();

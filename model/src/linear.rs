@@ -1,0 +1,113 @@
+//! `x @ w^T` as one autograd node on the CPU. Built from reshape + transpose + matmul, every
+//! linear layer adds three more nodes to candle's graph, and candle accumulates each node's
+//! gradient as zeros + add; as one custom op with its own backward the activations' gradients
+//! pass through a single accumulation and no transposed copy of `w` is made.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+
+/// x @ w^T for x (.., k) and w (n, k) f32 on the CPU, as one op; `None` if the inputs are not
+/// of that kind (the caller falls back to basic ops).
+pub(crate) fn linear_fused(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    if !(x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32) {
+        return Ok(None);
+    }
+    let (n, k) = w.dims2()?;
+    if x.dims().last() != Some(&k) {
+        candle_core::bail!("linear: input {:?} for weight {:?}", x.dims(), [n, k])
+    }
+    Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, LinearOp)?))
+}
+
+/// Layouts of the 2-d product `x (m, k) @ w^T (k, n)` over the storages' own offsets.
+pub(crate) fn matmul_xwt(
+    xs: &CpuStorage,
+    xl: &Layout,
+    ws: &CpuStorage,
+    wl: &Layout,
+) -> Result<(CpuStorage, usize, usize)> {
+    let (n, k) = wl.shape().dims2()?;
+    let m = xl.shape().elem_count() / k.max(1);
+    let Some((xo, _)) = xl.contiguous_offsets() else {
+        candle_core::bail!("linear: input must be contiguous")
+    };
+    let lhs = Layout::contiguous_with_offset((m, k), xo);
+    let rhs = wl.transpose(0, 1)?;
+    Ok((xs.matmul(ws, (1, m, n, k), &lhs, &rhs)?, m, n))
+}
+
+struct LinearOp;
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, _, n) = matmul_xwt(s1, l1, s2, l2)?;
+        let mut dims = l1.shape().dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = n;
+        }
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, w) = (x.detach(), w.detach());
+        let (n, k) = w.dims2()?;
+        let m = x.elem_count() / k.max(1);
+        let g = grad.contiguous()?.reshape((m, n))?;
+        let dx = g.matmul(&w)?.reshape(x.shape())?;
+        let dw = g.t()?.matmul(&x.reshape((m, k))?)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Vec<f32> {
+        let mut rng = crate::init::Rng::new(seed);
+        let n: usize = shape.iter().product();
+        (0..n)
+            .map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn matches_matmul_in_value_and_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(rand(&[2, 5, 7], 1), (2, 5, 7), &dev)?;
+        // A narrowed weight (non-zero offset), as the mixer's in_proj halves are.
+        let wfull = Var::from_vec(rand(&[9, 7], 2), (9, 7), &dev)?;
+        let w = wfull.narrow(0, 3, 6)?;
+        let fused = linear_fused(x.as_tensor(), &w)?.expect("cpu f32 takes the fused path");
+        let plain = x.reshape((10, 7))?.matmul(&w.t()?)?.reshape((2, 5, 6))?;
+        let diff = (&fused - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let coef = Tensor::from_vec(rand(&[2, 5, 6], 3), (2, 5, 6), &dev)?;
+        let gf = (fused * &coef)?.sum_all()?.backward()?;
+        let gp = (plain * &coef)?.sum_all()?.backward()?;
+        for v in [x.as_tensor(), wfull.as_tensor()] {
+            let a = gf.get(v).expect("fused gradient");
+            let b = gp.get(v).expect("plain gradient");
+            let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "gradient differs by {d}");
+        }
+        Ok(())
+    }
+}
