@@ -27,6 +27,7 @@
 pub mod config;
 pub mod conv;
 pub mod error;
+mod head;
 pub mod info;
 pub mod init;
 mod linear;

@@ -21,6 +21,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) -
         )
     }
     let nll = per_position_nll(&logits, &targets)?;
+    mean_nll(&nll, mask)
+}
+
+/// Mean of per-position `nll` (N), or its mean over the positions where `mask` is nonzero.
+pub(crate) fn mean_nll(nll: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     match mask {
         None => nll.mean_all(),
         Some(m) => {

@@ -151,7 +151,13 @@ impl MambaLM {
         resets: Option<&Tensor>,
         loss_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let logits = self.forward(input_ids, resets)?;
+        let h = self.forward_hidden(input_ids, resets)?;
+        let h = h.reshape(((), self.cfg.d_model))?;
+        // On the CPU the head and the cross-entropy are one op (see `crate::head`).
+        if let Some(nll) = crate::head::head_nll(&h, &self.embedding, targets)? {
+            return crate::loss::mean_nll(&nll, loss_mask);
+        }
+        let logits = linear(&h, &self.embedding)?;
         crate::loss::cross_entropy(&logits, targets, loss_mask)
     }
 }
