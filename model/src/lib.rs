@@ -38,6 +38,7 @@ pub mod norm;
 pub mod ops;
 pub mod optim;
 pub mod scan;
+mod ssm;
 pub mod step;
 pub mod weights;
 

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::conv::{causal_conv1d_silu, ConvMask};
 use crate::ops::linear;
 use crate::scan::{selective_scan, ScanOptions};
+use crate::ssm::{ssm_fused, SsmWeights};
 
 /// Parameters of one mixer, named as in transformers (`...mixer.in_proj.weight` etc.).
 #[derive(Clone, Debug)]
@@ -55,27 +56,32 @@ impl Mixer {
         self.a_log.exp()?.neg()
     }
 
-    /// h: (b, l, d_model) normalised input -> (b, l, d_model). `resets`: (b, l) u8 document
-    /// starts; `conv_mask` (built from the same resets) is only used off the CPU.
-    pub fn forward(
+    pub(crate) fn ssm_weights(&self) -> SsmWeights<'_> {
+        SsmWeights {
+            x_proj: &self.x_proj,
+            dt_proj_w: &self.dt_proj_w,
+            dt_proj_b: &self.dt_proj_b,
+            a_log: &self.a_log,
+            d: &self.d,
+        }
+    }
+
+    /// The SSM path from separate ops: x_proj -> (dt, B, C) -> dt_proj -> selective scan gated
+    /// by silu(z). u, z: (b, l, di) -> (b, l, di).
+    pub(crate) fn ssm_ops(
         &self,
-        h: &Tensor,
+        u: &Tensor,
+        z: &Tensor,
         resets: Option<&Tensor>,
-        conv_mask: Option<&ConvMask>,
     ) -> Result<Tensor> {
-        let (di, n, r) = (self.d_inner, self.d_state, self.dt_rank);
-        // Two matmuls instead of one plus narrow: x and z come out contiguous and their
-        // gradients need no zero-padding.
-        let x = linear(h, &self.in_proj.narrow(0, 0, di)?)?;
-        let z = linear(h, &self.in_proj.narrow(0, di, di)?)?;
-        let u = causal_conv1d_silu(&x, &self.conv_w, &self.conv_b, resets, conv_mask)?;
-        let xdbl = linear(&u, &self.x_proj)?;
+        let (n, r) = (self.d_state, self.dt_rank);
+        let xdbl = linear(u, &self.x_proj)?;
         let dt = xdbl.narrow(2, 0, r)?;
         let b = xdbl.narrow(2, r, n)?;
         let c = xdbl.narrow(2, r + n, n)?;
         let delta = linear(&dt, &self.dt_proj_w)?;
-        let y = selective_scan(
-            &u,
+        selective_scan(
+            u,
             &delta,
             &self.a()?,
             &b,
@@ -84,11 +90,32 @@ impl Mixer {
             &ScanOptions {
                 delta_bias: Some(&self.dt_proj_b),
                 delta_softplus: true,
-                z: Some(&z),
+                z: Some(z),
                 resets,
                 chunk: 0,
             },
-        )?;
+        )
+    }
+
+    /// h: (b, l, d_model) normalised input -> (b, l, d_model). `resets`: (b, l) u8 document
+    /// starts; `conv_mask` (built from the same resets) is only used off the CPU.
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        resets: Option<&Tensor>,
+        conv_mask: Option<&ConvMask>,
+    ) -> Result<Tensor> {
+        let di = self.d_inner;
+        // Two matmuls instead of one plus narrow: x and z come out contiguous and their
+        // gradients need no zero-padding.
+        let x = linear(h, &self.in_proj.narrow(0, 0, di)?)?;
+        let z = linear(h, &self.in_proj.narrow(0, di, di)?)?;
+        let u = causal_conv1d_silu(&x, &self.conv_w, &self.conv_b, resets, conv_mask)?;
+        // On the CPU the whole SSM path is one op (see `crate::ssm`).
+        let y = match ssm_fused(&u, &z, &self.ssm_weights(), resets)? {
+            Some(y) => y,
+            None => self.ssm_ops(&u, &z, resets)?,
+        };
         linear(&y, &self.out_proj)
     }
 }
