@@ -37,6 +37,11 @@ pub enum Command {
         after_help = "Example:\n  mamba train --shards shards/ --model-size tiny --max-steps 200\n  mamba train --shards shards/ --vram 12gb --dry-run\n  mamba train --shards shards/ --config configs/example_8gb.json --resume"
     )]
     Train(Box<TrainArgs>),
+    /// Continue prompts with a trained model (sampling, greedy or beam search)
+    #[command(
+        after_help = "Example:\n  mamba generate --checkpoint checkpoints/final --prompt \"Hello\"\n  mamba generate --checkpoint checkpoints/final --prompt-file p.txt --temperature 0.7 --top-p 0.9 --seed 1\n  echo \"def main\" | mamba generate --checkpoint checkpoints/final --num-beams 4"
+    )]
+    Generate(GenerateArgs),
 }
 
 #[derive(Args)]
@@ -229,6 +234,56 @@ pub struct TrainArgs {
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Flags of `mamba generate`.
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A checkpoint or transformers model directory (config.json, model.safetensors, tokenizer.json)
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// A prompt (repeat for several; they are generated as one batch)
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Vec<String>,
+    /// A file whose text is one prompt (repeatable); with no prompt at all, stdin is read
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Vec<PathBuf>,
+    /// Tokens to generate per prompt at most
+    #[arg(long, default_value_t = 100)]
+    pub max_new_tokens: usize,
+    /// Softmax temperature; 0 is greedy decoding
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub temperature: f32,
+    /// Sample only among the K most likely tokens (0: all)
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// Sample only from the smallest set of tokens holding this much probability
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub top_p: f32,
+    /// Divide seen tokens' logits by this (1: off; 1.1-1.3 discourages loops)
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub repetition_penalty: f32,
+    /// Seed of the sampler: the same seed gives the same text
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// End a continuation where this text appears (repeatable; not printed)
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Beam search with N beams instead of sampling
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub num_beams: usize,
+    /// Keep going past the end-of-text token
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print only the continuation, not the prompt before it
+    #[arg(long)]
+    pub no_echo: bool,
+    /// Line printed between the outputs of several prompts
+    #[arg(long, default_value = "---")]
+    pub separator: String,
+    /// cpu (this build has no CUDA backend)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {

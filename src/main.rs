@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod generate;
 mod train;
 
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         cli::Command::ModelInfo(args) => commands::model_info::run(args),
         cli::Command::Inspect(args) => commands::inspect::run(args),
         cli::Command::Train(args) => commands::train::run(*args),
+        cli::Command::Generate(args) => commands::generate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,257 @@
+//! Text generation from a checkpoint: each prompt is prefilled with the full-sequence forward
+//! ([`prefill`]), the prompts' states are stacked into one batch, and then every step feeds one
+//! token per sequence through the recurrent step mode, O(1) in time and memory whatever the
+//! context length. Tokens are chosen by [`sampling`] or by [`beam`] search, and text is
+//! released as it becomes final ([`stream`]).
+
+pub mod beam;
+pub mod prefill;
+pub mod sampling;
+pub mod stream;
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use mamba_model::{MambaLM, State};
+use mamba_pipeline::tokenize::Vocab;
+
+use sampling::{Sampler, SamplingConfig, SamplingError};
+use stream::TextStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("checkpoint {0}: not found")]
+    NoCheckpoint(String),
+    #[error("checkpoint {0}: no tokenizer.json beside the model")]
+    NoTokenizer(String),
+    #[error(
+        "checkpoint {dir}: the tokenizer has {tokens} tokens but the model's vocabulary is {vocab}"
+    )]
+    Mismatch {
+        dir: String,
+        tokens: usize,
+        vocab: usize,
+    },
+    #[error("prompt {0} is empty")]
+    EmptyPrompt(usize),
+    #[error("--num-beams must be at least 1")]
+    Beams,
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[error(transparent)]
+    Model(#[from] mamba_model::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Tokenizer(#[from] mamba_pipeline::tokenize::TokenizeError),
+    #[error("cannot encode prompt {0}: {1}")]
+    Encode(usize, String),
+}
+
+/// A model and its tokenizer, loaded from a checkpoint or a transformers model directory.
+pub struct Checkpoint {
+    pub model: MambaLM,
+    pub vocab: Vocab,
+}
+
+impl Checkpoint {
+    /// Loads `dir/model.safetensors`, `dir/config.json` and `dir/tokenizer.json`, and checks
+    /// that every token of the tokenizer has a row in the model.
+    pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, GenerateError> {
+        let shown = dir.display().to_string();
+        if !dir.is_dir() {
+            return Err(GenerateError::NoCheckpoint(shown));
+        }
+        let tok = dir.join("tokenizer.json");
+        if !tok.is_file() {
+            return Err(GenerateError::NoTokenizer(shown));
+        }
+        let (model, _) = MambaLM::load(dir, device)?;
+        let vocab = Vocab::load(&tok, None)?;
+        let (tokens, size) = (vocab.vocab_size(), model.config().vocab_size);
+        if tokens > size {
+            return Err(GenerateError::Mismatch {
+                dir: shown,
+                tokens,
+                vocab: size,
+            });
+        }
+        Ok(Checkpoint { model, vocab })
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingConfig,
+    pub seed: u64,
+    /// Generation of a sequence ends where one of these appears (it is not part of the text).
+    pub stop: Vec<String>,
+    /// 1: sampling; more: beam search.
+    pub num_beams: usize,
+    /// Stop at the tokenizer's end-of-text token.
+    pub stop_at_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_new_tokens: 100,
+            sampling: SamplingConfig::default(),
+            seed: 0,
+            stop: Vec::new(),
+            num_beams: 1,
+            stop_at_eos: true,
+        }
+    }
+}
+
+/// One prompt's continuation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    /// Ended at EOS or a stop string (otherwise at --max-new-tokens).
+    pub stopped: bool,
+}
+
+/// All sequences' states stacked along the batch dimension.
+fn stack(states: Vec<State>) -> candle_core::Result<State> {
+    let layers = states[0].ssm.len();
+    let cat = |f: &dyn Fn(&State) -> &Vec<Tensor>| -> candle_core::Result<Vec<Tensor>> {
+        (0..layers)
+            .map(|i| Tensor::cat(&states.iter().map(|s| &f(s)[i]).collect::<Vec<_>>(), 0))
+            .collect()
+    };
+    Ok(State {
+        conv: cat(&|s| &s.conv)?,
+        ssm: cat(&|s| &s.ssm)?,
+        pos: states[0].pos,
+    })
+}
+
+/// Continues every prompt. `on_text(i, piece)` receives the text of prompt `i` as it becomes
+/// final, in order.
+pub fn generate(
+    ck: &Checkpoint,
+    prompts: &[String],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<Generation>, GenerateError> {
+    opts.sampling.validate()?;
+    if opts.num_beams == 0 {
+        return Err(GenerateError::Beams);
+    }
+    let mut ids = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        let enc = ck
+            .vocab
+            .encode(p)
+            .map_err(|e| GenerateError::Encode(i + 1, e))?;
+        if p.trim().is_empty() || enc.is_empty() {
+            return Err(GenerateError::EmptyPrompt(i + 1));
+        }
+        ids.push(enc);
+    }
+    let eos = opts.stop_at_eos.then_some(ck.vocab.eos_id);
+    if opts.num_beams > 1 {
+        return ids
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let best =
+                    beam::beam_search(&ck.model, p, opts.num_beams, opts.max_new_tokens, eos)?;
+                let tokens = best.first().map(|b| b.tokens.clone()).unwrap_or_default();
+                let mut s = TextStream::new(&ck.vocab, &opts.stop);
+                let mut stopped = best.first().is_some_and(|b| b.done);
+                for &t in tokens.iter().filter(|&&t| Some(t) != eos) {
+                    on_text(i, &s.push(t));
+                    if s.stopped {
+                        break;
+                    }
+                }
+                on_text(i, &s.finish());
+                stopped |= s.stopped;
+                Ok(Generation {
+                    text: s.text(),
+                    tokens: s.tokens,
+                    stopped,
+                })
+            })
+            .collect();
+    }
+    sample_batch(ck, &ids, opts, eos, on_text)
+}
+
+/// Sampling (or greedy) decoding of all prompts as one batch.
+fn sample_batch(
+    ck: &Checkpoint,
+    ids: &[Vec<u32>],
+    opts: &GenerateOptions,
+    eos: Option<u32>,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<Generation>, GenerateError> {
+    let model = &ck.model;
+    let vocab = model.config().vocab_size;
+    let n = ids.len();
+    let mut states = Vec::with_capacity(n);
+    let mut logits = Vec::with_capacity(n);
+    for p in ids {
+        let (s, l) = prefill::prefill(model, p)?;
+        states.push(s);
+        logits.push(l.to_vec1::<f32>()?);
+    }
+    let mut state = stack(states)?;
+    // One generator per prompt, so a prompt's text does not depend on its neighbours.
+    let mut samplers = (0..n)
+        .map(|i| Sampler::new(opts.sampling.clone(), opts.seed.wrapping_add(i as u64)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut streams: Vec<TextStream> = (0..n)
+        .map(|_| TextStream::new(&ck.vocab, &opts.stop))
+        .collect();
+    let mut history: Vec<Vec<u32>> = ids.to_vec();
+    let mut done = vec![false; n];
+    let mut stopped = vec![false; n];
+    for step in 0..opts.max_new_tokens {
+        let mut feed = Vec::with_capacity(n);
+        for i in 0..n {
+            if done[i] {
+                // Finished rows ride along (the batch keeps its shape) and are ignored.
+                feed.push(eos.unwrap_or(0));
+                continue;
+            }
+            let t = samplers[i].sample(&logits[i][..vocab], &history[i]);
+            history[i].push(t);
+            feed.push(t);
+            if Some(t) == eos {
+                (done[i], stopped[i]) = (true, true);
+                continue;
+            }
+            on_text(i, &streams[i].push(t));
+            if streams[i].stopped {
+                (done[i], stopped[i]) = (true, true);
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
+            break;
+        }
+        let t = Tensor::from_slice(&feed, n, model.device())?;
+        logits = model.step(&t, &mut state)?.to_vec2::<f32>()?;
+    }
+    Ok(streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            on_text(i, &s.finish());
+            Generation {
+                text: s.text(),
+                tokens: s.tokens,
+                stopped: stopped[i],
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;
