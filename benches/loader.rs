@@ -23,6 +23,10 @@ use mamba_pipeline::shard::{sha256_file, Split, SCHEMA_VERSION};
 use train::loader::{open_split, Loader, LoaderOptions, LoaderState};
 use train::shuffle::SplitMix64;
 
+/// The allocator of the `mamba` binary, so the figures are those of `mamba train`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const VOCAB: u64 = 32768;
 
 /// Writes documents of 200..8000 tokens (Zipf-like ids, so zstd sees text-like skew) until
@@ -99,10 +103,15 @@ fn disk_bytes(dir: &Path) -> u64 {
 }
 
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// A memory figure of /proc/self/status, in MB.
+fn status_mb(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -129,9 +138,20 @@ fn run(dir: &Path, threads: usize) {
     let loader = Loader::spawn(shards, opts.clone(), LoaderState::start(&opts));
     let mut tokens = 0u64;
     let mut check = 0u64;
+    // Memory is reported every ~500M tokens, to show it levels off.
+    let mut next_report = 500_000_000u64;
     while let Some(item) = loader.recv() {
         let b = item.unwrap().batch;
         tokens += b.inputs.len() as u64;
+        if tokens >= next_report {
+            eprintln!(
+                "{:>6}M tokens: RSS {:.0} MB, peak {:.0} MB",
+                tokens / 1_000_000,
+                status_mb("VmRSS:"),
+                peak_rss_mb()
+            );
+            next_report += 500_000_000;
+        }
         check = check.wrapping_add(b.inputs[0] as u64);
     }
     let s = t0.elapsed().as_secs_f64();

@@ -8,7 +8,6 @@
 //! row, token offset, partial window, shuffle buffer and its RNG) is attached to the batches
 //! the caller asks for, so a checkpoint can resume the exact same stream.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
@@ -252,7 +251,7 @@ fn read_units(
     k: usize,
     tx: Sender<Decoded>,
 ) {
-    let mut readers: HashMap<usize, ShardReader> = HashMap::new();
+    let mut current: Option<(usize, ShardReader)> = None;
     let mut seq = 0usize;
     let (mut epoch, mut first) = start;
     loop {
@@ -265,17 +264,19 @@ fn read_units(
             if (seq - 1) % k != w {
                 continue;
             }
-            let reader = match readers.entry(s) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    match ShardReader::open(&shards[s].path) {
-                        Ok(r) => e.insert(r),
-                        Err(err) => {
-                            let _ = tx.send((epoch, u, Err(err)));
-                            return;
-                        }
+            // Row groups of a shard come together, so one open reader per worker suffices
+            // (keeping every shard's footer would grow with the corpus).
+            if current.as_ref().is_none_or(|(i, _)| *i != s) {
+                match ShardReader::open(&shards[s].path) {
+                    Ok(r) => current = Some((s, r)),
+                    Err(err) => {
+                        let _ = tx.send((epoch, u, Err(err)));
+                        return;
                     }
                 }
+            }
+            let Some((_, reader)) = current.as_ref() else {
+                return;
             };
             let decoded = reader
                 .read(rg, &[Column::DocId, Column::Tokens])
