@@ -42,6 +42,11 @@ pub enum Command {
         after_help = "Example:\n  mamba generate --checkpoint checkpoints/final --prompt \"Hello\"\n  mamba generate --checkpoint checkpoints/final --prompt-file p.txt --temperature 0.7 --top-p 0.9 --seed 1\n  echo \"def main\" | mamba generate --checkpoint checkpoints/final --num-beams 4"
     )]
     Generate(GenerateArgs),
+    /// Draw a training run (loss, val loss, learning rate, tokens/s, grad norm) as an HTML page
+    #[command(
+        after_help = "Example:\n  mamba report checkpoints/\n  mamba report checkpoints/ --out runs/first.html"
+    )]
+    Report(ReportArgs),
 }
 
 #[derive(Args)]
@@ -284,6 +289,17 @@ pub struct GenerateArgs {
     /// cpu (this build has no CUDA backend)
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// Flags of `mamba report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The checkpoint directory of a run (holding metrics.jsonl)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Where the page goes [default: DIR/report.html]; the charts go beside it as .svg
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {

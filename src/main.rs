@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod generate;
+mod report;
 mod train;
 
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Inspect(args) => commands::inspect::run(args),
         cli::Command::Train(args) => commands::train::run(*args),
         cli::Command::Generate(args) => commands::generate::run(args),
+        cli::Command::Report(args) => commands::report::run(args),
     };
     match result {
         Ok(code) => code,

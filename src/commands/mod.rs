@@ -4,4 +4,5 @@ pub mod generate;
 pub mod ingest;
 pub mod inspect;
 pub mod model_info;
+pub mod report;
 pub mod train;

@@ -1,0 +1,162 @@
+//! The report page: one HTML file with inline SVG charts and inline CSS, no scripts and no
+//! links, so it opens anywhere and can be mailed or archived as it is.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::{Figure, Run};
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1600px}\
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}\
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}\
+.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #ddd}\
+.note{color:#a40}";
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "-".into(),
+    }
+}
+
+/// The summary rows: (label, value).
+pub fn summary(run: &Run) -> Vec<(&'static str, String)> {
+    let last = run.steps.last();
+    let first_loss = run.steps.iter().find_map(|s| s.loss);
+    let best = run
+        .evals
+        .iter()
+        .filter_map(|e| e.val_loss.map(|v| (v, e.step)))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    let tps: Vec<f64> = run.steps.iter().filter_map(|s| s.tokens_per_s).collect();
+    let mean_tps = (!tps.is_empty()).then(|| tps.iter().sum::<f64>() / tps.len() as f64);
+    vec![
+        (
+            "steps",
+            last.map(|s| s.step.to_string()).unwrap_or_default(),
+        ),
+        (
+            "tokens",
+            last.map(|s| s.tokens.to_string()).unwrap_or_default(),
+        ),
+        ("first loss", fmt(first_loss, 4)),
+        ("last loss", fmt(last.and_then(|s| s.loss), 4)),
+        (
+            "best val loss",
+            best.map(|(v, s)| format!("{v:.4} (step {s}, ppl {:.2})", v.exp()))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "last val loss",
+            fmt(run.evals.last().and_then(|e| e.val_loss), 4),
+        ),
+        ("mean tokens/s", fmt(mean_tps, 0)),
+        (
+            "skipped steps",
+            run.steps.iter().filter(|s| s.skipped).count().to_string(),
+        ),
+    ]
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The whole page.
+pub fn page(run: &Run, figs: &[Figure]) -> String {
+    let mut h = String::new();
+    let title = format!("Training report: {}", run.dir.display());
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
+        escape(&title),
+        escape(&title)
+    );
+    h.push_str("<h2>Summary</h2>\n<table>\n");
+    for (k, v) in summary(run) {
+        let _ = writeln!(
+            h,
+            "<tr><th>{k}</th><td class=\"n\">{}</td></tr>",
+            escape(&v)
+        );
+    }
+    h.push_str("</table>\n");
+    if !run.bad_lines.is_empty() {
+        let lines: Vec<String> = run.bad_lines.iter().map(|l| l.to_string()).collect();
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">metrics.jsonl lines not understood and left out: {}</p>",
+            lines.join(", ")
+        );
+    }
+    h.push_str("<h2>Curves</h2>\n<div class=\"charts\">\n");
+    for f in figs {
+        let _ = writeln!(
+            h,
+            "<figure id=\"{}\" title=\"{}\">{}</figure>",
+            f.name,
+            escape(f.title),
+            f.svg
+        );
+    }
+    h.push_str("</div>\n<h2>Checkpoints</h2>\n");
+    if run.checkpoints.is_empty() {
+        h.push_str("<p>none</p>\n");
+    } else {
+        h.push_str("<table>\n<tr><th>checkpoint</th><th>step</th><th>tokens</th></tr>\n");
+        for c in &run.checkpoints {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                escape(&c.name),
+                c.step,
+                c.tokens
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("<h2>Configuration</h2>\n");
+    match &run.config {
+        Some(Value::Object(m)) => {
+            h.push_str("<table>\n");
+            for (k, v) in m {
+                let _ = writeln!(
+                    h,
+                    "<tr><th>{}</th><td>{}</td></tr>",
+                    escape(k),
+                    escape(&value_text(v))
+                );
+            }
+            h.push_str("</table>\n");
+        }
+        _ => h.push_str("<p>no checkpoint with a trainer_state.json</p>\n"),
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;"
+        );
+    }
+}
