@@ -47,6 +47,11 @@ pub enum Command {
         after_help = "Example:\n  mamba report checkpoints/\n  mamba report checkpoints/ --out runs/first.html"
     )]
     Report(ReportArgs),
+    /// Loss and perplexity of a checkpoint on a shard store's val split or on text
+    #[command(
+        after_help = "Example:\n  mamba eval --checkpoint checkpoints/final --shards shards/\n  mamba eval --checkpoint checkpoints/final --text notes/ --json"
+    )]
+    Eval(EvalArgs),
 }
 
 #[derive(Args)]
@@ -302,9 +307,49 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Flags of `mamba eval`.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["shards", "text"])))]
+pub struct EvalArgs {
+    /// A checkpoint or transformers model directory
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// A shard store made with the checkpoint's tokenizer
+    #[arg(long, value_name = "DIR")]
+    pub shards: Option<PathBuf>,
+    /// Split of --shards to score
+    #[arg(long, default_value = "val", value_parser = ["val", "train"], requires = "shards")]
+    pub split: String,
+    /// A text file or folder, tokenized with the checkpoint's tokenizer (a file a document)
+    #[arg(long, value_name = "PATH")]
+    pub text: Option<PathBuf>,
+    /// Tokens per window [default: the checkpoint's training seq_len]
+    #[arg(long, value_parser = positive)]
+    pub seq_len: Option<usize>,
+    /// Windows per forward [default: the checkpoint's training batch size]
+    #[arg(long, value_parser = positive)]
+    pub batch_size: Option<usize>,
+    /// Stop after this many scored tokens (whole windows)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s} is not a fraction in [0, 1)")),
+    }
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("{s} is not a positive whole number")),
     }
 }

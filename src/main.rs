@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod evaluate;
 mod generate;
 mod report;
 mod train;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Train(args) => commands::train::run(*args),
         cli::Command::Generate(args) => commands::generate::run(args),
         cli::Command::Report(args) => commands::report::run(args),
+        cli::Command::Eval(args) => commands::eval::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,151 @@
+//! End-to-end tests of `mamba eval`: on the val split it gives the number the trainer's
+//! periodic eval logged for the same tokens (at any batch size), it scores text folders with
+//! the checkpoint's tokenizer, and bad input is one line with exit status 2.
+
+// The train tests' helpers (ingest of the sample corpus, runs, metrics); not all are used here.
+#[allow(dead_code)]
+#[path = "train/common.rs"]
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// A 6-step tiny run evaluating 3 batches of 4 x 64 tokens at steps 3 and 6.
+fn trained(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let shards = ingest(dir, 512);
+    let ckpt = dir.join("ckpt");
+    ok(&[
+        "train",
+        "--shards",
+        s(&shards),
+        "--checkpoint-dir",
+        s(&ckpt),
+        "--model-size",
+        "tiny",
+        "--max-steps",
+        "6",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "2",
+        "--eval-every",
+        "3",
+        "--eval-batches",
+        "3",
+        "--save-every",
+        "3",
+        "-q",
+    ]);
+    (shards, ckpt)
+}
+
+fn eval_json(args: &[&str]) -> Value {
+    let mut a = vec!["eval", "--json", "-q"];
+    a.extend(args);
+    serde_json::from_slice(&ok(&a).stdout).unwrap()
+}
+
+#[test]
+fn eval_equals_the_trainers_eval_and_scores_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shards, ckpt) = trained(tmp.path());
+    let logged = val_losses(&metrics(&ckpt));
+    assert_eq!(logged.len(), 2);
+    for (dir, want) in [("step-000003", logged[0]), ("final", logged[1])] {
+        let ck = ckpt.join(dir);
+        for bs in ["4", "1", "3"] {
+            let r = eval_json(&[
+                "--checkpoint",
+                s(&ck),
+                "--shards",
+                s(&shards),
+                "--max-tokens",
+                "768",
+                "--batch-size",
+                bs,
+            ]);
+            let loss = r["loss"].as_f64().unwrap();
+            assert!(
+                (loss - want).abs() < 1e-5,
+                "{dir} batch {bs}: eval {loss}, trainer {want}"
+            );
+            assert_eq!(r["tokens"], 768);
+            assert_eq!(r["windows"], 12);
+            let ppl = r["perplexity"].as_f64().unwrap();
+            assert!((ppl - loss.exp()).abs() < 1e-9 * ppl);
+        }
+    }
+    // The whole split: more tokens, and a different number than the first 768.
+    let all = eval_json(&[
+        "--checkpoint",
+        s(&ckpt.join("final")),
+        "--shards",
+        s(&shards),
+    ]);
+    assert!(all["tokens"].as_u64().unwrap() > 768);
+    assert_eq!(
+        all["tokens"].as_u64().unwrap(),
+        all["windows"].as_u64().unwrap() * 64
+    );
+    // Text: the notes folder, a file a document; the line form names the folder.
+    let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/notes");
+    let t = eval_json(&["--checkpoint", s(&ckpt.join("final")), "--text", s(&notes)]);
+    let loss = t["loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0);
+    let line = ok(&[
+        "eval",
+        "--checkpoint",
+        s(&ckpt.join("final")),
+        "--text",
+        s(&notes),
+    ]);
+    let line = String::from_utf8_lossy(&line.stdout).to_string();
+    assert!(
+        line.contains("notes (4 files)") && line.contains(&format!("loss {loss:.4}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shards, ckpt) = trained(tmp.path());
+    let other = ingest(tmp.path(), 300);
+    let fin = ckpt.join("final");
+    let tiny = tmp.path().join("tiny.txt");
+    std::fs::write(&tiny, "a").unwrap();
+    let missing = tmp.path().join("nope");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--checkpoint", s(&missing), "--shards", s(&shards)],
+            "not found",
+        ),
+        (
+            vec!["--checkpoint", s(&fin), "--shards", s(&other)],
+            "not the tokenizer",
+        ),
+        (
+            vec!["--checkpoint", s(&fin), "--text", s(&tiny)],
+            "nothing to evaluate",
+        ),
+        (
+            vec!["--checkpoint", s(&fin), "--text", s(&missing)],
+            "not found",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut a = vec!["eval"];
+        a.extend(&args);
+        let o = run(&a);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{a:?}: {err}");
+        assert!(err.contains(want), "{a:?}: {err}");
+    }
+}
