@@ -52,6 +52,9 @@ pub enum Command {
         after_help = "Example:\n  mamba eval --checkpoint checkpoints/final --shards shards/\n  mamba eval --checkpoint checkpoints/final --text notes/ --json"
     )]
     Eval(EvalArgs),
+    /// The whole product on the sample corpus: ingest, train (~2 min, CPU), eval, report, generate
+    #[command(after_help = "Example:\n  mamba demo\n  mamba demo --seconds 30 --out /tmp/demo")]
+    Demo(DemoArgs),
 }
 
 #[derive(Args)]
@@ -336,6 +339,32 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Flags of `mamba demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The corpus to ingest
+    #[arg(long, default_value = "data", value_name = "DIR")]
+    pub data: PathBuf,
+    /// Where the shards, checkpoints and report go (a previous demo's folder is replaced)
+    #[arg(long, default_value = "checkpoints/demo", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Training time budget; the number of steps is sized to it on this machine
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seconds: u64,
+    /// Train exactly this many steps instead (overrides --seconds)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: Option<u64>,
+    /// Prompt of the generated sample
+    #[arg(long, default_value = "def ")]
+    pub prompt: String,
+    /// Length of the generated sample in tokens
+    #[arg(long, default_value_t = 80)]
+    pub max_new_tokens: usize,
+    /// No progress bars
     #[arg(long, short)]
     pub quiet: bool,
 }

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Generate(args) => commands::generate::run(args),
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::Eval(args) => commands::eval::run(args),
+        cli::Command::Demo(args) => commands::demo::run(args),
     };
     match result {
         Ok(code) => code,

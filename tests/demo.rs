@@ -1,0 +1,63 @@
+//! The one-command demo end to end on the sample corpus, with a few training steps: every
+//! stage runs and leaves its output, a rerun replaces the previous demo, and a folder the demo
+//! did not write is refused.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn demo(out: &Path) -> Output {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .env("CANDLE_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["demo", "--data", data.to_str().unwrap(), "--out"])
+        .arg(out)
+        .args(["--max-steps", "4", "--max-new-tokens", "12", "-q"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_demo_runs_every_stage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    for run in 0..2 {
+        let o = demo(&out);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for stage in ["1/5", "2/5", "3/5", "4/5", "5/5", "done:"] {
+            assert!(
+                stdout.contains(stage),
+                "run {run}: {stage} missing:\n{stdout}"
+            );
+        }
+        assert!(stdout.contains("val split of"), "{stdout}");
+        assert!(stdout.contains("train the tiny preset for 4 steps"));
+        // The sample follows the prompt it was given.
+        assert!(stdout.contains("\ndef "), "{stdout}");
+        for f in [
+            "shards/manifest.json",
+            "checkpoints/final/model.safetensors",
+            "checkpoints/final/tokenizer.json",
+            "report.html",
+            "report-loss.svg",
+        ] {
+            assert!(out.join(f).exists(), "run {run}: {f} missing");
+        }
+        // A rerun starts afresh: the metrics hold one run's 4 steps.
+        let metrics = std::fs::read_to_string(out.join("checkpoints/metrics.jsonl")).unwrap();
+        let steps = metrics.lines().filter(|l| l.contains("\"loss\"")).count();
+        assert_eq!(steps, 4, "run {run}");
+    }
+    let foreign = tmp.path().join("mine");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "x").unwrap();
+    let o = demo(&foreign);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a demo folder"));
+    assert!(foreign.join("keep.txt").exists());
+}
