@@ -1,10 +1,11 @@
 //! Text generation from a checkpoint: each prompt is prefilled with the full-sequence forward
 //! ([`prefill`]), the prompts' states are stacked into one batch, and then every step feeds one
-//! token per sequence through the recurrent step mode, O(1) in time and memory whatever the
-//! context length. Tokens are chosen by [`sampling`] or by [`beam`] search, and text is
+//! token per sequence through the recurrent step ([`decoder`]), O(1) in time and memory
+//! whatever the context length. Tokens are chosen by [`sampling`] or by [`beam`] search, and text is
 //! released as it becomes final ([`stream`]).
 
 pub mod beam;
+pub mod decoder;
 pub mod prefill;
 pub mod sampling;
 pub mod stream;
@@ -202,7 +203,8 @@ fn sample_batch(
         states.push(s);
         logits.push(l.to_vec1::<f32>()?);
     }
-    let mut state = stack(states)?;
+    let decoder = decoder::Decoder::new(model)?;
+    let mut state = decoder.state_from(&stack(states)?)?;
     // One generator per prompt, so a prompt's text does not depend on its neighbours.
     let mut samplers = (0..n)
         .map(|i| Sampler::new(opts.sampling.clone(), opts.seed.wrapping_add(i as u64)))
@@ -236,8 +238,7 @@ fn sample_batch(
         if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
-        let t = Tensor::from_slice(&feed, n, model.device())?;
-        logits = model.step(&t, &mut state)?.to_vec2::<f32>()?;
+        logits = decoder.step(&feed, &mut state);
     }
     Ok(streams
         .into_iter()

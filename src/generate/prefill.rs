@@ -81,18 +81,29 @@ fn final_ssm_state(u: &Tensor, dt: &Tensor, a: &Tensor, b: &Tensor) -> Result<Te
     let av = a.flatten_all()?.to_vec1::<f32>()?;
     let bv = b.flatten_all()?.to_vec1::<f32>()?;
     let mut hs = vec![0f32; di * n];
-    for t in 0..l {
-        let row = t * di;
-        let bt = &bv[t * n..(t + 1) * n];
-        for d in 0..di {
-            let (dtv, du) = (dt[row + d], dt[row + d] * u[row + d]);
-            let h = &mut hs[d * n..(d + 1) * n];
-            let ad = &av[d * n..(d + 1) * n];
-            for j in 0..n {
-                h[j] = (dtv * ad[j]).exp() * h[j] + du * bt[j];
-            }
+    // Channels are independent: split them across threads.
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = di.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (part, hpart) in hs.chunks_mut(per * n).enumerate() {
+            let (u, dt, av, bv) = (&u, &dt, &av, &bv);
+            s.spawn(move || {
+                let d0 = part * per;
+                for t in 0..l {
+                    let row = t * di;
+                    let bt = &bv[t * n..(t + 1) * n];
+                    for (dd, h) in hpart.chunks_exact_mut(n).enumerate() {
+                        let d = d0 + dd;
+                        let (dtv, du) = (dt[row + d], dt[row + d] * u[row + d]);
+                        let ad = &av[d * n..(d + 1) * n];
+                        for j in 0..n {
+                            h[j] = (dtv * ad[j]).exp() * h[j] + du * bt[j];
+                        }
+                    }
+                }
+            });
         }
-    }
+    });
     Tensor::from_vec(hs, (1, di, n), a.device())
 }
 

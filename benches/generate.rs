@@ -1,0 +1,89 @@
+//! Decode benchmark: tokens/s of generation on the CPU for a 130m-shaped Mamba (d_model 768,
+//! 24 layers, vocab 50280, random weights), batch 1, 64 new tokens after a prompt of 16 and
+//! of 1024 tokens. The total time counts the prefill, as transformers' `generate` does; the
+//! per-token decode time is the recurrent step alone and should not depend on the prompt.
+//!
+//! ```text
+//! nice -n -20 cargo bench --bench generate            # both prompt lengths, 3 runs each
+//! cargo bench --bench generate -- 16 1024 4096        # other prompt lengths
+//! ```
+
+// The generation and train modules are built here from their sources (they live in the
+// binary crate).
+#![allow(dead_code, unused)]
+#[path = "../src/generate/mod.rs"]
+mod generate;
+#[path = "../src/train/mod.rs"]
+mod train;
+
+use std::time::Instant;
+
+use candle_core::Device;
+use generate::decoder::Decoder;
+use mamba_model::{Config, MambaLM};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const NEW_TOKENS: usize = 64;
+const RUNS: usize = 3;
+
+/// (prefill seconds, decode seconds for NEW_TOKENS - 1 steps) of one greedy generation.
+fn generate_once(model: &MambaLM, dec: &Decoder, prompt: &[u32]) -> (f64, f64) {
+    let vocab = model.config().vocab_size;
+    let t0 = Instant::now();
+    let (state, logits) = generate::prefill::prefill(model, prompt).unwrap();
+    let mut state = dec.state_from(&state).unwrap();
+    let l = logits.to_vec1::<f32>().unwrap();
+    let mut next = generate::sampling::argmax(&l[..vocab]) as u32;
+    let prefill = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    // The first new token came from the prefill; each further one is one step.
+    for _ in 1..NEW_TOKENS {
+        let l = dec.step(&[next], &mut state);
+        next = generate::sampling::argmax(&l[0][..vocab]) as u32;
+    }
+    (prefill, t1.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let lens: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let lens = if lens.is_empty() {
+        vec![16, 1024]
+    } else {
+        lens
+    };
+    let cfg = Config::new(768, 24, 50280);
+    let t = Instant::now();
+    let (model, _) = MambaLM::init(&cfg, 0, &Device::Cpu).unwrap();
+    let dec = Decoder::new(&model).unwrap();
+    println!(
+        "130m-shaped model: {} parameters, initialised in {:.1} s; {} threads",
+        cfg.num_params(),
+        t.elapsed().as_secs_f64(),
+        candle_core::utils::get_num_threads()
+    );
+    println!("prompt  new  run   prefill s  decode ms/token   total s   tokens/s (with prefill)");
+    for &len in &lens {
+        let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % 50280).collect();
+        generate_once(&model, &dec, &prompt[..len.min(8)]); // warm-up
+        let mut best = f64::INFINITY;
+        for run in 0..RUNS {
+            let (prefill, decode) = generate_once(&model, &dec, &prompt);
+            let total = prefill + decode;
+            best = best.min(total);
+            println!(
+                "{len:>6} {NEW_TOKENS:>4} {run:>4} {prefill:>11.3} {:>16.2} {total:>9.2} {:>10.2}",
+                decode * 1e3 / (NEW_TOKENS - 1) as f64,
+                NEW_TOKENS as f64 / total
+            );
+        }
+        println!(
+            "prompt {len}: best {:.2} tokens/s",
+            NEW_TOKENS as f64 / best
+        );
+    }
+}
