@@ -1,5 +1,6 @@
 //! Whole-model tests: document resets vs separate documents, step mode vs full forward,
-//! save/load, initialisation, presets, AdamW training and checkpointing.
+//! save/load, initialisation, presets, AdamW training and checkpointing, bit-identical
+//! training steps across thread counts.
 
 mod common;
 use candle_core::{DType, Device, Tensor, Var};
@@ -326,4 +327,49 @@ fn fused_rms_norm_matches_ops() {
     let g2 = (&b * &gw).unwrap().sum_all().unwrap().backward().unwrap();
     assert_close("dx", g1.get(&x).unwrap(), g2.get(&x).unwrap(), 1e-5, 1e-4);
     assert_close("dw", g1.get(&w).unwrap(), g2.get(&w).unwrap(), 1e-4, 1e-4);
+}
+
+/// Loss and every parameter gradient of one training step, computed inside a rayon pool of
+/// `threads` threads.
+fn step_grads(threads: usize) -> (f32, Vec<Vec<f32>>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let cfg = Config::new(64, 2, 300);
+        let mut rng = Rng::new(9);
+        let (b, l) = (3, 70);
+        let x = ids(&mut rng, b, l, cfg.vocab_size);
+        let y = ids(&mut rng, b, l, cfg.vocab_size);
+        let resets: Vec<u8> = (0..b * l).map(|i| (i % l % 23 == 0) as u8).collect();
+        let resets = Tensor::from_vec(resets, (b, l), &Device::Cpu).unwrap();
+        let (model, _vars) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
+        let loss = model.loss(&x, &y, Some(&resets), None).unwrap();
+        let grads = loss.backward().unwrap();
+        let g = model
+            .named_tensors()
+            .iter()
+            .map(|(name, t)| {
+                let g = grads
+                    .get(t)
+                    .unwrap_or_else(|| panic!("no gradient for {name}"));
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            })
+            .collect();
+        (loss.to_scalar::<f32>().unwrap(), g)
+    })
+}
+
+#[test]
+fn training_step_is_bit_identical_across_thread_counts() {
+    let (l1, g1) = step_grads(1);
+    let (l3, g3) = step_grads(3);
+    assert_eq!(l1.to_bits(), l3.to_bits(), "loss {l1} vs {l3}");
+    for (i, (a, b)) in g1.iter().zip(&g3).enumerate() {
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "gradient {i} differs between 1 and 3 threads"
+        );
+    }
 }
