@@ -285,4 +285,36 @@ mod tests {
         let naive: f32 = w[..cols].iter().zip(&x).map(|(p, q)| p * q).sum();
         assert!((a[0] - naive).abs() < 1e-3 * naive.abs().max(1.0));
     }
+
+    /// The transformers-made fixture of the model crate: its logits for two rows of 13 ids,
+    /// computed by `MambaForCausalLM`, reproduced by prefill + our step from any split point.
+    #[test]
+    fn prefill_and_step_reproduce_transformers_logits() {
+        let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/fixtures");
+        let (model, _) = MambaLM::load(fx.join("hf_tiny"), &Device::Cpu).unwrap();
+        let t = candle_core::safetensors::load(fx.join("hf_tiny_logits.safetensors"), &Device::Cpu)
+            .unwrap();
+        let ids = t["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
+        let ids = ids.to_vec2::<u32>().unwrap();
+        let want = t["logits"].to_vec3::<f32>().unwrap();
+        let vocab = model.config().vocab_size;
+        let dec = Decoder::new(&model).unwrap();
+        for (row, ids) in ids.iter().enumerate() {
+            let split = 5;
+            let (st, first) = super::super::prefill::prefill(&model, &ids[..split]).unwrap();
+            let mut got = vec![first.to_vec1::<f32>().unwrap()];
+            let mut st = dec.state_from(&st).unwrap();
+            for &id in &ids[split..] {
+                got.push(dec.step(&[id], &mut st).remove(0));
+            }
+            for (i, g) in got.iter().enumerate() {
+                let w = &want[row][split - 1 + i];
+                let diff = g[..vocab]
+                    .iter()
+                    .zip(&w[..vocab])
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(diff < 1e-4, "row {row}, position {}: {diff}", split - 1 + i);
+            }
+        }
+    }
 }
