@@ -63,6 +63,8 @@ pub enum TrainError {
     Diverged(u64),
     #[error("the training stream ended")]
     StreamEnded,
+    #[error("no loader position was recorded for step {0} (a bug: please report it)")]
+    NoSnapshot(u64),
 }
 
 /// What a run is given besides the [`TrainConfig`].

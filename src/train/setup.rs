@@ -180,9 +180,7 @@ impl Run {
     ) -> Result<LoaderState, TrainError> {
         match snapshot {
             Some(s) if s.batches == step * self.accum => Ok(s.clone()),
-            _ => Err(TrainError::Unsupported(format!(
-                "internal: no loader position recorded for step {step}"
-            ))),
+            _ => Err(TrainError::NoSnapshot(step)),
         }
     }
 }
