@@ -189,6 +189,23 @@ fn a_given_tokenizer_is_used_as_is() {
         &first,
         &["--vocab-size", "600"],
     ));
+    // Four notes at the default 1%: none falls in val by its hash, so the one closest to the
+    // threshold is held out rather than leaving nothing to evaluate on.
+    let totals = &manifest(&first)["totals"];
+    assert_eq!(
+        (
+            totals["train"]["documents"].as_u64(),
+            totals["val"]["documents"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    let none = tmp.path().join("none");
+    ok(&ingest(
+        &[&data.join("notes")],
+        &none,
+        &["--vocab-size", "600", "--val-fraction", "0"],
+    ));
+    assert_eq!(manifest(&none)["totals"]["val"]["documents"], 0);
     let tokenizer = first.join("tokenizer.json");
     let second = tmp.path().join("second");
     ok(&ingest(

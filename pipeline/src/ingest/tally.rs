@@ -1,14 +1,22 @@
 //! The writer's bookkeeping: dedup, split, shard rows, totals and the report, all in input
 //! order so the result does not depend on thread timing.
+//!
+//! Split: a document is in val when its hash bucket is below `--val-fraction`. A small corpus
+//! can have no such document, which would leave nothing to evaluate on; so the train document
+//! closest to the threshold is held back until the end and goes to val if val is still empty
+//! (to train otherwise). Only that one document is held, and the choice depends on the inputs
+//! alone.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use super::stages::{End, Piece};
+use std::sync::Arc;
+
+use super::stages::{Doc, End, Piece};
 use crate::report::{Report, Status};
 use crate::shard::manifest::{Outcomes, ShardEntry, Totals};
 use crate::shard::writer::{Row, ShardLimits, ShardWriter, WriteError};
-use crate::shard::Split;
+use crate::shard::{bucket, Split};
 
 pub struct Tally {
     pub totals: Totals,
@@ -23,6 +31,8 @@ pub struct Tally {
     /// Documents of the current file kept so far (a file of only duplicates is skipped).
     kept_in_file: u64,
     duplicate_of: Option<std::sync::Arc<str>>,
+    /// The train document closest to val, with its source, written last (see the module doc).
+    held: Option<(Doc, Arc<str>)>,
     pub bytes_done: u64,
 }
 
@@ -38,6 +48,7 @@ impl Tally {
             rows_seen: HashSet::new(),
             kept_in_file: 0,
             duplicate_of: None,
+            held: None,
             bytes_done: 0,
         }
     }
@@ -45,7 +56,7 @@ impl Tally {
     /// Takes the next piece in input order.
     pub fn add(&mut self, piece: Piece) -> Result<(), WriteError> {
         let kind = piece.kind.map_or("other", |k| k.as_str());
-        for doc in &piece.docs {
+        for doc in piece.docs {
             let fresh = match doc.kind {
                 crate::extract::Kind::Dataset => self.rows_seen.insert(doc.hash),
                 _ => match self.first_seen.get(&doc.hash) {
@@ -64,58 +75,70 @@ impl Tally {
                 continue;
             }
             if self.kept_in_file == 0 {
-                self.totals
-                    .by_kind
-                    .entry(doc.kind.as_str().into())
-                    .or_default()
-                    .files += 1;
-                self.totals
-                    .by_lang
-                    .entry(doc.lang.into())
-                    .or_default()
-                    .files += 1;
+                let t = &mut self.totals;
+                t.by_kind.entry(doc.kind.as_str().into()).or_default().files += 1;
+                t.by_lang.entry(doc.lang.into()).or_default().files += 1;
             }
             self.kept_in_file += 1;
-            let split = Split::of(doc.hash, self.val_fraction);
-            let writer = match split {
-                Split::Train => &mut self.train,
-                Split::Val => &mut self.val,
-            };
-            let tokens: u64 = doc.tokens.iter().map(|t| t.len() as u64).sum();
-            for (i, chunk) in doc.tokens.iter().enumerate() {
-                let (source, lang) = (&piece.source, doc.lang);
-                let doc_id = doc.hash as u64;
-                let row = Row {
-                    doc_id,
-                    chunk: i as u32,
-                    source,
-                    kind: doc.kind.as_str(),
-                    lang,
-                    tokens: chunk,
-                };
-                writer.push(row)?;
-            }
-            let chunks = doc.tokens.len() as u64;
-            let t = &mut self.totals;
-            t.documents += 1;
-            t.chunks += chunks;
-            t.tokens += tokens;
-            let split_group = match split {
-                Split::Train => &mut t.train,
-                Split::Val => &mut t.val,
-            };
-            for group in [
-                split_group,
-                t.by_kind.entry(doc.kind.as_str().into()).or_default(),
-                t.by_lang.entry(doc.lang.into()).or_default(),
-            ] {
-                group.documents += 1;
-                group.chunks += chunks;
-                group.tokens += tokens;
+            match Split::of(doc.hash, self.val_fraction) {
+                Split::Val => self.write(&doc, &piece.source, Split::Val)?,
+                Split::Train if self.val_fraction == 0.0 => {
+                    self.write(&doc, &piece.source, Split::Train)?
+                }
+                Split::Train => {
+                    let closer = |held: &(Doc, Arc<str>)| bucket(doc.hash) < bucket(held.0.hash);
+                    if self.held.as_ref().is_none_or(closer) {
+                        if let Some((held, source)) = self.held.replace((doc, piece.source.clone()))
+                        {
+                            self.write(&held, &source, Split::Train)?;
+                        }
+                    } else {
+                        self.write(&doc, &piece.source, Split::Train)?;
+                    }
+                }
             }
         }
         if let Some(end) = &piece.end {
             self.end_file(&piece.source, kind, end, piece.bytes);
+        }
+        Ok(())
+    }
+
+    /// Writes one document's chunks to `split` and counts them.
+    fn write(&mut self, doc: &Doc, source: &str, split: Split) -> Result<(), WriteError> {
+        let writer = match split {
+            Split::Train => &mut self.train,
+            Split::Val => &mut self.val,
+        };
+        for (i, chunk) in doc.tokens.iter().enumerate() {
+            let row = Row {
+                doc_id: doc.hash as u64,
+                chunk: i as u32,
+                source,
+                kind: doc.kind.as_str(),
+                lang: doc.lang,
+                tokens: chunk,
+            };
+            writer.push(row)?;
+        }
+        let tokens: u64 = doc.tokens.iter().map(|t| t.len() as u64).sum();
+        let chunks = doc.tokens.len() as u64;
+        let t = &mut self.totals;
+        t.documents += 1;
+        t.chunks += chunks;
+        t.tokens += tokens;
+        let split_group = match split {
+            Split::Train => &mut t.train,
+            Split::Val => &mut t.val,
+        };
+        for group in [
+            split_group,
+            t.by_kind.entry(doc.kind.as_str().into()).or_default(),
+            t.by_lang.entry(doc.lang.into()).or_default(),
+        ] {
+            group.documents += 1;
+            group.chunks += chunks;
+            group.tokens += tokens;
         }
         Ok(())
     }
@@ -172,7 +195,16 @@ impl Tally {
     }
 
     /// Closes both splits' shards; returns every shard, train first.
-    pub fn finish(self) -> Result<(Totals, Report, Vec<ShardEntry>), WriteError> {
+    pub fn finish(mut self) -> Result<(Totals, Report, Vec<ShardEntry>), WriteError> {
+        if let Some((held, source)) = self.held.take() {
+            let val_is_empty = self.totals.val.documents == 0 && self.totals.train.documents > 0;
+            let split = if val_is_empty {
+                Split::Val
+            } else {
+                Split::Train
+            };
+            self.write(&held, &source, split)?;
+        }
         let mut shards = self.train.finish()?;
         shards.extend(self.val.finish()?);
         Ok((self.totals, self.report, shards))

@@ -36,14 +36,20 @@ impl Split {
 
     /// The split of a document: a stable hash, independent of the order documents arrive in.
     pub fn of(doc_hash: u128, val_fraction: f64) -> Split {
-        const BUCKETS: u64 = 1 << 20;
-        let bucket = ((doc_hash >> 64) as u64) % BUCKETS;
-        if (bucket as f64) < val_fraction * BUCKETS as f64 {
+        if (bucket(doc_hash) as f64) < val_fraction * BUCKETS as f64 {
             Split::Val
         } else {
             Split::Train
         }
     }
+}
+
+/// Buckets of the split hash: a document is in val when its bucket is below the fraction.
+const BUCKETS: u64 = 1 << 20;
+
+/// The split bucket of a document: the lower, the closer to val.
+pub fn bucket(doc_hash: u128) -> u64 {
+    ((doc_hash >> 64) as u64) % BUCKETS
 }
 
 /// The Arrow schema of every shard: one row per chunk.
