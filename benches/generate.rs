@@ -46,6 +46,26 @@ fn generate_once(model: &MambaLM, dec: &Decoder, prompt: &[u32]) -> (f64, f64) {
     (prefill, t1.elapsed().as_secs_f64())
 }
 
+/// Seconds per token of `NEW_TOKENS - 1` steps through `MambaLM::step` (candle ops), the
+/// baseline of the slice-based step, measured in the same run.
+fn model_step_seconds(model: &MambaLM, prompt: &[u32]) -> f64 {
+    let vocab = model.config().vocab_size;
+    let (mut state, logits) = generate::prefill::prefill(model, prompt).unwrap();
+    let l = logits.to_vec1::<f32>().unwrap();
+    let mut next = generate::sampling::argmax(&l[..vocab]) as u32;
+    let t = Instant::now();
+    for _ in 1..NEW_TOKENS {
+        let ids = candle_core::Tensor::from_slice(&[next], 1, model.device()).unwrap();
+        let l = model
+            .step(&ids, &mut state)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        next = generate::sampling::argmax(&l[0][..vocab]) as u32;
+    }
+    t.elapsed().as_secs_f64() / (NEW_TOKENS - 1) as f64
+}
+
 fn main() {
     let lens: Vec<usize> = std::env::args()
         .skip(1)
@@ -82,8 +102,9 @@ fn main() {
             );
         }
         println!(
-            "prompt {len}: best {:.2} tokens/s",
-            NEW_TOKENS as f64 / best
+            "prompt {len}: best {:.2} tokens/s; through MambaLM::step: {:.2} ms/token",
+            NEW_TOKENS as f64 / best,
+            model_step_seconds(&model, &prompt) * 1e3
         );
     }
 }
