@@ -135,3 +135,22 @@ fn dry_run_prints_the_resolved_config_and_memory() {
         assert!(out.contains(want), "{want} missing from:\n{out}");
     }
 }
+
+#[test]
+fn a_small_default_val_split_is_still_evaluated() {
+    // `mamba ingest data/` at the default --val-fraction puts one short document in val,
+    // less than one batch: it is evaluated as one shorter window rather than skipped.
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let o = bin()
+        .args(["ingest", s(&data), s(&shards), "--vocab-size", "512", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt = tmp.path().join("ckpt");
+    ok(&train_args(&shards, &ckpt, "10"));
+    let val = val_losses(&metrics(&ckpt));
+    assert_eq!(val.len(), 2, "evals at 5 and 10: {val:?}");
+    assert!(val.iter().all(|v| v.is_finite()));
+}

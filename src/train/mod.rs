@@ -110,7 +110,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
     if run.eval_batches.is_empty() {
         setup::say(
             &bar,
-            "note: the val split holds less than one batch; no evaluation (ingest with a larger --val-fraction)",
+            "note: the val split is empty or shorter than one window; no evaluation (ingest with a larger --val-fraction)",
         );
     }
     let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);

@@ -249,17 +249,38 @@ fn eval_batches(
         snapshot_every: 0,
         ..train.clone()
     };
-    let start = LoaderState::start(&opts);
-    let loader = Loader::spawn(shards, opts, start);
-    let mut out = Vec::new();
-    while out.len() < n {
-        match loader.recv() {
-            Some(item) => out.push(item?.batch),
-            None => break,
+    // A val split smaller than one batch (a small corpus) is evaluated as one shorter batch:
+    // one window, halved until the split fills it, rather than not at all.
+    let mut shapes = vec![(opts.batch_size, opts.seq_len)];
+    let mut seq_len = opts.seq_len;
+    while seq_len >= 2 * MIN_EVAL_SEQ_LEN {
+        seq_len /= 2;
+        shapes.push((1, seq_len));
+    }
+    for (batch_size, seq_len) in shapes {
+        let opts = LoaderOptions {
+            batch_size,
+            seq_len,
+            ..opts.clone()
+        };
+        let start = LoaderState::start(&opts);
+        let loader = Loader::spawn(shards.clone(), opts, start);
+        let mut out = Vec::new();
+        while out.len() < n {
+            match loader.recv() {
+                Some(item) => out.push(item?.batch),
+                None => break,
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
         }
     }
-    Ok(out)
+    Ok(Vec::new())
 }
+
+/// The shortest window a small val split is evaluated with.
+const MIN_EVAL_SEQ_LEN: usize = 16;
 
 pub fn progress_bar(show: bool, pos: u64, len: u64) -> ProgressBar {
     if !show {
