@@ -90,6 +90,7 @@ pub fn eval_loss(model: &MambaLM, batches: &[Batch], o: &StepOptions) -> candle_
 mod tests {
     use super::*;
     use crate::train::pack::{Packer, Window};
+    use candle_core::Tensor;
     use mamba_model::{clip_grad_norm, Config};
 
     fn batch(n: usize, seq: usize) -> Batch {
@@ -115,17 +116,15 @@ mod tests {
         (m, named.into_iter().map(|(_, v)| v).collect())
     }
 
-    fn flat(g: &GradStore, vars: &[Var]) -> Vec<f32> {
-        vars.iter()
-            .flat_map(|v| {
-                g.get(v.as_tensor())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-            })
+    /// All values of `tensors`, concatenated in order.
+    fn values<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Vec<f32> {
+        tensors
+            .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
             .collect()
+    }
+
+    fn flat(g: &GradStore, vars: &[Var]) -> Vec<f32> {
+        values(vars.iter().map(|v| g.get(v.as_tensor()).unwrap()))
     }
 
     #[test]
@@ -236,15 +235,7 @@ mod tests {
     }
 
     fn flat_params(vars: &[Var]) -> Vec<f32> {
-        vars.iter()
-            .flat_map(|v| {
-                v.as_tensor()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-            })
-            .collect()
+        values(vars.iter().map(|v| v.as_tensor()))
     }
 
     #[test]
