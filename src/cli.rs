@@ -352,7 +352,8 @@ pub struct DemoArgs {
     /// Where the shards, checkpoints and report go (a previous demo's folder is replaced)
     #[arg(long, default_value = "checkpoints/demo", value_name = "DIR")]
     pub out: PathBuf,
-    /// Training time budget; the number of steps is sized to it on this machine
+    /// Training time budget; the steps are sized to it on this machine (and to at most four
+    /// passes over the sample)
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
     /// Train exactly this many steps instead (overrides --seconds)
