@@ -11,7 +11,7 @@ fn main() {
     let (dir, tokenizer, repeats, _) = common::args(usage);
     let stages = common::stage_options(dir.clone().into(), std::env::temp_dir().join("none"));
     let input_mb = walk_mb(std::path::Path::new(&dir));
-    let texts = common::chunk_texts(&stages);
+    let texts = mamba_pipeline::ingest::chunk_texts(&stages);
     let text_mb = texts.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6;
     let runs: Vec<_> = (0..repeats)
         .map(|_| common::encode_batch(&texts, &tokenizer))

@@ -58,7 +58,7 @@ fn main() {
         return;
     }
     // Then pipeline and baseline in turns, so that load on a shared machine hits both alike.
-    let texts = common::chunk_texts(&opts.stages);
+    let texts = mamba_pipeline::ingest::chunk_texts(&opts.stages);
     let (mut pipe, mut base, mut ratios, mut base_tokens) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for _ in 0..repeats {
         let p = ingest::run(&opts)

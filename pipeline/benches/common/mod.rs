@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use mamba_pipeline::extract::ExtractOptions;
-use mamba_pipeline::ingest::{self, StageOptions};
+use mamba_pipeline::ingest::StageOptions;
 
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -38,11 +38,6 @@ pub fn stage_options(dir: PathBuf, out: PathBuf) -> StageOptions {
             pdf: Default::default(),
         },
     }
-}
-
-/// Every chunk text the pipeline would tokenize, held in memory for the baseline.
-pub fn chunk_texts(stages: &StageOptions) -> Vec<String> {
-    ingest::chunk_texts(stages)
 }
 
 /// The baseline: the bare `tokenizers` crate encoding `texts` in one `encode_batch` call

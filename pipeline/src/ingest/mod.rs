@@ -158,25 +158,28 @@ fn prepare_output(out: &Path) -> Result<(), IngestError> {
 
 /// Every chunk text of the inputs, in no particular order (for benchmarks and tools).
 pub fn chunk_texts(stages: &StageOptions) -> Vec<String> {
-    std::thread::scope(|scope| {
-        let pieces = stages::spawn_extract(scope, stages, None, None);
-        pieces
-            .into_iter()
-            .flat_map(|p| p.docs)
-            .flat_map(|d| d.chunks)
-            .collect()
-    })
+    with_chunks(stages, |chunks| chunks.collect())
 }
 
 /// First pass: extract and chunk everything, feeding the chunks to the BPE trainer.
 fn train(stages: &StageOptions, vocab_size: usize) -> Result<Vocab, TokenizeError> {
+    with_chunks(stages, |chunks| Vocab::train(chunks, vocab_size))
+}
+
+/// Runs discovery and extraction without ordering or dedup, handing `consume` the chunk
+/// texts as they come.
+fn with_chunks<R>(
+    stages: &StageOptions,
+    consume: impl FnOnce(Box<dyn Iterator<Item = String> + Send + '_>) -> R,
+) -> R {
     std::thread::scope(|scope| {
         let pieces = stages::spawn_extract(scope, stages, None, None);
-        let chunks = pieces
-            .into_iter()
-            .flat_map(|p| p.docs)
-            .flat_map(|d| d.chunks);
-        Vocab::train(chunks, vocab_size)
+        consume(Box::new(
+            pieces
+                .into_iter()
+                .flat_map(|p| p.docs)
+                .flat_map(|d| d.chunks),
+        ))
     })
 }
 
