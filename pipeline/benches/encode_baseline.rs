@@ -16,7 +16,7 @@ fn main() {
     let runs: Vec<_> = (0..repeats)
         .map(|_| common::encode_batch(&texts, &tokenizer))
         .collect();
-    let tokens = runs[0].1;
+    let tokens: usize = runs[0].1.iter().map(Vec::len).sum();
     let secs = common::median(runs.into_iter().map(|r| r.0).collect());
     let threads = common::threads();
     println!("baseline encode_batch, system allocator ({threads} threads, {text_mb:.1} MB of chunk text from {input_mb:.1} MB of input, {tokens} tokens): median {secs:.2} s over {repeats}: {:.2} MB/s of input, {:.0} tokens/s, peak RSS {:.0} MB", input_mb / secs, tokens as f64 / secs, common::peak_rss_mb());

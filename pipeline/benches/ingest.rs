@@ -59,14 +59,15 @@ fn main() {
     }
     // Then pipeline and baseline in turns, so that load on a shared machine hits both alike.
     let texts = mamba_pipeline::ingest::chunk_texts(&opts.stages);
-    let (mut pipe, mut base, mut ratios, mut base_tokens) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut pipe, mut base, mut ratios, mut base_ids) =
+        (Vec::new(), Vec::new(), Vec::new(), vec![]);
     for _ in 0..repeats {
         let p = ingest::run(&opts)
             .unwrap_or_else(|e| panic!("ingest failed: {e}"))
             .elapsed
             .as_secs_f64();
-        let (b, tokens) = common::encode_batch(&texts, &tokenizer);
-        base_tokens = tokens;
+        let (b, ids) = common::encode_batch(&texts, &tokenizer);
+        base_ids = ids;
         ratios.push(b / p);
         pipe.push(p);
         base.push(b);
@@ -78,9 +79,22 @@ fn main() {
         mb / p,
         t.tokens as f64 / p
     );
+    let base_tokens: usize = base_ids.iter().map(Vec::len).sum();
     println!("baseline encode_batch ({threads} threads, the same chunk texts in memory, {base_tokens} tokens): median {b:.2} s: {:.2} MB/s of input, {:.0} tokens/s", mb / b, base_tokens as f64 / b);
     println!(
         "throughput pipeline/baseline, median of {repeats} paired runs: {:.2}",
         common::median(ratios)
+    );
+    // The pipeline's encoder must give exactly the ids the bare tokenizer gives.
+    let vocab = mamba_pipeline::tokenize::Vocab::load(tokenizer.as_ref(), None).expect("tokenizer");
+    let mut encoder = vocab.encoder();
+    let differ = texts
+        .iter()
+        .zip(&base_ids)
+        .filter(|(text, ids)| encoder.encode(text).as_ref() != Ok(*ids))
+        .count();
+    println!(
+        "pipeline encoder vs encode_batch: {differ} of {} chunk texts differ in their ids",
+        texts.len()
     );
 }

@@ -19,6 +19,7 @@ mod metrics;
 mod scan;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 use lopdf::{Dictionary, Document, LoadOptions, Object, ObjectId};
 
@@ -43,9 +44,17 @@ pub enum PdfError {
     DepthLimit(usize),
 }
 
+/// PDFs at least this large are extracted one at a time: parsed, a PDF takes tens of times
+/// its size in memory, so two large ones at once would set the run's peak.
+const LARGE_PDF_BYTES: usize = 2 << 20;
+static LARGE_PDF: Mutex<()> = Mutex::new(());
+
 /// The text of every page of the PDF in `bytes`, in page order; a page without text gives
 /// an empty string. Lines end in `\n`; words on a line are separated by one space.
 pub fn extract_pages(bytes: &[u8], limits: &PdfLimits) -> Result<Vec<String>, PdfError> {
+    // The time limit starts once the turn is ours, in `extract`.
+    let _turn = (bytes.len() >= LARGE_PDF_BYTES)
+        .then(|| LARGE_PDF.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
     match catch_unwind(AssertUnwindSafe(|| extract(bytes, limits))) {
         Ok(result) => result,
         Err(payload) => {

@@ -13,7 +13,7 @@ use super::order::Order;
 use crate::chunk;
 use crate::discover::{self, DatasetFormat, Format, Found, Skip};
 use crate::extract::{self, dataset, Document, ExtractOptions, Kind, Repair};
-use crate::tokenize::Vocab;
+use crate::tokenize::{Encoder, Vocab};
 
 /// Settings the stages need.
 pub struct StageOptions {
@@ -153,8 +153,9 @@ pub fn spawn_tokenize<'s>(
     for _ in 0..threads.max(1) {
         let (pieces, tx) = (pieces.clone(), tx.clone());
         scope.spawn(move || {
+            let mut encoder = vocab.encoder();
             for mut piece in pieces {
-                tokenize_piece(&mut piece, vocab);
+                tokenize_piece(&mut piece, &mut encoder);
                 if tx.send(piece).is_err() {
                     break;
                 }
@@ -164,9 +165,9 @@ pub fn spawn_tokenize<'s>(
     rx
 }
 
-fn tokenize_piece(piece: &mut Piece, vocab: &Vocab) {
+fn tokenize_piece(piece: &mut Piece, encoder: &mut Encoder) {
     for doc in &mut piece.docs {
-        let encoded: Result<Vec<_>, _> = doc.chunks.iter().map(|c| vocab.encode(c)).collect();
+        let encoded: Result<Vec<_>, _> = doc.chunks.iter().map(|c| encoder.encode(c)).collect();
         match encoded {
             Ok(tokens) => doc.tokens = tokens,
             Err(e) => {
