@@ -10,6 +10,10 @@ use common::*;
 use mamba_model::init::Rng;
 use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
 
+/// The allocator the `mamba` binary uses, so the bench measures what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> mamba_model::Result<()> {
     let d = env_usize("BENCH_D", 256);
     let layers = env_usize("BENCH_LAYERS", 4);

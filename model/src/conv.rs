@@ -139,6 +139,19 @@ fn silu_and_grad(p: f32) -> (f32, f32) {
     (p * s, s * (1.0 + p * (1.0 - s)))
 }
 
+/// The weights (and bias, last) of channels [c0, c1) from the (d, k + 1) layout into a
+/// (k + 1, c1 - c0) one, so that the loops over channels run over contiguous memory.
+fn tap_major(p: &[f32], c0: usize, c1: usize, k1: usize) -> Vec<f32> {
+    let w = c1 - c0;
+    let mut taps = vec![0f32; k1 * w];
+    for (j, pj) in p[c0 * k1..c1 * k1].chunks(k1).enumerate() {
+        for (kk, &v) in pj.iter().enumerate() {
+            taps[kk * w + j] = v;
+        }
+    }
+    taps
+}
+
 #[derive(Clone, Copy)]
 struct Ptr(*mut f32);
 unsafe impl Send for Ptr {}
@@ -153,11 +166,13 @@ impl ConvSiluOp {
             }
     }
 
-    /// Pre-activations of channels [c0, c1) for batch row bi, written to `pre` ((l, c1 - c0)).
+    /// Pre-activations of channels [c0, c1) for batch row bi, written to `pre` ((l, c1 - c0));
+    /// `taps` are those channels' weights from [`tap_major`].
+    #[allow(clippy::too_many_arguments)]
     fn pre(
         &self,
         x: &[f32],
-        p: &[f32],
+        taps: &[f32],
         dims: (usize, usize, usize, usize),
         bi: usize,
         c0: usize,
@@ -168,17 +183,15 @@ impl ConvSiluOp {
         let w = c1 - c0;
         for t in 0..l {
             let row = &mut pre[t * w..(t + 1) * w];
-            for (j, r) in row.iter_mut().enumerate() {
-                *r = p[(c0 + j) * (k + 1) + k];
-            }
+            row.copy_from_slice(&taps[k * w..]);
             for kk in 0..k {
                 let s = k - 1 - kk;
                 if !self.valid(bi, l, t, s) {
                     continue;
                 }
                 let xr = &x[(bi * l + t - s) * d + c0..(bi * l + t - s) * d + c1];
-                for j in 0..w {
-                    row[j] += p[(c0 + j) * (k + 1) + kk] * xr[j];
+                for ((r, &tap), &xv) in row.iter_mut().zip(&taps[kk * w..]).zip(xr) {
+                    *r += tap * xv;
                 }
             }
         }
@@ -212,7 +225,8 @@ impl candle_core::CustomOp2 for ConvSiluOp {
             let (c0, c1) = (blk * CBLK, ((blk + 1) * CBLK).min(d));
             let w = c1 - c0;
             let mut pre = vec![0f32; l * w];
-            self.pre(x, p, dims, bi, c0, c1, &mut pre);
+            let taps = tap_major(p, c0, c1, k1);
+            self.pre(x, &taps, dims, bi, c0, c1, &mut pre);
             for t in 0..l {
                 for j in 0..w {
                     let v = silu_and_grad(pre[t * w + j]).0;
@@ -280,19 +294,21 @@ impl candle_core::CustomOp2 for ConvSiluBwd {
                 let (c0, c1) = (blk * CBLK, ((blk + 1) * CBLK).min(d));
                 let w = c1 - c0;
                 let mut pre = vec![0f32; l * w];
+                let taps = tap_major(p, c0, c1, k1);
+                let mut gtaps = vec![0f32; k1 * w];
                 for bi in 0..b {
-                    self.op.pre(x, p, dims, bi, c0, c1, &mut pre);
+                    self.op.pre(x, &taps, dims, bi, c0, c1, &mut pre);
                     // pre <- d pre = g * silu'(pre)
                     for t in 0..l {
                         let gr = &g[(bi * l + t) * d + c0..(bi * l + t) * d + c1];
-                        for j in 0..w {
-                            pre[t * w + j] = gr[j] * silu_and_grad(pre[t * w + j]).1;
+                        for (pv, &gv) in pre[t * w..(t + 1) * w].iter_mut().zip(gr) {
+                            *pv = gv * silu_and_grad(*pv).1;
                         }
                     }
                     for t in 0..l {
                         let dp = &pre[t * w..(t + 1) * w];
-                        for j in 0..w {
-                            gpb[j * k1 + k] += dp[j];
+                        for (a, &v) in gtaps[k * w..].iter_mut().zip(dp) {
+                            *a += v;
                         }
                         for kk in 0..k {
                             let s = k - 1 - kk;
@@ -301,13 +317,20 @@ impl candle_core::CustomOp2 for ConvSiluBwd {
                             }
                             let src = (bi * l + t - s) * d + c0;
                             let xr = &x[src..src + w];
+                            let gt = &mut gtaps[kk * w..(kk + 1) * w];
+                            let tp = &taps[kk * w..(kk + 1) * w];
+                            // Safety: this task alone writes columns [c0, c1) of dx.
+                            let gxr = unsafe { std::slice::from_raw_parts_mut(gxp.0.add(src), w) };
                             for j in 0..w {
-                                gpb[j * k1 + kk] += dp[j] * xr[j];
-                                unsafe {
-                                    *gxp.0.add(src + j) += p[(c0 + j) * k1 + kk] * dp[j];
-                                }
+                                gt[j] += dp[j] * xr[j];
+                                gxr[j] += tp[j] * dp[j];
                             }
                         }
+                    }
+                }
+                for j in 0..w {
+                    for kk in 0..k1 {
+                        gpb[j * k1 + kk] = gtaps[kk * w + j];
                     }
                 }
             });

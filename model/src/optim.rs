@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use candle_nn::VarMap;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::weights::{read_safetensors, write_safetensors};
@@ -266,7 +267,8 @@ impl AdamW {
     }
 }
 
-/// Fused single-pass update for CPU tensors (the tensor-op path is used on other devices).
+/// The update for CPU tensors, in place: the moments, then the weights, each one parallel
+/// pass (the tensor-op path is used on other devices).
 #[allow(clippy::too_many_arguments)]
 fn cpu_update(
     p: &mut Param,
@@ -279,27 +281,121 @@ fn cpu_update(
     bc1: f64,
     bc2: f64,
 ) -> Result<()> {
-    let shape = p.var.shape().clone();
-    let mut w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-    let gv = g.flatten_all()?.to_vec1::<f32>()?;
-    let mut m = p.m.flatten_all()?.to_vec1::<f32>()?;
-    let mut v = p.v.flatten_all()?.to_vec1::<f32>()?;
-    let (b1f, b2f) = (b1 as f32, b2 as f32);
-    let (lr_f, eps_f) = (lr as f32, eps as f32);
-    let decay = (1.0 - lr * wd) as f32;
-    let (ibc1, ibc2) = ((1.0 / bc1) as f32, (1.0 / bc2) as f32);
-    for i in 0..w.len() {
-        let gi = gv[i];
-        m[i] = b1f * m[i] + (1.0 - b1f) * gi;
-        v[i] = b2f * v[i] + (1.0 - b2f) * gi * gi;
-        let upd = (m[i] * ibc1) / ((v[i] * ibc2).sqrt() + eps_f);
-        w[i] = w[i] * decay - lr_f * upd;
-    }
-    let dev = p.var.device().clone();
-    p.var.set(&Tensor::from_vec(w, shape.clone(), &dev)?)?;
-    p.m = Tensor::from_vec(m, shape.clone(), &dev)?;
-    p.v = Tensor::from_vec(v, shape, &dev)?;
+    let g = g.contiguous()?;
+    p.m.inplace_op2(
+        &g,
+        &MomentPass {
+            beta: b1 as f32,
+            square: false,
+        },
+    )?;
+    p.v.inplace_op2(
+        &g,
+        &MomentPass {
+            beta: b2 as f32,
+            square: true,
+        },
+    )?;
+    let pass = WeightPass {
+        lr: lr as f32,
+        decay: (1.0 - lr * wd) as f32,
+        eps: eps as f32,
+        ibc1: (1.0 / bc1) as f32,
+        ibc2: (1.0 / bc2) as f32,
+    };
+    p.var.as_tensor().inplace_op3(&p.m, &p.v, &pass)?;
     Ok(())
+}
+
+/// m <- beta m + (1 - beta) g (or g^2), in place.
+struct MomentPass {
+    beta: f32,
+    square: bool,
+}
+
+/// w <- decay w - lr (m / bc1) / (sqrt(v / bc2) + eps), in place.
+struct WeightPass {
+    lr: f32,
+    decay: f32,
+    eps: f32,
+    ibc1: f32,
+    ibc2: f32,
+}
+
+/// Elements per parallel task of the in-place passes.
+const PASS_CHUNK: usize = 1 << 14;
+
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("adamw: expected contiguous f32 tensors"),
+    }
+}
+
+fn cpu_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("adamw: expected contiguous f32 tensors"),
+    }
+}
+
+impl InplaceOp2 for MomentPass {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        m: &mut CpuStorage,
+        ml: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (m, g) = (cpu_slice_mut(m, ml)?, cpu_slice(g, gl)?);
+        let (beta, square) = (self.beta, self.square);
+        m.par_chunks_mut(PASS_CHUNK)
+            .zip(g.par_chunks(PASS_CHUNK))
+            .for_each(|(m, g)| {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    let x = if square { g * g } else { g };
+                    *m = beta * *m + (1.0 - beta) * x;
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp3 for WeightPass {
+    fn name(&self) -> &'static str {
+        "adamw-weights"
+    }
+
+    fn cpu_fwd(
+        &self,
+        w: &mut CpuStorage,
+        wl: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (w, m, v) = (cpu_slice_mut(w, wl)?, cpu_slice(m, ml)?, cpu_slice(v, vl)?);
+        let WeightPass {
+            lr,
+            decay,
+            eps,
+            ibc1,
+            ibc2,
+        } = *self;
+        w.par_chunks_mut(PASS_CHUNK)
+            .zip(m.par_chunks(PASS_CHUNK).zip(v.par_chunks(PASS_CHUNK)))
+            .for_each(|(w, (m, v))| {
+                for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                    *w = *w * decay - lr * (m * ibc1) / ((v * ibc2).sqrt() + eps);
+                }
+            });
+        Ok(())
+    }
 }
 
 /// Scales gradients so that their global L2 norm is at most `max_norm`; returns the norm before
@@ -326,4 +422,58 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
         }
     }
     Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// torch.optim.AdamW's update written out in f64, for one parameter with a fixed gradient.
+    fn reference(w0: &[f64], g: &[f64], cfg: &AdamWConfig, decay: bool, steps: i32) -> Vec<f64> {
+        let (mut w, mut m, mut v) = (w0.to_vec(), vec![0.0; w0.len()], vec![0.0; w0.len()]);
+        for t in 1..=steps {
+            for i in 0..w.len() {
+                if decay {
+                    w[i] *= 1.0 - cfg.lr * cfg.weight_decay;
+                }
+                m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * g[i];
+                v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * g[i] * g[i];
+                let mhat = m[i] / (1.0 - cfg.beta1.powi(t));
+                let vhat = v[i] / (1.0 - cfg.beta2.powi(t));
+                w[i] -= cfg.lr * mhat / (vhat.sqrt() + cfg.eps);
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn cpu_update_matches_torch_adamw() {
+        let n = 40_000; // more than one parallel chunk
+        let w0: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let cfg = AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        for (name, decay) in [("l.in_proj.weight", true), ("l.norm.weight", false)] {
+            let var = Var::from_vec(w0.clone(), n, &Device::Cpu).unwrap();
+            let mut opt = AdamW::new(vec![(name.to_string(), var.clone())], cfg.clone()).unwrap();
+            let coef = Tensor::from_vec(g.clone(), n, &Device::Cpu).unwrap();
+            for _ in 0..3 {
+                let loss = (var.as_tensor() * &coef).unwrap().sum_all().unwrap();
+                opt.backward_step(&loss).unwrap();
+            }
+            let got = var.as_tensor().to_vec1::<f32>().unwrap();
+            let w64: Vec<f64> = w0.iter().map(|&x| x as f64).collect();
+            let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
+            let want = reference(&w64, &g64, &cfg, decay, 3);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((*a as f64 - b).abs() < 1e-5, "{name}[{i}]: {a} vs {b}");
+            }
+        }
+    }
 }

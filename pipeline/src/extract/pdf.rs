@@ -53,8 +53,11 @@ static LARGE_PDF: Mutex<()> = Mutex::new(());
 /// an empty string. Lines end in `\n`; words on a line are separated by one space.
 pub fn extract_pages(bytes: &[u8], limits: &PdfLimits) -> Result<Vec<String>, PdfError> {
     // The time limit starts once the turn is ours, in `extract`.
-    let _turn = (bytes.len() >= LARGE_PDF_BYTES)
-        .then(|| LARGE_PDF.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    let _turn = (bytes.len() >= LARGE_PDF_BYTES).then(|| {
+        LARGE_PDF
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    });
     match catch_unwind(AssertUnwindSafe(|| extract(bytes, limits))) {
         Ok(result) => result,
         Err(payload) => {
