@@ -15,6 +15,9 @@ use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> mamba_model::Result<()> {
+    // As `mamba train` does: keep freed memory rather than return it to the OS every step
+    // (mi_option_purge_delay = -1; see src/main.rs).
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let d = env_usize("BENCH_D", 256);
     let layers = env_usize("BENCH_LAYERS", 4);
     let vocab = env_usize("BENCH_VOCAB", 4096);
