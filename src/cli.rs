@@ -140,7 +140,7 @@ pub struct InspectArgs {
 #[derive(Args)]
 pub struct ModelInfoArgs {
     /// Model preset
-    #[arg(long, default_value = "small", value_parser = ["tiny", "small", "medium", "large"])]
+    #[arg(long, default_value = "small", value_parser = ["tiny", "small", "medium", "large", "130m"])]
     pub size: String,
     /// Vocabulary size (before padding to a multiple of 8)
     #[arg(long, default_value_t = 50257, value_parser = clap::value_parser!(u32).range(1..))]
@@ -157,7 +157,7 @@ pub struct TrainArgs {
     /// Where checkpoints and metrics.jsonl go
     #[arg(long, default_value = "checkpoints", value_name = "DIR")]
     pub checkpoint_dir: PathBuf,
-    /// Model preset: tiny, small, medium, large (configs/models.json)
+    /// Model preset: tiny, small, medium, large, 130m (configs/models.json)
     #[arg(long, value_name = "NAME")]
     pub model_size: Option<String>,
     /// VRAM profile: 8gb, 12gb, 16gb, 24gb, 32gb, 48gb (configs/vram.json)

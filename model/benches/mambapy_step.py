@@ -1,9 +1,13 @@
 """The reference point of the train_step bench: the same training step in mambapy (PyTorch,
 parallel scan). d_model 256, 4 layers, vocab 4096, seq 256, batch 4; forward, backward and
 AdamW; median of 7 steps after one warm-up step. Prints `tokens/s: N` like train_step.
+MAMBAPY_SHAPE=130m uses d_model 768, 24 layers, vocab 50280, seq 2048, batch 8 instead, and
+MAMBAPY_DEVICE=cuda runs on the GPU under bf16 autocast (scripts/gpu-check.sh).
 
 Needs `pip install torch mambapy`.
 """
+import contextlib
+import os
 import statistics
 import time
 
@@ -12,6 +16,9 @@ import torch.nn.functional as F
 from mambapy.mamba import Mamba, MambaConfig, RMSNorm
 
 D, LAYERS, VOCAB, SEQ, BATCH, ITERS = 256, 4, 4096, 256, 4, 7
+if os.environ.get("MAMBAPY_SHAPE") == "130m":
+    D, LAYERS, VOCAB, SEQ, BATCH = 768, 24, 50280, 2048, 8
+DEVICE = os.environ.get("MAMBAPY_DEVICE", "cpu")
 
 
 
@@ -30,18 +37,23 @@ class LM(torch.nn.Module):
 
 
 torch.manual_seed(0)
-model = LM()
+model = LM().to(DEVICE)
 opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
-tokens = torch.randint(0, VOCAB, (BATCH, SEQ + 1))
+tokens = torch.randint(0, VOCAB, (BATCH, SEQ + 1), device=DEVICE)
 x, y = tokens[:, :SEQ], tokens[:, 1:]
+on_gpu = DEVICE != "cpu"
+autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
 times = []
 for i in range(ITERS + 1):
     start = time.perf_counter()
-    logits = model(x)
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+    with autocast:
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
     opt.zero_grad()
     loss.backward()
     opt.step()
+    if on_gpu:
+        torch.cuda.synchronize()
     if i > 0:
         times.append(time.perf_counter() - start)
 step = statistics.median(times)

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Names accepted by [`Config::preset`].
-pub const PRESETS: &[&str] = &["tiny", "small", "medium", "large"];
+pub const PRESETS: &[&str] = &["tiny", "small", "medium", "large", "130m"];
 
 /// Hyper-parameters of a Mamba-1 language model (the `MambaLMHeadModel` / `MambaForCausalLM`
 /// computation). Only the fields below change the computation; the `dt_*` and `initializer_range`
@@ -77,13 +77,15 @@ impl Config {
     }
 
     /// Size presets: `tiny` (d 64, 2 layers; for tests), `small` (d 512, 8 layers),
-    /// `medium` (d 768, 12 layers), `large` (d 1024, 24 layers).
+    /// `medium` (d 768, 12 layers), `large` (d 1024, 24 layers), and `130m` (d 768, 24 layers:
+    /// the shape of state-spaces/mamba-130m, the usual yardstick for speed).
     pub fn preset(name: &str, vocab: usize) -> Result<Config> {
         let (d, n) = match name {
             "tiny" => (64, 2),
             "small" => (512, 8),
             "medium" => (768, 12),
             "large" => (1024, 24),
+            "130m" => (768, 24),
             _ => {
                 return Err(Error::Config(format!(
                     "unknown model size `{name}` (valid: {})",

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::cli::TrainArgs;
 use crate::train::config::{self, model_shape, TrainConfig};
-use crate::train::{memory, RunOptions, TrainError};
+use crate::train::{gpu, memory, RunOptions, TrainError};
 
 /// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
 const DRY_RUN_VOCAB: usize = 32768;
@@ -70,7 +70,22 @@ fn config_file(a: &TrainArgs) -> Result<Map<String, Value>, config::ConfigError>
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let cfg = match config_file(&args).and_then(|file| config::resolve(&file, &flags(&args))) {
+    let file = match config_file(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut flags = flags(&args);
+    match gpu::apply_defaults(&file, &mut flags, gpu::query) {
+        Ok(notes) => notes.iter().for_each(|n| eprintln!("note: {n}")),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let cfg = match config::resolve(&file, &flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -103,6 +103,14 @@ impl Default for TrainConfig {
     }
 }
 
+/// The VRAM profiles and their sizes in GB (configs/vram.json).
+pub fn vram_profiles() -> Vec<(String, f64)> {
+    table(VRAM)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.get("vram_gb")?.as_f64()?)))
+        .collect()
+}
+
 fn table(text: &str) -> Map<String, Value> {
     match serde_json::from_str(text) {
         Ok(Value::Object(m)) => m,

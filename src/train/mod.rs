@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod forward;
+pub mod gpu;
 pub mod loader;
 pub mod memory;
 pub mod metrics;

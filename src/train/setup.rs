@@ -32,12 +32,25 @@ pub struct Run {
     accum: u64,
 }
 
-/// The device asked for; CUDA is refused with what to do until the CUDA build exists.
+/// The device asked for: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
 pub fn device(name: &str) -> Result<Device, TrainError> {
     match name {
         "cpu" => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        other => {
+            let ordinal = super::gpu::ordinal(other).ok_or_else(|| {
+                TrainError::Unsupported(format!("--device {other}: expected cpu, cuda or cuda:N"))
+            })?;
+            Device::new_cuda(ordinal).map_err(|e| {
+                TrainError::Unsupported(format!(
+                    "--device {other}: no usable GPU ({e}); check the driver, or use --device cpu"
+                ))
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
         other => Err(TrainError::Unsupported(format!(
-            "--device {other}: this build has no CUDA support; use --device cpu"
+            "--device {other}: this build has no CUDA support (build with --features cuda, \
+             see scripts/cuda-build.sh); use --device cpu"
         ))),
     }
 }

@@ -12,10 +12,13 @@
 //! Candle custom ops take at most three inputs, so the op sees packed tensors:
 //! `(u, delta[, z])` stacked to (2|3, b, l, d), `[B | C]` as (b, l, 2n) and `[A | D | bias]` as
 //! (d, n + 2). The backward is a second op returning all gradients in one flat buffer, which is
-//! split back with views. Only `cpu_fwd` of [`ScanFwd`] / [`ScanBwd`] is device-specific; a CUDA
-//! kernel is added by implementing `cuda_fwd` on both with the same packed layout.
+//! split back with views. Only `cpu_fwd` / `cuda_fwd` of [`ScanFwd`] / [`ScanBwd`] are
+//! device-specific (`cpu.rs`; `cuda.rs` + `scan.cu` with the `cuda` feature), on the same
+//! packed layout.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod math;
 pub mod reference;
 
@@ -46,8 +49,35 @@ pub struct ScanOptions<'a> {
     pub chunk: usize,
 }
 
-/// Runs the fused selective scan (see the module docs). All float inputs must be f32.
+/// Runs the fused selective scan (see the module docs). Float inputs are all f32, or all bf16
+/// or f16: then the state and the arithmetic stay f32 (as in mamba_ssm) and only the output is
+/// rounded back to the inputs' type.
 pub fn selective_scan(
+    u: &Tensor,
+    delta: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: &Tensor,
+    opts: &ScanOptions,
+) -> Result<Tensor> {
+    let dtype = u.dtype();
+    if !matches!(dtype, DType::BF16 | DType::F16) {
+        return selective_scan_f32(u, delta, a, b, c, d, opts);
+    }
+    let f = |t: &Tensor| t.to_dtype(DType::F32);
+    let z = opts.z.map(f).transpose()?;
+    let bias = opts.delta_bias.map(f).transpose()?;
+    let opts = ScanOptions {
+        z: z.as_ref(),
+        delta_bias: bias.as_ref(),
+        ..opts.clone()
+    };
+    let (u, delta, a, b, c, d) = (f(u)?, f(delta)?, f(a)?, f(b)?, f(c)?, f(d)?);
+    selective_scan_f32(&u, &delta, &a, &b, &c, &d, &opts)?.to_dtype(dtype)
+}
+
+fn selective_scan_f32(
     u: &Tensor,
     delta: &Tensor,
     a: &Tensor,
@@ -229,6 +259,21 @@ impl CustomOp3 for ScanFwd {
         Ok((CpuStorage::F32(y), Shape::from((dm.b, dm.l, dm.d))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dm = self.dims(l1, l2, l3)?;
+        let resets = self.resets.as_ref();
+        cuda::forward(&dm, self.has_z, resets, (s1, l1), (s2, l2), (s3, l3))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -285,5 +330,32 @@ impl CustomOp3 for ScanBwd {
         let out = cpu::backward(&dm, &inp, gdata);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dm = self.fwd.dims(l1, l2, l3)?;
+        if self.grad.dims() != [dm.b, dm.l, dm.d] {
+            candle_core::bail!("selective_scan: gradient shape {:?}", self.grad.dims())
+        }
+        let resets = self.fwd.resets.as_ref();
+        let x = (s1, l1);
+        cuda::backward(
+            &dm,
+            self.fwd.has_z,
+            resets,
+            &self.grad,
+            x,
+            (s2, l2),
+            (s3, l3),
+        )
     }
 }

@@ -1,0 +1,156 @@
+//! GPU checks of the model crate (needs the `cuda` feature and a GPU), run by
+//! `scripts/gpu-check.sh`:
+//! - the CUDA selective scan, forward and every gradient, against the CPU op on the same random
+//!   inputs (with z, softplus and document resets), in f32 and with bf16 inputs, and that two
+//!   GPU runs give the same bits;
+//! - the bf16 matmul throughput of this GPU (the denominator of model FLOPs utilisation).
+//!
+//! cargo run --release --features cuda -p mamba-model --example gpu_check
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use mamba_model::scan::{selective_scan, ScanOptions};
+
+type Res<T> = candle_core::Result<T>;
+
+/// Largest |a - b| / (max |b| + tiny) over all elements.
+fn rel_err(a: &Tensor, b: &Tensor) -> Res<f64> {
+    let a = a
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?;
+    let b = b
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?;
+    let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
+    let scale = b.abs()?.max(0)?.to_scalar::<f64>()?;
+    Ok(diff / (scale + 1e-12))
+}
+
+struct Case {
+    tensors: Vec<Tensor>, // u, delta, a, b, c, d, bias, z (f32, CPU)
+    resets: Tensor,
+    grad_out: Tensor,
+}
+
+fn case(b: usize, l: usize, d: usize, n: usize) -> Res<Case> {
+    let cpu = Device::Cpu;
+    let r = |shape: &[usize], scale: f64, shift: f64| -> Res<Tensor> {
+        (Tensor::randn(0f32, 1f32, shape, &cpu)? * scale)? + shift
+    };
+    let tensors = vec![
+        r(&[b, l, d], 1.0, 0.0)?,
+        r(&[b, l, d], 1.0, -2.0)?,
+        r(&[d, n], 0.5, -2.0)?,
+        r(&[b, l, n], 1.0, 0.0)?,
+        r(&[b, l, n], 1.0, 0.0)?,
+        r(&[d], 1.0, 0.0)?,
+        r(&[d], 0.1, 0.0)?,
+        r(&[b, l, d], 1.0, 0.0)?,
+    ];
+    let resets: Vec<u8> = (0..b * l).map(|i| (i % l % 97 == 5) as u8).collect();
+    Ok(Case {
+        tensors,
+        resets: Tensor::from_vec(resets, (b, l), &cpu)?,
+        grad_out: r(&[b, l, d], 1.0, 0.0)?,
+    })
+}
+
+/// Output and the gradients of all eight inputs, on `dev` with inputs cast to `dtype`.
+fn run(c: &Case, dev: &Device, dtype: DType) -> Res<Vec<Tensor>> {
+    let vars: Vec<Var> = c
+        .tensors
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_dtype(dtype)?.to_device(dev)?))
+        .collect::<Res<_>>()?;
+    let t: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+    let resets = c.resets.to_device(dev)?;
+    let opts = ScanOptions {
+        delta_bias: Some(t[6]),
+        delta_softplus: true,
+        z: Some(t[7]),
+        resets: Some(&resets),
+        chunk: 0,
+    };
+    let y = selective_scan(t[0], t[1], t[2], t[3], t[4], t[5], &opts)?;
+    let g = c.grad_out.to_dtype(dtype)?.to_device(dev)?;
+    let grads = (y.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?
+        .sum_all()?
+        .backward()?;
+    let mut out = vec![y];
+    for v in &vars {
+        out.push(grads.get(v.as_tensor()).cloned().unwrap_or(v.zeros_like()?));
+    }
+    Ok(out)
+}
+
+fn scan_check(gpu: &Device) -> Res<bool> {
+    const NAMES: [&str; 9] = ["y", "du", "ddelta", "dA", "dB", "dC", "dD", "dbias", "dz"];
+    let mut ok = true;
+    for (b, l, d, n) in [(2, 300, 70, 16), (3, 129, 64, 4), (1, 2048, 96, 16)] {
+        let c = case(b, l, d, n)?;
+        let want = run(&c, &Device::Cpu, DType::F32)?;
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+            // The reference sees the same (rounded) inputs as the GPU.
+            let want = match dtype {
+                DType::F32 => want.clone(),
+                _ => {
+                    let rounded = Case {
+                        tensors: c
+                            .tensors
+                            .iter()
+                            .map(|t| t.to_dtype(dtype)?.to_dtype(DType::F32))
+                            .collect::<Res<_>>()?,
+                        resets: c.resets.clone(),
+                        grad_out: c.grad_out.to_dtype(dtype)?.to_dtype(DType::F32)?,
+                    };
+                    run(&rounded, &Device::Cpu, DType::F32)?
+                }
+            };
+            let got = run(&c, gpu, dtype)?;
+            let again = run(&c, gpu, dtype)?;
+            for (i, name) in NAMES.iter().enumerate() {
+                let e = rel_err(&got[i], &want[i])?;
+                let same = rel_err(&got[i], &again[i])? == 0.0;
+                let pass = e <= tol && same;
+                ok &= pass;
+                println!(
+                    "scan b{b} l{l} d{d} n{n} {dtype:?} {name:7} rel err {e:.2e} (<= {tol:.0e}) repeat bit-identical {same}: {}",
+                    if pass { "ok" } else { "FAIL" }
+                );
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn matmul_tflops(gpu: &Device) -> Res<f64> {
+    let m = 8192;
+    let a = Tensor::randn(0f32, 1f32, (m, m), gpu)?.to_dtype(DType::BF16)?;
+    let b = Tensor::randn(0f32, 1f32, (m, m), gpu)?.to_dtype(DType::BF16)?;
+    for _ in 0..3 {
+        a.matmul(&b)?;
+    }
+    gpu.synchronize()?;
+    let iters = 20;
+    let start = Instant::now();
+    for _ in 0..iters {
+        a.matmul(&b)?;
+    }
+    gpu.synchronize()?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(2.0 * (m as f64).powi(3) * iters as f64 / secs / 1e12)
+}
+
+fn main() -> Res<()> {
+    let gpu = Device::new_cuda(0)?;
+    let ok = scan_check(&gpu)?;
+    println!("bf16 matmul 8192^3: {:.1} TFLOP/s", matmul_tflops(&gpu)?);
+    println!("scan check: {}", if ok { "PASS" } else { "FAIL" });
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}

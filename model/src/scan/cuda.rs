@@ -1,0 +1,237 @@
+//! CUDA side of the fused selective scan: `scan.cu` compiled at run time with NVRTC (no nvcc
+//! needed to run the binary), launched on candle's stream with the CPU op's packed layout.
+
+use std::sync::OnceLock;
+
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaDevice, CudaStorage, Layout, Result, Shape, Storage, Tensor};
+
+use super::cpu::Dims;
+
+/// The kernels' source, compiled once per process.
+pub const SOURCE: &str = include_str!("scan.cu");
+const MODULE: &str = "mamba_selective_scan";
+/// Time steps between the backward's state checkpoints on the GPU (the buffer of recomputed
+/// states is this many steps per thread).
+const GPU_CHUNK: usize = 64;
+const WARP: u32 = 32;
+
+/// The kernels as PTX, or NVRTC's log if they do not compile.
+pub fn ptx() -> std::result::Result<&'static str, String> {
+    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    PTX.get_or_init(|| {
+        let opts = CompileOptions {
+            // IEEE division and square root, no flush to zero: the CPU kernel's math.
+            ftz: Some(false),
+            prec_div: Some(true),
+            prec_sqrt: Some(true),
+            fmad: Some(true),
+            ..Default::default()
+        };
+        compile_ptx_with_opts(SOURCE, opts)
+            .map(|p| p.to_src())
+            .map_err(|e| format!("selective scan kernels do not compile: {e:?}"))
+    })
+    .as_ref()
+    .map(String::as_str)
+    .map_err(Clone::clone)
+}
+
+/// `Dims` of scan.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KernelDims {
+    b: i32,
+    l: i32,
+    d: i32,
+    has_z: i32,
+    softplus: i32,
+    has_resets: i32,
+    chunk: i32,
+}
+
+unsafe impl DeviceRepr for KernelDims {}
+
+impl KernelDims {
+    fn new(dm: &Dims, has_z: bool, has_resets: bool) -> Result<KernelDims> {
+        let int = |v: usize| {
+            i32::try_from(v).map_err(|_| {
+                candle_core::Error::Msg(format!(
+                    "selective_scan: dimension {v} too large for the CUDA kernels"
+                ))
+            })
+        };
+        Ok(KernelDims {
+            b: int(dm.b)?,
+            l: int(dm.l)?,
+            d: int(dm.d)?,
+            has_z: has_z as i32,
+            softplus: dm.softplus as i32,
+            has_resets: has_resets as i32,
+            chunk: int(GPU_CHUNK.min(dm.chunk.max(1)))?,
+        })
+    }
+}
+
+fn slice<'a>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(s.as_cuda_slice::<f32>()?.slice(a..b)),
+        None => candle_core::bail!("selective_scan: {what} must be contiguous"),
+    }
+}
+
+/// The reset mask on the device, or a one-byte stand-in when there is none.
+fn resets_slice(dev: &CudaDevice, resets: Option<&Tensor>) -> Result<(CudaSlice<u8>, bool)> {
+    match resets {
+        Some(r) => {
+            let r = r.to_dtype(candle_core::DType::U8)?.contiguous()?;
+            let (st, l) = r.storage_and_layout();
+            let Storage::Cuda(cs) = &*st else {
+                candle_core::bail!("selective_scan: resets not on the GPU")
+            };
+            let (a, b) = l.contiguous_offsets().unwrap_or((0, 0));
+            let mut out = unsafe { dev.alloc::<u8>(b - a) }?;
+            dev.memcpy_dtod(&cs.as_cuda_slice::<u8>()?.slice(a..b), &mut out)?;
+            Ok((out, true))
+        }
+        None => Ok((dev.alloc_zeros::<u8>(1)?, false)),
+    }
+}
+
+fn grid(dm: &Dims) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((dm.d as u32).div_ceil(WARP), dm.b as u32, 1),
+        block_dim: (WARP, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn linear(len: usize) -> LaunchConfig {
+    LaunchConfig::for_num_elems(len as u32)
+}
+
+/// Forward: y (b, l, d).
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    dm: &Dims,
+    has_z: bool,
+    resets: Option<&Tensor>,
+    x: (&CudaStorage, &Layout),
+    bc: (&CudaStorage, &Layout),
+    params: (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    let dev = x.0.device.clone();
+    let ptx = ptx().map_err(candle_core::Error::Msg)?;
+    let func = dev.get_or_load_custom_func(&format!("scan_fwd_{}", dm.n), MODULE, ptx)?;
+    let (xs, bcs, ps) = (
+        slice(x.0, x.1, "u/delta/z")?,
+        slice(bc.0, bc.1, "B/C")?,
+        slice(params.0, params.1, "A/D/bias")?,
+    );
+    let (rs, has_resets) = resets_slice(&dev, resets)?;
+    let kd = KernelDims::new(dm, has_z, has_resets)?;
+    let mut y = unsafe { dev.alloc::<f32>(dm.b * dm.l * dm.d) }?;
+    let mut builder = func.builder();
+    builder
+        .arg(&xs)
+        .arg(&bcs)
+        .arg(&ps)
+        .arg(&rs)
+        .arg(&mut y)
+        .arg(&kd);
+    unsafe { builder.launch(grid(dm)) }.w()?;
+    let shape = Shape::from((dm.b, dm.l, dm.d));
+    Ok((CudaStorage::wrap_cuda_slice(y, dev), shape))
+}
+
+/// Backward: the flat [du | ddelta | dz?] [dB | dC] [dA | dD | d_bias] of the CPU op.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    dm: &Dims,
+    has_z: bool,
+    resets: Option<&Tensor>,
+    grad: &Tensor,
+    x: (&CudaStorage, &Layout),
+    bc: (&CudaStorage, &Layout),
+    params: (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    let dev = x.0.device.clone();
+    let ptx = ptx().map_err(candle_core::Error::Msg)?;
+    let func = dev.get_or_load_custom_func(&format!("scan_bwd_{}", dm.n), MODULE, ptx)?;
+    let (xs, bcs, ps) = (
+        slice(x.0, x.1, "u/delta/z")?,
+        slice(bc.0, bc.1, "B/C")?,
+        slice(params.0, params.1, "A/D/bias")?,
+    );
+    let (rs, has_resets) = resets_slice(&dev, resets)?;
+    let kd = KernelDims::new(dm, has_z, has_resets)?;
+    let grad = grad.contiguous()?;
+    let (gst, gl) = grad.storage_and_layout();
+    let Storage::Cuda(gcs) = &*gst else {
+        candle_core::bail!("selective_scan: gradient not on the GPU")
+    };
+    let dout = slice(gcs, gl, "output gradient")?;
+
+    let (b, l, d, n) = (dm.b, dm.l, dm.d, dm.n);
+    let bld = b * l * d;
+    let s = if has_z { 3 } else { 2 };
+    let warps = d.div_ceil(WARP as usize);
+    let threads = warps * WARP as usize * b;
+    let chunk = kd.chunk as usize;
+    let nchunks = l.div_ceil(chunk);
+    let mut out = dev.alloc_zeros::<f32>(s * bld + b * l * 2 * n + d * (n + 2))?;
+    let mut dbc_part = dev.alloc_zeros::<f32>(b * warps * l * 2 * n)?;
+    let mut dpar_part = dev.alloc_zeros::<f32>(b * d * (n + 2))?;
+    let mut ckpt = unsafe { dev.alloc::<f32>(nchunks.max(1) * n * threads) }?;
+    let mut hbuf = unsafe { dev.alloc::<f32>(chunk * n * threads) }?;
+    {
+        let mut gx = out.slice_mut(0..s * bld);
+        let mut builder = func.builder();
+        builder
+            .arg(&xs)
+            .arg(&bcs)
+            .arg(&ps)
+            .arg(&rs)
+            .arg(&dout)
+            .arg(&mut gx);
+        builder
+            .arg(&mut dbc_part)
+            .arg(&mut dpar_part)
+            .arg(&mut ckpt)
+            .arg(&mut hbuf)
+            .arg(&kd);
+        unsafe { builder.launch(grid(dm)) }.w()?;
+    }
+    {
+        let reduce = dev.get_or_load_custom_func("scan_reduce_dbc", MODULE, ptx)?;
+        let mut dst = out.slice_mut(s * bld..s * bld + b * l * 2 * n);
+        let (bi, wi, row) = (b as i32, warps as i32, (l * 2 * n) as i64);
+        let mut builder = reduce.builder();
+        builder
+            .arg(&dbc_part)
+            .arg(&mut dst)
+            .arg(&bi)
+            .arg(&wi)
+            .arg(&row);
+        unsafe { builder.launch(linear(b * l * 2 * n)) }.w()?;
+    }
+    {
+        let reduce = dev.get_or_load_custom_func("scan_reduce_params", MODULE, ptx)?;
+        let start = s * bld + b * l * 2 * n;
+        let mut dst = out.slice_mut(start..start + d * (n + 2));
+        let (bi, len) = (b as i32, (d * (n + 2)) as i64);
+        let mut builder = reduce.builder();
+        builder.arg(&dpar_part).arg(&mut dst).arg(&bi).arg(&len);
+        unsafe { builder.launch(linear(d * (n + 2))) }.w()?;
+    }
+    let len = s * bld + b * l * 2 * n + d * (n + 2);
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(len)))
+}

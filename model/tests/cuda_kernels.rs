@@ -1,0 +1,18 @@
+//! With the `cuda` feature: the selective-scan kernels compile with NVRTC. This needs only the
+//! NVRTC library (`scripts/cuda-build.sh` sets it up), not a GPU; the kernels are checked
+//! against the CPU op on a GPU by `scripts/gpu-check.sh`.
+#![cfg(feature = "cuda")]
+
+#[test]
+fn scan_kernels_compile_with_nvrtc() {
+    let ptx = mamba_model::scan::cuda::ptx().unwrap_or_else(|e| panic!("{e}"));
+    for n in [4, 8, 16, 32, 64] {
+        for pass in ["fwd", "bwd"] {
+            let entry = format!(".entry scan_{pass}_{n}(");
+            assert!(ptx.contains(&entry), "{entry} missing from the PTX");
+        }
+    }
+    for entry in ["scan_reduce_dbc", "scan_reduce_params"] {
+        assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
+    }
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one run (under 8 minutes on one H200):
+#   1. the CUDA selective scan, forward and all gradients, against the CPU op (f32 and bf16
+#      inputs, document resets; two GPU runs bit-identical), and a bf16 matmul for the MFU;
+#   2. a 3-step tiny training run on the CPU and on the GPU in f32: losses within 1e-4 relative;
+#   3. peak GPU memory of a few training steps for each VRAM profile with its preset model;
+#   4. training speed at the 130m shape (d_model 768, 24 layers, vocab 50280, seq 2048, bf16):
+#      tokens/s and model FLOPs utilisation against the matmul of step 1;
+#   5. the same shape in mambapy (PyTorch) on the same GPU, for reference.
+#
+#   scripts/gpu-check.sh [BIN_DIR]
+#
+# BIN_DIR holds `mamba` and `gpu_check` built by scripts/cuda-build.sh (default: target/release
+# and target/release/examples), or `mamba.gz` / `gpu_check.gz` (stripped and gzipped, to carry
+# them to a machine without network or cargo). The CUDA libraries are taken from the machine's
+# PyTorch wheels.
+# MAMBAPY_WHEEL=path/to/mambapy-*.whl installs mambapy without a network for step 5. Results go
+# to $OUT (default /tmp/gpu-check): gpu-check.md (the table) and the logs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-target/release}
+for gz in "$bin"/*.gz; do
+  [ -e "$gz" ] && gunzip -kf "$gz" && chmod +x "${gz%.gz}"
+done
+mamba=$bin/mamba
+check=$bin/gpu_check
+[ -x "$check" ] || check=$bin/examples/gpu_check
+out=${OUT:-/tmp/gpu-check}
+work=$(mktemp -d)
+mkdir -p "$out"
+table="$out/gpu-check.md"
+fail=0
+
+libs=$(python3 -c '
+import glob, os, nvidia
+dirs = {os.path.dirname(f) for p in nvidia.__path__ for f in glob.glob(os.path.join(p, "**", "lib*.so*"), recursive=True)}
+print(":".join(sorted(dirs)))' 2>/dev/null)
+export LD_LIBRARY_PATH="${libs}:${LD_LIBRARY_PATH:-}"
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader)
+{
+  echo "## GPU check, $(date -u +%Y-%m-%d)"
+  echo
+  echo "GPU: $gpu; \`scripts/gpu-check.sh\`"
+  echo
+} >"$table"
+
+# Peak of memory.used (MiB) on GPU 0 while "$@" runs, minus what was used before.
+peak_mib() {
+  local before log=$work/mem.log
+  before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 50 >"$log" &
+  local poller=$!
+  "$@"
+  local rc=$?
+  kill "$poller" 2>/dev/null
+  wait "$poller" 2>/dev/null
+  echo $(($(sort -n "$log" | tail -1) - before))
+  return $rc
+}
+
+# Median tokens/s over the steps after the first two, from a metrics.jsonl.
+median_tps() {
+  python3 -c '
+import json, statistics, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if "tokens_per_s" in l]
+print(round(statistics.median(x["tokens_per_s"] for x in r[2:] or r)))' "$1"
+}
+
+echo "== 1. scan kernels against the CPU op"
+"$check" 2>&1 | tee "$out/scan.log"
+tflops=$(sed -n 's/^bf16 matmul 8192^3: \([0-9.]*\) TFLOP\/s/\1/p' "$out/scan.log")
+grep -q "^scan check: PASS" "$out/scan.log" || fail=1
+{
+  echo "| check | result |"
+  echo "|---|---|"
+  echo "| scan fwd/bwd vs CPU, f32 (<= 1e-5) and bf16 (<= 1e-2), bit-identical reruns | $(grep -c ': ok$' "$out/scan.log") ok, $(grep -c ': FAIL$' "$out/scan.log") FAIL (scan.log) |"
+  echo "| bf16 matmul 8192^3 | ${tflops:-?} TFLOP/s |"
+} >>"$table"
+
+echo "== 2. tiny training, CPU vs GPU, f32"
+"$mamba" ingest data/ "$work/shards" --quiet || fail=1
+for dev in cpu cuda; do
+  "$mamba" train --shards "$work/shards" --model-size tiny --max-steps 3 --precision fp32 \
+    --device "$dev" --checkpoint-dir "$work/ck-$dev" --eval-every 1000 --save-every 1000 \
+    --warmup-steps 1 --quiet 2>&1 | tee "$out/tiny-$dev.log"
+done
+losses=$(python3 -c '
+import json, sys
+load = lambda p: [json.loads(l)["loss"] for l in open(p) if "\"loss\"" in l]
+a, b = load(sys.argv[1]), load(sys.argv[2])
+rel = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+print(f"cpu {a} gpu {b} max rel diff {rel:.2e} {\"ok\" if rel <= 1e-4 else \"FAIL\"}")' \
+  "$work/ck-cpu/metrics.jsonl" "$work/ck-cuda/metrics.jsonl")
+echo "$losses"
+case "$losses" in *FAIL*) fail=1 ;; esac
+echo "| tiny, 3 steps, f32, losses CPU vs GPU (<= 1e-4 relative) | $losses |" >>"$table"
+
+echo "== 3. peak GPU memory per VRAM profile"
+{
+  echo
+  echo "| VRAM profile | preset | peak GPU memory | fits |"
+  echo "|---|---|---:|---|"
+} >>"$table"
+for pair in 8gb:small 12gb:small 16gb:medium 24gb:medium 32gb:large 48gb:large; do
+  profile=${pair%%:*} preset=${pair##*:}
+  mib=$(peak_mib "$mamba" train --shards "$work/shards" --vram "$profile" --model-size "$preset" \
+    --device cuda --max-steps 2 --eval-every 1000 --save-every 1000 \
+    --checkpoint-dir "$work/vram-$profile" --quiet >"$out/vram-$profile.log" 2>&1)
+  budget=$((${profile%gb} * 1024))
+  fits=yes
+  [ "$mib" -lt "$budget" ] || { fits=NO; fail=1; }
+  echo "$profile $preset: $mib MiB (budget $budget MiB) $fits"
+  echo "| $profile | $preset | $mib MiB | $fits |" >>"$table"
+done
+
+echo "== 4. speed at the 130m shape"
+# A tokenizer of exactly 50,280 tokens needs text with that many merges: deterministic
+# random words over a small alphabet give them.
+python3 -c '
+import random
+r = random.Random(0)
+words = ["".join(r.choice("etaoinshrdlucmfwyp") for _ in range(r.randint(2, 9))) for _ in range(400000)]
+open("'"$work"'/syn.txt", "w").write(" ".join(r.choice(words) for _ in range(1500000)))'
+mkdir -p "$work/syn" && mv "$work/syn.txt" "$work/syn/"
+"$mamba" ingest "$work/syn" "$work/syn-shards" --vocab-size 50280 --quiet || fail=1
+params=$("$mamba" model-info --size 130m --vocab 50280 | sed -n 's/^ *parameters: \([0-9]*\).*/\1/p')
+"$mamba" train --shards "$work/syn-shards" --model-size 130m --precision bf16 --batch-size 8 \
+  --seq-len 2048 --grad-accum 1 --max-steps 12 --device cuda --eval-every 1000 \
+  --save-every 1000 --checkpoint-dir "$work/ck-130m" --quiet 2>&1 | tee "$out/speed-130m.log"
+tps=$(median_tps "$work/ck-130m/metrics.jsonl")
+mfu=$(python3 -c "print(f'{6 * ${params:-0} * ${tps:-0} / (${tflops:-1} * 1e12) * 100:.1f}')")
+echo "130m: $tps tokens/s, $params parameters, MFU $mfu%"
+
+echo "== 5. mambapy, same shape, same GPU"
+[ -n "${MAMBAPY_WHEEL:-}" ] && pip install -q --no-deps "$MAMBAPY_WHEEL"
+ref=$(MAMBAPY_DEVICE=cuda MAMBAPY_SHAPE=130m python3 model/benches/mambapy_step.py 2>&1 | tee "$out/mambapy.log" |
+  sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p')
+ratio=$(python3 -c "print(f'{${tps:-0} / ${ref:-0}:.2f}' if '${ref}' else 'n/a')")
+{
+  echo
+  echo "| 130m shape, bf16, batch 8 x 2048 | tokens/s | MFU | vs mambapy |"
+  echo "|---|---:|---:|---:|"
+  echo "| mamba ($params parameters) | $tps | $mfu% | ${ratio}x |"
+  echo "| mambapy (PyTorch, same GPU) | ${ref:-failed} | | |"
+} >>"$table"
+cat "$table"
+rm -rf "$work"
+exit $fail
