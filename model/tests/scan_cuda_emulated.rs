@@ -55,7 +55,7 @@ fn cuda_kernels_match_the_cpu_kernel() {
 
     // d = 40: a full warp and a partial one; chunk 32 over l = 70: three backward chunks.
     // Small, because every emulated shuffle is two thread barriers.
-    let (b, l, d, n, chunk) = (2, 70, 40, 8, 32);
+    let (b, l, d, n, chunk) = (2, 70, 40, 4, 32);
     let mut rng = Rng::new(7);
     let mut rand = |len: usize, scale: f32, shift: f32| -> Vec<f32> {
         (0..len)

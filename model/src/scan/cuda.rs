@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::WrapErr;
@@ -118,26 +118,60 @@ fn linear(len: usize) -> LaunchConfig {
     LaunchConfig::for_num_elems(len as u32)
 }
 
+/// The op's packed inputs on the device, each with its layout.
+pub struct Operands<'a> {
+    pub x: (&'a CudaStorage, &'a Layout),
+    pub bc: (&'a CudaStorage, &'a Layout),
+    pub params: (&'a CudaStorage, &'a Layout),
+}
+
+/// What both passes launch with.
+struct Prepared<'a> {
+    dev: CudaDevice,
+    ptx: &'static str,
+    xs: CudaView<'a, f32>,
+    bcs: CudaView<'a, f32>,
+    ps: CudaView<'a, f32>,
+    rs: CudaSlice<u8>,
+    kd: KernelDims,
+}
+
+fn prepare<'a>(
+    dm: &Dims,
+    has_z: bool,
+    resets: Option<&Tensor>,
+    ops: &Operands<'a>,
+) -> Result<Prepared<'a>> {
+    let dev = ops.x.0.device.clone();
+    let (rs, has_resets) = resets_slice(&dev, resets)?;
+    Ok(Prepared {
+        ptx: ptx().map_err(candle_core::Error::Msg)?,
+        xs: slice(ops.x.0, ops.x.1, "u/delta/z")?,
+        bcs: slice(ops.bc.0, ops.bc.1, "B/C")?,
+        ps: slice(ops.params.0, ops.params.1, "A/D/bias")?,
+        rs,
+        kd: KernelDims::new(dm, has_z, has_resets)?,
+        dev,
+    })
+}
+
 /// Forward: y (b, l, d).
-#[allow(clippy::too_many_arguments)]
 pub fn forward(
     dm: &Dims,
     has_z: bool,
     resets: Option<&Tensor>,
-    x: (&CudaStorage, &Layout),
-    bc: (&CudaStorage, &Layout),
-    params: (&CudaStorage, &Layout),
+    ops: &Operands,
 ) -> Result<(CudaStorage, Shape)> {
-    let dev = x.0.device.clone();
-    let ptx = ptx().map_err(candle_core::Error::Msg)?;
+    let Prepared {
+        dev,
+        ptx,
+        xs,
+        bcs,
+        ps,
+        rs,
+        kd,
+    } = prepare(dm, has_z, resets, ops)?;
     let func = dev.get_or_load_custom_func(&format!("scan_fwd_{}", dm.n), MODULE, ptx)?;
-    let (xs, bcs, ps) = (
-        slice(x.0, x.1, "u/delta/z")?,
-        slice(bc.0, bc.1, "B/C")?,
-        slice(params.0, params.1, "A/D/bias")?,
-    );
-    let (rs, has_resets) = resets_slice(&dev, resets)?;
-    let kd = KernelDims::new(dm, has_z, has_resets)?;
     let mut y = unsafe { dev.alloc::<f32>(dm.b * dm.l * dm.d) }?;
     let mut builder = func.builder();
     builder
@@ -153,26 +187,23 @@ pub fn forward(
 }
 
 /// Backward: the flat [du | ddelta | dz?] [dB | dC] [dA | dD | d_bias] of the CPU op.
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
     dm: &Dims,
     has_z: bool,
     resets: Option<&Tensor>,
     grad: &Tensor,
-    x: (&CudaStorage, &Layout),
-    bc: (&CudaStorage, &Layout),
-    params: (&CudaStorage, &Layout),
+    ops: &Operands,
 ) -> Result<(CudaStorage, Shape)> {
-    let dev = x.0.device.clone();
-    let ptx = ptx().map_err(candle_core::Error::Msg)?;
+    let Prepared {
+        dev,
+        ptx,
+        xs,
+        bcs,
+        ps,
+        rs,
+        kd,
+    } = prepare(dm, has_z, resets, ops)?;
     let func = dev.get_or_load_custom_func(&format!("scan_bwd_{}", dm.n), MODULE, ptx)?;
-    let (xs, bcs, ps) = (
-        slice(x.0, x.1, "u/delta/z")?,
-        slice(bc.0, bc.1, "B/C")?,
-        slice(params.0, params.1, "A/D/bias")?,
-    );
-    let (rs, has_resets) = resets_slice(&dev, resets)?;
-    let kd = KernelDims::new(dm, has_z, has_resets)?;
     let grad = grad.contiguous()?;
     let (gst, gl) = grad.storage_and_layout();
     let Storage::Cuda(gcs) = &*gst else {

@@ -270,8 +270,12 @@ impl CustomOp3 for ScanFwd {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let dm = self.dims(l1, l2, l3)?;
-        let resets = self.resets.as_ref();
-        cuda::forward(&dm, self.has_z, resets, (s1, l1), (s2, l2), (s3, l3))
+        let ops = cuda::Operands {
+            x: (s1, l1),
+            bc: (s2, l2),
+            params: (s3, l3),
+        };
+        cuda::forward(&dm, self.has_z, self.resets.as_ref(), &ops)
     }
 
     fn bwd(
@@ -346,16 +350,12 @@ impl CustomOp3 for ScanBwd {
         if self.grad.dims() != [dm.b, dm.l, dm.d] {
             candle_core::bail!("selective_scan: gradient shape {:?}", self.grad.dims())
         }
+        let ops = cuda::Operands {
+            x: (s1, l1),
+            bc: (s2, l2),
+            params: (s3, l3),
+        };
         let resets = self.fwd.resets.as_ref();
-        let x = (s1, l1);
-        cuda::backward(
-            &dm,
-            self.fwd.has_z,
-            resets,
-            &self.grad,
-            x,
-            (s2, l2),
-            (s3, l3),
-        )
+        cuda::backward(&dm, self.fwd.has_z, resets, &self.grad, &ops)
     }
 }

@@ -25,6 +25,30 @@ struct Dims {
     int b, l, d, has_z, softplus, has_resets, chunk;
 };
 
+// Step t of the recurrence for channel c of batch row bi: the reset, dt = softplus(delta +
+// bias), then h <- exp(dt A) h + dt u B_t. Returns u; writes dt.
+template <int N>
+__device__ __forceinline__ float advance(float (&h)[N], const float (&a)[N], float bias,
+                                         const float* __restrict__ x, const float* __restrict__ bc,
+                                         const unsigned char* __restrict__ resets, const Dims& dm,
+                                         int bi, int t, int c, float& dt) {
+    const long bld = (long)dm.b * dm.l * dm.d;
+    const long row = (long)bi * dm.l + t;
+    const long off = row * dm.d + c;
+    if (dm.has_resets && resets[row]) {
+#pragma unroll
+        for (int k = 0; k < N; k++) h[k] = 0.0f;
+    }
+    const float v = x[bld + off] + bias;
+    dt = dm.softplus ? softplus_f(v) : v;
+    const float u = x[off];
+    const float du = dt * u;
+    const float* bt = bc + row * 2 * N;
+#pragma unroll
+    for (int k = 0; k < N; k++) h[k] = fmaf(expf(dt * a[k]), h[k], du * bt[k]);
+    return u;
+}
+
 template <int N>
 __device__ void scan_fwd(const float* __restrict__ x, const float* __restrict__ bc,
                          const float* __restrict__ params, const unsigned char* __restrict__ resets,
@@ -42,23 +66,13 @@ __device__ void scan_fwd(const float* __restrict__ x, const float* __restrict__ 
 #pragma unroll
     for (int k = 0; k < N; k++) h[k] = 0.0f;
     for (int t = 0; t < dm.l; t++) {
-        const long row = (long)bi * dm.l + t;
-        const long off = row * dm.d + c;
-        if (dm.has_resets && resets[row]) {
-#pragma unroll
-            for (int k = 0; k < N; k++) h[k] = 0.0f;
-        }
-        const float v = x[bld + off] + bias;
-        const float dt = dm.softplus ? softplus_f(v) : v;
-        const float u = x[off];
-        const float du = dt * u;
-        const float* bt = bc + row * 2 * N;
+        float dt;
+        const float u = advance<N>(h, a, bias, x, bc, resets, dm, bi, t, c, dt);
+        const long off = ((long)bi * dm.l + t) * dm.d + c;
+        const float* ct = bc + ((long)bi * dm.l + t) * 2 * N + N;
         float acc = 0.0f;
 #pragma unroll
-        for (int k = 0; k < N; k++) {
-            h[k] = fmaf(expf(dt * a[k]), h[k], du * bt[k]);
-            acc = fmaf(h[k], bt[N + k], acc);
-        }
+        for (int k = 0; k < N; k++) acc = fmaf(h[k], ct[k], acc);
         float out = fmaf(dskip, u, acc);
         if (dm.has_z) {
             const float z = x[2 * bld + off];
@@ -103,18 +117,8 @@ __device__ void scan_bwd(const float* __restrict__ x, const float* __restrict__ 
 #pragma unroll
         for (int k = 0; k < N; k++) h[k] = 0.0f;
         for (int t = 0; t < (nchunks - 1) * kc; t++) {
-            const long row = (long)bi * dm.l + t;
-            const long off = row * dm.d + cc;
-            if (dm.has_resets && resets[row]) {
-#pragma unroll
-                for (int k = 0; k < N; k++) h[k] = 0.0f;
-            }
-            const float v = x[bld + off] + bias;
-            const float dt = dm.softplus ? softplus_f(v) : v;
-            const float du = dt * x[off];
-            const float* bt = bc + row * 2 * N;
-#pragma unroll
-            for (int k = 0; k < N; k++) h[k] = fmaf(expf(dt * a[k]), h[k], du * bt[k]);
+            float dt;
+            advance<N>(h, a, bias, x, bc, resets, dm, bi, t, cc, dt);
             if ((t + 1) % kc == 0) {
 #pragma unroll
                 for (int k = 0; k < N; k++) ckpt[((long)(t / kc) * N + k) * nthreads + tid] = h[k];
@@ -139,21 +143,10 @@ __device__ void scan_bwd(const float* __restrict__ x, const float* __restrict__ 
         for (int k = 0; k < N; k++)
             h[k] = ci == 0 ? 0.0f : ckpt[((long)(ci - 1) * N + k) * nthreads + tid];
         for (int t = t0; t < t1; t++) {
-            const long row = (long)bi * dm.l + t;
-            const long off = row * dm.d + cc;
-            if (dm.has_resets && resets[row]) {
+            float dt;
+            advance<N>(h, a, bias, x, bc, resets, dm, bi, t, cc, dt);
 #pragma unroll
-                for (int k = 0; k < N; k++) h[k] = 0.0f;
-            }
-            const float v = x[bld + off] + bias;
-            const float dt = dm.softplus ? softplus_f(v) : v;
-            const float du = dt * x[off];
-            const float* bt = bc + row * 2 * N;
-#pragma unroll
-            for (int k = 0; k < N; k++) {
-                h[k] = fmaf(expf(dt * a[k]), h[k], du * bt[k]);
-                hbuf[((long)(t - t0) * N + k) * nthreads + tid] = h[k];
-            }
+            for (int k = 0; k < N; k++) hbuf[((long)(t - t0) * N + k) * nthreads + tid] = h[k];
         }
         // Reverse recurrence through the chunk.
         for (int t = t1 - 1; t >= t0; t--) {
