@@ -162,25 +162,13 @@ pub fn forward(
     resets: Option<&Tensor>,
     ops: &Operands,
 ) -> Result<(CudaStorage, Shape)> {
-    let Prepared {
-        dev,
-        ptx,
-        xs,
-        bcs,
-        ps,
-        rs,
-        kd,
-    } = prepare(dm, has_z, resets, ops)?;
-    let func = dev.get_or_load_custom_func(&format!("scan_fwd_{}", dm.n), MODULE, ptx)?;
+    let p = prepare(dm, has_z, resets, ops)?;
+    let dev = p.dev.clone();
+    let func = dev.get_or_load_custom_func(&format!("scan_fwd_{}", dm.n), MODULE, p.ptx)?;
     let mut y = unsafe { dev.alloc::<f32>(dm.b * dm.l * dm.d) }?;
     let mut builder = func.builder();
-    builder
-        .arg(&xs)
-        .arg(&bcs)
-        .arg(&ps)
-        .arg(&rs)
-        .arg(&mut y)
-        .arg(&kd);
+    builder.arg(&p.xs).arg(&p.bcs).arg(&p.ps).arg(&p.rs);
+    builder.arg(&mut y).arg(&p.kd);
     unsafe { builder.launch(grid(dm)) }.w()?;
     let shape = Shape::from((dm.b, dm.l, dm.d));
     Ok((CudaStorage::wrap_cuda_slice(y, dev), shape))
@@ -194,15 +182,8 @@ pub fn backward(
     grad: &Tensor,
     ops: &Operands,
 ) -> Result<(CudaStorage, Shape)> {
-    let Prepared {
-        dev,
-        ptx,
-        xs,
-        bcs,
-        ps,
-        rs,
-        kd,
-    } = prepare(dm, has_z, resets, ops)?;
+    let p = prepare(dm, has_z, resets, ops)?;
+    let (dev, ptx, kd) = (p.dev.clone(), p.ptx, p.kd);
     let func = dev.get_or_load_custom_func(&format!("scan_bwd_{}", dm.n), MODULE, ptx)?;
     let grad = grad.contiguous()?;
     let (gst, gl) = grad.storage_and_layout();
@@ -226,13 +207,8 @@ pub fn backward(
     {
         let mut gx = out.slice_mut(0..s * bld);
         let mut builder = func.builder();
-        builder
-            .arg(&xs)
-            .arg(&bcs)
-            .arg(&ps)
-            .arg(&rs)
-            .arg(&dout)
-            .arg(&mut gx);
+        builder.arg(&p.xs).arg(&p.bcs).arg(&p.ps).arg(&p.rs);
+        builder.arg(&dout).arg(&mut gx);
         builder
             .arg(&mut dbc_part)
             .arg(&mut dpar_part)
