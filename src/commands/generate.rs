@@ -40,10 +40,11 @@ fn prompts(a: &GenerateArgs) -> Result<Vec<String>, String> {
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     if a.device != "cpu" {
-        return usage(format!(
-            "--device {}: this build has no CUDA support; use --device cpu",
-            a.device
-        ));
+        let why = match cfg!(feature = "cuda") {
+            true => "generation runs on the CPU only for now",
+            false => "this build has no CUDA support",
+        };
+        return usage(format!("--device {}: {why}; use --device cpu", a.device));
     }
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
