@@ -44,17 +44,19 @@ gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --form
   echo
 } >"$table"
 
-# Peak of memory.used (MiB) on GPU 0 while "$@" runs, minus what was used before.
+# Runs "$@" with its output in the file $1, and prints the peak of memory.used (MiB) on GPU 0
+# while it ran, minus what was used before.
 peak_mib() {
-  local before log=$work/mem.log
+  local log=$1 before mem=$work/mem.log
+  shift
   before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 50 >"$log" &
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 50 >"$mem" &
   local poller=$!
-  "$@"
+  "$@" >"$log" 2>&1
   local rc=$?
   kill "$poller" 2>/dev/null
   wait "$poller" 2>/dev/null
-  echo $(($(sort -n "$log" | tail -1) - before))
+  echo $(($(sort -n "$mem" | tail -1) - before))
   return $rc
 }
 
@@ -89,13 +91,28 @@ import json, sys
 load = lambda p: [json.loads(l)["loss"] for l in open(p) if "\"loss\"" in l]
 a, b = load(sys.argv[1]), load(sys.argv[2])
 rel = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
-print(f"cpu {a} gpu {b} max rel diff {rel:.2e} {\"ok\" if rel <= 1e-4 else \"FAIL\"}")' \
+verdict = "ok" if rel <= 1e-4 else "FAIL"
+print(f"cpu {a} gpu {b} max rel diff {rel:.2e} {verdict}")' \
   "$work/ck-cpu/metrics.jsonl" "$work/ck-cuda/metrics.jsonl")
 echo "$losses"
 case "$losses" in *FAIL*) fail=1 ;; esac
 echo "| tiny, 3 steps, f32, losses CPU vs GPU (<= 1e-4 relative) | $losses |" >>"$table"
 
-echo "== 3. peak GPU memory per VRAM profile"
+echo "== a store with a GPT-2-sized vocabulary, for steps 3 and 4"
+# A tokenizer of 50,280 tokens needs text with that many merges: deterministic random words
+# over a small alphabet give them.
+mkdir -p "$work/syn"
+python3 -c '
+import random, sys
+r = random.Random(0)
+words = ["".join(r.choice("etaoinshrdlucmfwyp") for _ in range(r.randint(2, 9))) for _ in range(400000)]
+open(sys.argv[1], "w").write(" ".join(r.choice(words) for _ in range(1500000)))' "$work/syn/text.txt"
+"$mamba" ingest "$work/syn" "$work/syn-shards" --vocab-size 50280 --quiet || fail=1
+vocab=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["tokenizer"]["vocab_size"])' \
+  "$work/syn-shards/manifest.json")
+echo "vocabulary: $vocab"
+
+echo "== 3. peak GPU memory per VRAM profile (vocabulary $vocab)"
 {
   echo
   echo "| VRAM profile | preset | peak GPU memory | fits |"
@@ -103,9 +120,9 @@ echo "== 3. peak GPU memory per VRAM profile"
 } >>"$table"
 for pair in 8gb:small 12gb:small 16gb:medium 24gb:medium 32gb:large 48gb:large; do
   profile=${pair%%:*} preset=${pair##*:}
-  mib=$(peak_mib "$mamba" train --shards "$work/shards" --vram "$profile" --model-size "$preset" \
-    --device cuda --max-steps 2 --eval-every 1000 --save-every 1000 \
-    --checkpoint-dir "$work/vram-$profile" --quiet >"$out/vram-$profile.log" 2>&1)
+  mib=$(peak_mib "$out/vram-$profile.log" "$mamba" train --shards "$work/syn-shards" \
+    --vram "$profile" --model-size "$preset" --device cuda --max-steps 2 --eval-every 1000 \
+    --save-every 1000 --checkpoint-dir "$work/vram-$profile" --quiet) || fail=1
   budget=$((${profile%gb} * 1024))
   fits=yes
   [ "$mib" -lt "$budget" ] || { fits=NO; fail=1; }
@@ -114,16 +131,7 @@ for pair in 8gb:small 12gb:small 16gb:medium 24gb:medium 32gb:large 48gb:large; 
 done
 
 echo "== 4. speed at the 130m shape"
-# A tokenizer of exactly 50,280 tokens needs text with that many merges: deterministic
-# random words over a small alphabet give them.
-python3 -c '
-import random
-r = random.Random(0)
-words = ["".join(r.choice("etaoinshrdlucmfwyp") for _ in range(r.randint(2, 9))) for _ in range(400000)]
-open("'"$work"'/syn.txt", "w").write(" ".join(r.choice(words) for _ in range(1500000)))'
-mkdir -p "$work/syn" && mv "$work/syn.txt" "$work/syn/"
-"$mamba" ingest "$work/syn" "$work/syn-shards" --vocab-size 50280 --quiet || fail=1
-params=$("$mamba" model-info --size 130m --vocab 50280 | sed -n 's/^ *parameters: \([0-9]*\).*/\1/p')
+params=$("$mamba" model-info --size 130m --vocab "$vocab" | sed -n 's/^ *parameters: \([0-9]*\).*/\1/p')
 "$mamba" train --shards "$work/syn-shards" --model-size 130m --precision bf16 --batch-size 8 \
   --seq-len 2048 --grad-accum 1 --max-steps 12 --device cuda --eval-every 1000 \
   --save-every 1000 --checkpoint-dir "$work/ck-130m" --quiet 2>&1 | tee "$out/speed-130m.log"
@@ -135,12 +143,12 @@ echo "== 5. mambapy, same shape, same GPU"
 [ -n "${MAMBAPY_WHEEL:-}" ] && pip install -q --no-deps "$MAMBAPY_WHEEL"
 ref=$(MAMBAPY_DEVICE=cuda MAMBAPY_SHAPE=130m python3 model/benches/mambapy_step.py 2>&1 | tee "$out/mambapy.log" |
   sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p')
-ratio=$(python3 -c "print(f'{${tps:-0} / ${ref:-0}:.2f}' if '${ref}' else 'n/a')")
+ratio=$(python3 -c "print(f'{${tps:-0} / ${ref:-0}:.2f}x' if '${ref}' else 'n/a')")
 {
   echo
-  echo "| 130m shape, bf16, batch 8 x 2048 | tokens/s | MFU | vs mambapy |"
+  echo "| 130m shape (vocabulary $vocab), bf16, batch 8 x 2048 | tokens/s | MFU | vs mambapy |"
   echo "|---|---:|---:|---:|"
-  echo "| mamba ($params parameters) | $tps | $mfu% | ${ratio}x |"
+  echo "| mamba ($params parameters) | $tps | $mfu% | $ratio |"
   echo "| mambapy (PyTorch, same GPU) | ${ref:-failed} | | |"
 } >>"$table"
 cat "$table"
