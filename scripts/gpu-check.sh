@@ -37,6 +37,13 @@ dirs = {os.path.dirname(f) for p in nvidia.__path__ for f in glob.glob(os.path.j
 print(":".join(sorted(dirs)))' 2>/dev/null)
 export LD_LIBRARY_PATH="${libs}:${LD_LIBRARY_PATH:-}"
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader)
+echo "GPU: $gpu"
+# The kernels' PTX comes from this NVRTC: one newer than the driver's CUDA makes PTX it rejects.
+echo "NVRTC: $(for d in ${LD_LIBRARY_PATH//:/ }; do ls "$d"/libnvrtc.so.* 2>/dev/null; done | head -3 | tr '\n' ' ')"
+if ldd "$mamba" | grep 'not found'; then
+  echo "libraries missing for $mamba (see above): set LD_LIBRARY_PATH" >&2
+  exit 1
+fi
 {
   echo "## GPU check, $(date -u +%Y-%m-%d)"
   echo
@@ -56,7 +63,10 @@ peak_mib() {
   local rc=$?
   kill "$poller" 2>/dev/null
   wait "$poller" 2>/dev/null
-  echo $(($(sort -n "$mem" | tail -1) - before))
+  local peak
+  peak=$(sort -n "$mem" | tail -1)
+  [ -n "$peak" ] || { echo "?"; return 1; }
+  echo $((peak - before))
   return $rc
 }
 
@@ -125,7 +135,7 @@ for pair in 8gb:small 12gb:small 16gb:medium 24gb:medium 32gb:large 48gb:large; 
     --save-every 1000 --checkpoint-dir "$work/vram-$profile" --quiet) || fail=1
   budget=$((${profile%gb} * 1024))
   fits=yes
-  [ "$mib" -lt "$budget" ] || { fits=NO; fail=1; }
+  [ "$mib" != "?" ] && [ "$mib" -lt "$budget" ] || { fits=NO; fail=1; }
   echo "$profile $preset: $mib MiB (budget $budget MiB) $fits"
   echo "| $profile | $preset | $mib MiB | $fits |" >>"$table"
 done

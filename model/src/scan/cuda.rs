@@ -17,7 +17,10 @@ pub const SOURCE: &str = include_str!("scan.cu");
 const MODULE: &str = "mamba_selective_scan";
 /// Time steps between the backward's state checkpoints on the GPU (the buffer of recomputed
 /// states is this many steps per thread).
-const GPU_CHUNK: usize = 64;
+const GPU_CHUNK: usize = 32;
+/// The smallest checkpoint interval used, whatever the op asks: the checkpoints take
+/// l / chunk states per thread.
+const MIN_CHUNK: usize = 16;
 const WARP: u32 = 32;
 
 /// The kernels as PTX, or NVRTC's log if they do not compile.
@@ -72,7 +75,7 @@ impl KernelDims {
             has_z: has_z as i32,
             softplus: dm.softplus as i32,
             has_resets: has_resets as i32,
-            chunk: int(GPU_CHUNK.min(dm.chunk.max(1)))?,
+            chunk: int(dm.chunk.clamp(MIN_CHUNK, GPU_CHUNK))?,
         })
     }
 }
@@ -142,6 +145,12 @@ fn prepare<'a>(
     resets: Option<&Tensor>,
     ops: &Operands<'a>,
 ) -> Result<Prepared<'a>> {
+    if dm.b == 0 || dm.l == 0 || dm.d == 0 {
+        candle_core::bail!(
+            "selective_scan: empty input {:?} on the GPU",
+            (dm.b, dm.l, dm.d)
+        )
+    }
     let dev = ops.x.0.device.clone();
     let (rs, has_resets) = resets_slice(&dev, resets)?;
     Ok(Prepared {
@@ -199,9 +208,10 @@ pub fn backward(
     let threads = warps * WARP as usize * b;
     let chunk = kd.chunk as usize;
     let nchunks = l.div_ceil(chunk);
-    let mut out = dev.alloc_zeros::<f32>(s * bld + b * l * 2 * n + d * (n + 2))?;
-    let mut dbc_part = dev.alloc_zeros::<f32>(b * warps * l * 2 * n)?;
-    let mut dpar_part = dev.alloc_zeros::<f32>(b * d * (n + 2))?;
+    // Every element of these is written by the kernels below before it is read.
+    let mut out = unsafe { dev.alloc::<f32>(s * bld + b * l * 2 * n + d * (n + 2)) }?;
+    let mut dbc_part = unsafe { dev.alloc::<f32>(b * warps * l * 2 * n) }?;
+    let mut dpar_part = unsafe { dev.alloc::<f32>(b * d * (n + 2)) }?;
     let mut ckpt = unsafe { dev.alloc::<f32>(nchunks.max(1) * n * threads) }?;
     let mut hbuf = unsafe { dev.alloc::<f32>(chunk * n * threads) }?;
     {

@@ -186,8 +186,9 @@ __device__ void scan_bwd(const float* __restrict__ x, const float* __restrict__ 
                 const float da = expf(dt * a[k]);
                 yc = fmaf(ht, bt[N + k], yc);
                 dh[k] = fmaf(dy, bt[N + k], dh[k]);
-                pc[k] = dy * ht;
-                pb[k] = dh[k] * dtu;
+                // Padding lanes add exact zeros, whatever channel 0's values.
+                pc[k] = live ? dy * ht : 0.0f;
+                pb[k] = live ? dh[k] * dtu : 0.0f;
                 hb = fmaf(dh[k], bt[k], hb);
                 const float dda = dh[k] * hp * da;
                 da_acc[k] = fmaf(dda, dt, da_acc[k]);
