@@ -4,7 +4,7 @@
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 
-use crate::ops::contiguous;
+use crate::ops::{contiguous, read_cpu};
 
 /// Per-shift validity masks derived from a reset mask: `masks[s - 1][b, t] = 1` when x[t - s]
 /// belongs to the same document as x[t], for s = 1 .. d_conv - 1. Shape of each: (b, l, 1), f32.
@@ -276,11 +276,8 @@ impl candle_core::CustomOp2 for ConvSiluBwd {
         let k = k1 - 1;
         let x = contiguous::<f32>(s1, l1, "conv1d: input")?;
         let p = contiguous::<f32>(s2, l2, "conv1d: weights")?;
-        let (gs, gl) = self.grad.storage_and_layout();
-        let g = match &*gs {
-            candle_core::Storage::Cpu(cs) => contiguous::<f32>(cs, gl, "conv1d: output gradient")?,
-            _ => candle_core::bail!("conv1d: gradient not on the cpu"),
-        };
+        let grad = read_cpu(&self.grad, "conv1d: output gradient");
+        let g = grad.f32s()?;
         let dims = (b, l, d, k);
         let mut out = vec![0f32; b * l * d + d * k1];
         let (gx, gp) = out.split_at_mut(b * l * d);

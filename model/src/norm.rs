@@ -3,7 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-use crate::ops::contiguous;
+use crate::ops::{contiguous, read_cpu};
 use rayon::prelude::*;
 
 /// x / sqrt(mean(x^2, last dim) + eps) * weight, in f32.
@@ -108,13 +108,8 @@ impl CustomOp2 for RmsNormBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous::<f32>(s1, l1, "rms_norm: input")?;
         let w = contiguous::<f32>(s2, l2, "rms_norm: weight")?;
-        let (gs, gl) = self.grad.storage_and_layout();
-        let g = match &*gs {
-            candle_core::Storage::Cpu(cs) => {
-                contiguous::<f32>(cs, gl, "rms_norm: output gradient")?
-            }
-            _ => candle_core::bail!("rms_norm: gradient not on the cpu"),
-        };
+        let grad = read_cpu(&self.grad, "rms_norm: output gradient");
+        let g = grad.f32s()?;
         let d = w.len();
         let n = x.len();
         let nchunks = n.div_ceil(d * ROWS);

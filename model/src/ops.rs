@@ -1,7 +1,7 @@
 //! Small differentiable building blocks made of basic candle ops (candle's fused versions of
 //! some of these do not backpropagate).
 
-use candle_core::{CpuStorage, Layout, Result, Tensor, WithDType, D};
+use candle_core::{CpuStorage, Layout, Result, Storage, StorageRef, Tensor, WithDType, D};
 
 /// The elements of a contiguous CPU tensor, as the fused ops' kernels take them; `what`
 /// names the op and input in the error.
@@ -9,6 +9,37 @@ pub fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// A tensor's storage held for reading by a fused op's CPU kernel (e.g. the output gradient
+/// the op keeps); `what` names the op and tensor in errors.
+pub struct CpuRead<'a> {
+    storage: StorageRef<'a>,
+    layout: &'a Layout,
+    what: &'a str,
+}
+
+pub fn read_cpu<'a>(t: &'a Tensor, what: &'a str) -> CpuRead<'a> {
+    let (storage, layout) = t.storage_and_layout();
+    CpuRead {
+        storage,
+        layout,
+        what,
+    }
+}
+
+impl CpuRead<'_> {
+    pub fn storage(&self) -> Result<(&CpuStorage, &Layout)> {
+        match &*self.storage {
+            Storage::Cpu(cs) => Ok((cs, self.layout)),
+            _ => candle_core::bail!("{} not on the cpu", self.what),
+        }
+    }
+
+    pub fn f32s(&self) -> Result<&[f32]> {
+        let (s, l) = self.storage()?;
+        contiguous(s, l, self.what)
     }
 }
 

@@ -16,6 +16,7 @@ use candle_nn::VarMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ops::contiguous;
 use crate::weights::{read_safetensors, write_safetensors};
 
 /// Hyper-parameters of AdamW.
@@ -325,13 +326,6 @@ struct WeightPass {
 /// Elements per parallel task of the in-place passes.
 const PASS_CHUNK: usize = 1 << 14;
 
-fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("adamw: expected contiguous f32 tensors"),
-    }
-}
-
 fn cpu_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
@@ -351,7 +345,10 @@ impl InplaceOp2 for MomentPass {
         g: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<()> {
-        let (m, g) = (cpu_slice_mut(m, ml)?, cpu_slice(g, gl)?);
+        let (m, g) = (
+            cpu_slice_mut(m, ml)?,
+            contiguous::<f32>(g, gl, "adamw: gradient")?,
+        );
         let (beta, square) = (self.beta, self.square);
         m.par_chunks_mut(PASS_CHUNK)
             .zip(g.par_chunks(PASS_CHUNK))
@@ -379,7 +376,9 @@ impl InplaceOp3 for WeightPass {
         v: &CpuStorage,
         vl: &Layout,
     ) -> candle_core::Result<()> {
-        let (w, m, v) = (cpu_slice_mut(w, wl)?, cpu_slice(m, ml)?, cpu_slice(v, vl)?);
+        let m = contiguous::<f32>(m, ml, "adamw: first moment")?;
+        let v = contiguous::<f32>(v, vl, "adamw: second moment")?;
+        let w = cpu_slice_mut(w, wl)?;
         let WeightPass {
             lr,
             decay,

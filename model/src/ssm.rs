@@ -10,10 +10,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use crate::linear::matmul_xwt;
-use crate::ops::contiguous;
+use crate::ops::{contiguous, read_cpu};
 use crate::scan::{cpu, DEFAULT_CHUNK, SUPPORTED_D_STATE};
 
 /// The mixer parameters the SSM path uses.
@@ -187,19 +187,6 @@ impl SsmOp {
     }
 }
 
-/// The elements of a CPU tensor's storage (which must be contiguous).
-fn with_slice<R>(
-    t: &Tensor,
-    what: &str,
-    f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>,
-) -> Result<R> {
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        Storage::Cpu(cs) => f(cs, l),
-        _ => candle_core::bail!("ssm: {what} not on the cpu"),
-    }
-}
-
 impl CustomOp3 for SsmOp {
     fn name(&self) -> &'static str {
         "mixer-ssm"
@@ -248,30 +235,27 @@ impl CustomOp3 for SsmOp {
         let prep = match saved {
             Some(p) => p,
             // A second backward over the same graph: run the projections again.
-            None => with_slice(&u, "u", |us, ul| {
-                with_slice(&params, "parameters", |ps, pl| self.prepare(us, ul, ps, pl))
-            })?,
+            None => {
+                let (uc, pc) = (read_cpu(&u, "ssm: u"), read_cpu(&params, "ssm: parameters"));
+                let ((us, ul), (ps, pl)) = (uc.storage()?, pc.storage()?);
+                self.prepare(us, ul, ps, pl)?
+            }
         };
         let grad = grad.contiguous()?;
-        let flat = with_slice(&u, "u", |us, ul| {
-            with_slice(&z, "z", |zs, zl| {
-                with_slice(&grad, "gradient", |gs, gl| {
-                    let inp = cpu::Inputs {
-                        u: contiguous::<f32>(us, ul, "ssm: u")?,
-                        delta: &prep.delta,
-                        z: Some(contiguous::<f32>(zs, zl, "ssm: z")?),
-                        bc: &prep.bc,
-                        params: &prep.scan_params,
-                        resets: self.resets.as_deref(),
-                    };
-                    Ok(cpu::backward(
-                        &dm,
-                        &inp,
-                        contiguous::<f32>(gs, gl, "ssm: gradient")?,
-                    ))
-                })
-            })
-        })?;
+        let (uc, zc, gc) = (
+            read_cpu(&u, "ssm: u"),
+            read_cpu(&z, "ssm: z"),
+            read_cpu(&grad, "ssm: gradient"),
+        );
+        let inp = cpu::Inputs {
+            u: uc.f32s()?,
+            delta: &prep.delta,
+            z: Some(zc.f32s()?),
+            bc: &prep.bc,
+            params: &prep.scan_params,
+            resets: self.resets.as_deref(),
+        };
+        let flat = cpu::backward(&dm, &inp, gc.f32s()?);
         // flat = [du | ddelta | dz] (m, di) each, [dB | dC] (m, 2n), [dA | dD | dbias] (di, n+2).
         let bld = m * di;
         let (gx, rest) = flat.split_at(3 * bld);

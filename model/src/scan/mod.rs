@@ -24,9 +24,9 @@ pub mod reference;
 
 pub use math::exp_sub_inplace;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use crate::ops::contiguous;
+use crate::ops::{contiguous, read_cpu};
 
 /// State sizes the CPU kernel is compiled for.
 pub const SUPPORTED_D_STATE: &[usize] = &[4, 8, 16, 32, 64];
@@ -323,14 +323,11 @@ impl CustomOp3 for ScanBwd {
         let params = contiguous::<f32>(s3, l3, "selective_scan: A/D/bias")?;
         let resets = self.fwd.resets_vec()?;
         let inp = inputs(&dm, self.fwd.has_z, x, bc, params, resets.as_deref());
-        let (gs, gl) = self.grad.storage_and_layout();
-        let gdata = match &*gs {
-            Storage::Cpu(cs) => contiguous::<f32>(cs, gl, "selective_scan: output gradient")?,
-            _ => candle_core::bail!("selective_scan: gradient not on the cpu"),
-        };
-        if gl.shape().dims() != [dm.b, dm.l, dm.d] {
-            candle_core::bail!("selective_scan: gradient shape {:?}", gl.shape())
+        if self.grad.dims() != [dm.b, dm.l, dm.d] {
+            candle_core::bail!("selective_scan: gradient shape {:?}", self.grad.shape())
         }
+        let grad = read_cpu(&self.grad, "selective_scan: output gradient");
+        let gdata = grad.f32s()?;
         let out = cpu::backward(&dm, &inp, gdata);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
