@@ -136,6 +136,7 @@ pub fn text(
         return Err(io(path, "not found"));
     }
     let mut packer = Packer::new(seq_len, vocab.eos_id);
+    let mut encoder = vocab.encoder();
     let mut windows: Vec<Window> = Vec::new();
     let (mut tokens, mut n_files, mut skipped) = (0u64, 0usize, Vec::new());
     for (doc, file) in files(path)?.into_iter().enumerate() {
@@ -150,7 +151,7 @@ pub fn text(
         n_files += 1;
         packer.begin_row(doc as u64);
         for piece in pieces(&text) {
-            let ids = vocab.encode(piece).map_err(|e| io(&file, e))?;
+            let ids = encoder.encode(piece).map_err(|e| io(&file, e))?;
             tokens += ids.len() as u64;
             let mut at = 0;
             while let Some(w) = packer.next_window(&ids, &mut at) {

@@ -91,10 +91,16 @@ pub fn query(device: &str) -> Result<GpuInfo, String> {
 /// Without CUDA there is no GPU to ask.
 #[cfg(not(feature = "cuda"))]
 pub fn query(device: &str) -> Result<GpuInfo, String> {
-    Err(format!(
+    Err(no_cuda(device))
+}
+
+/// What a build without CUDA says to `--device cuda`.
+#[cfg(not(feature = "cuda"))]
+pub fn no_cuda(device: &str) -> String {
+    format!(
         "--device {device}: this build has no CUDA support (build with --features cuda, see \
          scripts/cuda-build.sh); use --device cpu"
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -48,10 +48,7 @@ pub fn device(name: &str) -> Result<Device, TrainError> {
             })
         }
         #[cfg(not(feature = "cuda"))]
-        other => Err(TrainError::Unsupported(format!(
-            "--device {other}: this build has no CUDA support (build with --features cuda, \
-             see scripts/cuda-build.sh); use --device cpu"
-        ))),
+        other => Err(TrainError::Unsupported(super::gpu::no_cuda(other))),
     }
 }
 
