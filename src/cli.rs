@@ -89,6 +89,10 @@ pub struct IngestArgs {
     /// Files larger than this are skipped (datasets are streamed and exempt)
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_mb: u64,
+    /// Seconds allowed to read one file (a dataset: one batch of rows); a file past it is
+    /// reported as failed and the run goes on
+    #[arg(long, default_value_t = 60.0, value_name = "SECS", value_parser = seconds)]
+    pub file_timeout: f64,
     /// Column holding the text in .parquet/.arrow/.jsonl datasets
     #[arg(long, default_value = "text")]
     pub text_column: String,
@@ -374,6 +378,13 @@ fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s} is not a fraction in [0, 1)")),
+    }
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1e9 => Ok(v),
+        _ => Err(format!("{s} is not a number of seconds above 0")),
     }
 }
 

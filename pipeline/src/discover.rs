@@ -173,11 +173,13 @@ fn classify(path: &Path, name: &str) -> Result<(Format, u64), Skip> {
     fs::File::open(path)
         .and_then(|f| f.take(SNIFF_BYTES as u64).read_to_end(&mut head))
         .map_err(unreadable)?;
-    if head.starts_with(b"%PDF-") {
+    // Readers accept bytes before the header (a mail or HTTP prefix) within its first KiB.
+    let pdf_header = crate::extract::pdf::header_offset(&head);
+    if pdf_header == Some(0) || (by_name == Some(Format::Pdf) && pdf_header.is_some()) {
         return Ok((Format::Pdf, size));
     }
     if by_name == Some(Format::Pdf) {
-        return skip("not a PDF (no %PDF- header)");
+        return skip("not a PDF (no %PDF- header in its first 1024 bytes)");
     }
     let text_bom = head.starts_with(&[0xff, 0xfe]) || head.starts_with(&[0xfe, 0xff]);
     if !text_bom && looks_binary(&head) {
@@ -319,7 +321,10 @@ mod tests {
         assert_eq!(got[4], Ok(Format::Text));
         assert_eq!(got[5], skipped("binary"));
         assert_eq!(got[6], skipped("empty"));
-        assert_eq!(got[7], skipped("not a PDF (no %PDF- header)"));
+        assert_eq!(
+            got[7],
+            skipped("not a PDF (no %PDF- header in its first 1024 bytes)")
+        );
         assert_eq!(got[8], Ok(Format::Dataset(DatasetFormat::JsonlZst)));
         assert_eq!(got[9], Ok(Format::Text));
         let indices: Vec<_> = found.iter().map(|f| f.index).collect();

@@ -34,7 +34,7 @@ fn evaluate(a: &EvalArgs) -> Result<Evaluation, EvalError> {
     }
     let show = !a.quiet && std::io::stderr().is_terminal();
     let tokenizer = ck.dir.join("tokenizer.json");
-    let (seq, bs) = (ck.shape.seq_len, ck.shape.batch_size);
+    let (mut seq, bs) = (ck.shape.seq_len, ck.shape.batch_size);
     let vocab_rows = ck.model.config().vocab_size;
     let (result, what) = if let Some(dir) = &a.shards {
         let split = if a.split == "train" {
@@ -42,7 +42,8 @@ fn evaluate(a: &EvalArgs) -> Result<Evaluation, EvalError> {
         } else {
             Split::Val
         };
-        let src = source::shards(dir, split, Some(&tokenizer), vocab_rows, seq, bs)?;
+        let mut src = source::shards(dir, split, Some(&tokenizer), vocab_rows, seq, bs)?;
+        seq = src.seq_len;
         let total = a
             .max_tokens
             .unwrap_or(src.split_tokens)

@@ -31,6 +31,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             vocab_size: args.vocab_size as usize,
         },
     };
+    let file_timeout = std::time::Duration::from_secs_f64(args.file_timeout);
     let opts = IngestOptions {
         stages: StageOptions {
             inputs,
@@ -39,10 +40,15 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             threads,
             max_file_bytes: args.max_file_mb << 20,
             chunk_bytes: args.chunk_bytes as usize,
+            file_timeout,
             extract: ExtractOptions {
                 text_column: args.text_column,
                 batch_rows: DATASET_BATCH_ROWS,
-                pdf: PdfLimits::default(),
+                // The PDF reader checks the same budget itself, and so stops in time.
+                pdf: PdfLimits {
+                    deadline: file_timeout,
+                    ..PdfLimits::default()
+                },
             },
         },
         out: out.clone(),

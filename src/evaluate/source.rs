@@ -12,8 +12,8 @@ use super::EvalError;
 use crate::train::loader::{open_split, Loader, LoaderOptions, LoaderState};
 use crate::train::pack::{Batch, Packer, Window};
 
-/// Text is encoded in pieces of about this many bytes (cut at line ends), so no single
-/// tokenizer call is huge; the pieces stay one document.
+/// Text is encoded in chunks of at most this many bytes (cut as ingest cuts text), so no
+/// single tokenizer call is huge; the chunks stay one document.
 const PIECE_BYTES: usize = 16 * 1024;
 
 fn io(path: &Path, e: impl std::fmt::Display) -> EvalError {
@@ -23,10 +23,13 @@ fn io(path: &Path, e: impl std::fmt::Display) -> EvalError {
     }
 }
 
-/// A split's batches, the number of tokens in the split, and its name for messages.
+/// A split's batches, the number of tokens in the split, and the window length they have.
 pub struct ShardSource {
     pub loader: Loader,
+    /// The first batch, read to find a shape the split fills.
+    first: Option<Batch>,
     pub split_tokens: u64,
+    pub seq_len: usize,
 }
 
 /// Opens `split` of the store at `dir` for a model of `model_vocab` rows whose tokenizer is
@@ -73,20 +76,45 @@ pub fn shards(
         epochs: Some(1),
         snapshot_every: 0,
     };
-    let start = LoaderState::start(&opts);
+    // A split smaller than one batch is scored with the trainer's shorter shapes.
+    let shapes = crate::train::setup::eval_shapes(batch_size, seq_len);
+    let mut last = None;
+    for (batch_size, seq_len) in shapes {
+        let opts = LoaderOptions {
+            batch_size,
+            seq_len,
+            ..opts.clone()
+        };
+        let start = LoaderState::start(&opts);
+        let loader = Loader::spawn(sources.clone(), opts, start);
+        match loader.recv() {
+            None => last = Some(loader),
+            Some(first) => {
+                return Ok(ShardSource {
+                    loader,
+                    first: Some(first?.batch),
+                    split_tokens,
+                    seq_len,
+                })
+            }
+        }
+    }
     Ok(ShardSource {
-        loader: Loader::spawn(sources, opts, start),
+        loader: last.ok_or_else(|| io(dir, "no batch shape to read with"))?,
+        first: None,
         split_tokens,
+        seq_len,
     })
 }
 
 impl ShardSource {
-    pub fn batches(&self) -> impl Iterator<Item = Result<Batch, EvalError>> + '_ {
-        std::iter::from_fn(move || {
+    pub fn batches(&mut self) -> impl Iterator<Item = Result<Batch, EvalError>> + '_ {
+        let first = self.first.take().map(Ok);
+        first.into_iter().chain(std::iter::from_fn(move || {
             self.loader
                 .recv()
                 .map(|r| r.map(|i| i.batch).map_err(EvalError::from))
-        })
+        }))
     }
 }
 
@@ -145,13 +173,15 @@ pub fn text(
             skipped.push(file);
             continue;
         };
+        // A byte-order mark is not part of the text (ingest strips it too).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         if text.is_empty() {
             continue;
         }
         n_files += 1;
         packer.begin_row(doc as u64);
-        for piece in pieces(&text) {
-            let ids = encoder.encode(piece).map_err(|e| io(&file, e))?;
+        let chunks = mamba_pipeline::chunk::text::split(text, PIECE_BYTES);
+        for ids in encoder.encode_chunks(&chunks).map_err(|e| io(&file, e))? {
             tokens += ids.len() as u64;
             let mut at = 0;
             while let Some(w) = packer.next_window(&ids, &mut at) {
@@ -184,41 +214,9 @@ pub fn text(
     })
 }
 
-/// `text` cut after a newline about every [`PIECE_BYTES`] bytes.
-fn pieces(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while rest.len() > PIECE_BYTES {
-        let mut cut = PIECE_BYTES;
-        while !rest.is_char_boundary(cut) {
-            cut += 1;
-        }
-        let cut = rest[cut..]
-            .find('\n')
-            .map(|i| cut + i + 1)
-            .unwrap_or(rest.len());
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pieces_cover_the_text_at_line_ends() {
-        let line = "abcdefghij".repeat(100) + "\n";
-        let text = line.repeat(50);
-        let p = pieces(&text);
-        assert!(p.len() > 1);
-        assert_eq!(p.concat(), text);
-        assert!(p[..p.len() - 1].iter().all(|s| s.ends_with('\n')));
-    }
 
     #[test]
     fn text_windows_hold_every_token_once() {

@@ -259,15 +259,7 @@ fn eval_batches(
         snapshot_every: 0,
         ..train.clone()
     };
-    // A val split smaller than one batch (a small corpus) is evaluated as one shorter batch:
-    // one window, halved until the split fills it, rather than not at all.
-    let mut shapes = vec![(opts.batch_size, opts.seq_len)];
-    let mut seq_len = opts.seq_len;
-    while seq_len >= 2 * MIN_EVAL_SEQ_LEN {
-        seq_len /= 2;
-        shapes.push((1, seq_len));
-    }
-    for (batch_size, seq_len) in shapes {
+    for (batch_size, seq_len) in eval_shapes(opts.batch_size, opts.seq_len) {
         let opts = LoaderOptions {
             batch_size,
             seq_len,
@@ -291,6 +283,20 @@ fn eval_batches(
 
 /// The shortest window a small val split is evaluated with.
 const MIN_EVAL_SEQ_LEN: usize = 16;
+
+/// The batch shapes (batch size, window length) a split is evaluated with, in the order to
+/// try them: the training shape; then, for a split smaller than one batch (a small corpus),
+/// one window, halved until the split fills it, rather than no eval at all. `mamba eval`
+/// takes the same fallback, so it scores what the trainer scored.
+pub fn eval_shapes(batch_size: usize, seq_len: usize) -> Vec<(usize, usize)> {
+    let mut shapes = vec![(batch_size, seq_len)];
+    let mut seq_len = seq_len;
+    while seq_len >= 2 * MIN_EVAL_SEQ_LEN {
+        seq_len /= 2;
+        shapes.push((1, seq_len));
+    }
+    shapes
+}
 
 pub fn progress_bar(show: bool, pos: u64, len: u64) -> ProgressBar {
     if !show {

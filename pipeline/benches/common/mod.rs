@@ -32,6 +32,7 @@ pub fn stage_options(dir: PathBuf, out: PathBuf) -> StageOptions {
         threads: threads(),
         max_file_bytes: 256 << 20,
         chunk_bytes: 16384,
+        file_timeout: std::time::Duration::from_secs(60),
         extract: ExtractOptions {
             text_column: "text".into(),
             batch_rows: 1024,

@@ -11,7 +11,7 @@ use tree_sitter::{ParseOptions, ParseState, Parser, Tree};
 
 pub use super::lang::Lang;
 use super::syntax::{self, Cut};
-use super::{pack_with, text, Cuts};
+use super::{lone_cr_as_lf, pack_with, same_cuts, text, Cuts};
 
 /// Files larger than this are cut by lines without parsing: tree-sitter's memory grows with
 /// the file, and sources this large are generated data rather than code worth its structure.
@@ -36,8 +36,18 @@ pub struct CodeChunks<'a> {
 }
 
 /// Cut a `lang` source file into chunks of at most `budget` bytes (see the module comment).
-/// Lossless; a file within budget is one chunk; empty text gives no chunks.
+/// Lossless; a file within budget is one chunk; empty text gives no chunks. Lines may end in
+/// LF, CRLF or a lone CR: a CR file is cut where the same file with LF would be.
 pub fn split(text: &str, lang: Lang, budget: usize) -> CodeChunks<'_> {
+    if text.len() > budget.max(1) {
+        if let Some(lf) = lone_cr_as_lf(text) {
+            let cut = split(&lf, lang, budget);
+            return CodeChunks {
+                chunks: same_cuts(text, &cut.chunks),
+                parsed: cut.parsed,
+            };
+        }
+    }
     if text.len() <= budget.max(1) {
         let chunks = if text.is_empty() { vec![] } else { vec![text] };
         return CodeChunks {

@@ -44,6 +44,38 @@ pub fn pack_with<'a, C: Cuts + ?Sized>(text: &'a str, cuts: &C, budget: usize) -
     chunks
 }
 
+/// `text` with each lone CR (an old Mac line end) read as LF, or `None` when it has none.
+///
+/// The chunkers and tree-sitter's grammars know lines by LF, so a CR-only file would be cut
+/// as one long line (and fail to parse). They run on this copy instead: it has the same
+/// length, so the copy's cut points are the original's ([`same_cuts`]), and a CR file is cut
+/// exactly where the same file with LF is.
+fn lone_cr_as_lf(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    if !(0..bytes.len()).any(lone) {
+        return None;
+    }
+    let lf: Vec<u8> = (0..bytes.len())
+        .map(|i| if lone(i) { b'\n' } else { bytes[i] })
+        .collect();
+    // Only ASCII CR bytes became ASCII LF bytes: still UTF-8.
+    String::from_utf8(lf).ok()
+}
+
+/// The slices of `text` that have the lengths of `chunks` (cut from a copy of equal length).
+fn same_cuts<'a>(text: &'a str, chunks: &[&str]) -> Vec<&'a str> {
+    let mut start = 0;
+    chunks
+        .iter()
+        .map(|c| {
+            let piece = &text[start..start + c.len()];
+            start += c.len();
+            piece
+        })
+        .collect()
+}
+
 /// Sorted, distinct byte offsets strictly inside the text, all on character boundaries,
 /// where a chunk may end; all of the same worth.
 struct Offsets(Vec<usize>);

@@ -3,12 +3,16 @@
 //! whitespace, else at the last character boundary. Never splits a UTF-8 character; the
 //! chunks concatenate back to the input.
 
-use super::{char_end, pack_with, Cuts};
+use super::{char_end, lone_cr_as_lf, pack_with, same_cuts, Cuts};
 
 /// Cut `text` into chunks of at most `budget` bytes (a single character wider than the budget
-/// is the only exception). Empty text gives no chunks; text within budget gives one.
+/// is the only exception). Empty text gives no chunks; text within budget gives one. Lines
+/// may end in LF, CRLF or a lone CR.
 pub fn split(text: &str, budget: usize) -> Vec<&str> {
-    pack_with(text, &Prose, budget)
+    match lone_cr_as_lf(text) {
+        Some(lf) => same_cuts(text, &pack_with(&lf, &Prose, budget)),
+        None => pack_with(text, &Prose, budget),
+    }
 }
 
 /// The prose strategy: paragraph, line, whitespace, character.

@@ -25,8 +25,10 @@ pub fn read(
     emit: &mut dyn FnMut(Vec<Document>) -> bool,
 ) -> Result<Vec<Repair>, String> {
     let file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    let mut empty = 0usize;
     let mut send = |texts: Vec<String>| {
-        let docs = texts
+        let total = texts.len();
+        let docs: Vec<Document> = texts
             .into_iter()
             .filter(|t| !t.trim().is_empty())
             .map(|text| Document {
@@ -34,11 +36,13 @@ pub fn read(
                 lang: "plain",
                 code: None,
                 text,
-            });
-        emit(docs.collect())
+            })
+            .collect();
+        empty += total - docs.len();
+        emit(docs)
     };
     let column = opts.text_column.as_str();
-    match format {
+    let mut repairs = match format {
         DatasetFormat::Parquet => read_parquet(file, column, opts.batch_rows, &mut send),
         DatasetFormat::Arrow => read_arrow(file, column, &mut send),
         DatasetFormat::Jsonl => {
@@ -52,7 +56,11 @@ pub fn read(
             let decoder = zstd::Decoder::new(file).map_err(|e| format!("bad zstd stream: {e}"))?;
             read_jsonl(BufReader::new(decoder), column, opts.batch_rows, &mut send)
         }
+    }?;
+    if empty > 0 {
+        repairs.push(format!("{empty} row(s) with an empty '{column}' skipped"));
     }
+    Ok(repairs)
 }
 
 fn missing_column(column: &str, schema: &Schema) -> String {
@@ -63,19 +71,53 @@ fn missing_column(column: &str, schema: &Schema) -> String {
     )
 }
 
-/// The strings of a text column; nulls are dropped.
-fn texts(batch: &RecordBatch, column: &str) -> Result<Vec<String>, String> {
+/// The strings of a text column, and how many of its rows are null.
+fn texts(batch: &RecordBatch, column: &str) -> Result<(Vec<String>, usize), String> {
     let array = batch
         .column_by_name(column)
         .ok_or_else(|| missing_column(column, &batch.schema()))?;
-    let collect =
-        |it: &mut dyn Iterator<Item = Option<&str>>| it.flatten().map(str::to_owned).collect();
+    let values = strings(array.as_ref())
+        .map_err(|other| format!("column '{column}' is {other}, not text"))?;
+    let nulls = values.iter().filter(|v| v.is_none()).count();
+    Ok((values.into_iter().flatten().collect(), nulls))
+}
+
+/// Every row of a string-like array: any of Arrow's string types, or a dictionary of them
+/// (as `datasets` and pandas write repeated text); `None` for a null. Another type is
+/// returned as the error.
+fn strings(array: &dyn Array) -> Result<Vec<Option<String>>, DataType> {
+    let owned =
+        |it: &mut dyn Iterator<Item = Option<&str>>| it.map(|v| v.map(str::to_owned)).collect();
     Ok(match array.data_type() {
-        DataType::Utf8 => collect(&mut array.as_string::<i32>().iter()),
-        DataType::LargeUtf8 => collect(&mut array.as_string::<i64>().iter()),
-        DataType::Utf8View => collect(&mut array.as_string_view().iter()),
-        other => return Err(format!("column '{column}' is {other}, not text")),
+        DataType::Utf8 => owned(&mut array.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => owned(&mut array.as_string::<i64>().iter()),
+        DataType::Utf8View => owned(&mut array.as_string_view().iter()),
+        DataType::Dictionary(_, value_type) => {
+            let dict = array
+                .as_any_dictionary_opt()
+                .ok_or_else(|| array.data_type().clone())?;
+            let values = strings(dict.values().as_ref())
+                .map_err(|_| DataType::Dictionary(Box::new(DataType::Int32), value_type.clone()))?;
+            let keys = dict.keys();
+            dict.normalized_keys()
+                .into_iter()
+                .enumerate()
+                .map(|(row, key)| match keys.is_null(row) {
+                    true => None,
+                    false => values.get(key).cloned().flatten(),
+                })
+                .collect()
+        }
+        other => return Err(other.clone()),
     })
+}
+
+/// The repair line of a dataset file with null text rows.
+fn null_rows(nulls: usize, column: &str) -> Vec<Repair> {
+    match nulls {
+        0 => Vec::new(),
+        n => vec![format!("{n} row(s) with a null '{column}' skipped")],
+    }
 }
 
 fn read_parquet(
@@ -95,13 +137,25 @@ fn read_parquet(
         .with_batch_size(batch_rows)
         .build()
         .map_err(|e| e.to_string())?;
-    for batch in reader {
+    send_batches(reader, column, send)
+}
+
+/// Sends the text of each record batch; the repairs name the null rows.
+fn send_batches(
+    batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
+    column: &str,
+    send: &mut dyn FnMut(Vec<String>) -> bool,
+) -> Result<Vec<Repair>, String> {
+    let mut nulls = 0;
+    for batch in batches {
         let batch = batch.map_err(|e| e.to_string())?;
-        if !send(texts(&batch, column)?) {
+        let (texts, batch_nulls) = texts(&batch, column)?;
+        nulls += batch_nulls;
+        if !send(texts) {
             break;
         }
     }
-    Ok(Vec::new())
+    Ok(null_rows(nulls, column))
 }
 
 /// Arrow IPC: the file format (`ARROW1` magic) or the stream format `datasets` caches use.
@@ -125,13 +179,7 @@ fn read_arrow(
             check_schema(&reader.schema(), column)?;
             Box::new(reader)
         };
-    for batch in batches {
-        let batch = batch.map_err(|e| e.to_string())?;
-        if !send(texts(&batch, column)?) {
-            break;
-        }
-    }
-    Ok(Vec::new())
+    send_batches(batches, column, send)
 }
 
 fn check_schema(schema: &Arc<Schema>, column: &str) -> Result<(), String> {
@@ -148,8 +196,9 @@ fn reopen(mut file: File) -> Result<File, String> {
     Ok(file)
 }
 
-/// JSON Lines: one object per line. Lines that are not objects with a string field `column`
-/// are dropped, counted and reported.
+/// JSON Lines: one object per line, LF or CRLF, a leading byte-order mark ignored. Lines that
+/// are not objects with a string field `column` are dropped, counted and reported; so are
+/// rows whose `column` is null.
 fn read_jsonl(
     reader: impl BufRead,
     column: &str,
@@ -157,13 +206,18 @@ fn read_jsonl(
     send: &mut dyn FnMut(Vec<String>) -> bool,
 ) -> Result<Vec<Repair>, String> {
     let (mut batch, mut bad, mut first_bad, mut rows) = (Vec::new(), 0usize, None, 0usize);
+    let mut nulls = 0;
     for (n, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
+        let line = match n {
+            0 => line.strip_prefix('\u{feff}').unwrap_or(&line),
+            _ => &line,
+        };
         if line.trim().is_empty() {
             continue;
         }
         rows += 1;
-        let value: Result<serde_json::Value, _> = serde_json::from_str(&line);
+        let value: Result<serde_json::Value, _> = serde_json::from_str(line);
         match value
             .as_ref()
             .map(|v| v.get(column).and_then(|t| t.as_str()))
@@ -172,7 +226,10 @@ fn read_jsonl(
             Ok(None)
                 if value
                     .as_ref()
-                    .is_ok_and(|v| v.get(column).is_some_and(|t| t.is_null())) => {}
+                    .is_ok_and(|v| v.get(column).is_some_and(|t| t.is_null())) =>
+            {
+                nulls += 1
+            }
             failed => {
                 bad += 1;
                 first_bad.get_or_insert_with(|| match failed {
@@ -188,15 +245,17 @@ fn read_jsonl(
     if !batch.is_empty() {
         send(batch);
     }
+    let mut repairs = null_rows(nulls, column);
     match first_bad {
-        Some(first) if bad == rows => Err(format!(
-            "{first} (no usable rows; pick the column with --text-column)"
-        )),
-        Some(first) => Ok(vec![format!(
-            "{bad} of {rows} rows dropped; first: {first}"
-        )]),
-        None => Ok(Vec::new()),
+        Some(first) if bad == rows => {
+            return Err(format!(
+                "{first} (no usable rows; pick the column with --text-column)"
+            ))
+        }
+        Some(first) => repairs.push(format!("{bad} of {rows} rows dropped; first: {first}")),
+        None => {}
     }
+    Ok(repairs)
 }
 
 #[cfg(test)]
@@ -243,7 +302,10 @@ mod tests {
             (&zst, DatasetFormat::JsonlZst),
         ] {
             let (result, batches) = collect(path, format);
-            assert_eq!(result, Ok(vec![]));
+            assert_eq!(
+                result,
+                Ok(vec!["1 row(s) with a null 'text' skipped".into()])
+            );
             assert_eq!(batches, [vec!["one", "two"], vec!["three"]]);
         }
     }
@@ -264,6 +326,71 @@ mod tests {
         std::fs::write(&path, "{\"body\": \"x\"}\n").unwrap();
         let (result, _) = collect(&path, DatasetFormat::Jsonl);
         assert!(result.unwrap_err().contains("no string field 'text'"));
+    }
+
+    #[test]
+    fn jsonl_with_a_byte_order_mark_and_crlf_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.jsonl");
+        let body = "\u{feff}{\"text\": \"first\"}\r\n{\"text\": \"second\"}\r\n\r\n{\"text\": \"third\"}\r\n";
+        std::fs::write(&path, body).unwrap();
+        let (result, batches) = collect(&path, DatasetFormat::Jsonl);
+        assert_eq!(result, Ok(vec![]));
+        assert_eq!(batches, [vec!["first", "second"], vec!["third"]]);
+    }
+
+    #[test]
+    fn dictionary_encoded_text_is_text_and_nulls_are_counted() {
+        use arrow_array::types::Int32Type;
+        use arrow_array::{DictionaryArray, LargeStringArray};
+        let dir = tempfile::tempdir().unwrap();
+        let keys =
+            arrow_array::Int32Array::from(vec![Some(0), None, Some(1), Some(0), Some(2), Some(3)]);
+        let values =
+            arrow_array::StringArray::from(vec![Some("alpha"), Some("beta"), None, Some(" ")]);
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
+        let large =
+            LargeStringArray::from(vec![Some("a"), None, Some("c"), Some("d"), None, Some("f")]);
+        let data = RecordBatch::try_from_iter([
+            ("text", Arc::new(dict) as Arc<dyn Array>),
+            ("large", Arc::new(large) as Arc<dyn Array>),
+        ])
+        .unwrap();
+        let path = dir.path().join("d.parquet");
+        let file = File::create(&path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, data.schema(), None).unwrap();
+        w.write(&data).unwrap();
+        w.close().unwrap();
+        let arrow_path = dir.path().join("d.arrow");
+        let file = File::create(&arrow_path).unwrap();
+        let mut w = arrow_ipc::writer::FileWriter::try_new(file, &data.schema()).unwrap();
+        w.write(&data).unwrap();
+        w.finish().unwrap();
+        for (path, format) in [
+            (&path, DatasetFormat::Parquet),
+            (&arrow_path, DatasetFormat::Arrow),
+        ] {
+            let (result, batches) = collect(path, format);
+            // A null key and a key to a null value are both null rows; blank text is no document.
+            let want = [
+                "2 row(s) with a null 'text' skipped",
+                "1 row(s) with an empty 'text' skipped",
+            ];
+            assert_eq!(result, Ok(want.map(String::from).to_vec()));
+            assert_eq!(batches.concat(), ["alpha", "beta", "alpha"]);
+            let mut o = opts();
+            o.text_column = "large".into();
+            let mut got = Vec::new();
+            let result = read(path, format, &o, &mut |docs| {
+                got.extend(docs.into_iter().map(|d| d.text));
+                true
+            });
+            assert_eq!(
+                result,
+                Ok(vec!["2 row(s) with a null 'large' skipped".into()])
+            );
+            assert_eq!(got, ["a", "c", "d", "f"]);
+        }
     }
 
     fn batch(texts: &[Option<&str>]) -> RecordBatch {
@@ -287,7 +414,10 @@ mod tests {
         w.write(&data).unwrap();
         w.close().unwrap();
         let (result, batches) = collect(&path, DatasetFormat::Parquet);
-        assert_eq!(result, Ok(vec![]));
+        assert_eq!(
+            result,
+            Ok(vec!["1 row(s) with a null 'text' skipped".into()])
+        );
         assert_eq!(batches, [vec!["alpha"], vec!["beta", "gamma"]]);
 
         let mut o = opts();

@@ -19,7 +19,7 @@ mod metrics;
 mod scan;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use lopdf::{Dictionary, Document, LoadOptions, Object, ObjectId};
 
@@ -36,7 +36,7 @@ pub enum PdfError {
     Encrypted,
     #[error("malformed pdf: {0}")]
     Malformed(String),
-    #[error("pdf took longer than the time limit to extract")]
+    #[error("pdf took longer than the time limit (--file-timeout) to extract")]
     TimeLimit,
     #[error("pdf too large: {0}")]
     SizeLimit(String),
@@ -49,15 +49,21 @@ pub enum PdfError {
 const LARGE_PDF_BYTES: usize = 2 << 20;
 static LARGE_PDF: Mutex<()> = Mutex::new(());
 
-/// The text of every page of the PDF in `bytes`, in page order; a page without text gives
-/// an empty string. Lines end in `\n`; words on a line are separated by one space.
-pub fn extract_pages(bytes: &[u8], limits: &PdfLimits) -> Result<Vec<String>, PdfError> {
-    // The time limit starts once the turn is ours, in `extract`.
-    let _turn = (bytes.len() >= LARGE_PDF_BYTES).then(|| {
+/// The turn of a PDF of `len` bytes among threads that extract PDFs at once: `None` for a
+/// small one; for a large one, a guard to hold while it is extracted (see [`LARGE_PDF_BYTES`]).
+/// Taken before the time limit starts, so waiting for the turn does not count against it.
+pub fn large_turn(len: usize) -> Option<MutexGuard<'static, ()>> {
+    (len >= LARGE_PDF_BYTES).then(|| {
         LARGE_PDF
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    });
+    })
+}
+
+/// The text of every page of the PDF in `bytes`, in page order; a page without text gives
+/// an empty string. Lines end in `\n`; words on a line are separated by one space. Callers
+/// that extract several at once take [`large_turn`] first.
+pub fn extract_pages(bytes: &[u8], limits: &PdfLimits) -> Result<Vec<String>, PdfError> {
     match catch_unwind(AssertUnwindSafe(|| extract(bytes, limits))) {
         Ok(result) => result,
         Err(payload) => {
@@ -85,10 +91,19 @@ fn extract(bytes: &[u8], limits: &PdfLimits) -> Result<Vec<String>, PdfError> {
     Ok(pages)
 }
 
+/// Where the `%PDF-` header starts, if it does within the first 1024 bytes (where readers
+/// look for it: some files carry a mail or HTTP prefix).
+pub fn header_offset(bytes: &[u8]) -> Option<usize> {
+    let head = &bytes[..bytes.len().min(1024 + 4)];
+    head.windows(5).position(|w| w == b"%PDF-")
+}
+
 fn load(bytes: &[u8], limits: &PdfLimits) -> Result<Document, PdfError> {
-    if !bytes.windows(5).take(1024).any(|w| w == b"%PDF-") {
+    let Some(start) = header_offset(bytes) else {
         return Err(PdfError::Malformed("no %PDF header".to_string()));
-    }
+    };
+    // Offsets in the file count from the header, as readers take them.
+    let bytes = &bytes[start..];
     let options = LoadOptions::with_max_decompressed_size(limits.max_stream_bytes);
     let doc = Document::load_mem_with_options(bytes, options).map_err(|e| match e {
         lopdf::Error::InvalidPassword | lopdf::Error::Decryption(_) => PdfError::Encrypted,

@@ -7,6 +7,7 @@
 mod order;
 mod stages;
 mod tally;
+mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -239,3 +240,6 @@ fn progress_bar(show: bool) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
+
+#[cfg(test)]
+mod tests;

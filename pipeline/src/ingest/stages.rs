@@ -6,10 +6,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::order::Order;
+use super::watchdog::{TimedOut, Watchdog};
 use crate::chunk;
 use crate::discover::{self, DatasetFormat, Format, Found, Skip};
 use crate::extract::{self, dataset, Document, ExtractOptions, Kind, Repair};
@@ -23,6 +25,9 @@ pub struct StageOptions {
     pub threads: usize,
     pub max_file_bytes: u64,
     pub chunk_bytes: usize,
+    /// Wall-clock budget to read one file (for a dataset, one batch of it): past it the file
+    /// fails and the run goes on.
+    pub file_timeout: Duration,
     pub extract: ExtractOptions,
 }
 
@@ -132,8 +137,9 @@ pub fn spawn_extract<'s>(
     for _ in 0..opts.threads.max(1) {
         let (found_rx, piece_tx) = (found_rx.clone(), piece_tx.clone());
         scope.spawn(move || {
+            let mut watchdog = Watchdog::new(opts.file_timeout);
             for found in found_rx {
-                if !extract_file(found, opts, order, seen, &piece_tx) {
+                if !extract_file(found, opts, order, seen, &mut watchdog, &piece_tx) {
                     break;
                 }
             }
@@ -167,8 +173,7 @@ pub fn spawn_tokenize<'s>(
 
 fn tokenize_piece(piece: &mut Piece, encoder: &mut Encoder) {
     for doc in &mut piece.docs {
-        let encoded: Result<Vec<_>, _> = doc.chunks.iter().map(|c| encoder.encode(c)).collect();
-        match encoded {
+        match encoder.encode_chunks(&doc.chunks) {
             Ok(tokens) => doc.tokens = tokens,
             Err(e) => {
                 // Byte-level tokenizers do not fail on text; a custom one might. The file fails.
@@ -186,6 +191,7 @@ fn extract_file(
     opts: &StageOptions,
     order: Option<&Order>,
     seen: Option<&SeenFiles>,
+    watchdog: &mut Watchdog,
     tx: &Sender<Piece>,
 ) -> bool {
     let Found {
@@ -211,7 +217,7 @@ fn extract_file(
     piece.kind = Some(kind_of(format));
     piece.bytes = size;
     if let Format::Dataset(f) = format {
-        return stream_dataset(piece, &path, f, opts, order, tx);
+        return stream_dataset(piece, path, f, opts, order, watchdog, tx);
     }
     if size > opts.max_file_bytes {
         let reason = format!("too large ({} MB; raise --max-file-mb)", size >> 20);
@@ -225,13 +231,28 @@ fn extract_file(
     if let Some(text_hash) = seen.and_then(|s| s.earlier_copy(raw_hash, index)) {
         return send_end(tx, piece, End::Duplicate(text_hash));
     }
-    let read = catch_unwind(AssertUnwindSafe(|| {
-        extract::document(&path, &bytes, format, &opts.extract)
-    }));
-    drop(bytes);
-    let end = match read {
-        Ok(Ok((doc, _))) if doc.text.trim().is_empty() => End::Skipped("no text".into()),
-        Ok(Ok((doc, repairs))) => {
+    // A large PDF waits for its turn before its clock starts (see `pdf::large_turn`).
+    let _turn = match format {
+        Format::Pdf => extract::pdf::large_turn(bytes.len()),
+        _ => None,
+    };
+    let extract_opts = opts.extract.clone();
+    let read = watchdog.run(move |tx| {
+        stall_if_told(&path);
+        let _ = tx.send(guarded(|| {
+            extract::document(&path, &bytes, format, &extract_opts)
+        }));
+    });
+    let end = match read.map(|r| r.next()) {
+        Err(reason) => End::Failed(reason),
+        Ok(Err(TimedOut)) => {
+            watchdog.abandon();
+            End::Failed(timed_out(watchdog.budget()))
+        }
+        Ok(Ok(None)) => End::Failed("internal error while reading".into()),
+        Ok(Ok(Some(Err(reason)))) => End::Failed(reason),
+        Ok(Ok(Some(Ok((doc, _))))) if doc.text.trim().is_empty() => End::Skipped("no text".into()),
+        Ok(Ok(Some(Ok((doc, repairs))))) => {
             let doc = chunk_doc(doc, opts.chunk_bytes);
             if let Some(seen) = seen {
                 seen.record(raw_hash, index, doc.hash);
@@ -239,13 +260,39 @@ fn extract_file(
             piece.docs.push(doc);
             End::Ingested(repairs)
         }
-        Ok(Err(reason)) => End::Failed(reason),
-        Err(panic) => End::Failed(format!(
-            "internal error while reading: {}",
-            panic_message(&panic)
-        )),
     };
     send_end(tx, piece, end)
+}
+
+/// The reason a file that ran out of its `--file-timeout` failed.
+fn timed_out(budget: Duration) -> String {
+    format!(
+        "timed out: still reading after {} s (raise --file-timeout)",
+        budget.as_secs_f64()
+    )
+}
+
+/// `read()`, with a panic inside it turned into an error naming it.
+fn guarded<T>(read: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        Err(format!(
+            "internal error while reading: {}",
+            panic_message(&panic)
+        ))
+    })
+}
+
+/// Tests stand in for a file whose extraction never finishes by naming it so.
+#[cfg(test)]
+pub(crate) const NEVER_FINISHES: &str = "never-finishes.txt";
+
+fn stall_if_told(_path: &std::path::Path) {
+    #[cfg(test)]
+    if _path.file_name().is_some_and(|n| n == NEVER_FINISHES) {
+        loop {
+            std::thread::park();
+        }
+    }
 }
 
 fn send_end(tx: &Sender<Piece>, mut piece: Piece, end: End) -> bool {
@@ -253,56 +300,79 @@ fn send_end(tx: &Sender<Piece>, mut piece: Piece, end: End) -> bool {
     tx.send(piece).is_ok()
 }
 
+/// What a dataset reader sends the worker: a batch of documents, then how the file ended.
+enum Read {
+    Batch(Vec<Document>),
+    End(Result<Vec<Repair>, String>),
+}
+
 /// Streams a dataset file as a piece per batch. Only the first piece may run ahead of the
-/// writer; later ones wait for the file's turn, which bounds what the writer buffers.
+/// writer; later ones wait for the file's turn, which bounds what the writer buffers. The
+/// reader runs under the watchdog, each batch held to the file budget.
 fn stream_dataset(
     file: Piece,
-    path: &std::path::Path,
+    path: PathBuf,
     format: DatasetFormat,
     opts: &StageOptions,
     order: Option<&Order>,
+    watchdog: &mut Watchdog,
     tx: &Sender<Piece>,
 ) -> bool {
     let send = |piece: Piece| {
         let turn = piece.seq == 0 || order.is_none_or(|o| o.wait_turn(piece.file));
         turn && tx.send(piece).is_ok()
     };
+    let extract_opts = opts.extract.clone();
+    let reader = watchdog.run(move |tx| {
+        let result = guarded(|| {
+            dataset::read(&path, format, &extract_opts, &mut |docs| {
+                tx.send(Read::Batch(docs)).is_ok()
+            })
+        });
+        let _ = tx.send(Read::End(result));
+    });
     // The latest batch is held back so that the last one can carry the file's end.
-    let (mut held, mut next_seq, mut alive, mut docs_seen) = (None::<Piece>, 0, true, 0usize);
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        dataset::read(path, format, &opts.extract, &mut |docs| {
-            let docs: Vec<Doc> = docs
-                .into_iter()
-                .filter(|d| !d.text.trim().is_empty())
-                .map(|d| chunk_doc(d, opts.chunk_bytes))
-                .collect();
-            docs_seen += docs.len();
-            let piece = Piece {
-                seq: next_seq,
-                docs,
-                bytes: 0,
-                ..file.empty_like()
-            };
-            next_seq += 1;
-            if let Some(previous) = held.replace(piece) {
-                alive = send(previous);
+    let (mut held, mut next_seq, mut docs_seen) = (None::<Piece>, 0, 0usize);
+    let result = loop {
+        let next = match &reader {
+            Ok(reader) => reader.next(),
+            Err(reason) => break Err(reason.clone()),
+        };
+        let docs = match next {
+            Ok(Some(Read::Batch(docs))) => docs,
+            Ok(Some(Read::End(result))) => break result,
+            Ok(None) => break Err("internal error while reading".into()),
+            Err(TimedOut) => {
+                watchdog.abandon();
+                break Err(timed_out(watchdog.budget()));
             }
-            alive
-        })
-    }));
-    if !alive {
-        return false;
-    }
+        };
+        // `dataset::read` leaves blank rows out (and counts them).
+        let docs: Vec<Doc> = docs
+            .into_iter()
+            .map(|d| chunk_doc(d, opts.chunk_bytes))
+            .collect();
+        docs_seen += docs.len();
+        let piece = Piece {
+            seq: next_seq,
+            docs,
+            bytes: 0,
+            ..file.empty_like()
+        };
+        next_seq += 1;
+        if let Some(previous) = held.replace(piece) {
+            if !send(previous) {
+                return false;
+            }
+        }
+    };
     let mut last = held.unwrap_or_else(|| file.empty_like());
     last.bytes = file.bytes;
     last.end = Some(match result {
-        Ok(Ok(repairs)) if docs_seen > 0 => End::Ingested(repairs),
-        Ok(Ok(_)) => End::Skipped("no text".into()),
-        Ok(Err(reason)) => End::Failed(reason),
-        Err(panic) => End::Failed(format!(
-            "internal error while reading: {}",
-            panic_message(&panic)
-        )),
+        Ok(repairs) if docs_seen > 0 => End::Ingested(repairs),
+        Ok(repairs) if repairs.is_empty() => End::Skipped("no text".into()),
+        Ok(repairs) => End::Skipped(format!("no text ({})", repairs.join("; "))),
+        Err(reason) => End::Failed(reason),
     });
     send(last)
 }

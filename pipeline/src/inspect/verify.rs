@@ -1,7 +1,8 @@
 //! `--verify`: reads every shard and checks it against the manifest: sha256 and size,
 //! schema, every token id below the vocabulary size, `n_tokens` against the token lists,
-//! row and token counts per shard and per split, the tokenizer file, and no file the
-//! manifest does not name.
+//! no end-of-text id inside a document (the trainer puts it between documents; one inside
+//! is a fake document boundary), row and token counts per shard and per split, the
+//! tokenizer file, and no file the manifest does not name.
 //!
 //! Each shard is hashed on one thread while its row groups are decoded on another, one row
 //! group at a time (`n_tokens` and `tokens` only), so memory stays flat and both run at
@@ -293,10 +294,10 @@ fn check_shard(
         bar.inc(entry.bytes);
         return Counted::unknown();
     }
-    let vocab = manifest.tokenizer.vocab_size;
+    let (vocab, eos) = (manifest.tokenizer.vocab_size, manifest.tokenizer.eos_id);
     let (hashed, decoded) = std::thread::scope(|s| {
         let hasher = s.spawn(|| hash_file(&path, bar));
-        let decoded = std::panic::catch_unwind(|| decode(&path, vocab))
+        let decoded = std::panic::catch_unwind(|| decode(&path, vocab, eos))
             .unwrap_or_else(|_| Err("the Parquet decoder gave up on this file".into()));
         let hashed = hasher
             .join()
@@ -357,7 +358,7 @@ fn check_shard(
 /// A file that cannot be opened at all is one error.
 type Decoded = (Counted, Vec<(usize, String)>);
 
-fn decode(path: &Path, vocab: usize) -> Result<Decoded, String> {
+fn decode(path: &Path, vocab: usize, eos: u32) -> Result<Decoded, String> {
     let reader = ShardReader::open(path).map_err(|e| match e {
         ReadError::Open { reason, .. } => format!("cannot open: {reason}"),
         ReadError::Schema { reason, .. } => format!("not a shard of this schema: {reason}"),
@@ -377,12 +378,22 @@ fn decode(path: &Path, vocab: usize) -> Result<Decoded, String> {
         };
         counted.rows += c.rows as u64;
         counted.tokens += c.tokens.values.len() as u64;
-        let (mut bad, mut worst) = (0u64, 0u32);
+        let (mut bad, mut worst, mut eos_inside) = (0u64, 0u32, 0u64);
         for &t in &c.tokens.values {
             if t as usize >= vocab {
                 bad += 1;
                 worst = worst.max(t);
             }
+            eos_inside += u64::from(t == eos);
+        }
+        if eos_inside > 0 {
+            let rows = c.tokens.iter().filter(|list| list.contains(&eos)).count();
+            found.push((
+                g,
+                format!(
+                    "the end-of-text id {eos} inside a document {eos_inside} time(s), in {rows} row(s): a false document boundary (re-ingest with this version)"
+                ),
+            ));
         }
         if bad > 0 {
             found.push((

@@ -45,9 +45,11 @@ impl ByteLevelBpe {
         {
             return None;
         }
+        // Special tokens are encoded as text (see `Vocab`); only the others are matched.
         let added: Vec<String> = tokenizer
             .get_added_tokens_decoder()
             .into_values()
+            .filter(|t| !t.special)
             .map(|t| t.content)
             .filter(|c| !c.is_empty())
             .collect();
@@ -63,7 +65,8 @@ impl ByteLevelBpe {
         })
     }
 
-    /// Whether `text` holds an added token, which the general path must split out first.
+    /// Whether `text` holds a (non-special) added token, which the general path must split
+    /// out first.
     pub fn has_added_token(&self, text: &str) -> bool {
         self.added.as_ref().is_some_and(|m| m.is_match(text))
     }
@@ -84,17 +87,19 @@ impl WordCache {
     }
 
     /// Appends the ids of `text` to `ids`. The caller has checked that `text` is not empty
-    /// and holds no added token.
+    /// and holds no added token that is matched in text.
     pub fn encode(
         &mut self,
         fast: &ByteLevelBpe,
         bpe: &BPE,
         text: &str,
+        starts_text: bool,
         ids: &mut Vec<u32>,
     ) -> Result<(), String> {
-        // The pre-tokenizer's optional leading space goes on the whole text before splitting.
+        // The pre-tokenizer's optional leading space goes on a whole text before splitting
+        // (not on a continuation: see `Encoder::encode_after`).
         let spaced;
-        let text = match fast.add_prefix_space && !text.starts_with(' ') {
+        let text = match fast.add_prefix_space && starts_text && !text.starts_with(' ') {
             true => {
                 spaced = format!(" {text}");
                 spaced.as_str()

@@ -1,6 +1,9 @@
 //! Tokenize: a Hugging Face tokenizer, loaded from a file or trained on the corpus itself.
 
 mod byte_level;
+mod continuation;
+#[cfg(test)]
+mod families;
 
 use std::path::Path;
 
@@ -29,14 +32,24 @@ pub enum TokenizeError {
     UnknownEos { path: String, token: String },
     #[error("tokenizer training failed: {0}")]
     Train(String),
+    #[error("cannot prepare the tokenizer for chunked text: {0}")]
+    Continuation(String),
     #[error("cannot save tokenizer to {path}: {reason}")]
     Save { path: String, reason: String },
 }
 
 /// A tokenizer and the id of its end-of-text token.
+///
+/// Document text is always encoded as text: a special token's literal (`<|endoftext|>` in a
+/// file about tokenizers) gives ordinary ids, so special ids appear only where the pipeline
+/// puts them. A long document is encoded in chunks; every chunk after the first is encoded
+/// as a continuation (see [`Encoder::encode_after`]), so the chunks' ids decode to the text.
 pub struct Vocab {
     pub tokenizer: Tokenizer,
     pub eos_id: u32,
+    /// `tokenizer` less the word-boundary mark it puts at the start of a text; `None` when
+    /// it puts none.
+    continuation: Option<Tokenizer>,
     fast: Option<ByteLevelBpe>,
 }
 
@@ -72,7 +85,7 @@ impl Vocab {
                 .find_map(|t| tokenizer.token_to_id(t))
                 .ok_or(TokenizeError::NoEos { path: shown })?,
         };
-        Ok(Vocab::new(tokenizer, eos_id))
+        Vocab::new(tokenizer, eos_id)
     }
 
     /// Trains a byte-level BPE of at most `vocab_size` tokens (with [`EOS_TOKEN`]) on `texts`.
@@ -93,22 +106,31 @@ impl Vocab {
         tokenizer
             .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
             .with_decoder(Some(ByteLevel::default()));
-        tokenizer
-            .train(&mut trainer, texts)
+        // The trainer's `par_bridge` parks every worker of its pool on `texts` until text
+        // arrives. In rayon's global pool those are the workers the producers of `texts` need
+        // (lopdf parses object streams there): the trainer gets a pool of its own.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("bpe-train-{i}"))
+            .build()
+            .map_err(|e| TokenizeError::Train(e.to_string()))?;
+        pool.install(|| tokenizer.train(&mut trainer, texts).map(drop))
             .map_err(|e| TokenizeError::Train(e.to_string()))?;
         let eos_id = tokenizer
             .token_to_id(EOS_TOKEN)
             .ok_or_else(|| TokenizeError::Train("end-of-text token missing".into()))?;
-        Ok(Vocab::new(tokenizer, eos_id))
+        Vocab::new(tokenizer, eos_id)
     }
 
-    fn new(tokenizer: Tokenizer, eos_id: u32) -> Vocab {
+    fn new(mut tokenizer: Tokenizer, eos_id: u32) -> Result<Vocab, TokenizeError> {
+        tokenizer.set_encode_special_tokens(true);
         let fast = ByteLevelBpe::for_tokenizer(&tokenizer);
-        Vocab {
+        let continuation = continuation::of(&tokenizer).map_err(TokenizeError::Continuation)?;
+        Ok(Vocab {
             tokenizer,
             eos_id,
+            continuation,
             fast,
-        }
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -129,10 +151,14 @@ impl Vocab {
         }
     }
 
-    /// The general path: the tokenizer's whole pipeline.
-    fn encode_general(&self, text: &str) -> Result<Vec<u32>, String> {
-        let encoding = self
-            .tokenizer
+    /// The general path: the tokenizer's whole pipeline (for a continuation, the
+    /// continuation tokenizer's).
+    fn encode_general(&self, text: &str, after: bool) -> Result<Vec<u32>, String> {
+        let tokenizer = match (after, &self.continuation) {
+            (true, Some(continuation)) => continuation,
+            _ => &self.tokenizer,
+        };
+        let encoding = tokenizer
             .encode_fast(text, false)
             .map_err(|e| e.to_string())?;
         Ok(encoding.get_ids().to_vec())
@@ -156,18 +182,38 @@ pub struct Encoder<'v> {
 }
 
 impl Encoder<'_> {
-    /// Token ids of `text`, exactly as the tokenizer's own `encode` gives them.
+    /// Token ids of `text` as a text of its own (a document, or its first chunk), exactly as
+    /// the tokenizer's own `encode` gives them.
     pub fn encode(&mut self, text: &str) -> Result<Vec<u32>, String> {
+        self.encode_part(text, false)
+    }
+
+    /// Token ids of `text` where it continues a text already encoded (a document's chunk
+    /// after the first): no word-boundary mark is put at its start, so the ids of all the
+    /// chunks, joined, decode to what the whole document's ids decode to.
+    pub fn encode_after(&mut self, text: &str) -> Result<Vec<u32>, String> {
+        self.encode_part(text, true)
+    }
+
+    /// The ids of each of a document's chunks, in order.
+    pub fn encode_chunks<S: AsRef<str>>(&mut self, chunks: &[S]) -> Result<Vec<Vec<u32>>, String> {
+        let parts = chunks.iter().enumerate();
+        parts
+            .map(|(i, c)| self.encode_part(c.as_ref(), i > 0))
+            .collect()
+    }
+
+    fn encode_part(&mut self, text: &str, after: bool) -> Result<Vec<u32>, String> {
         let vocab = self.vocab;
         match (&vocab.fast, vocab.tokenizer.get_model()) {
             (Some(fast), ModelWrapper::BPE(bpe))
                 if !text.is_empty() && !fast.has_added_token(text) =>
             {
                 let mut ids = Vec::with_capacity(text.len() / 3);
-                self.words.encode(fast, bpe, text, &mut ids)?;
+                self.words.encode(fast, bpe, text, !after, &mut ids)?;
                 Ok(ids)
             }
-            _ => vocab.encode_general(text),
+            _ => vocab.encode_general(text, after),
         }
     }
 }
@@ -197,7 +243,13 @@ mod tests {
         let ids = a.encode(text).unwrap();
         assert!(ids.len() < text.len(), "merges should shorten common words");
         assert_eq!(a.tokenizer.decode(&ids, false).unwrap(), text);
-        assert_eq!(a.encode(EOS_TOKEN).unwrap(), [a.eos_id]);
+        // A special token's literal in a document is text, never the special id.
+        let literal = a.encode(&format!("a{EOS_TOKEN}b")).unwrap();
+        assert!(!literal.contains(&a.eos_id), "{literal:?}");
+        assert_eq!(
+            a.tokenizer.decode(&literal, false).unwrap(),
+            "a<|endoftext|>b"
+        );
     }
 
     #[test]
@@ -245,7 +297,7 @@ mod tests {
     fn assert_encoder_matches(vocab: &Vocab, texts: &[String]) {
         let mut encoder = vocab.encoder();
         for text in texts {
-            let general = vocab.encode_general(text).unwrap();
+            let general = vocab.encode_general(text, false).unwrap();
             assert_eq!(encoder.encode(text).unwrap(), general, "{text:?}");
         }
     }
@@ -273,16 +325,16 @@ mod tests {
         );
         texts.extend(CORPUS.iter().map(|t| t.repeat(3)));
         assert_encoder_matches(&vocab, &texts);
-        assert_eq!(
-            vocab.encode("a<|endoftext|>").unwrap().last(),
-            Some(&vocab.eos_id)
-        );
+        assert!(!vocab
+            .encode("a<|endoftext|>")
+            .unwrap()
+            .contains(&vocab.eos_id));
 
         // GPT-2's own settings: a leading space added, the byte-level post-processor.
         let tok = &mut vocab.tokenizer;
         tok.with_pre_tokenizer(Some(ByteLevel::new(true, true, true)))
             .with_post_processor(Some(ByteLevel::default()));
-        let vocab = Vocab::new(vocab.tokenizer, vocab.eos_id);
+        let vocab = Vocab::new(vocab.tokenizer, vocab.eos_id).unwrap();
         assert!(vocab.fast.is_some());
         assert_encoder_matches(&vocab, &texts);
     }
@@ -292,7 +344,7 @@ mod tests {
         let mut vocab = Vocab::train(CORPUS.iter(), 300).unwrap();
         let lowercase = tokenizers::normalizers::Lowercase;
         vocab.tokenizer.with_normalizer(Some(lowercase)).unwrap();
-        let vocab = Vocab::new(vocab.tokenizer, vocab.eos_id);
+        let vocab = Vocab::new(vocab.tokenizer, vocab.eos_id).unwrap();
         assert!(vocab.fast.is_none());
         assert_eq!(
             vocab.encode("The SCAN").unwrap(),
