@@ -112,6 +112,60 @@ fn eval_equals_the_trainers_eval_and_scores_text() {
     );
 }
 
+/// The sample corpus ingested with the default val share has a val split smaller than one
+/// training batch; the trainer evaluates it with a shorter window, and `eval` must score the
+/// same windows to the same number.
+#[test]
+fn a_val_split_smaller_than_a_batch_is_scored_as_the_trainer_scored_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let shards = tmp.path().join("shards");
+    ok(&["ingest", s(&data), s(&shards), "--vocab-size", "400", "-q"]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(shards.join("manifest.json")).unwrap()).unwrap();
+    let val_tokens = manifest["totals"]["val"]["tokens"].as_u64().unwrap();
+    assert!(val_tokens > 0 && val_tokens < 4 * 129, "{val_tokens}");
+    let ckpt = tmp.path().join("ckpt");
+    let args = [
+        "train",
+        "--shards",
+        s(&shards),
+        "--checkpoint-dir",
+        s(&ckpt),
+        "--model-size",
+        "tiny",
+        "--max-steps",
+        "2",
+        "--seq-len",
+        "128",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "2",
+        "-q",
+    ];
+    ok(&args);
+    let logged = val_losses(&metrics(&ckpt));
+    assert_eq!(logged.len(), 1, "the trainer evaluated the short split");
+    let r = eval_json(&[
+        "--checkpoint",
+        s(&ckpt.join("final")),
+        "--shards",
+        s(&shards),
+    ]);
+    let loss = r["loss"].as_f64().unwrap();
+    assert!(
+        (loss - logged[0]).abs() < 1e-5,
+        "eval {loss}, trainer {}",
+        logged[0]
+    );
+    let seq_len = r["seq_len"].as_u64().unwrap();
+    assert!(
+        seq_len < 128 && r["tokens"].as_u64().unwrap() <= val_tokens,
+        "{r}"
+    );
+}
+
 #[test]
 fn bad_input_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();

@@ -307,6 +307,14 @@ mod tests {
         write("h.pdf", b"not really a pdf");
         write("i.jsonl.zst", b"x");
         write("j.unknownext", b"some text\n");
+        let mut prefixed = b"Content-Type: application/pdf\r\n\r\n".to_vec();
+        prefixed.extend(b"%PDF-1.4\n1 0 obj\n");
+        write("k.pdf", &prefixed);
+        // Only a `.pdf` may have bytes before its header; other names must start with it.
+        write("l.txt", &prefixed);
+        let mut late = vec![b' '; 1100];
+        late.extend(b"%PDF-1.4\n");
+        write("m.pdf", &late);
         let found = walk_all(dir.path(), false);
         let got: Vec<_> = found
             .iter()
@@ -327,8 +335,14 @@ mod tests {
         );
         assert_eq!(got[8], Ok(Format::Dataset(DatasetFormat::JsonlZst)));
         assert_eq!(got[9], Ok(Format::Text));
+        assert_eq!(got[10], Ok(Format::Pdf));
+        assert_eq!(got[11], Ok(Format::Text));
+        assert_eq!(
+            got[12],
+            skipped("not a PDF (no %PDF- header in its first 1024 bytes)")
+        );
         let indices: Vec<_> = found.iter().map(|f| f.index).collect();
-        assert_eq!(indices, (0..10).collect::<Vec<_>>());
+        assert_eq!(indices, (0..13).collect::<Vec<_>>());
     }
 
     #[cfg(unix)]

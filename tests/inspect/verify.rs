@@ -212,6 +212,23 @@ fn verify_passes_an_intact_store_and_names_each_problem() {
         past.iter().all(|l| l.contains(".parquet: row group ")),
         "{past:?}"
     );
+
+    // The end-of-text id inside documents (as a store encoded by a version that turned a
+    // literal "<|endoftext|>" into it holds): the manifest names a token documents use.
+    let dir = fresh("eos");
+    let report = inspect_json(&dir, &[]);
+    let common = report["data"]["top_tokens"][0]["id"].as_u64().unwrap();
+    let mut m = manifest(&dir);
+    m["tokenizer"]["eos_id"] = common.into();
+    set_manifest(&dir, &m);
+    let (code, lines) = verify(&dir);
+    assert_eq!(code, Some(1));
+    let inside: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!("the end-of-text id {common} inside a document")))
+        .collect();
+    assert!(!inside.is_empty(), "{lines:?}");
+    assert!(inside.iter().all(|l| l.contains(".parquet: row group ")));
 }
 
 #[test]

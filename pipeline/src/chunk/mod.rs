@@ -11,6 +11,9 @@ mod lang;
 mod syntax;
 pub mod text;
 
+#[cfg(test)]
+mod line_ends;
+
 /// Where the chunk that begins at some offset should end: the strategy of one chunker.
 pub trait Cuts {
     /// The end of the chunk starting at `start`, which must hold more than `budget` bytes of
