@@ -350,21 +350,22 @@ pub struct EvalArgs {
 /// Flags of `mamba demo`.
 #[derive(Args)]
 pub struct DemoArgs {
-    /// The corpus to ingest
-    #[arg(long, default_value = "data", value_name = "DIR")]
-    pub data: PathBuf,
+    /// The corpus to ingest [default: one the demo writes: Python helpers and weather records]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// Where the shards, checkpoints and report go (a previous demo's folder is replaced)
     #[arg(long, default_value = "checkpoints/demo", value_name = "DIR")]
     pub out: PathBuf,
     /// Training time budget; the steps are sized to it on this machine (and to at most four
-    /// passes over the sample)
+    /// passes over the corpus)
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
     /// Train exactly this many steps instead (overrides --seconds)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
-    /// Prompt of the generated sample
-    #[arg(long, default_value = "def ")]
+    /// Prompt of the generated sample (no trailing space: the tokenizer joins a space to the
+    /// word after it)
+    #[arg(long, default_value = "def")]
     pub prompt: String,
     /// Length of the generated sample in tokens
     #[arg(long, default_value_t = 80)]

@@ -71,8 +71,15 @@ fn report_from_the_fixture_run() {
     for bad in ["<script", "src=", "href=", "<link", "url("] {
         assert!(!html.contains(bad), "page contains {bad}");
     }
-    assert_eq!(html.matches("<svg").count(), 5, "five charts");
-    for name in ["loss", "lr", "throughput", "grad_norm", "loss_scale"] {
+    assert_eq!(html.matches("<svg").count(), 6, "six charts");
+    for name in [
+        "loss",
+        "val_ppl",
+        "lr",
+        "throughput",
+        "grad_norm",
+        "loss_scale",
+    ] {
         let svg = std::fs::read_to_string(run.join(format!("report-{name}.svg"))).unwrap();
         assert!(svg.starts_with("<svg"), "{name}");
         assert!(html.contains(&format!("<figure id=\"{name}\"")), "{name}");
@@ -111,6 +118,70 @@ fn report_from_the_fixture_run() {
     assert!(html.contains("<td>step-000060</td><td class=\"n\">60</td>"));
     assert!(html.contains("<th>precision</th><td>fp16</td>"));
     assert!(html.contains("<th>max_steps</th><td>120</td>"));
+    let (first_ppl, last_ppl) = (
+        evals.values().next().unwrap()["val_ppl"].as_f64().unwrap(),
+        evals.values().last().unwrap()["val_ppl"].as_f64().unwrap(),
+    );
+    assert!(html.contains(&format!(
+        "<th>val perplexity, first -&gt; last</th><td class=\"n\">{first_ppl:.2} -&gt; {last_ppl:.2}</td>"
+    )));
+}
+
+/// A run still training: no checkpoint yet, its last line half written, an fp32 run whose
+/// loss scale never moves. The report reads it as far as it got and leaves the flat chart out.
+#[test]
+fn a_running_fp32_run_reports_what_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let metrics = std::fs::read_to_string(fixture().join("metrics.jsonl")).unwrap();
+    let mut text = String::new();
+    for line in metrics.lines().take(50) {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        if v.get("loss_scale").is_some() {
+            v["loss_scale"] = 1.0.into();
+            v["passes"] = (v["step"].as_f64().unwrap() / 40.0).into();
+            v["eta_s"] = (600.0 - v["step"].as_f64().unwrap()).into();
+        }
+        text.push_str(&format!("{v}\n"));
+    }
+    text.push_str("{\"step\":51,\"epoch\":0,\"tok");
+    std::fs::write(run.join("metrics.jsonl"), text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["report", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(!html.contains("loss_scale") && !run.join("report-loss_scale.svg").exists());
+    assert!(
+        !html.contains("not understood"),
+        "a torn last line is not a bad line"
+    );
+    let last = metrics
+        .lines()
+        .take(50)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("loss").is_some())
+        .last()
+        .unwrap()["step"]
+        .as_u64()
+        .unwrap();
+    let passes = last as f64 / 40.0;
+    assert!(
+        html.contains(&format!(
+            "<th>passes over the train split</th><td class=\"n\">{passes:.2}</td>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "about 9m {:02}s left after step {last}",
+            (600 - last) % 60
+        )),
+        "{html}"
+    );
+    assert!(html.contains("no checkpoint with a trainer_state.json"));
 }
 
 #[test]

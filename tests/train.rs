@@ -154,3 +154,60 @@ fn a_small_default_val_split_is_still_evaluated() {
     assert_eq!(val.len(), 2, "evals at 5 and 10: {val:?}");
     assert!(val.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn the_headline_command_on_a_cpu_says_the_plan_the_warnings_and_the_eta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = ingest(tmp.path(), 512);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shards.join("manifest.json")).unwrap()).unwrap();
+    let train = manifest["totals"]["train"]["tokens"].as_u64().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    // `--vram 12gb`: micro-batch 2, accumulation 8; 50 steps of 2 x 8 x 64 tokens.
+    let o = ok(&[
+        "train",
+        "--shards",
+        s(&shards),
+        "--checkpoint-dir",
+        s(&ckpt),
+        "--vram",
+        "12gb",
+        "--model-size",
+        "tiny",
+        "--seq-len",
+        "64",
+        "--max-steps",
+        "50",
+        "--eval-every",
+        "50",
+        "-q",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let passes = 51_200.0 / train as f64;
+    let plan = format!(
+        "plan: 50 steps x 1024 tokens (batch 2 x accumulation 8 x seq 64) = 51200 tokens, {passes:.1} passes over the train split ({train} tokens)\n"
+    );
+    assert!(out.starts_with(&plan), "{out}");
+    assert!(
+        passes > 4.0,
+        "the sample should be passed over more than 4 times"
+    );
+    let steps4 = (4.0 * train as f64 / 1024.0).floor();
+    assert!(out.contains(&format!("warning: that is {passes:.1} passes over the train split; past a few a model memorises its data and the val loss climbs: --max-steps {steps4} makes 4 passes")), "{out}");
+    assert!(out.contains("warning: --vram 12gb sizes a run for a GPU's memory, but this run is on the CPU, where the tiny preset is slow"), "{out}");
+    // After the first timed steps, the speed and the time left; then in every step line.
+    let speed = out
+        .lines()
+        .position(|l| l.starts_with("speed: "))
+        .expect("speed line");
+    assert!(out
+        .lines()
+        .nth(speed)
+        .unwrap()
+        .contains("the remaining 39 steps take about "));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("step     50/50 |") && l.contains(" | eta 0s")),
+        "{out}"
+    );
+}

@@ -3,6 +3,8 @@
 pub mod chunk;
 pub mod discover;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod inspect;
 pub mod report;

@@ -22,6 +22,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #ddd}\
 .note{color:#a40}";
 
+/// Steps the recent throughput is averaged over.
+const RECENT_STEPS: usize = 20;
+
 fn fmt(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(x) if x.is_finite() => format!("{x:.digits$}"),
@@ -39,7 +42,16 @@ pub fn summary(run: &Run) -> Vec<(&'static str, String)> {
         .filter_map(|e| e.val_loss.map(|v| (v, e.step)))
         .min_by(|a, b| a.0.total_cmp(&b.0));
     let tps: Vec<f64> = run.steps.iter().filter_map(|s| s.tokens_per_s).collect();
-    let mean_tps = (!tps.is_empty()).then(|| tps.iter().sum::<f64>() / tps.len() as f64);
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let recent = &tps[tps.len().saturating_sub(RECENT_STEPS)..];
+    let eta = match last.and_then(|s| s.eta_s.map(|e| (s.step, e))) {
+        Some((_, e)) if e < 0.5 => "finished".to_string(),
+        Some((step, e)) => format!(
+            "about {} left after step {step}",
+            crate::train::plan::human(std::time::Duration::from_secs_f64(e))
+        ),
+        None => "-".into(),
+    };
     vec![
         (
             "steps",
@@ -60,7 +72,20 @@ pub fn summary(run: &Run) -> Vec<(&'static str, String)> {
             "last val loss",
             fmt(run.evals.last().and_then(|e| e.val_loss), 4),
         ),
-        ("mean tokens/s", fmt(mean_tps, 0)),
+        (
+            "val perplexity, first -> last",
+            match (run.evals.first(), run.evals.last()) {
+                (Some(a), Some(b)) => format!("{} -> {}", fmt(a.val_ppl, 2), fmt(b.val_ppl, 2)),
+                _ => "-".into(),
+            },
+        ),
+        (
+            "passes over the train split",
+            fmt(last.and_then(|s| s.passes), 2),
+        ),
+        ("mean tokens/s", fmt(mean(&tps), 0)),
+        ("tokens/s, last 20 steps", fmt(mean(recent), 0)),
+        ("ETA", eta),
         (
             "skipped steps",
             run.steps.iter().filter(|s| s.skipped).count().to_string(),
@@ -89,7 +114,8 @@ pub fn page(run: &Run, figs: &[Figure]) -> String {
     for (k, v) in summary(run) {
         let _ = writeln!(
             h,
-            "<tr><th>{k}</th><td class=\"n\">{}</td></tr>",
+            "<tr><th>{}</th><td class=\"n\">{}</td></tr>",
+            escape(k),
             escape(&v)
         );
     }

@@ -1,8 +1,9 @@
 //! `mamba report`: a training run at a glance. Reads `metrics.jsonl` and the checkpoints'
-//! `trainer_state.json` ([`run`]), draws loss and val-loss, learning rate, tokens/s, gradient
-//! norm and loss scale against the step ([`chart`], SVG), and gathers them with the run's
-//! summary and configuration in one self-contained HTML page ([`html`]); each chart is also
-//! written as its own `.svg` file.
+//! `trainer_state.json` ([`run`]), draws loss and val-loss, val perplexity, learning rate,
+//! tokens/s, gradient norm and loss scale against the step ([`chart`], SVG; a chart whose lines
+//! are flat is left out), and gathers them with the run's summary (perplexity, passes over the
+//! data, throughput, ETA) and configuration in one self-contained HTML page ([`html`]); each
+//! chart is also written as its own `.svg` file. A run still training reads as far as it got.
 
 pub mod chart;
 pub mod html;
@@ -71,6 +72,16 @@ pub fn figures(run: &Run) -> Result<Vec<Figure>, ReportError> {
                 .map(|v| (e.step as f64, v))
         })
         .collect();
+    // Perplexity falls by orders of magnitude: drawn on a log axis.
+    let val_ppl: Vec<(f64, f64)> = run
+        .evals
+        .iter()
+        .filter_map(|e| {
+            e.val_ppl
+                .filter(|v| *v > 0.0)
+                .map(|v| (e.step as f64, v.log10()))
+        })
+        .collect();
     // The fp16 loss scale moves by powers of two: its log2 reads as whole steps.
     let log2_scale = steps(|s| s.loss_scale.filter(|v| *v > 0.0).map(f64::log2));
     let specs: Vec<(&'static str, &'static str, &'static str, Vec<Series>)> = vec![
@@ -83,6 +94,12 @@ pub fn figures(run: &Run) -> Result<Vec<Figure>, ReportError> {
                 series("train, smoothed", smooth(&loss, 0.9)),
                 series("val", val),
             ],
+        ),
+        (
+            "val_ppl",
+            "Validation perplexity (log scale)",
+            "perplexity",
+            vec![series("val perplexity", val_ppl)],
         ),
         (
             "lr",
@@ -111,11 +128,17 @@ pub fn figures(run: &Run) -> Result<Vec<Figure>, ReportError> {
     ];
     let mut out = Vec::new();
     for (name, title, y_label, series) in specs {
+        // A chart whose lines are all flat (the loss scale of a run without fp16, a constant
+        // learning rate) has nothing to say and is left out.
+        if series.iter().all(Series::is_flat) && name != "loss" {
+            continue;
+        }
         let c = Chart {
             title,
             x_label: "step",
             y_label,
             series,
+            log_y: name == "val_ppl",
         };
         let svg = chart::svg(&c).map_err(|reason| ReportError::Draw {
             chart: name.into(),

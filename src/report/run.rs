@@ -30,6 +30,12 @@ pub struct StepPoint {
     pub loss_scale: Option<f64>,
     #[serde(default)]
     pub skipped: bool,
+    /// Passes over the train split so far (runs logged before it was recorded: `None`).
+    #[serde(default)]
+    pub passes: Option<f64>,
+    /// Seconds the trainer expected the rest of the run to take after this step.
+    #[serde(default)]
+    pub eta_s: Option<f64>,
 }
 
 /// One evaluation on the val split.
@@ -76,7 +82,13 @@ pub fn load(dir: &Path) -> Result<Run, RunError> {
     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
     let (mut steps, mut evals) = (BTreeMap::new(), BTreeMap::new());
     let mut bad_lines = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    // A run still training may be writing its last line: one without its newline yet is
+    // not a bad line, just not there yet.
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    for (i, line) in complete.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
@@ -152,7 +164,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn later_lines_win_nulls_are_none_and_bad_lines_are_counted() {
+    fn later_lines_win_nulls_are_none_bad_lines_are_counted_and_a_torn_one_waits() {
         let dir = tempfile::tempdir().unwrap();
         let step = |s: u64, loss: &str| {
             format!(
@@ -169,7 +181,9 @@ mod tests {
             step(3, "null"),
             r#"{"step":"x"}"#.to_string(),
         ];
-        std::fs::write(dir.path().join("metrics.jsonl"), lines.join("\n")).unwrap();
+        let torn = &step(4, "3.0")[..30]; // a running trainer's line, half written
+        let text = lines.join("\n") + "\n" + torn;
+        std::fs::write(dir.path().join("metrics.jsonl"), text).unwrap();
         let ck = dir.path().join("final");
         std::fs::create_dir(&ck).unwrap();
         std::fs::write(

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -20,6 +21,11 @@ pub struct StepRecord {
     pub loss_scale: f64,
     /// The update was not applied (non-finite loss or gradients).
     pub skipped: bool,
+    /// Passes over the train split so far (tokens seen / train split tokens).
+    pub passes: f64,
+    /// Seconds the remaining steps will take at the speed measured so far; `None` until a
+    /// step has been timed.
+    pub eta_s: Option<f64>,
 }
 
 /// One evaluation on the val split.
@@ -52,11 +58,15 @@ impl Metrics {
 }
 
 impl StepRecord {
-    /// `step    12/100 | loss 5.1234 | lr 3.00e-04 | gnorm 1.234 | 12345 tok/s`
+    /// `step    12/100 | loss 5.1234 | lr 3.00e-04 | gnorm 1.234 | 12345 tok/s | eta 3m 05s`
     pub fn line(&self, max_steps: u64) -> String {
         let skipped = if self.skipped { " | skipped" } else { "" };
+        let eta = match self.eta_s {
+            Some(s) => format!(" | eta {}", super::plan::human(Duration::from_secs_f64(s))),
+            None => String::new(),
+        };
         format!(
-            "step {:>6}/{max_steps} | loss {:.4} | lr {:.2e} | gnorm {:.3} | {:.0} tok/s{skipped}",
+            "step {:>6}/{max_steps} | loss {:.4} | lr {:.2e} | gnorm {:.3} | {:.0} tok/s{eta}{skipped}",
             self.step, self.loss, self.lr, self.grad_norm, self.tokens_per_s
         )
     }
@@ -89,6 +99,8 @@ mod tests {
             tokens_per_s: 1000.0,
             loss_scale: 1.0,
             skipped: false,
+            passes: 0.5,
+            eta_s: None,
         };
         Metrics::open(&path).unwrap().write(&rec).unwrap();
         Metrics::open(&path).unwrap().write(&rec).unwrap();
@@ -103,6 +115,14 @@ mod tests {
         assert_eq!(
             rec.line(10),
             "step      3/10 | loss 2.5000 | lr 1.00e-3 | gnorm 0.500 | 1000 tok/s"
+        );
+        let timed = StepRecord {
+            eta_s: Some(185.0),
+            ..rec
+        };
+        assert_eq!(
+            timed.line(10),
+            "step      3/10 | loss 2.5000 | lr 1.00e-3 | gnorm 0.500 | 1000 tok/s | eta 3m 05s"
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod loader;
 pub mod memory;
 pub mod metrics;
 pub mod pack;
+pub mod plan;
 pub mod recompute;
 pub mod scaler;
 pub mod schedule;
@@ -114,6 +115,11 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             "note: the val split is empty or shorter than one window; no evaluation (ingest with a larger --val-fraction)",
         );
     }
+    let plan = plan::Plan::new(cfg, st.step, run.train_tokens);
+    for line in std::iter::once(plan.line(cfg)).chain(plan.warnings(cfg)) {
+        setup::say(&bar, &line);
+    }
+    let mut clock = plan::Clock::new(cfg.max_steps);
     let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);
     let fp16 = cfg.precision == "fp16";
     let mut scaler = scaler::LossScaler::new(st.loss_scale, st.scale_good_steps);
@@ -161,6 +167,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         let step_tokens: usize = micro.iter().map(|b| b.tokens()).sum();
         st.tokens += step_tokens as u64;
         last_loss = loss;
+        let pace = clock.tick(st.step, st.tokens);
         let rec = StepRecord {
             step: st.step,
             epoch,
@@ -171,10 +178,15 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64(),
             loss_scale: st.loss_scale,
             skipped,
+            passes: st.tokens as f64 / run.train_tokens.max(1) as f64,
+            eta_s: pace.map(|p| p.left.as_secs_f64()),
         };
         run.write(&mut metrics, &rec)?;
         if st.step.is_multiple_of(cfg.log_every) || skipped {
             setup::say(&bar, &rec.line(cfg.max_steps));
+        }
+        if let Some(pace) = pace.filter(|_| clock.first_report(st.step)) {
+            setup::say(&bar, &pace.line(cfg.max_steps - st.step));
         }
         bar.set_position(st.step);
         bar.set_message(format!(

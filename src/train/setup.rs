@@ -29,6 +29,8 @@ pub struct Run {
     pub metrics_path: PathBuf,
     pub checkpoint_dir: PathBuf,
     pub tokenizer: PathBuf,
+    /// Tokens in the store's train split.
+    pub train_tokens: u64,
     accum: u64,
 }
 
@@ -178,6 +180,7 @@ impl Run {
             metrics_path: opts.checkpoint_dir.join("metrics.jsonl"),
             checkpoint_dir: opts.checkpoint_dir.clone(),
             tokenizer,
+            train_tokens: manifest.totals.train.tokens,
             accum: cfg.grad_accum as u64,
         })
     }

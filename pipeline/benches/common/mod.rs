@@ -44,7 +44,9 @@ pub fn stage_options(dir: PathBuf, out: PathBuf) -> StageOptions {
 /// The baseline: the bare `tokenizers` crate encoding `texts` in one `encode_batch` call
 /// (parallel over the cores). Returns the seconds and the ids of each text.
 pub fn encode_batch(texts: &[String], tokenizer: &str) -> (f64, Vec<Vec<u32>>) {
-    let tok = tokenizers::Tokenizer::from_file(tokenizer).expect("tokenizer loads");
+    let mut tok = tokenizers::Tokenizer::from_file(tokenizer).expect("tokenizer loads");
+    // Document text is encoded as text, special tokens' literals included, as ingest does.
+    tok.set_encode_special_tokens(true);
     let batch = texts.to_vec();
     let start = Instant::now();
     let enc = tok.encode_batch(batch, false).expect("encode_batch");
