@@ -9,7 +9,7 @@ use mamba_pipeline::shard::{sha256_file, Split};
 use mamba_pipeline::tokenize::Vocab;
 
 use super::EvalError;
-use crate::train::loader::{open_split, Loader, LoaderOptions, LoaderState};
+use crate::train::loader::{open_split, Loader, LoaderOptions};
 use crate::train::pack::{Batch, Packer, Window};
 
 /// Text is encoded in chunks of at most this many bytes (cut as ingest cuts text), so no
@@ -77,34 +77,21 @@ pub fn shards(
         snapshot_every: 0,
     };
     // A split smaller than one batch is scored with the trainer's shorter shapes.
-    let shapes = crate::train::setup::eval_shapes(batch_size, seq_len);
-    let mut last = None;
-    for (batch_size, seq_len) in shapes {
-        let opts = LoaderOptions {
-            batch_size,
-            seq_len,
-            ..opts.clone()
-        };
-        let start = LoaderState::start(&opts);
-        let loader = Loader::spawn(sources.clone(), opts, start);
-        match loader.recv() {
-            None => last = Some(loader),
-            Some(first) => {
-                return Ok(ShardSource {
-                    loader,
-                    first: Some(first?.batch),
-                    split_tokens,
-                    seq_len,
-                })
-            }
-        }
+    match crate::train::setup::eval_loader(&sources, &opts)? {
+        Some((loader, first)) => Ok(ShardSource {
+            loader,
+            seq_len: first.seq_len,
+            first: Some(first),
+            split_tokens,
+        }),
+        None => Err(EvalError::Empty {
+            what: format!("the {} split of {}", split.as_str(), dir.display()),
+            why: format!(
+                "{split_tokens} tokens, fewer than one window of {}",
+                crate::train::setup::MIN_EVAL_SEQ_LEN + 1
+            ),
+        }),
     }
-    Ok(ShardSource {
-        loader: last.ok_or_else(|| io(dir, "no batch shape to read with"))?,
-        first: None,
-        split_tokens,
-        seq_len,
-    })
 }
 
 impl ShardSource {

@@ -262,6 +262,25 @@ fn eval_batches(
         snapshot_every: 0,
         ..train.clone()
     };
+    let Some((loader, first)) = eval_loader(&shards, &opts)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = vec![first];
+    while out.len() < n {
+        match loader.recv() {
+            Some(item) => out.push(item?.batch),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// A loader over a split with the options `opts` in the first of the [`eval_shapes`] the split
+/// fills a batch of, and that first batch; `None` when it fills none.
+pub fn eval_loader(
+    shards: &[super::loader::ShardSource],
+    opts: &LoaderOptions,
+) -> Result<Option<(Loader, Batch)>, super::loader::LoadError> {
     for (batch_size, seq_len) in eval_shapes(opts.batch_size, opts.seq_len) {
         let opts = LoaderOptions {
             batch_size,
@@ -269,23 +288,16 @@ fn eval_batches(
             ..opts.clone()
         };
         let start = LoaderState::start(&opts);
-        let loader = Loader::spawn(shards.clone(), opts, start);
-        let mut out = Vec::new();
-        while out.len() < n {
-            match loader.recv() {
-                Some(item) => out.push(item?.batch),
-                None => break,
-            }
-        }
-        if !out.is_empty() {
-            return Ok(out);
+        let loader = Loader::spawn(shards.to_vec(), opts, start);
+        if let Some(first) = loader.recv() {
+            return Ok(Some((loader, first?.batch)));
         }
     }
-    Ok(Vec::new())
+    Ok(None)
 }
 
 /// The shortest window a small val split is evaluated with.
-const MIN_EVAL_SEQ_LEN: usize = 16;
+pub const MIN_EVAL_SEQ_LEN: usize = 16;
 
 /// The batch shapes (batch size, window length) a split is evaluated with, in the order to
 /// try them: the training shape; then, for a split smaller than one batch (a small corpus),
