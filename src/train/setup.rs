@@ -8,7 +8,7 @@ use candle_core::{Device, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
-use mamba_pipeline::shard::{sha256_file, Split};
+use mamba_pipeline::shard::Split;
 
 use super::checkpoint::{self, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
 use super::config::{model_shape, TrainConfig};
@@ -133,7 +133,7 @@ impl Run {
             }
             None => {
                 let (model, vm) = match &opts.init {
-                    Some(dir) => init_from(dir, &manifest, &dev)?,
+                    Some(dir) => init_from(dir, &opts.shards, &manifest, &dev)?,
                     None => {
                         let (d, n) = model_shape(&cfg.model_size)?;
                         MambaLM::init(&Config::new(d, n, tok.vocab_size), cfg.seed, &dev)?
@@ -221,30 +221,42 @@ fn check_same<T: PartialEq + std::fmt::Display>(
     )))
 }
 
-/// A transformers-format model directory as the starting point; its vocabulary (and its
-/// tokenizer, when it has one) must be the shard store's.
+/// A transformers-format model directory as the starting point: it must have an embedding
+/// row for every id of the shard store's tokenizer (more rows are normal: conversions pad the
+/// vocabulary to a multiple of 8), and its tokenizer, when it has one, must tokenize as the
+/// store's does.
 fn init_from(
     dir: &Path,
+    shards: &Path,
     manifest: &Manifest,
     dev: &Device,
 ) -> Result<(MambaLM, candle_nn::VarMap), TrainError> {
     let (model, vm) = MambaLM::load(dir, dev)?;
     let tok = &manifest.tokenizer;
-    if model.config().vocab_size != tok.vocab_size {
+    if model.config().vocab_size < tok.vocab_size {
         return Err(TrainError::Mismatch(format!(
-            "{}: vocab size is {} in the model but {} in the shard store's tokenizer",
+            "--init {}: the model has {} embedding rows but the shard store's tokenizer has {} tokens; ingest with this model's tokenizer (--tokenizer {})",
             dir.display(),
             model.config().vocab_size,
-            tok.vocab_size
+            tok.vocab_size,
+            dir.join(TOKENIZER_FILE).display()
         )));
     }
     let theirs = dir.join(TOKENIZER_FILE);
     if theirs.exists() {
-        let sha = sha256_file(&theirs).map_err(|e| TrainError::Io {
-            path: theirs.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        check_same(dir, "tokenizer sha256", &sha, &tok.sha256)?;
+        let store = shards.join(&tok.file);
+        let differ = mamba_pipeline::tokenize::differences(&theirs, &store)
+            .map_err(|e| TrainError::Mismatch(e.to_string()))?;
+        if !differ.is_empty() {
+            return Err(TrainError::Mismatch(format!(
+                "--init {}: its tokenizer ({}) and the shard store's ({}) tokenize differently: they differ in {}; ingest with --tokenizer {}",
+                dir.display(),
+                theirs.display(),
+                store.display(),
+                differ.join(", "),
+                theirs.display()
+            )));
+        }
     }
     Ok((model, vm))
 }

@@ -86,13 +86,29 @@ fn damaged_shards_and_foreign_checkpoints_are_refused() {
         "{err}"
     );
 
-    // --init with a model of another vocabulary: both sizes shown.
+    // --init with a model of another tokenizer (512 rows, more than the store's 300 ids):
+    // the rows would do, the tokenizers differ; both files named.
     let (c2, fin) = (tmp.path().join("c2"), ckpt.join("final"));
     let mut args = train_args(&other, &c2, "2");
     args.extend(["--init", s(&fin)]);
     let err = stderr(&run(&args));
     assert!(
-        err.contains("512") && err.contains("300") && err.contains("vocab"),
+        err.contains("tokenize differently: they differ in model")
+            && err.contains(s(&fin.join("tokenizer.json")))
+            && err.contains(s(&other.join("tokenizer.json"))),
+        "{err}"
+    );
+    // --init with a model of fewer rows than the store has ids: both sizes shown.
+    let c3 = tmp.path().join("c3");
+    ok(&train_args(&other, &c3, "1"));
+    let small = c3.join("final");
+    let mut args = train_args(&shards, &c2, "2");
+    args.extend(["--init", s(&small)]);
+    let err = stderr(&run(&args));
+    assert!(
+        err.contains(
+            "the model has 300 embedding rows but the shard store's tokenizer has 512 tokens"
+        ),
         "{err}"
     );
 

@@ -175,6 +175,36 @@ impl Vocab {
     }
 }
 
+/// The parts of a tokenizer file that decide what it does, in the order they act.
+const PARTS: [&str; 6] = [
+    "added_tokens",
+    "normalizer",
+    "pre_tokenizer",
+    "model",
+    "post_processor",
+    "decoder",
+];
+
+/// Where two `tokenizer.json` files differ in what they do: the names of the parts (added
+/// tokens, normalizer, pre-tokenizer, model with its vocabulary and merges, post-processor,
+/// decoder) that are not the same. Their layout and their truncation and padding settings do
+/// not count (chunks are encoded without them). Empty when they tokenize alike.
+pub fn differences(a: &Path, b: &Path) -> Result<Vec<&'static str>, TokenizeError> {
+    let canonical = |path: &Path| -> Result<serde_json::Value, TokenizeError> {
+        let load = |reason: String| TokenizeError::Load {
+            path: path.display().to_string(),
+            reason,
+        };
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| load(e.to_string()))?;
+        let json = tokenizer
+            .to_string(false)
+            .map_err(|e| load(e.to_string()))?;
+        serde_json::from_str(&json).map_err(|e| load(e.to_string()))
+    };
+    let (a, b) = (canonical(a)?, canonical(b)?);
+    Ok(PARTS.into_iter().filter(|p| a.get(p) != b.get(p)).collect())
+}
+
 /// Encodes chunks on one thread (see [`Vocab::encoder`]).
 pub struct Encoder<'v> {
     vocab: &'v Vocab,
@@ -250,6 +280,36 @@ mod tests {
             a.tokenizer.decode(&literal, false).unwrap(),
             "a<|endoftext|>b"
         );
+    }
+
+    #[test]
+    fn tokenizers_are_compared_by_what_they_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let trained = Vocab::train(CORPUS.iter(), 280).unwrap();
+        let compact = dir.path().join("compact.json");
+        std::fs::write(&compact, trained.to_json().unwrap()).unwrap();
+        // The same tokenizer laid out otherwise, with truncation and padding settings.
+        let mut pretty: serde_json::Value =
+            serde_json::from_str(&trained.to_json().unwrap()).unwrap();
+        pretty["truncation"] = serde_json::json!({"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0});
+        let pretty_path = dir.path().join("pretty.json");
+        std::fs::write(&pretty_path, serde_json::to_string_pretty(&pretty).unwrap()).unwrap();
+        assert!(differences(&compact, &pretty_path).unwrap().is_empty());
+        let other = dir.path().join("other.json");
+        let mut lower = Vocab::train(CORPUS.iter(), 280).unwrap();
+        lower
+            .tokenizer
+            .with_normalizer(Some(tokenizers::normalizers::Lowercase))
+            .unwrap();
+        std::fs::write(&other, lower.tokenizer.to_string(false).unwrap()).unwrap();
+        assert_eq!(differences(&compact, &other).unwrap(), ["normalizer"]);
+        let smaller = dir.path().join("smaller.json");
+        std::fs::write(
+            &smaller,
+            Vocab::train(CORPUS.iter(), 270).unwrap().to_json().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(differences(&compact, &smaller).unwrap(), ["model"]);
     }
 
     #[test]
