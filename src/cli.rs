@@ -62,8 +62,9 @@ pub struct IngestArgs {
     /// Input files or folders, then the output folder
     #[arg(required = true, num_args = 2.., value_name = "INPUT... OUT_DIR")]
     pub paths: Vec<PathBuf>,
-    /// A Hugging Face tokenizer.json to use instead of training one on the corpus
-    #[arg(long, value_name = "FILE")]
+    /// A Hugging Face tokenizer.json (or a model directory holding one) to use instead of
+    /// training one on the corpus
+    #[arg(long, value_name = "FILE|DIR")]
     pub tokenizer: Option<PathBuf>,
     /// End-of-text token of --tokenizer, if it is none of the usual ones
     #[arg(long, value_name = "TOKEN", requires = "tokenizer")]

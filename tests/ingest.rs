@@ -222,6 +222,17 @@ fn a_given_tokenizer_is_used_as_is() {
         tokenizer.to_str().unwrap()
     );
     check_with_pyarrow(&second, &data);
+    // A model directory stands for the tokenizer.json in it.
+    let third = tmp.path().join("third");
+    ok(&ingest(
+        &[&data],
+        &third,
+        &["--tokenizer", first.to_str().unwrap()],
+    ));
+    assert_eq!(
+        manifest(&third)["tokenizer"]["sha256"],
+        manifest(&second)["tokenizer"]["sha256"]
+    );
 }
 
 #[test]

@@ -23,8 +23,12 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let tokenizer = match args.tokenizer {
+        // A model directory stands for its tokenizer.json.
         Some(path) => TokenizerSource::File {
-            path,
+            path: match path.is_dir() {
+                true => path.join(ingest::TOKENIZER_FILE),
+                false => path,
+            },
             eos: args.eos_token,
         },
         None => TokenizerSource::Train {
