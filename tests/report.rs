@@ -37,17 +37,22 @@ fn polylines(svg: &str) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn report_from_the_fixture_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    copy_dir(&fixture(), &run);
+/// `mamba report RUN`, which must succeed; the page it wrote.
+fn report(run: &Path) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_mamba"))
         .args(["report", run.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    std::fs::read_to_string(run.join("report.html")).unwrap()
+}
+
+#[test]
+fn report_from_the_fixture_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    copy_dir(&fixture(), &run);
+    let html = report(&run);
 
     // The fixture, read independently: the later line of a repeated step wins.
     let (mut steps, mut evals) = (BTreeMap::new(), BTreeMap::new());
@@ -147,12 +152,7 @@ fn a_running_fp32_run_reports_what_it_has() {
     }
     text.push_str("{\"step\":51,\"epoch\":0,\"tok");
     std::fs::write(run.join("metrics.jsonl"), text).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mamba"))
-        .args(["report", run.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    let html = report(&run);
     assert!(!html.contains("loss_scale") && !run.join("report-loss_scale.svg").exists());
     assert!(
         !html.contains("not understood"),
