@@ -63,6 +63,17 @@ fn the_demo_runs_every_stage() {
         let steps = metrics.lines().filter(|l| l.contains("\"loss\"")).count();
         assert_eq!(steps, 4, "run {run}");
     }
+    // A corpus inside the demo's folder would be emptied with it: refused.
+    std::fs::create_dir_all(out.join("corpus")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mamba"))
+        .args(["demo", "--out"])
+        .arg(&out)
+        .arg("--data")
+        .arg(out.join("corpus"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is inside the demo's folder"));
     let foreign = tmp.path().join("mine");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("keep.txt"), "x").unwrap();

@@ -71,7 +71,7 @@ fn evaluate(a: &EvalArgs) -> Result<Evaluation, EvalError> {
         let vocab = Vocab::load(&tokenizer, None)?;
         let src = source::text(&path, &vocab, seq, bs)?;
         for f in &src.skipped {
-            eprintln!("note: {}: not UTF-8 text, left out", f.display());
+            eprintln!("note: {}: not text, left out", f.display());
         }
         let what = format!("{} ({} files)", path.display(), src.files);
         let pb = bar(show, a.max_tokens.unwrap_or(src.tokens).min(src.tokens));

@@ -84,13 +84,17 @@ pub fn shards(
             first: Some(first),
             split_tokens,
         }),
-        None => Err(EvalError::Empty {
-            what: format!("the {} split of {}", split.as_str(), dir.display()),
-            why: format!(
-                "{split_tokens} tokens, fewer than one window of {}",
-                crate::train::setup::MIN_EVAL_SEQ_LEN + 1
-            ),
-        }),
+        None => {
+            let shapes = crate::train::setup::eval_shapes(batch_size, seq_len);
+            let shortest = shapes.iter().map(|&(_, l)| l).min().unwrap_or(seq_len);
+            Err(EvalError::Empty {
+                what: format!("the {} split of {}", split.as_str(), dir.display()),
+                why: format!(
+                    "{split_tokens} tokens, fewer than one window of {} (pass a shorter --seq-len)",
+                    shortest + 1
+                ),
+            })
+        }
     }
 }
 
@@ -135,7 +139,7 @@ pub struct TextSource {
     pub batches: Vec<Batch>,
     pub tokens: u64,
     pub files: usize,
-    /// Files that are not UTF-8 text, left out.
+    /// Files that are not text (binary), left out.
     pub skipped: Vec<PathBuf>,
 }
 
@@ -156,18 +160,17 @@ pub fn text(
     let (mut tokens, mut n_files, mut skipped) = (0u64, 0usize, Vec::new());
     for (doc, file) in files(path)?.into_iter().enumerate() {
         let bytes = std::fs::read(&file).map_err(|e| io(&file, e))?;
-        let Ok(text) = String::from_utf8(bytes) else {
+        // Decoded as ingest decodes text: byte-order marks, UTF-16, repaired UTF-8.
+        let Ok((text, _)) = mamba_pipeline::extract::text::decode(&bytes) else {
             skipped.push(file);
             continue;
         };
-        // A byte-order mark is not part of the text (ingest strips it too).
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         if text.is_empty() {
             continue;
         }
         n_files += 1;
         packer.begin_row(doc as u64);
-        let chunks = mamba_pipeline::chunk::text::split(text, PIECE_BYTES);
+        let chunks = mamba_pipeline::chunk::text::split(&text, PIECE_BYTES);
         for ids in encoder.encode_chunks(&chunks).map_err(|e| io(&file, e))? {
             tokens += ids.len() as u64;
             let mut at = 0;
@@ -214,7 +217,7 @@ mod tests {
         ];
         std::fs::write(dir.path().join("a.txt"), texts[0].repeat(20)).unwrap();
         std::fs::write(dir.path().join("b.txt"), texts[1].repeat(20)).unwrap();
-        std::fs::write(dir.path().join("c.bin"), [0xffu8, 0xfe, 0x00]).unwrap();
+        std::fs::write(dir.path().join("c.bin"), [0x9fu8, 0x92, 0x96, 0xc3, 0xff]).unwrap();
         let vocab = Vocab::train(texts.iter(), 300).unwrap();
         let src = text(dir.path(), &vocab, 16, 2).unwrap();
         assert_eq!(src.files, 2);

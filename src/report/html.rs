@@ -46,10 +46,13 @@ pub fn summary(run: &Run) -> Vec<(&'static str, String)> {
     let recent = &tps[tps.len().saturating_sub(RECENT_STEPS)..];
     let eta = match last.and_then(|s| s.eta_s.map(|e| (s.step, e))) {
         Some((_, e)) if e < 0.5 => "finished".to_string(),
-        Some((step, e)) => format!(
-            "about {} left after step {step}",
-            crate::train::plan::human(std::time::Duration::from_secs_f64(e))
-        ),
+        Some((step, e)) => match std::time::Duration::try_from_secs_f64(e) {
+            Ok(d) => format!(
+                "about {} left after step {step}",
+                crate::train::plan::human(d)
+            ),
+            Err(_) => "-".into(),
+        },
         None => "-".into(),
     };
     vec![

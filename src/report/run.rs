@@ -82,12 +82,11 @@ pub fn load(dir: &Path) -> Result<Run, RunError> {
     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
     let (mut steps, mut evals) = (BTreeMap::new(), BTreeMap::new());
     let mut bad_lines = Vec::new();
-    // A run still training may be writing its last line: one without its newline yet is
-    // not a bad line, just not there yet.
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..=end],
-        None => "",
-    };
+    // A run still training may be writing its last line: one without its newline that does
+    // not parse yet is not a bad line, just not there yet.
+    let tail_start = text.rfind('\n').map_or(0, |end| end + 1);
+    let torn = serde_json::from_str::<Value>(&text[tail_start..]).is_err();
+    let complete = if torn { &text[..tail_start] } else { &text[..] };
     for (i, line) in complete.lines().enumerate() {
         if line.trim().is_empty() {
             continue;

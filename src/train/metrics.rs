@@ -61,8 +61,8 @@ impl StepRecord {
     /// `step    12/100 | loss 5.1234 | lr 3.00e-04 | gnorm 1.234 | 12345 tok/s | eta 3m 05s`
     pub fn line(&self, max_steps: u64) -> String {
         let skipped = if self.skipped { " | skipped" } else { "" };
-        let eta = match self.eta_s {
-            Some(s) => format!(" | eta {}", super::plan::human(Duration::from_secs_f64(s))),
+        let eta = match self.eta_s.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+            Some(d) => format!(" | eta {}", super::plan::human(d)),
             None => String::new(),
         };
         format!(

@@ -36,7 +36,7 @@ impl Plan {
 
     /// Tokens the whole run trains on, resumed part included.
     pub fn tokens(&self) -> u64 {
-        self.tokens_per_step * self.max_steps
+        self.tokens_per_step.saturating_mul(self.max_steps)
     }
 
     /// Passes the whole run makes over the train split.
@@ -122,7 +122,7 @@ impl Clock {
         let left = secs / steps as f64 * self.max_steps.saturating_sub(step) as f64;
         Some(Pace {
             tokens_per_s: tokens.saturating_sub(k0) as f64 / secs,
-            left: Duration::from_secs_f64(left),
+            left: Duration::try_from_secs_f64(left).unwrap_or(Duration::MAX),
         })
     }
 

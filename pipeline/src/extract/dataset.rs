@@ -92,13 +92,16 @@ fn strings(array: &dyn Array) -> Result<Vec<Option<String>>, DataType> {
         DataType::Utf8 => owned(&mut array.as_string::<i32>().iter()),
         DataType::LargeUtf8 => owned(&mut array.as_string::<i64>().iter()),
         DataType::Utf8View => owned(&mut array.as_string_view().iter()),
-        DataType::Dictionary(_, value_type) => {
+        DataType::Dictionary(_, _) => {
             let dict = array
                 .as_any_dictionary_opt()
                 .ok_or_else(|| array.data_type().clone())?;
-            let values = strings(dict.values().as_ref())
-                .map_err(|_| DataType::Dictionary(Box::new(DataType::Int32), value_type.clone()))?;
+            let values = strings(dict.values().as_ref()).map_err(|_| array.data_type().clone())?;
             let keys = dict.keys();
+            // An all-null batch may carry no values at all (and then no key to look up).
+            if values.is_empty() {
+                return Ok(vec![None; keys.len()]);
+            }
             dict.normalized_keys()
                 .into_iter()
                 .enumerate()
@@ -206,7 +209,7 @@ fn read_jsonl(
     send: &mut dyn FnMut(Vec<String>) -> bool,
 ) -> Result<Vec<Repair>, String> {
     let (mut batch, mut bad, mut first_bad, mut rows) = (Vec::new(), 0usize, None, 0usize);
-    let mut nulls = 0;
+    let (mut nulls, mut since_send) = (0, 0usize);
     for (n, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
         let line = match n {
@@ -238,8 +241,14 @@ fn read_jsonl(
                 });
             }
         }
-        if batch.len() == batch_rows && !send(std::mem::take(&mut batch)) {
-            return Ok(Vec::new());
+        // A batch per `batch_rows` rows read, whatever they held: the reader reports progress
+        // (to the file's time budget) through a stretch of null or bad rows too.
+        since_send += 1;
+        if since_send == batch_rows {
+            since_send = 0;
+            if !send(std::mem::take(&mut batch)) {
+                return Ok(Vec::new());
+            }
         }
     }
     if !batch.is_empty() {
@@ -391,6 +400,43 @@ mod tests {
             );
             assert_eq!(got, ["a", "c", "d", "f"]);
         }
+    }
+
+    #[test]
+    fn a_stretch_of_rows_without_text_still_reports_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.jsonl");
+        let mut body = "{\"other\": 1}\n".repeat(5);
+        body.push_str("{\"text\": \"good\"}\n");
+        std::fs::write(&path, body).unwrap();
+        let (result, batches) = collect(&path, DatasetFormat::Jsonl);
+        // A batch per two rows read (the options' batch_rows), empty where none had text.
+        let empty: Vec<String> = Vec::new();
+        assert_eq!(batches, [empty.clone(), empty, vec!["good".to_string()]]);
+        assert!(result.unwrap()[0].starts_with("5 of 6 rows dropped"));
+    }
+
+    #[test]
+    fn an_all_null_dictionary_batch_is_null_rows() {
+        use arrow_array::types::Int32Type;
+        use arrow_array::DictionaryArray;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = arrow_array::Int32Array::from(vec![None, None, None]);
+        let values = arrow_array::StringArray::from(Vec::<Option<&str>>::new());
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
+        let data =
+            RecordBatch::try_from_iter([("text", Arc::new(dict) as Arc<dyn Array>)]).unwrap();
+        let path = dir.path().join("nulls.arrow");
+        let file = File::create(&path).unwrap();
+        let mut w = arrow_ipc::writer::FileWriter::try_new(file, &data.schema()).unwrap();
+        w.write(&data).unwrap();
+        w.finish().unwrap();
+        let (result, batches) = collect(&path, DatasetFormat::Arrow);
+        assert_eq!(
+            result,
+            Ok(vec!["3 row(s) with a null 'text' skipped".into()])
+        );
+        assert!(batches.concat().is_empty());
     }
 
     fn batch(texts: &[Option<&str>]) -> RecordBatch {

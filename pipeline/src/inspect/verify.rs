@@ -391,7 +391,7 @@ fn decode(path: &Path, vocab: usize, eos: u32) -> Result<Decoded, String> {
             found.push((
                 g,
                 format!(
-                    "the end-of-text id {eos} inside a document {eos_inside} time(s), in {rows} row(s): a false document boundary (re-ingest with this version)"
+                    "the end-of-text id {eos} inside a document {eos_inside} time(s), in {rows} row(s): a false document boundary (the text held the token's literal, encoded as the id by an older version or by a tokenizer whose end-of-text token is not special)"
                 ),
             ));
         }

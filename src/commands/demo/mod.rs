@@ -102,6 +102,12 @@ fn step_seconds(vocab: usize) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64() / CALIBRATION_STEPS as f64)
 }
 
+/// Whether `path` is `dir` or below it (compared as absolute paths where they exist).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    abs(path).starts_with(abs(dir))
+}
+
 /// A non-empty directory that a previous demo did not write: not ours to replace.
 fn foreign(out: &Path) -> bool {
     let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
@@ -129,6 +135,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let out = a.out.clone();
+    // The demo empties its folder first: a corpus inside it would be deleted.
+    if let Some(data) = a.data.as_ref().filter(|d| inside(d, &out)) {
+        eprintln!(
+            "error: --data {} is inside the demo's folder {}, which a demo run empties; copy it elsewhere",
+            data.display(),
+            out.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
     if foreign(&out) {
         eprintln!(
             "error: {} is not empty and not a demo folder; pass another --out",
@@ -165,12 +180,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(n) => n,
         None => {
             let t = step_seconds(manifest.tokenizer.vocab_size)?;
-            let epoch = manifest
-                .totals
-                .train
-                .tokens
-                .div_ceil((BATCH * SEQ_LEN) as u64);
-            ((a.seconds as f64 / (t * RUN_OVERHEAD)) as u64).clamp(1, (MAX_EPOCHS * epoch).max(1))
+            // At most MAX_EPOCHS passes: whole steps within them.
+            let passes = MAX_EPOCHS * manifest.totals.train.tokens / (BATCH * SEQ_LEN) as u64;
+            ((a.seconds as f64 / (t * RUN_OVERHEAD)) as u64).clamp(1, passes.max(1))
         }
     };
     println!(
