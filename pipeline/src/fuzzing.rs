@@ -1,6 +1,6 @@
-//! The entry points the fuzz targets (`fuzz/`) drive, one per extractor, shared with the
-//! regression test that replays what fuzzing found (`tests/fuzz_regressions.rs`). Each takes
-//! arbitrary bytes; a panic, a hang or runaway memory inside is a bug.
+//! The entry points the fuzz targets (`fuzz/`) drive, one per extractor, here so that a test
+//! can replay an input fuzzing finds through the same call. Each takes arbitrary bytes; a
+//! panic, a hang or runaway memory inside is a bug.
 
 use std::io::Write;
 use std::path::Path;
