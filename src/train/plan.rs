@@ -11,8 +11,10 @@ use super::TrainConfig;
 /// it sees more than a few times, and its val loss climbs (the demo's sample: lowest after ~4).
 pub const MANY_PASSES: f64 = 4.0;
 
-/// Steps timed before the speed is first said; the first step is left out (warm-up).
+/// Steps timed before the speed is first said (the first step is left out: warm-up), or
+/// the time after which it is said anyway when steps are slow.
 const TIMED_STEPS: u64 = 10;
+const TIMED_FOR: Duration = Duration::from_secs(30);
 
 /// A run's size in tokens.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +93,8 @@ pub struct Clock {
     /// When the first timed step began: the end of the run's first step, and its step/tokens.
     since: Option<(Instant, u64, u64)>,
     max_steps: u64,
+    /// The speed has been said.
+    reported: bool,
 }
 
 /// Speed over the timed steps and the time the remaining steps will take.
@@ -105,6 +109,7 @@ impl Clock {
         Clock {
             since: None,
             max_steps,
+            reported: false,
         }
     }
 
@@ -126,10 +131,15 @@ impl Clock {
         })
     }
 
-    /// Whether `step` is the one after which the speed is first said.
-    pub fn first_report(&self, step: u64) -> bool {
-        self.since
-            .is_some_and(|(_, s0, _)| step == s0 + TIMED_STEPS)
+    /// Whether the speed is to be said after `step`: once, after [`TIMED_STEPS`] timed steps
+    /// or [`TIMED_FOR`], whichever comes first.
+    pub fn first_report(&mut self, step: u64) -> bool {
+        let due = self.since.is_some_and(|(t0, s0, _)| {
+            step > s0 && (step >= s0 + TIMED_STEPS || t0.elapsed() >= TIMED_FOR)
+        });
+        let first = due && !self.reported;
+        self.reported |= due;
+        first
     }
 }
 
@@ -213,7 +223,9 @@ mod tests {
         // One step of ~20 ms timed, eight left: ~160 ms.
         assert!(pace.tokens_per_s > 0.0 && pace.tokens_per_s <= 100.0 / 0.02);
         assert!(pace.left >= Duration::from_millis(160) && pace.left < Duration::from_secs(5));
+        assert!(!clock.first_report(2));
         assert!(clock.first_report(1 + TIMED_STEPS));
+        assert!(!clock.first_report(2 + TIMED_STEPS), "said once");
     }
 
     #[test]
