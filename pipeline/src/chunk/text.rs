@@ -9,7 +9,11 @@ use super::{char_end, lone_cr_as_lf, pack_with, same_cuts, Cuts};
 /// is the only exception). Empty text gives no chunks; text within budget gives one. Lines
 /// may end in LF, CRLF or a lone CR.
 pub fn split(text: &str, budget: usize) -> Vec<&str> {
-    match lone_cr_as_lf(text) {
+    // Text within budget is one chunk whatever its line ends: no copy to make.
+    match (text.len() > budget.max(1))
+        .then(|| lone_cr_as_lf(text))
+        .flatten()
+    {
         Some(lf) => same_cuts(text, &pack_with(&lf, &Prose, budget)),
         None => pack_with(text, &Prose, budget),
     }

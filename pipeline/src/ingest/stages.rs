@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::order::Order;
-use super::watchdog::{TimedOut, Watchdog};
+use super::watchdog::Watchdog;
 use crate::chunk;
 use crate::discover::{self, DatasetFormat, Format, Found, Skip};
 use crate::extract::{self, dataset, Document, ExtractOptions, Kind, Repair};
@@ -243,16 +243,10 @@ fn extract_file(
             extract::document(&path, &bytes, format, &extract_opts)
         }));
     });
-    let end = match read.map(|r| r.next()) {
+    let end = match watchdog.next(&read).and_then(|read| read) {
         Err(reason) => End::Failed(reason),
-        Ok(Err(TimedOut)) => {
-            watchdog.abandon();
-            End::Failed(timed_out(watchdog.budget()))
-        }
-        Ok(Ok(None)) => End::Failed("internal error while reading".into()),
-        Ok(Ok(Some(Err(reason)))) => End::Failed(reason),
-        Ok(Ok(Some(Ok((doc, _))))) if doc.text.trim().is_empty() => End::Skipped("no text".into()),
-        Ok(Ok(Some(Ok((doc, repairs))))) => {
+        Ok((doc, _)) if doc.text.trim().is_empty() => End::Skipped("no text".into()),
+        Ok((doc, repairs)) => {
             let doc = chunk_doc(doc, opts.chunk_bytes);
             if let Some(seen) = seen {
                 seen.record(raw_hash, index, doc.hash);
@@ -262,14 +256,6 @@ fn extract_file(
         }
     };
     send_end(tx, piece, end)
-}
-
-/// The reason a file that ran out of its `--file-timeout` failed.
-fn timed_out(budget: Duration) -> String {
-    format!(
-        "timed out: still reading after {} s (raise --file-timeout)",
-        budget.as_secs_f64()
-    )
 }
 
 /// `read()`, with a panic inside it turned into an error naming it.
@@ -334,18 +320,10 @@ fn stream_dataset(
     // The latest batch is held back so that the last one can carry the file's end.
     let (mut held, mut next_seq, mut docs_seen) = (None::<Piece>, 0, 0usize);
     let result = loop {
-        let next = match &reader {
-            Ok(reader) => reader.next(),
-            Err(reason) => break Err(reason.clone()),
-        };
-        let docs = match next {
-            Ok(Some(Read::Batch(docs))) => docs,
-            Ok(Some(Read::End(result))) => break result,
-            Ok(None) => break Err("internal error while reading".into()),
-            Err(TimedOut) => {
-                watchdog.abandon();
-                break Err(timed_out(watchdog.budget()));
-            }
+        let docs = match watchdog.next(&reader) {
+            Ok(Read::Batch(docs)) => docs,
+            Ok(Read::End(result)) => break result,
+            Err(reason) => break Err(reason),
         };
         // `dataset::read` leaves blank rows out (and counts them).
         let docs: Vec<Doc> = docs

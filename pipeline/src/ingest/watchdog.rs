@@ -48,10 +48,6 @@ impl Watchdog {
         }
     }
 
-    pub fn budget(&self) -> Duration {
-        self.budget
-    }
-
     /// Runs `job` on the helper thread. It sends its results down the channel it is given,
     /// which holds one: a job that streams waits for each to be taken, and stops when a send
     /// fails (the worker gave up on it).
@@ -81,6 +77,24 @@ impl Watchdog {
             }
         }
         Err("cannot start a thread to read the file".into())
+    }
+
+    /// The next thing `watched` sent, or the reason a file fails without it: the helper could
+    /// not start, the budget ran out (the helper is then abandoned), or the job ended without
+    /// sending it.
+    pub fn next<T>(&mut self, watched: &Result<Watched<T>, String>) -> Result<T, String> {
+        let watched = watched.as_ref().map_err(String::clone)?;
+        match watched.next() {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err("internal error while reading".into()),
+            Err(TimedOut) => {
+                self.abandon();
+                Err(format!(
+                    "timed out: still reading after {} s (raise --file-timeout)",
+                    self.budget.as_secs_f64()
+                ))
+            }
+        }
     }
 
     /// Leaves the current helper to itself (it is stuck in a job past the budget); the next

@@ -97,7 +97,7 @@ impl WordCache {
         ids: &mut Vec<u32>,
     ) -> Result<(), String> {
         // The pre-tokenizer's optional leading space goes on a whole text before splitting
-        // (not on a continuation: see `Encoder::encode_after`).
+        // (not on a continuation: see `Encoder::encode_chunks`).
         let spaced;
         let text = match fast.add_prefix_space && starts_text && !text.starts_with(' ') {
             true => {

@@ -13,9 +13,7 @@ use tokenizers::Tokenizer;
 
 /// `tokenizer` without its start-of-text word mark, or `None` when it puts none.
 pub fn of(tokenizer: &Tokenizer) -> Result<Option<Tokenizer>, String> {
-    let mut json: Value =
-        serde_json::from_str(&tokenizer.to_string(false).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    let mut json = super::as_json(tokenizer)?;
     let mut changed = false;
     if let Some(pre) = json.get_mut("pre_tokenizer") {
         changed |= drop_pre_tokenizer_mark(pre);

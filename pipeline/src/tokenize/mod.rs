@@ -43,7 +43,7 @@ pub enum TokenizeError {
 /// Document text is always encoded as text: a special token's literal (`<|endoftext|>` in a
 /// file about tokenizers) gives ordinary ids, so special ids appear only where the pipeline
 /// puts them. A long document is encoded in chunks; every chunk after the first is encoded
-/// as a continuation (see [`Encoder::encode_after`]), so the chunks' ids decode to the text.
+/// as a continuation (see [`Encoder::encode_chunks`]), so the chunks' ids decode to the text.
 pub struct Vocab {
     pub tokenizer: Tokenizer,
     pub eos_id: u32,
@@ -175,6 +175,12 @@ impl Vocab {
     }
 }
 
+/// `tokenizer` as the JSON value of its `tokenizer.json`, to read or edit its parts.
+fn as_json(tokenizer: &Tokenizer) -> Result<serde_json::Value, String> {
+    let text = tokenizer.to_string(false).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
 /// The parts of a tokenizer file that decide what it does, in the order they act.
 const PARTS: [&str; 6] = [
     "added_tokens",
@@ -190,16 +196,13 @@ const PARTS: [&str; 6] = [
 /// decoder) that are not the same. Their layout and their truncation and padding settings do
 /// not count (chunks are encoded without them). Empty when they tokenize alike.
 pub fn differences(a: &Path, b: &Path) -> Result<Vec<&'static str>, TokenizeError> {
-    let canonical = |path: &Path| -> Result<serde_json::Value, TokenizeError> {
+    let canonical = |path: &Path| {
         let load = |reason: String| TokenizeError::Load {
             path: path.display().to_string(),
             reason,
         };
         let tokenizer = Tokenizer::from_file(path).map_err(|e| load(e.to_string()))?;
-        let json = tokenizer
-            .to_string(false)
-            .map_err(|e| load(e.to_string()))?;
-        serde_json::from_str(&json).map_err(|e| load(e.to_string()))
+        as_json(&tokenizer).map_err(load)
     };
     let (a, b) = (canonical(a)?, canonical(b)?);
     Ok(PARTS.into_iter().filter(|p| a.get(p) != b.get(p)).collect())
@@ -218,14 +221,9 @@ impl Encoder<'_> {
         self.encode_part(text, false)
     }
 
-    /// Token ids of `text` where it continues a text already encoded (a document's chunk
-    /// after the first): no word-boundary mark is put at its start, so the ids of all the
+    /// The ids of each of a document's chunks, in order. A chunk after the first continues
+    /// the text before it: no word-boundary mark is put at its start, so the ids of all the
     /// chunks, joined, decode to what the whole document's ids decode to.
-    pub fn encode_after(&mut self, text: &str) -> Result<Vec<u32>, String> {
-        self.encode_part(text, true)
-    }
-
-    /// The ids of each of a document's chunks, in order.
     pub fn encode_chunks<S: AsRef<str>>(&mut self, chunks: &[S]) -> Result<Vec<Vec<u32>>, String> {
         let parts = chunks.iter().enumerate();
         parts
