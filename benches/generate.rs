@@ -8,18 +8,11 @@
 //! cargo bench --bench generate -- 16 1024 4096        # other prompt lengths
 //! ```
 
-// The generation and train modules are built here from their sources (they live in the
-// binary crate).
-#![allow(dead_code, unused)]
-#[path = "../src/generate/mod.rs"]
-mod generate;
-#[path = "../src/train/mod.rs"]
-mod train;
-
 use std::time::Instant;
 
 use candle_core::Device;
-use generate::decoder::Decoder;
+use mamba::generate;
+use mamba::generate::decoder::Decoder;
 use mamba_model::{Config, MambaLM};
 
 #[global_allocator]

@@ -9,19 +9,14 @@
 //!
 //! `gen` and `run` are separate processes so the peak RSS of `run` is the loader's alone.
 
-// The train module is built here from its sources (it lives in the binary crate).
-#![allow(dead_code, unused)]
-#[path = "../src/train/mod.rs"]
-mod train;
-
 use std::path::Path;
 use std::time::Instant;
 
+use mamba::train::loader::{open_split, Loader, LoaderOptions, LoaderState};
+use mamba::train::shuffle::SplitMix64;
 use mamba_pipeline::shard::manifest::{Manifest, TokenizerEntry, Totals};
 use mamba_pipeline::shard::writer::{Row, ShardLimits, ShardWriter};
 use mamba_pipeline::shard::{sha256_file, Split, SCHEMA_VERSION};
-use train::loader::{open_split, Loader, LoaderOptions, LoaderState};
-use train::shuffle::SplitMix64;
 
 /// The allocator of the `mamba` binary, so the figures are those of `mamba train`.
 #[global_allocator]

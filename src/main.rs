@@ -5,10 +5,6 @@
 
 mod cli;
 mod commands;
-mod evaluate;
-mod generate;
-mod report;
-mod train;
 
 use std::process::ExitCode;
 

@@ -11,7 +11,7 @@ use mamba_pipeline::shard::Split;
 use mamba_pipeline::tokenize::Vocab;
 
 use crate::cli::EvalArgs;
-use crate::evaluate::{self, source, EvalError, Evaluation};
+use mamba::evaluate::{self, source, EvalError, Evaluation};
 
 fn bar(show: bool, total: u64) -> ProgressBar {
     if !show {

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use candle_core::Device;
 
 use crate::cli::GenerateArgs;
-use crate::generate::sampling::SamplingConfig;
-use crate::generate::{generate, Checkpoint, GenerateError, GenerateOptions};
+use mamba::generate::sampling::SamplingConfig;
+use mamba::generate::{generate, Checkpoint, GenerateError, GenerateOptions};
 
 fn usage(msg: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
     eprintln!("error: {msg}");

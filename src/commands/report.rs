@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crate::cli::ReportArgs;
-use crate::report;
+use mamba::report;
 
 pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let run = match report::load(&a.dir) {

@@ -9,8 +9,8 @@ use mamba_pipeline::shard::manifest::Manifest;
 use serde_json::{Map, Value};
 
 use crate::cli::TrainArgs;
-use crate::train::config::{self, model_shape, TrainConfig};
-use crate::train::{gpu, memory, RunOptions, TrainError};
+use mamba::train::config::{self, model_shape, TrainConfig};
+use mamba::train::{gpu, memory, RunOptions, TrainError};
 
 /// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
 const DRY_RUN_VOCAB: usize = 32768;
@@ -103,7 +103,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         init: args.init.clone(),
         progress: !args.quiet && std::io::stderr().is_terminal(),
     };
-    match crate::train::train(&cfg, &opts) {
+    match mamba::train::train(&cfg, &opts) {
         Ok(s) => {
             let val = s
                 .last_val_loss

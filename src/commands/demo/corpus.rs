@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::train::shuffle::SplitMix64;
+use mamba::train::shuffle::SplitMix64;
 
 /// Files of each kind, and functions or records per file: about 1 MB in all.
 const CODE_FILES: usize = 120;

@@ -17,8 +17,8 @@ use mamba_model::{Config, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 
 use crate::cli::{Cli, Command, DemoArgs};
-use crate::train::pack::Batch;
-use crate::train::step::{accumulate, StepOptions};
+use mamba::train::pack::Batch;
+use mamba::train::step::{accumulate, StepOptions};
 
 /// Marks a directory as the demo's own, so a rerun may replace what it holds.
 const MARKER: &str = ".mamba-demo";
@@ -264,7 +264,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 
 /// How far the val perplexity fell over the run, from its `metrics.jsonl`.
 fn learned(ckpt: &Path, seconds: f64) -> Option<String> {
-    let run = crate::report::run::load(ckpt).ok()?;
+    let run = mamba::report::run::load(ckpt).ok()?;
     let ppl: Vec<(u64, f64)> = run
         .evals
         .iter()
