@@ -6,8 +6,8 @@
 mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use mamba_model::scan::reference::selective_scan_ref;
-use mamba_model::scan::{selective_scan, ScanOptions};
+use mamba_model::kernels::scan::reference::selective_scan_ref;
+use mamba_model::kernels::scan::{selective_scan, ScanOptions};
 
 fn main() -> candle_core::Result<()> {
     let (b, l, d, n) = (4, env_usize("BENCH_SEQ", 256), 512, 16);
@@ -68,7 +68,7 @@ fn main() -> candle_core::Result<()> {
     );
     // The kernels alone, without candle's autograd around them.
     {
-        use mamba_model::scan::cpu;
+        use mamba_model::kernels::scan::cpu;
         let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (uu, dl, zz) = (v(&u), v(&delta), v(&z));
         let bc = v(&Tensor::cat(&[bm.as_tensor(), cm.as_tensor()], 2)?);
@@ -91,12 +91,12 @@ fn main() -> candle_core::Result<()> {
             d,
             n,
             softplus: true,
-            chunk: mamba_model::scan::DEFAULT_CHUNK,
+            chunk: mamba_model::kernels::scan::DEFAULT_CHUNK,
         };
         let g = vec![1f32; b * l * d];
         let (mut tf, mut tb) = (vec![], vec![]);
         for _ in 0..iters {
-            tf.push(time(|| cpu::forward(&dm, &inp)).1);
+            tf.push(time(|| cpu::forward(&dm, &inp, None)).1);
             tb.push(time(|| cpu::backward(&dm, &inp, &g)).1);
         }
         let (kf, kb) = (median(&mut tf), median(&mut tb));

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use mamba_model::scan::{selective_scan, ScanOptions};
+use mamba_model::kernels::scan::{selective_scan, ScanOptions};
 
 type Res<T> = candle_core::Result<T>;
 

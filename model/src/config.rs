@@ -123,11 +123,11 @@ impl Config {
                 self.d_model, self.n_layer, self.vocab_size, self.expand
             ));
         }
-        if !crate::scan::SUPPORTED_D_STATE.contains(&self.d_state) {
+        if !crate::kernels::scan::SUPPORTED_D_STATE.contains(&self.d_state) {
             return bad(format!(
                 "d_state {} not supported (use one of {:?})",
                 self.d_state,
-                crate::scan::SUPPORTED_D_STATE
+                crate::kernels::scan::SUPPORTED_D_STATE
             ));
         }
         if self.d_conv == 0 {
@@ -147,7 +147,7 @@ impl Config {
 
     /// Total number of parameters (the LM head is tied to the embedding and not counted twice).
     pub fn num_params(&self) -> usize {
-        crate::info::param_shapes(self)
+        crate::model::MambaLM::shapes(self)
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
             .sum()

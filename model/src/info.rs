@@ -1,37 +1,7 @@
 //! Parameter names, shapes and the printable breakdown used by `mamba model-info`.
 
 use crate::config::Config;
-
-/// All parameters of the model with their transformers (`MambaForCausalLM`) names and shapes,
-/// in a fixed order (embedding, layers 0.., final norm). The LM head is tied to the embedding.
-pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
-    let (d, di, n, r, k) = (
-        cfg.d_model,
-        cfg.d_inner(),
-        cfg.d_state,
-        cfg.dt_rank(),
-        cfg.d_conv,
-    );
-    let mut v = vec![(
-        "backbone.embeddings.weight".to_string(),
-        vec![cfg.padded_vocab(), d],
-    )];
-    for i in 0..cfg.n_layer {
-        let p = format!("backbone.layers.{i}");
-        v.push((format!("{p}.norm.weight"), vec![d]));
-        v.push((format!("{p}.mixer.in_proj.weight"), vec![2 * di, d]));
-        v.push((format!("{p}.mixer.conv1d.weight"), vec![di, 1, k]));
-        v.push((format!("{p}.mixer.conv1d.bias"), vec![di]));
-        v.push((format!("{p}.mixer.x_proj.weight"), vec![r + 2 * n, di]));
-        v.push((format!("{p}.mixer.dt_proj.weight"), vec![di, r]));
-        v.push((format!("{p}.mixer.dt_proj.bias"), vec![di]));
-        v.push((format!("{p}.mixer.A_log"), vec![di, n]));
-        v.push((format!("{p}.mixer.D"), vec![di]));
-        v.push((format!("{p}.mixer.out_proj.weight"), vec![d, di]));
-    }
-    v.push(("backbone.norm_f.weight".to_string(), vec![d]));
-    v
-}
+use crate::model::MambaLM;
 
 fn human(n: usize) -> String {
     if n >= 1_000_000_000 {
@@ -49,7 +19,7 @@ fn human(n: usize) -> String {
 /// breakdown per component (one layer's tensors, then totals).
 pub fn breakdown(cfg: &Config) -> String {
     use std::fmt::Write;
-    let shapes = param_shapes(cfg);
+    let shapes = MambaLM::shapes(cfg);
     let count = |s: &[usize]| s.iter().product::<usize>();
     let total: usize = shapes.iter().map(|(_, s)| count(s)).sum();
     let emb = cfg.padded_vocab() * cfg.d_model;

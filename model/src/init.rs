@@ -66,7 +66,7 @@ pub fn inv_softplus(y: f64) -> f64 {
     y + (-(-y).exp_m1()).ln()
 }
 
-/// Initial value of one parameter (named as in [`crate::info::param_shapes`]).
+/// Initial value of one parameter (named as in [`crate::model::MambaLM::shapes`]).
 pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let numel: usize = shape.iter().product();
     let mut rng = Rng::for_tensor(seed, name);

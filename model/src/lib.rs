@@ -2,6 +2,10 @@
 //! (CPU kernel with its own backward), document resets inside packed sequences,
 //! transformers-compatible weights, recurrent generation and a checkpointable AdamW.
 //!
+//! The one place the model is computed: [`layers`] (conv, norm, projections, the mixer),
+//! [`kernels`] (fused ops with their own backward), [`model`] (the forward for training, eval
+//! and prefill), [`decode`] (recurrent generation) and [`io`] (checkpoints).
+//!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
 //! use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
@@ -25,27 +29,21 @@
 #![allow(clippy::excessive_precision)]
 
 pub mod config;
-pub mod conv;
+pub mod decode;
 pub mod error;
-mod head;
 pub mod info;
 pub mod init;
-mod linear;
+pub mod io;
+pub mod kernels;
+pub mod layers;
 pub mod loss;
-pub mod mixer;
 pub mod model;
-pub mod norm;
-pub mod ops;
 pub mod optim;
-pub mod scan;
-mod ssm;
-pub mod step;
-pub mod weights;
 
 pub use config::{Config, PRESETS};
+pub use decode::{Decoder, State};
 pub use error::{Error, Result};
+pub use kernels::scan::{selective_scan, ScanOptions};
 pub use loss::cross_entropy;
-pub use model::MambaLM;
+pub use model::{ForwardOptions, MambaLM};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
-pub use scan::{selective_scan, ScanOptions};
-pub use step::State;

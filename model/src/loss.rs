@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::ops::{contiguous, log_softmax_last};
+use crate::layers::ops::{contiguous, log_softmax_last};
 
 /// Mean cross-entropy. `logits`: (.., V) float; `targets`: same leading shape, u32 in [0, V);
 /// `mask`: optional, same shape as targets, positions with 0 are ignored (mean over the rest).
@@ -76,7 +76,7 @@ fn lse(row: &[f32], tmp: &mut Vec<f32>) -> f32 {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     tmp.clear();
     tmp.extend_from_slice(row);
-    crate::scan::exp_sub_inplace(tmp, m);
+    crate::kernels::scan::exp_sub_inplace(tmp, m);
     let s: f64 = tmp.iter().map(|&x| x as f64).sum();
     m + (s as f32).ln()
 }
@@ -143,7 +143,7 @@ impl CustomOp2 for CrossEntropyBwd {
                 let row = &x[i * v..(i + 1) * v];
                 let l = lse(row, tmp);
                 o.copy_from_slice(row);
-                crate::scan::exp_sub_inplace(o, l);
+                crate::kernels::scan::exp_sub_inplace(o, l);
                 let gi = g[i];
                 for e in o.iter_mut() {
                     *e *= gi;

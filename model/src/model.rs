@@ -1,20 +1,20 @@
 //! The language model: embedding -> n_layer x (RMSNorm -> mixer -> residual add) -> RMSNorm ->
 //! LM head tied to the embedding (transformers `MambaForCausalLM`, mamba_ssm `MambaLMHeadModel`).
+//! One forward serves training, evaluation and prefill; see [`ForwardOptions`].
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::Config;
-use crate::conv::ConvMask;
-use crate::mixer::Mixer;
-use crate::norm::rms_norm;
-use crate::ops::linear;
+use crate::layers::mixer::{linear_in, Mixer};
+use crate::layers::norm::rms_norm;
 
 /// One residual block.
 #[derive(Clone, Debug)]
-pub struct Block {
-    pub norm: Tensor,
-    pub mixer: Mixer,
+pub(crate) struct Block {
+    pub(crate) norm: Tensor,
+    pub(crate) mixer: Mixer,
 }
 
 /// A Mamba-1 language model with f32 parameters.
@@ -22,14 +22,55 @@ pub struct Block {
 pub struct MambaLM {
     pub(crate) cfg: Config,
     /// (padded_vocab, d_model); also the LM head.
-    pub embedding: Tensor,
-    pub layers: Vec<Block>,
-    pub norm_f: Tensor,
+    pub(crate) embedding: Tensor,
+    pub(crate) layers: Vec<Block>,
+    pub(crate) norm_f: Tensor,
+}
+
+/// How a forward computes. The default is the plain f32 forward without resets.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardOptions<'a> {
+    /// (b, l), nonzero where a document starts: the conv window and the SSM state are zeroed
+    /// there, so packed documents never see each other.
+    pub resets: Option<&'a Tensor>,
+    /// Dtype of the matmuls (f32, bf16 or f16). Parameters stay f32 and are cast per matmul
+    /// (differentiably, so gradients arrive in f32); norms, conv, scan and loss stay f32.
+    pub compute: DType,
+    /// Gradient checkpointing in [`MambaLM::loss_and_grads`] (Chen et al. 2016): keep only each
+    /// block's input and rebuild one block's graph at a time in the backward.
+    pub checkpointing: bool,
+}
+
+impl Default for ForwardOptions<'_> {
+    fn default() -> Self {
+        ForwardOptions {
+            resets: None,
+            compute: DType::F32,
+            checkpointing: false,
+        }
+    }
 }
 
 impl MambaLM {
-    /// Builds the model from a VarBuilder using transformers' tensor names
-    /// (`backbone.embeddings.weight`, `backbone.layers.N.mixer.in_proj.weight`, ...).
+    /// Every parameter's transformers name and shape, in a fixed order (embedding, layers 0..,
+    /// final norm). The LM head is tied to the embedding.
+    pub fn shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+        let mut v = vec![(
+            "backbone.embeddings.weight".to_string(),
+            vec![cfg.padded_vocab(), cfg.d_model],
+        )];
+        for i in 0..cfg.n_layer {
+            let p = format!("backbone.layers.{i}");
+            v.push((format!("{p}.norm.weight"), vec![cfg.d_model]));
+            for (name, shape) in Mixer::shapes(cfg) {
+                v.push((format!("{p}.mixer.{name}"), shape));
+            }
+        }
+        v.push(("backbone.norm_f.weight".to_string(), vec![cfg.d_model]));
+        v
+    }
+
+    /// Builds the model from a VarBuilder using the names of [`MambaLM::shapes`].
     /// With a VarMap-backed builder, use [`MambaLM::init`] to get mamba_ssm's initialisation.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::wrap)?;
@@ -60,7 +101,7 @@ impl MambaLM {
         let varmap = VarMap::new();
         {
             let mut data = varmap.data().lock().unwrap();
-            for (name, shape) in crate::info::param_shapes(cfg) {
+            for (name, shape) in Self::shapes(cfg) {
                 let v = crate::init::init_values(cfg, &name, &shape, seed);
                 let t = Tensor::from_vec(v, shape, device)?;
                 data.insert(name, Var::from_tensor(&t)?);
@@ -78,72 +119,117 @@ impl MambaLM {
         self.embedding.device()
     }
 
-    /// Every parameter with its transformers name, in a fixed order.
+    /// Every parameter with its name, in the order of [`MambaLM::shapes`].
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![(
-            "backbone.embeddings.weight".to_string(),
-            self.embedding.clone(),
-        )];
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("backbone.layers.{i}");
-            let m = &l.mixer;
-            v.push((format!("{p}.norm.weight"), l.norm.clone()));
-            v.push((format!("{p}.mixer.in_proj.weight"), m.in_proj.clone()));
-            v.push((format!("{p}.mixer.conv1d.weight"), m.conv_w.clone()));
-            v.push((format!("{p}.mixer.conv1d.bias"), m.conv_b.clone()));
-            v.push((format!("{p}.mixer.x_proj.weight"), m.x_proj.clone()));
-            v.push((format!("{p}.mixer.dt_proj.weight"), m.dt_proj_w.clone()));
-            v.push((format!("{p}.mixer.dt_proj.bias"), m.dt_proj_b.clone()));
-            v.push((format!("{p}.mixer.A_log"), m.a_log.clone()));
-            v.push((format!("{p}.mixer.D"), m.d.clone()));
-            v.push((format!("{p}.mixer.out_proj.weight"), m.out_proj.clone()));
+        let mut tensors = vec![self.embedding.clone()];
+        for l in &self.layers {
+            tensors.push(l.norm.clone());
+            tensors.extend(l.mixer.tensors().into_iter().cloned());
         }
-        v.push(("backbone.norm_f.weight".to_string(), self.norm_f.clone()));
-        v
+        tensors.push(self.norm_f.clone());
+        Self::shapes(&self.cfg)
+            .into_iter()
+            .map(|(name, _)| name)
+            .zip(tensors)
+            .collect()
     }
 
-    /// Final hidden states (after norm_f), (b, l, d_model).
-    pub fn forward_hidden(&self, input_ids: &Tensor, resets: Option<&Tensor>) -> Result<Tensor> {
-        let (b, l) = input_ids.dims2()?;
-        let d = self.cfg.d_model;
-        let ids = input_ids.flatten_all()?;
-        let mut residual = self.embedding.index_select(&ids, 0)?.reshape((b, l, d))?;
-        let resets = match resets {
-            Some(r) => {
-                if r.dims() != [b, l] {
-                    candle_core::bail!(
-                        "resets has shape {:?}, expected {:?} like input_ids",
-                        r.dims(),
-                        [b, l]
-                    )
-                }
-                Some(r.ne(0f64)?.to_dtype(DType::U8)?)
+    /// The parameter named `name` (see [`MambaLM::shapes`]), if the model has one.
+    pub fn tensor(&self, name: &str) -> Option<Tensor> {
+        self.named_tensors()
+            .into_iter()
+            .find_map(|(n, t)| (n == name).then_some(t))
+    }
+
+    /// Token embeddings (b, l, d_model) of `ids` (b, l) u32.
+    pub(crate) fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        self.embedding
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, l, self.cfg.d_model))
+    }
+
+    /// Residual block `i`: h + mixer(rms_norm(h)).
+    fn block(&self, i: usize, h: &Tensor, o: &ForwardOptions) -> Result<Tensor> {
+        let layer = &self.layers[i];
+        let x = rms_norm(h, &layer.norm, self.cfg.norm_eps)?;
+        h + layer.mixer.forward(&x, o.resets, o.compute)?
+    }
+
+    /// Final norm, tied head and mean next-token cross-entropy of `targets` (b, l) given the
+    /// last block's output `h` (b, l, d_model); `loss_mask` (b, l) weights positions.
+    fn head_loss(
+        &self,
+        h: &Tensor,
+        targets: &Tensor,
+        loss_mask: Option<&Tensor>,
+        o: &ForwardOptions,
+    ) -> Result<Tensor> {
+        let h = rms_norm(h, &self.norm_f, self.cfg.norm_eps)?.reshape(((), self.cfg.d_model))?;
+        // On the CPU in f32 the head and the cross-entropy are one op (see `crate::kernels::head`).
+        if o.compute == DType::F32 {
+            if let Some(nll) = crate::kernels::head::head_nll(&h, &self.embedding, targets)? {
+                return crate::loss::mean_nll(&nll, loss_mask);
             }
-            None => None,
-        };
-        // The shifted-slice conv (non-CPU devices) needs per-shift masks; the CPU op does not.
-        let mask = match &resets {
-            Some(r) if !r.device().is_cpu() => Some(ConvMask::new(r, self.cfg.d_conv)?),
-            _ => None,
-        };
-        for layer in &self.layers {
-            let h = rms_norm(&residual, &layer.norm, self.cfg.norm_eps)?;
-            let out = layer.mixer.forward(&h, resets.as_ref(), mask.as_ref())?;
-            residual = (residual + out)?;
         }
-        rms_norm(&residual, &self.norm_f, self.cfg.norm_eps)
+        let logits = linear_in(&h, &self.embedding, o.compute)?;
+        crate::loss::cross_entropy(&logits, targets, loss_mask)
     }
 
-    /// Logits over the padded vocabulary, (b, l, padded_vocab).
-    /// `input_ids`: (b, l) u32; `resets`: optional (b, l) mask, nonzero where a document starts
-    /// (state and conv window are zeroed there, so packed documents never see each other).
+    /// Checks `resets` against `ids` and makes it a u8 mask.
+    fn checked(&self, ids: &Tensor, resets: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let Some(r) = resets else { return Ok(None) };
+        if r.dims() != ids.dims() {
+            candle_core::bail!(
+                "resets has shape {:?}, expected {:?} like input_ids",
+                r.dims(),
+                ids.dims()
+            )
+        }
+        Ok(Some(r.ne(0f64)?.to_dtype(DType::U8)?))
+    }
+
+    /// Last block's output (b, l, d_model) for `ids` (b, l) u32, before the final norm.
+    fn trunk(&self, ids: &Tensor, o: &ForwardOptions) -> Result<Tensor> {
+        let resets = self.checked(ids, o.resets)?;
+        let o = ForwardOptions {
+            resets: resets.as_ref(),
+            ..*o
+        };
+        let mut h = self.embed(ids)?;
+        for i in 0..self.layers.len() {
+            h = self.block(i, &h, &o)?;
+        }
+        Ok(h)
+    }
+
+    /// Logits over the padded vocabulary, (b, l, padded_vocab), for `input_ids` (b, l) u32.
+    /// `resets`: optional (b, l) mask, nonzero where a document starts.
     pub fn forward(&self, input_ids: &Tensor, resets: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.forward_hidden(input_ids, resets)?;
-        linear(&h, &self.embedding)
+        let o = ForwardOptions {
+            resets,
+            ..Default::default()
+        };
+        let h = self.trunk(input_ids, &o)?;
+        let h = rms_norm(&h, &self.norm_f, self.cfg.norm_eps)?;
+        crate::layers::ops::linear(&h, &self.embedding)
     }
 
-    /// Mean next-token cross-entropy of `targets` (b, l) u32 given `input_ids` (b, l);
-    /// differentiable. `loss_mask` (b, l), if given, weights positions (0 = ignore).
+    /// Mean next-token cross-entropy of `targets` (b, l) u32 given `input_ids` (b, l), computed
+    /// as `o` says (its `checkpointing` is ignored: this builds the whole graph); differentiable.
+    /// `loss_mask` (b, l), if given, weights positions (0 = ignore).
+    pub fn loss_with(
+        &self,
+        input_ids: &Tensor,
+        targets: &Tensor,
+        loss_mask: Option<&Tensor>,
+        o: &ForwardOptions,
+    ) -> Result<Tensor> {
+        let h = self.trunk(input_ids, o)?;
+        self.head_loss(&h, targets, loss_mask, o)
+    }
+
+    /// [`MambaLM::loss_with`] in f32.
     pub fn loss(
         &self,
         input_ids: &Tensor,
@@ -151,13 +237,90 @@ impl MambaLM {
         resets: Option<&Tensor>,
         loss_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let h = self.forward_hidden(input_ids, resets)?;
-        let h = h.reshape(((), self.cfg.d_model))?;
-        // On the CPU the head and the cross-entropy are one op (see `crate::head`).
-        if let Some(nll) = crate::head::head_nll(&h, &self.embedding, targets)? {
-            return crate::loss::mean_nll(&nll, loss_mask);
-        }
-        let logits = linear(&h, &self.embedding)?;
-        crate::loss::cross_entropy(&logits, targets, loss_mask)
+        let o = ForwardOptions {
+            resets,
+            ..Default::default()
+        };
+        self.loss_with(input_ids, targets, loss_mask, &o)
     }
+
+    /// The loss (detached) and the gradients of `loss * scale` with respect to every parameter,
+    /// with or without gradient checkpointing as `o` says; both give the same gradients.
+    pub fn loss_and_grads(
+        &self,
+        input_ids: &Tensor,
+        targets: &Tensor,
+        o: &ForwardOptions,
+        scale: f64,
+    ) -> Result<(Tensor, GradStore)> {
+        if o.checkpointing {
+            return self.checkpointed_loss_and_grads(input_ids, targets, o, scale);
+        }
+        let loss = self.loss_with(input_ids, targets, None, o)?;
+        let grads = (&loss * scale)?.backward()?;
+        Ok((loss.detach(), grads))
+    }
+
+    /// Gradient checkpointing: the forward keeps only each block's input, with no graph; the
+    /// backward walks the blocks from the top, rebuilding one block's graph at a time and
+    /// backpropagating the incoming gradient through it as the surrogate `sum(out * grad_out)`.
+    /// Peak memory holds one block's activations instead of all, for one extra forward per
+    /// block.
+    fn checkpointed_loss_and_grads(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        o: &ForwardOptions,
+        scale: f64,
+    ) -> Result<(Tensor, GradStore)> {
+        let resets = self.checked(ids, o.resets)?;
+        let o = ForwardOptions {
+            resets: resets.as_ref(),
+            ..*o
+        };
+        let params: Vec<Tensor> = self.named_tensors().into_iter().map(|(_, t)| t).collect();
+        let mut acc = GradStore::default();
+        let mut inputs = vec![self.embed(ids)?.detach()];
+        for i in 0..self.layers.len() {
+            let h = self.block(i, &inputs[i], &o)?.detach();
+            inputs.push(h);
+        }
+        // The head's graph starts at a leaf standing for the last hidden state.
+        let top = Var::from_tensor(&inputs[self.layers.len()])?;
+        let loss = self.head_loss(top.as_tensor(), targets, None, &o)?;
+        let grads = (&loss * scale)?.backward()?;
+        add_grads(&mut acc, &grads, &params)?;
+        let mut g = leaf_grad(&grads, &top, "the head input")?;
+        drop(grads);
+        for i in (0..self.layers.len()).rev() {
+            let x = Var::from_tensor(&inputs[i])?;
+            let out = self.block(i, x.as_tensor(), &o)?;
+            let grads = (out * &g)?.sum_all()?.backward()?;
+            add_grads(&mut acc, &grads, &params)?;
+            g = leaf_grad(&grads, &x, &format!("block {i}"))?;
+        }
+        let grads = (self.embed(ids)? * &g)?.sum_all()?.backward()?;
+        add_grads(&mut acc, &grads, &params)?;
+        Ok((loss.detach(), acc))
+    }
+}
+
+fn leaf_grad(grads: &GradStore, leaf: &Var, what: &str) -> Result<Tensor> {
+    grads
+        .get(leaf.as_tensor())
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg(format!("no gradient reached {what}")))
+}
+
+/// Adds the gradients of `params` found in `from` into `into`.
+fn add_grads(into: &mut GradStore, from: &GradStore, params: &[Tensor]) -> Result<()> {
+    for p in params {
+        let Some(g) = from.get(p) else { continue };
+        let sum = match into.get(p) {
+            Some(a) => (a + g)?,
+            None => g.clone(),
+        };
+        into.insert(p, sum);
+    }
+    Ok(())
 }

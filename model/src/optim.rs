@@ -16,8 +16,8 @@ use candle_nn::VarMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::contiguous;
-use crate::weights::{read_safetensors, write_safetensors};
+use crate::io::weights::{read_safetensors, write_safetensors};
+use crate::layers::ops::contiguous;
 
 /// Hyper-parameters of AdamW.
 #[derive(Clone, Debug, PartialEq)]

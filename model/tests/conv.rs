@@ -4,8 +4,8 @@
 mod common;
 use candle_core::{Device, Tensor, Var};
 use common::*;
-use mamba_model::conv::{causal_conv1d, causal_conv1d_silu, ConvMask};
 use mamba_model::init::Rng;
+use mamba_model::layers::conv::{causal_conv1d, causal_conv1d_silu};
 
 #[test]
 fn fused_conv_matches_slices() {
@@ -21,15 +21,9 @@ fn fused_conv_matches_slices() {
     r[l + 10] = 1;
     r[l + 12] = 1;
     let resets = Tensor::from_vec(r, (b, l), &Device::Cpu).unwrap();
-    let mask = ConvMask::new(&resets, k).unwrap();
-    for with_resets in [false, true] {
-        let (rs, m) = if with_resets {
-            (Some(&resets), Some(&mask))
-        } else {
-            (None, None)
-        };
-        let fused = causal_conv1d_silu(&x, &w, &bias, rs, m).unwrap();
-        let slices = causal_conv1d(&x, &w, &bias, m).unwrap().silu().unwrap();
+    for rs in [None, Some(&resets)] {
+        let fused = causal_conv1d_silu(&x, &w, &bias, rs).unwrap();
+        let slices = causal_conv1d(&x, &w, &bias, rs).unwrap().silu().unwrap();
         assert_close("conv forward", &fused, &slices, 1e-6, 1e-5);
         let g1 = (&fused * &gw)
             .unwrap()
@@ -50,6 +44,40 @@ fn fused_conv_matches_slices() {
                 g2.get(v).unwrap(),
                 1e-5,
                 1e-4,
+            );
+        }
+    }
+}
+
+/// The shifted-slice conv (the path of every device but the CPU) keeps packed documents apart:
+/// each document's outputs equal those of the document run alone.
+#[test]
+fn plain_conv_isolates_packed_documents() {
+    let mut rng = Rng::new(2);
+    let (l, d, k) = (23, 9, 4);
+    let x = f32(&randn(&mut rng, &[1, l, d], 1.0));
+    let w = f32(&randn(&mut rng, &[d, 1, k], 0.5));
+    let bias = f32(&randn(&mut rng, &[d], 0.5));
+    // Documents [0, 6), [6, 7), [7, 15), [15, 23): one shorter than the window.
+    let starts = [0usize, 6, 7, 15, l];
+    let mut r = vec![0u8; l];
+    for &s in &starts[..4] {
+        r[s] = 1;
+    }
+    let resets = Tensor::from_vec(r, (1, l), &Device::Cpu).unwrap();
+    let packed = causal_conv1d(&x, &w, &bias, Some(&resets)).unwrap();
+    let leaky = causal_conv1d(&x, &w, &bias, None).unwrap();
+    for pair in starts.windows(2) {
+        let (s, e) = (pair[0], pair[1]);
+        let alone = causal_conv1d(&x.narrow(1, s, e - s).unwrap(), &w, &bias, None).unwrap();
+        let got = packed.narrow(1, s, e - s).unwrap();
+        assert_close(&format!("document at {s}"), &got, &alone, 1e-6, 1e-5);
+        if s > 0 {
+            let mixed = leaky.narrow(1, s, e - s).unwrap();
+            let diff = (mixed - &alone).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                diff.to_scalar::<f32>().unwrap() > 1e-3,
+                "no leak to remove at {s}"
             );
         }
     }

@@ -5,7 +5,7 @@
 
 #[test]
 fn scan_kernels_compile_with_nvrtc() {
-    let ptx = mamba_model::scan::cuda::ptx().unwrap_or_else(|e| panic!("{e}"));
+    let ptx = mamba_model::kernels::scan::cuda::ptx().unwrap_or_else(|e| panic!("{e}"));
     for n in [4, 8, 16, 32, 64] {
         for pass in ["fwd", "bwd"] {
             let entry = format!(".entry scan_{pass}_{n}(");

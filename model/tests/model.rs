@@ -8,6 +8,8 @@ use common::*;
 use mamba_model::init::Rng;
 use mamba_model::{AdamW, AdamWConfig, Config, MambaLM, State};
 
+const EMB: &str = "backbone.embeddings.weight";
+
 fn tiny() -> Config {
     Config::new(32, 2, 50)
 }
@@ -68,21 +70,27 @@ fn step_mode_matches_full_forward() {
     let (model, _) = MambaLM::init(&cfg, 11, &Device::Cpu).unwrap();
     let mut rng = Rng::new(5);
     let tokens = ids(&mut rng, 3, 15, cfg.vocab_size);
-    let full = model.forward(&tokens, None).unwrap();
-    let mut state: State = model.new_state(3).unwrap();
-    for t in 0..15 {
-        let col = tokens
-            .narrow(1, t, 1)
-            .unwrap()
-            .squeeze(1)
-            .unwrap()
-            .contiguous()
-            .unwrap();
-        let logits = model.step(&col, &mut state).unwrap();
-        let want = full.narrow(1, t, 1).unwrap().squeeze(1).unwrap();
-        assert_close(&format!("step {t}"), &logits, &want, 1e-5, 1e-4);
+    let full = model
+        .forward(&tokens, None)
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
+    let rows = tokens.to_vec2::<u32>().unwrap();
+    for dec in [model.decoder().unwrap(), model.candle_decoder()] {
+        let firsts: Vec<&[u32]> = rows.iter().map(|r| &r[..1]).collect();
+        let (mut state, mut logits): (State, _) = dec.prefill(&firsts).unwrap();
+        for t in 1..=15 {
+            for (i, got) in logits.iter().enumerate() {
+                let want = Tensor::new(full[i][t - 1].as_slice(), &Device::Cpu).unwrap();
+                let got = Tensor::new(got.as_slice(), &Device::Cpu).unwrap();
+                assert_close(&format!("position {}", t - 1), &got, &want, 1e-5, 1e-4);
+            }
+            if t < 15 {
+                let col: Vec<u32> = rows.iter().map(|r| r[t]).collect();
+                logits = dec.step(&col, &mut state).unwrap();
+            }
+        }
     }
-    assert_eq!(state.pos, 15);
 }
 
 #[test]
@@ -95,7 +103,7 @@ fn save_load_roundtrip_and_errors() {
     assert_eq!(loaded.config(), model.config());
     assert_eq!(
         varmap.all_vars().len(),
-        mamba_model::info::param_shapes(&cfg).len()
+        mamba_model::MambaLM::shapes(&cfg).len()
     );
     let mut rng = Rng::new(2);
     let x = ids(&mut rng, 2, 9, cfg.vocab_size);
@@ -108,8 +116,8 @@ fn save_load_roundtrip_and_errors() {
     let wpath = dir.path().join("model.safetensors");
     let mut named = model.named_tensors();
     named[0].0 = "backbone.embedding.weight".into();
-    named.push(("lm_head.weight".into(), model.embedding.clone()));
-    mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    named.push(("lm_head.weight".into(), model.tensor(EMB).unwrap()));
+    mamba_model::io::weights::write_safetensors(&wpath, &named, &[]).unwrap();
     let (alt, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(
         vec(&alt.forward(&x, None).unwrap()),
@@ -119,7 +127,7 @@ fn save_load_roundtrip_and_errors() {
     // Errors name the file and the tensor.
     let mut named = model.named_tensors();
     named.retain(|(n, _)| n != "backbone.layers.1.mixer.D");
-    mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    mamba_model::io::weights::write_safetensors(&wpath, &named, &[]).unwrap();
     let e = MambaLM::load(dir.path(), &Device::Cpu)
         .err()
         .unwrap()
@@ -131,7 +139,7 @@ fn save_load_roundtrip_and_errors() {
     let mut named = model.named_tensors();
     named[3].1 = Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap();
     let bad = named[3].0.clone();
-    mamba_model::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    mamba_model::io::weights::write_safetensors(&wpath, &named, &[]).unwrap();
     let e = MambaLM::load(dir.path(), &Device::Cpu)
         .err()
         .unwrap()
@@ -148,28 +156,33 @@ fn init_is_seeded_and_follows_mamba_ssm() {
     for ((n, x), (_, y)) in a.named_tensors().iter().zip(b.named_tensors()) {
         assert_eq!(vec(x), vec(&y), "{n} not deterministic");
     }
-    assert_ne!(vec(&a.embedding), vec(&c.embedding));
-    assert_eq!(a.embedding.dims(), &[104, 64]); // 100 padded to a multiple of 8
-    let emb = vec(&a.embedding);
+    assert_ne!(vec(&a.tensor(EMB).unwrap()), vec(&c.tensor(EMB).unwrap()));
+    assert_eq!(a.tensor(EMB).unwrap().dims(), &[104, 64]); // 100 padded to a multiple of 8
+    let emb = vec(&a.tensor(EMB).unwrap());
     let std = (emb.iter().map(|x| x * x).sum::<f64>() / emb.len() as f64).sqrt();
     assert!((std - 0.02).abs() < 0.002, "embedding std {std}");
-    let m = &a.layers[0].mixer;
-    let alog = vec(&m.a_log);
+    let m = |name: &str| {
+        a.tensor(&format!("backbone.layers.0.mixer.{name}"))
+            .unwrap()
+    };
+    let alog = vec(&m("A_log"));
     for (i, v) in alog.iter().enumerate() {
         assert!((v - (((i % 16) + 1) as f64).ln()).abs() < 1e-6);
     }
-    assert!(vec(&m.d).iter().all(|&x| x == 1.0));
-    for bias in vec(&m.dt_proj_b) {
+    assert!(vec(&m("D")).iter().all(|&x| x == 1.0));
+    for bias in vec(&m("dt_proj.bias")) {
         let dt = (1.0 + bias.exp()).ln();
         assert!((1e-3 * 0.999..=0.1 * 1.001).contains(&dt), "dt {dt}");
     }
     let r = cfg.dt_rank() as f64;
-    assert!(vec(&m.dt_proj_w).iter().all(|x| x.abs() <= r.powf(-0.5)));
+    assert!(vec(&m("dt_proj.weight"))
+        .iter()
+        .all(|x| x.abs() <= r.powf(-0.5)));
     let bound = 1.0 / (cfg.d_inner() as f64).sqrt() / (cfg.n_layer as f64).sqrt();
-    let out = vec(&m.out_proj);
+    let out = vec(&m("out_proj.weight"));
     assert!(out.iter().all(|x| x.abs() <= bound));
     assert!(out.iter().fold(0f64, |mx, x| mx.max(x.abs())) > 0.9 * bound);
-    assert!(vec(&m.conv_w).iter().all(|x| x.abs() <= 0.5));
+    assert!(vec(&m("conv1d.weight")).iter().all(|x| x.abs() <= 0.5));
 }
 
 #[test]
@@ -249,11 +262,10 @@ fn adamw_trains_and_checkpoints() {
         let loss = m.loss(&x, &y, None, None).unwrap();
         o.backward_step(&loss).unwrap();
     }
-    assert_eq!(vec(&model.embedding), vec(&model2.embedding));
-    assert_eq!(
-        vec(&model.layers[1].mixer.in_proj),
-        vec(&model2.layers[1].mixer.in_proj)
-    );
+    for name in [EMB, "backbone.layers.1.mixer.in_proj.weight"] {
+        let (a, b) = (model.tensor(name).unwrap(), model2.tensor(name).unwrap());
+        assert_eq!(vec(&a), vec(&b), "{name}");
+    }
 }
 
 #[test]
@@ -283,7 +295,7 @@ fn fused_cross_entropy_matches_log_softmax() {
     let logits = Var::from_tensor(&f32(&randn(&mut rng, &[7, 37], 3.0))).unwrap();
     let t = ids(&mut rng, 1, 7, 37).flatten_all().unwrap();
     let fused = mamba_model::loss::per_position_nll(&logits, &t).unwrap();
-    let lsm = mamba_model::ops::log_softmax_last(&logits).unwrap();
+    let lsm = mamba_model::layers::ops::log_softmax_last(&logits).unwrap();
     let plain = lsm
         .gather(&t.unsqueeze(1).unwrap(), 1)
         .unwrap()
@@ -320,8 +332,8 @@ fn fused_rms_norm_matches_ops() {
     let x = Var::from_tensor(&f32(&randn(&mut rng, &[3, 37, 40], 2.0))).unwrap();
     let w = Var::from_tensor(&f32(&randn(&mut rng, &[40], 1.0))).unwrap();
     let gw = f32(&randn(&mut rng, &[3, 37, 40], 1.0));
-    let a = mamba_model::norm::rms_norm(&x, &w, 1e-5).unwrap();
-    let b = mamba_model::norm::rms_norm_ops(&x, &w, 1e-5).unwrap();
+    let a = mamba_model::layers::norm::rms_norm(&x, &w, 1e-5).unwrap();
+    let b = mamba_model::layers::norm::rms_norm_ops(&x, &w, 1e-5).unwrap();
     assert_close("rms forward", &a, &b, 1e-6, 1e-5);
     let g1 = (&a * &gw).unwrap().sum_all().unwrap().backward().unwrap();
     let g2 = (&b * &gw).unwrap().sum_all().unwrap().backward().unwrap();
@@ -371,5 +383,57 @@ fn training_step_is_bit_identical_across_thread_counts() {
             a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
             "gradient {i} differs between 1 and 3 threads"
         );
+    }
+}
+
+/// Matmuls in bf16/fp16 stay close to f32 and still give f32 gradients; gradient
+/// checkpointing gives the plain backward's gradients, with document resets.
+#[test]
+fn precision_and_checkpointing_options() {
+    use mamba_model::ForwardOptions;
+    let cfg = Config::preset("tiny", 48).unwrap();
+    let (m, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
+    let mut rng = Rng::new(3);
+    let x = ids(&mut rng, 3, 32, 48);
+    let y = x.roll(-1, 1).unwrap();
+    let mut r = vec![0u8; 96];
+    (r[7], r[50]) = (1, 1);
+    let r = Tensor::from_vec(r, (3, 32), &Device::Cpu).unwrap();
+    let o = ForwardOptions {
+        resets: Some(&r),
+        ..Default::default()
+    };
+    let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap();
+    let full = scalar(&m.loss_with(&x, &y, None, &o).unwrap());
+    assert_eq!(full, scalar(&m.loss(&x, &y, Some(&r), None).unwrap()));
+    assert_ne!(
+        full,
+        scalar(&m.loss(&x, &y, None, None).unwrap()),
+        "resets ignored"
+    );
+    let in_proj = m.tensor("backbone.layers.0.mixer.in_proj.weight").unwrap();
+    for compute in [DType::BF16, DType::F16] {
+        let (loss, grads) = m
+            .loss_and_grads(&x, &y, &ForwardOptions { compute, ..o }, 1.0)
+            .unwrap();
+        let half = scalar(&loss);
+        assert!(
+            (half - full).abs() < 0.02 * full,
+            "{compute:?}: {half} vs {full}"
+        );
+        assert_ne!(half, full, "{compute:?} computed in f32");
+        assert_eq!(grads.get(&in_proj).unwrap().dtype(), DType::F32);
+    }
+    let (l1, plain) = m.loss_and_grads(&x, &y, &o, 4.0).unwrap();
+    let ck = ForwardOptions {
+        checkpointing: true,
+        ..o
+    };
+    let (l2, rebuilt) = m.loss_and_grads(&x, &y, &ck, 4.0).unwrap();
+    assert_eq!(scalar(&l1), scalar(&l2));
+    for (name, t) in m.named_tensors() {
+        let (a, b) = (plain.get(&t).unwrap(), rebuilt.get(&t).unwrap());
+        let scale = vec(a).iter().fold(1e-6f64, |s, v| s.max(v.abs()));
+        assert_close(&name, b, a, 1e-5 * scale, 0.0);
     }
 }

@@ -1,4 +1,4 @@
-//! The CUDA scan kernels' source (src/scan/scan.cu), compiled with the system C++ compiler and
+//! The CUDA scan kernels' source (src/kernels/scan/scan.cu), compiled with the system C++ compiler and
 //! run on the CPU through a lane-per-thread shim (tests/cuda_emulation/host.cpp), against the
 //! CPU kernel: forward and every gradient, with z, softplus, document resets and a partial
 //! last warp, over several backward chunks. A GPU run (scripts/gpu-check.sh) is still what
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use mamba_model::init::Rng;
-use mamba_model::scan::cpu::{self, Dims, Inputs};
+use mamba_model::kernels::scan::cpu::{self, Dims, Inputs};
 
 fn write_f32(path: &Path, v: &[f32]) {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -108,7 +108,7 @@ fn cuda_kernels_match_the_cpu_kernel() {
     assert_close(
         "y",
         &read_f32(&dir.join("y.f32")),
-        &cpu::forward(&dm, &inputs),
+        &cpu::forward(&dm, &inputs, None),
     );
     let want = cpu::backward(&dm, &inputs, &dout);
     let got = read_f32(&dir.join("grads.f32"));

@@ -116,7 +116,7 @@ pub fn score(
 ) -> Result<(f64, u64, u64), EvalError> {
     let o = StepOptions {
         doc_reset: shape.doc_reset,
-        dtype: crate::train::forward::dtype(&shape.precision),
+        dtype: crate::train::step::dtype(&shape.precision),
         ..Default::default()
     };
     let (mut sum, mut tokens, mut windows) = (0.0, 0u64, 0u64);

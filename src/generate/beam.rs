@@ -3,10 +3,8 @@
 //! step). A beam that emits EOS is finished and competes with its score as it stands; scores
 //! are plain sums of log-probabilities (no length penalty).
 
-use candle_core::{Result, Tensor};
-use mamba_model::{MambaLM, State};
-
-use super::prefill::prefill;
+use candle_core::Result;
+use mamba_model::MambaLM;
 
 /// One finished or cut-off continuation (without the prompt).
 #[derive(Clone, Debug, PartialEq)]
@@ -18,31 +16,18 @@ pub struct Beam {
     pub done: bool,
 }
 
-/// log-softmax of each row of `logits` (rows, padded_vocab), over the first `vocab` entries.
-fn log_probs(logits: &Tensor, vocab: usize) -> Result<Vec<Vec<f64>>> {
-    let rows = logits.to_vec2::<f32>()?;
-    Ok(rows
-        .into_iter()
+/// log-softmax of each row of `logits` (over the padded vocabulary), over the first `vocab`
+/// entries.
+fn log_probs(logits: &[Vec<f32>], vocab: usize) -> Vec<Vec<f64>> {
+    logits
+        .iter()
         .map(|r| {
             let r = &r[..vocab];
             let max = r.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
             let lse = max + r.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
             r.iter().map(|&x| x as f64 - lse).collect()
         })
-        .collect())
-}
-
-/// The rows `rows` of every tensor of `state`, in that order.
-fn select_rows(state: &State, rows: &[u32]) -> Result<State> {
-    let idx = Tensor::from_slice(rows, rows.len(), state.ssm[0].device())?;
-    let pick = |ts: &[Tensor]| -> Result<Vec<Tensor>> {
-        ts.iter().map(|t| t.index_select(&idx, 0)).collect()
-    };
-    Ok(State {
-        conv: pick(&state.conv)?,
-        ssm: pick(&state.ssm)?,
-        pos: state.pos,
-    })
+        .collect()
 }
 
 /// The `num_beams` best continuations of `prompt` of at most `max_new` tokens, best first.
@@ -54,9 +39,9 @@ pub fn beam_search(
     eos: Option<u32>,
 ) -> Result<Vec<Beam>> {
     let vocab = model.config().vocab_size;
-    let dev = model.device().clone();
-    let (mut state, logits) = prefill(model, prompt)?;
-    let mut rows = log_probs(&logits.unsqueeze(0)?, vocab)?;
+    let decoder = model.decoder()?;
+    let (mut state, logits) = decoder.prefill(&[prompt])?;
+    let mut rows = log_probs(&logits, vocab);
     let mut beams = vec![Beam {
         tokens: Vec::new(),
         score: 0.0,
@@ -89,7 +74,7 @@ pub fn beam_search(
                 b.tokens.push(t);
                 b.done = Some(t) == eos;
                 if !b.done {
-                    parents.push(row_of[parent] as u32);
+                    parents.push(row_of[parent]);
                     feed.push(t);
                 }
             }
@@ -99,9 +84,8 @@ pub fn beam_search(
         if feed.is_empty() || step + 1 == max_new {
             break;
         }
-        state = select_rows(&state, &parents)?;
-        let ids = Tensor::from_slice(&feed, feed.len(), &dev)?;
-        rows = log_probs(&model.step(&ids, &mut state)?, vocab)?;
+        state = state.select(&parents)?;
+        rows = log_probs(&decoder.step(&feed, &mut state)?, vocab);
     }
     beams.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(beams)
@@ -110,7 +94,7 @@ pub fn beam_search(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
     use mamba_model::Config;
 
     /// Sum of log p(seq | prompt) from one full forward over prompt + seq.
@@ -118,7 +102,7 @@ mod tests {
         let all: Vec<u32> = prompt.iter().chain(seq).copied().collect();
         let ids = Tensor::from_slice(&all, (1, all.len()), &Device::Cpu).unwrap();
         let logits = model.forward(&ids, None).unwrap().squeeze(0).unwrap();
-        let rows = log_probs(&logits, vocab).unwrap();
+        let rows = log_probs(&logits.to_vec2::<f32>().unwrap(), vocab);
         seq.iter()
             .enumerate()
             .map(|(i, &t)| rows[prompt.len() - 1 + i][t as usize])

@@ -1,19 +1,16 @@
-//! Text generation from a checkpoint: each prompt is prefilled with the full-sequence forward
-//! ([`prefill`]), the prompts' states are stacked into one batch, and then every step feeds one
-//! token per sequence through the recurrent step ([`decoder`]), O(1) in time and memory
-//! whatever the context length. Tokens are chosen by [`sampling`] or by [`beam`] search, and text is
-//! released as it becomes final ([`stream`]).
+//! Text generation from a checkpoint: the prompts are prefilled as one batch of recurrent states
+//! and every step feeds one token per sequence ([`mamba_model::Decoder`]), O(1) in time and
+//! memory whatever the context length. Tokens are chosen by [`sampling`] or by [`beam`] search,
+//! and text is released as it becomes final ([`stream`]).
 
 pub mod beam;
-pub mod decoder;
-pub mod prefill;
 pub mod sampling;
 pub mod stream;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
-use mamba_model::{MambaLM, State};
+use candle_core::Device;
+use mamba_model::MambaLM;
 use mamba_pipeline::tokenize::Vocab;
 
 use sampling::{Sampler, SamplingConfig, SamplingError};
@@ -117,21 +114,6 @@ pub struct Generation {
     pub stopped: bool,
 }
 
-/// All sequences' states stacked along the batch dimension.
-fn stack(states: Vec<State>) -> candle_core::Result<State> {
-    let layers = states[0].ssm.len();
-    let cat = |f: &dyn Fn(&State) -> &Vec<Tensor>| -> candle_core::Result<Vec<Tensor>> {
-        (0..layers)
-            .map(|i| Tensor::cat(&states.iter().map(|s| &f(s)[i]).collect::<Vec<_>>(), 0))
-            .collect()
-    };
-    Ok(State {
-        conv: cat(&|s| &s.conv)?,
-        ssm: cat(&|s| &s.ssm)?,
-        pos: states[0].pos,
-    })
-}
-
 /// Continues every prompt. `on_text(i, piece)` receives the text of prompt `i` as it becomes
 /// final, in order.
 pub fn generate(
@@ -196,15 +178,9 @@ fn sample_batch(
     let model = &ck.model;
     let vocab = model.config().vocab_size;
     let n = ids.len();
-    let mut states = Vec::with_capacity(n);
-    let mut logits = Vec::with_capacity(n);
-    for p in ids {
-        let (s, l) = prefill::prefill(model, p)?;
-        states.push(s);
-        logits.push(l.to_vec1::<f32>()?);
-    }
-    let decoder = decoder::Decoder::new(model)?;
-    let mut state = decoder.state_from(&stack(states)?)?;
+    let decoder = model.decoder()?;
+    let prompts: Vec<&[u32]> = ids.iter().map(|p| p.as_slice()).collect();
+    let (mut state, mut logits) = decoder.prefill(&prompts)?;
     // One generator per prompt, so a prompt's text does not depend on its neighbours.
     let mut samplers = (0..n)
         .map(|i| Sampler::new(opts.sampling.clone(), opts.seed.wrapping_add(i as u64)))
@@ -238,7 +214,7 @@ fn sample_batch(
         if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
-        logits = decoder.step(&feed, &mut state);
+        logits = decoder.step(&feed, &mut state)?;
     }
     Ok(streams
         .into_iter()

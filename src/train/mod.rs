@@ -10,14 +10,12 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod forward;
 pub mod gpu;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
 pub mod pack;
 pub mod plan;
-pub mod recompute;
 pub mod scaler;
 pub mod schedule;
 pub mod setup;
@@ -133,7 +131,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             .collect::<Result<Vec<_>, _>>()?;
         let o = step::StepOptions {
             doc_reset: cfg.doc_reset,
-            dtype: forward::dtype(&cfg.precision),
+            dtype: step::dtype(&cfg.precision),
             checkpointing: cfg.grad_checkpointing,
             loss_scale: scaler.scale,
         };

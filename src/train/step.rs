@@ -5,10 +5,18 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Var};
-use mamba_model::MambaLM;
+use mamba_model::{ForwardOptions, MambaLM};
 
 use super::pack::Batch;
-use super::{forward, recompute};
+
+/// Compute dtype of `--precision`.
+pub fn dtype(precision: &str) -> DType {
+    match precision {
+        "bf16" => DType::BF16,
+        "fp16" => DType::F16,
+        _ => DType::F32,
+    }
+}
 
 /// How a step computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,14 +53,12 @@ pub fn accumulate(
     let mut total = 0.0;
     for batch in micro {
         let (ids, targets, resets) = batch.tensors(&dev, o.doc_reset)?;
-        let resets = resets.as_ref();
-        let (loss, grads) = if o.checkpointing {
-            recompute::loss_and_grads(model, vars, &ids, &targets, resets, o.dtype, o.loss_scale)?
-        } else {
-            let loss = forward::loss(model, &ids, &targets, resets, o.dtype)?;
-            let grads = (&loss * o.loss_scale)?.backward()?;
-            (loss, grads)
+        let fo = ForwardOptions {
+            resets: resets.as_ref(),
+            compute: o.dtype,
+            checkpointing: o.checkpointing,
         };
+        let (loss, grads) = model.loss_and_grads(&ids, &targets, &fo, o.loss_scale)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         total += value;
         if !value.is_finite() {
@@ -80,7 +86,12 @@ pub fn eval_loss(model: &MambaLM, batches: &[Batch], o: &StepOptions) -> candle_
     let mut total = 0.0;
     for b in batches {
         let (ids, targets, resets) = b.tensors(dev, o.doc_reset)?;
-        let loss = forward::loss(model, &ids, &targets, resets.as_ref(), o.dtype)?.detach();
+        let fo = ForwardOptions {
+            resets: resets.as_ref(),
+            compute: o.dtype,
+            checkpointing: false,
+        };
+        let loss = model.loss_with(&ids, &targets, None, &fo)?.detach();
         total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     }
     Ok(total / batches.len().max(1) as f64)

@@ -1,4 +1,4 @@
-// Runs the selective-scan CUDA kernels (model/src/scan/scan.cu) on the CPU: every block's
+// Runs the selective-scan CUDA kernels (model/src/kernels/scan/scan.cu) on the CPU: every block's
 // 32 lanes are 32 threads, and a warp shuffle is a barrier-synchronised exchange between them.
 // This checks the kernels' indexing, chunked recomputation and fixed-order reductions against
 // the CPU op without a GPU (model/tests/scan_cuda_emulated.rs); it says nothing of their speed.
@@ -36,7 +36,7 @@ static float __shfl_xor_sync(unsigned, float v, int m) {
     return r;
 }
 
-#include "../../src/scan/scan.cu"
+#include "../../src/kernels/scan/scan.cu"
 
 // Runs `kernel` over the grid, block by block; each block's threads run concurrently.
 template <class F>
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
     launch(grid, warp, [&] { fwd(x.data(), bc.data(), params.data(), resets.data(), y.data(), dm); });
     save(dir + "/y.f32", y);
 
-    // The same buffers as model/src/scan/cuda.rs allocates.
+    // The same buffers as model/src/kernels/scan/cuda.rs allocates.
     const size_t threads = warps * 32 * b, nchunks = (l + dm.chunk - 1) / dm.chunk;
     std::vector<float> out(s * bld + b * l * 2 * n + d * (n + 2));
     std::vector<float> dbc_part(b * warps * l * 2 * n), dpar_part(b * d * (n + 2));

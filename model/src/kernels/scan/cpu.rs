@@ -79,7 +79,14 @@ unsafe fn store_lanes(p: SendPtr, off: usize, cnt: usize, v: &Lanes) {
 // Forward
 
 #[inline(always)]
-fn fwd_task<M: Arith, const N: usize>(dm: &Dims, x: &Inputs, out: SendPtr, bi: usize, g: usize) {
+fn fwd_task<M: Arith, const N: usize>(
+    dm: &Dims,
+    x: &Inputs,
+    out: SendPtr,
+    last: Option<SendPtr>,
+    bi: usize,
+    g: usize,
+) {
     let (l, d) = (dm.l, dm.d);
     let c0 = g * G;
     let cnt = G.min(d - c0);
@@ -131,6 +138,10 @@ fn fwd_task<M: Arith, const N: usize>(dm: &Dims, x: &Inputs, out: SendPtr, bi: u
                 hc[k] = h[k] * cc[k];
             }
             yb[t][j] = M::fma(dskip, u, hsum(hc));
+        }
+        if let Some(p) = last {
+            // Safety: each (sequence, channel) row of the (b, d, n) state has one writer.
+            unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), p.0.add((bi * d + c) * N), N) };
         }
     }
     for t in 0..l {
@@ -400,16 +411,24 @@ macro_rules! variants {
     };
 }
 
-variants!(fwdv, fwd_task, (dm: &Dims, x: &Inputs, out: SendPtr, bi: usize, g: usize));
+variants!(fwdv, fwd_task, (dm: &Dims, x: &Inputs, out: SendPtr, last: Option<SendPtr>, bi: usize, g: usize));
 variants!(bwdv, bwd_task, (dm: &Dims, x: &Inputs, dout: &[f32], o: &BwdOut, dbc: &mut [f32], dparams: &mut [f32], bi: usize, g: usize));
 
-fn run_fwd<const N: usize>(dm: &Dims, x: &Inputs, out: SendPtr, bi: usize, g: usize, isa: Isa) {
+fn run_fwd<const N: usize>(
+    dm: &Dims,
+    x: &Inputs,
+    out: SendPtr,
+    last: Option<SendPtr>,
+    bi: usize,
+    g: usize,
+    isa: Isa,
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { fwdv::avx512::<N>(dm, x, out, bi, g) },
+        Isa::Avx512 => unsafe { fwdv::avx512::<N>(dm, x, out, last, bi, g) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { fwdv::avx2::<N>(dm, x, out, bi, g) },
-        _ => fwdv::base::<N>(dm, x, out, bi, g),
+        Isa::Avx2 => unsafe { fwdv::avx2::<N>(dm, x, out, last, bi, g) },
+        _ => fwdv::base::<N>(dm, x, out, last, bi, g),
     }
 }
 
@@ -434,26 +453,32 @@ fn run_bwd<const N: usize>(
     }
 }
 
-fn fwd_n<const N: usize>(dm: &Dims, x: &Inputs) -> Vec<f32> {
+fn fwd_n<const N: usize>(dm: &Dims, x: &Inputs, last: Option<&mut [f32]>) -> Vec<f32> {
     let mut y = vec![0f32; dm.b * dm.l * dm.d];
     let out = SendPtr(y.as_mut_ptr());
+    let last = last.map(|s| {
+        assert_eq!(s.len(), dm.b * dm.d * N, "scan: last-state buffer size");
+        SendPtr(s.as_mut_ptr())
+    });
     let ng = dm.d.div_ceil(G);
     let isa = isa();
     (0..dm.b * ng).into_par_iter().for_each(|task| {
-        let out = out;
-        run_fwd::<N>(dm, x, out, task / ng, task % ng, isa);
+        let (out, last) = (out, last);
+        run_fwd::<N>(dm, x, out, last, task / ng, task % ng, isa);
     });
     y
 }
 
-/// Forward: returns y (b, l, d) (already gated by SiLU(z) when z is given).
-pub fn forward(dm: &Dims, x: &Inputs) -> Vec<f32> {
+/// Forward: returns y (b, l, d) (already gated by SiLU(z) when z is given). With `last`
+/// ((b, d, n)), also writes each channel's state after the last position there (mamba_ssm's
+/// `return_last_state`), from which a recurrent step continues.
+pub fn forward(dm: &Dims, x: &Inputs, last: Option<&mut [f32]>) -> Vec<f32> {
     match dm.n {
-        4 => fwd_n::<4>(dm, x),
-        8 => fwd_n::<8>(dm, x),
-        16 => fwd_n::<16>(dm, x),
-        32 => fwd_n::<32>(dm, x),
-        64 => fwd_n::<64>(dm, x),
+        4 => fwd_n::<4>(dm, x, last),
+        8 => fwd_n::<8>(dm, x, last),
+        16 => fwd_n::<16>(dm, x, last),
+        32 => fwd_n::<32>(dm, x, last),
+        64 => fwd_n::<64>(dm, x, last),
         n => panic!("unsupported d_state {n}"),
     }
 }

@@ -3,7 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-use crate::ops::{contiguous, read_cpu};
+use crate::layers::ops::{contiguous, read_cpu};
 use rayon::prelude::*;
 
 /// x / sqrt(mean(x^2, last dim) + eps) * weight, in f32.

@@ -12,9 +12,9 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use crate::linear::matmul_xwt;
-use crate::ops::{contiguous, read_cpu};
-use crate::scan::{cpu, DEFAULT_CHUNK, SUPPORTED_D_STATE};
+use crate::kernels::scan::{cpu, DEFAULT_CHUNK, SUPPORTED_D_STATE};
+use crate::layers::linear::matmul_xwt;
+use crate::layers::ops::{contiguous, read_cpu};
 
 /// The mixer parameters the SSM path uses.
 pub(crate) struct SsmWeights<'a> {
@@ -211,7 +211,7 @@ impl CustomOp3 for SsmOp {
             params: &prep.scan_params,
             resets: self.resets.as_deref(),
         };
-        let y = cpu::forward(&dm, &inp);
+        let y = cpu::forward(&dm, &inp, None);
         if let Ok(mut slot) = self.saved.lock() {
             *slot = Some(prep);
         }
@@ -336,7 +336,7 @@ mod tests {
         )?;
         let fused = ssm_fused(&u, &z, &mixer.ssm_weights(), Some(&resets))?
             .expect("cpu f32 takes the fused path");
-        let plain = mixer.ssm_ops(&u, &z, Some(&resets))?;
+        let plain = mixer.ssm_ops(&u, &z, Some(&resets), DType::F32)?;
         let diff = (&fused - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "forward differs by {diff}");
         let coef = Tensor::from_vec(rand(b * l * di, 3), (b, l, di), &dev)?;

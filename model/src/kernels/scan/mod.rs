@@ -26,7 +26,7 @@ pub use math::exp_sub_inplace;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use crate::ops::{contiguous, read_cpu};
+use crate::layers::ops::{contiguous, read_cpu};
 
 /// State sizes the CPU kernel is compiled for.
 pub const SUPPORTED_D_STATE: &[usize] = &[4, 8, 16, 32, 64];
@@ -63,7 +63,7 @@ pub fn selective_scan(
 ) -> Result<Tensor> {
     let dtype = u.dtype();
     if !matches!(dtype, DType::BF16 | DType::F16) {
-        return selective_scan_f32(u, delta, a, b, c, d, opts);
+        return Ok(selective_scan_f32(u, delta, a, b, c, d, opts, false)?.0);
     }
     let f = |t: &Tensor| t.to_dtype(DType::F32);
     let z = opts.z.map(f).transpose()?;
@@ -74,9 +74,29 @@ pub fn selective_scan(
         ..opts.clone()
     };
     let (u, delta, a, b, c, d) = (f(u)?, f(delta)?, f(a)?, f(b)?, f(c)?, f(d)?);
-    selective_scan_f32(&u, &delta, &a, &b, &c, &d, &opts)?.to_dtype(dtype)
+    selective_scan_f32(&u, &delta, &a, &b, &c, &d, &opts, false)?
+        .0
+        .to_dtype(dtype)
 }
 
+/// [`selective_scan`] of f32 inputs that also returns the state after the last position,
+/// (batch, d_inner, d_state), as mamba_ssm's `return_last_state`: the prefill of generation.
+/// Forward only (no gradient flows through it); off the CPU it runs on a CPU copy.
+pub fn selective_scan_with_state(
+    u: &Tensor,
+    delta: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: &Tensor,
+    opts: &ScanOptions,
+) -> Result<(Tensor, Tensor)> {
+    let (y, h) = selective_scan_f32(u, delta, a, b, c, d, opts, true)?;
+    let h = h.ok_or_else(|| candle_core::Error::Msg("selective_scan: no last state".into()))?;
+    Ok((y, h))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn selective_scan_f32(
     u: &Tensor,
     delta: &Tensor,
@@ -85,7 +105,8 @@ fn selective_scan_f32(
     c: &Tensor,
     d: &Tensor,
     opts: &ScanOptions,
-) -> Result<Tensor> {
+    last_state: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let (bs, l, di) = u.dims3()?;
     let (di2, n) = a.dims2()?;
     let check = |name: &str, t: &Tensor, want: &[usize]| -> Result<()> {
@@ -118,6 +139,26 @@ fn selective_scan_f32(
     check("B", b, &[bs, l, n])?;
     check("C", c, &[bs, l, n])?;
     check("D", d, &[di])?;
+    if last_state && !u.device().is_cpu() {
+        // The state is read once per prompt: compute it where the kernel writes it.
+        let cpu = |t: &Tensor| t.to_device(&candle_core::Device::Cpu);
+        let (z, bias, r) = (
+            opts.z.map(cpu).transpose()?,
+            opts.delta_bias.map(cpu).transpose()?,
+            opts.resets.map(cpu).transpose()?,
+        );
+        let o = ScanOptions {
+            z: z.as_ref(),
+            delta_bias: bias.as_ref(),
+            resets: r.as_ref(),
+            ..opts.clone()
+        };
+        let (u2, delta, a2, b2, c2, d2) =
+            (cpu(u)?, cpu(delta)?, cpu(a)?, cpu(b)?, cpu(c)?, cpu(d)?);
+        let (y, h) = selective_scan_f32(&u2, &delta, &a2, &b2, &c2, &d2, &o, true)?;
+        let back = |t: Tensor| t.to_device(u.device());
+        return Ok((back(y)?, h.map(back).transpose()?));
+    }
     if let Some(z) = opts.z {
         check("z", z, &[bs, l, di])?;
     }
@@ -157,8 +198,17 @@ fn selective_scan_f32(
         } else {
             opts.chunk
         },
+        last_state,
     };
-    x.apply_op3(&bc, &params, op)
+    if !last_state {
+        return Ok((x.apply_op3(&bc, &params, op)?, None));
+    }
+    let flat = x.apply_op3_no_bwd(&bc, &params, &op)?;
+    let y = flat.narrow(0, 0, bs * l * di)?.reshape((bs, l, di))?;
+    let h = flat
+        .narrow(0, bs * l * di, bs * di * n)?
+        .reshape((bs, di, n))?;
+    Ok((y, Some(h)))
 }
 
 /// The forward op. Inputs: x = (2|3, b, l, d), bc = (b, l, 2n), params = (d, n + 2).
@@ -170,6 +220,8 @@ pub struct ScanFwd {
     /// (b, l) u8 mask, nonzero = reset.
     resets: Option<Tensor>,
     chunk: usize,
+    /// Output `[y | last state]` flat (forward only, CPU only).
+    last_state: bool,
 }
 
 /// The backward op: same inputs as [`ScanFwd`], the output gradient kept in the op.
@@ -255,7 +307,14 @@ impl CustomOp3 for ScanFwd {
         let params = contiguous::<f32>(s3, l3, "selective_scan: A/D/bias")?;
         let resets = self.resets_vec()?;
         let inp = inputs(&dm, self.has_z, x, bc, params, resets.as_deref());
-        let y = cpu::forward(&dm, &inp);
+        if self.last_state {
+            let mut last = vec![0f32; dm.b * dm.d * dm.n];
+            let mut y = cpu::forward(&dm, &inp, Some(&mut last));
+            y.extend_from_slice(&last);
+            let len = y.len();
+            return Ok((CpuStorage::F32(y), Shape::from(len)));
+        }
+        let y = cpu::forward(&dm, &inp, None);
         Ok((CpuStorage::F32(y), Shape::from((dm.b, dm.l, dm.d))))
     }
 

@@ -274,7 +274,7 @@ impl MambaLM {
         let varmap = VarMap::new();
         {
             let mut data = varmap.data().lock().unwrap();
-            for (name, shape) in crate::info::param_shapes(&cfg) {
+            for (name, shape) in crate::model::MambaLM::shapes(&cfg) {
                 let t = tensors
                     .remove(&name)
                     .ok_or_else(|| Error::tensor(&path, &name, "missing"))?;

@@ -1,12 +1,13 @@
-//! The recurrent decode step on plain `f32` slices, for the CPU. At batch 1 a step is a
-//! chain of matrix-vector products that reads every weight once: memory-bound work that a
-//! general matmul serves badly (it packs the whole weight matrix per call). Here each product
-//! streams the weight rows once, dot products in eight lanes, split across threads by rows.
-//! Same arithmetic as `MambaLM::step` (Gu & Dao 2023, Alg. 2 in recurrent form); tested
-//! against it.
+//! The recurrent decode step on plain `f32` slices: the CPU fast path of
+//! [`Decoder`](super::Decoder). At batch 1 a step is a chain of matrix-vector products that
+//! reads every weight once: memory-bound work that a general matmul serves badly (it packs the
+//! whole weight matrix per call). Here each product streams the weight rows once, dot products
+//! in eight lanes, split across threads by rows. Same arithmetic as
+//! [`Mixer::step`](crate::layers::mixer::Mixer::step), tested against it.
 
 use candle_core::{Result, Tensor};
-use mamba_model::{MambaLM, State};
+
+use crate::model::MambaLM;
 
 /// Matrix-vector products above this many weights are split across threads.
 const PARALLEL_WEIGHTS: usize = 1 << 20;
@@ -36,7 +37,7 @@ struct Layer {
 }
 
 /// A copy of the model's weights laid out for the step.
-pub struct Decoder {
+pub(super) struct Weights {
     layers: Vec<Layer>,
     /// (padded_vocab, d): embedding and tied head.
     emb: Vec<f32>,
@@ -51,11 +52,52 @@ pub struct Decoder {
     threads: usize,
 }
 
-/// Per sequence and layer: the conv window (di, k - 1) and the SSM state (di, n).
+/// One sequence's state: per layer the conv window (di, k - 1) and the SSM state (di, n).
 #[derive(Clone, Debug)]
-pub struct DecodeState {
-    pub conv: Vec<Vec<Vec<f32>>>,
-    pub ssm: Vec<Vec<Vec<f32>>>,
+pub(super) struct SeqState {
+    conv: Vec<Vec<f32>>,
+    ssm: Vec<Vec<f32>>,
+}
+
+impl SeqState {
+    /// Per-layer (conv, ssm) tensors of a batch as one state per sequence.
+    pub(super) fn from_tensors(layers: &[(Tensor, Tensor)]) -> Result<Vec<SeqState>> {
+        let b = layers.first().map_or(0, |(c, _)| c.dims()[0]);
+        let rows =
+            |t: &Tensor| -> Result<Vec<Vec<f32>>> { (0..b).map(|i| flat(&t.get(i)?)).collect() };
+        let mut seqs = vec![
+            SeqState {
+                conv: vec![],
+                ssm: vec![]
+            };
+            b
+        ];
+        for (c, s) in layers {
+            for (seq, (c, s)) in seqs.iter_mut().zip(rows(c)?.into_iter().zip(rows(s)?)) {
+                seq.conv.push(c);
+                seq.ssm.push(s);
+            }
+        }
+        Ok(seqs)
+    }
+
+    /// The inverse of [`SeqState::from_tensors`], on the model's device.
+    pub(super) fn to_tensors(seqs: &[SeqState], model: &MambaLM) -> Result<Vec<(Tensor, Tensor)>> {
+        let c = model.config();
+        let (b, di, dev) = (seqs.len(), c.d_inner(), model.device());
+        let stack = |f: &dyn Fn(&SeqState) -> &Vec<f32>, w: usize| -> Result<Tensor> {
+            let v: Vec<f32> = seqs.iter().flat_map(|s| f(s).iter().copied()).collect();
+            Tensor::from_vec(v, (b, di, w), dev)
+        };
+        (0..c.n_layer)
+            .map(|i| {
+                Ok((
+                    stack(&|s| &s.conv[i], c.d_conv - 1)?,
+                    stack(&|s| &s.ssm[i], c.d_state)?,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// y = W x for W (rows, cols) row-major.
@@ -110,29 +152,30 @@ fn softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
-impl Decoder {
-    pub fn new(model: &MambaLM) -> Result<Decoder> {
+impl Weights {
+    pub(super) fn new(model: &MambaLM) -> Result<Weights> {
         let c = model.config();
         let layers = model
             .layers
             .iter()
             .map(|l| {
-                let m = &l.mixer;
+                let [in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, _, d_skip, out_proj] =
+                    l.mixer.tensors().map(flat);
                 Ok(Layer {
                     norm: flat(&l.norm)?,
-                    in_proj: flat(&m.in_proj)?,
-                    conv_w: flat(&m.conv_w)?,
-                    conv_b: flat(&m.conv_b)?,
-                    x_proj: flat(&m.x_proj)?,
-                    dt_w: flat(&m.dt_proj_w)?,
-                    dt_b: flat(&m.dt_proj_b)?,
-                    a: flat(&m.a()?)?,
-                    d_skip: flat(&m.d)?,
-                    out_proj: flat(&m.out_proj)?,
+                    in_proj: in_proj?,
+                    conv_w: conv_w?,
+                    conv_b: conv_b?,
+                    x_proj: x_proj?,
+                    dt_w: dt_w?,
+                    dt_b: dt_b?,
+                    a: flat(&l.mixer.a()?)?,
+                    d_skip: d_skip?,
+                    out_proj: out_proj?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Decoder {
+        Ok(Weights {
             layers,
             emb: flat(&model.embedding)?,
             norm_f: flat(&model.norm_f)?,
@@ -147,34 +190,12 @@ impl Decoder {
         })
     }
 
-    /// The model's state tensors as plain vectors, one entry per sequence.
-    pub fn state_from(&self, st: &State) -> Result<DecodeState> {
-        let rows = |ts: &[Tensor]| -> Result<Vec<Vec<Vec<f32>>>> {
-            let per_layer: Vec<Vec<Vec<f32>>> = ts
-                .iter()
-                .map(|t| {
-                    let b = t.dim(0)?;
-                    (0..b).map(|i| flat(&t.get(i)?)).collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<_>>()?;
-            let b = per_layer.first().map_or(0, |l| l.len());
-            // (layer, seq) -> (seq, layer)
-            Ok((0..b)
-                .map(|i| per_layer.iter().map(|l| l[i].clone()).collect())
-                .collect())
-        };
-        Ok(DecodeState {
-            conv: rows(&st.conv)?,
-            ssm: rows(&st.ssm)?,
-        })
-    }
-
     /// Feeds `ids[i]` to sequence `i`; returns each sequence's next-token logits over the
     /// padded vocabulary.
-    pub fn step(&self, ids: &[u32], st: &mut DecodeState) -> Vec<Vec<f32>> {
+    pub(super) fn step(&self, ids: &[u32], seqs: &mut [SeqState]) -> Vec<Vec<f32>> {
         ids.iter()
-            .enumerate()
-            .map(|(i, &id)| self.step_one(id, &mut st.conv[i], &mut st.ssm[i]))
+            .zip(seqs)
+            .map(|(&id, s)| self.step_one(id, &mut s.conv, &mut s.ssm))
             .collect()
     }
 
@@ -237,39 +258,6 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-    use mamba_model::Config;
-
-    #[test]
-    fn the_step_is_the_models_step() {
-        let cfg = Config::preset("tiny", 70).unwrap();
-        let (model, _) = MambaLM::init(&cfg, 11, &Device::Cpu).unwrap();
-        let dec = Decoder::new(&model).unwrap();
-        let (s1, _) = super::super::prefill::prefill(&model, &[3, 9, 27]).unwrap();
-        let (s2, _) = super::super::prefill::prefill(&model, &[5]).unwrap();
-        let mut theirs = model.new_state(2).unwrap();
-        for i in 0..theirs.ssm.len() {
-            theirs.ssm[i] = Tensor::cat(&[&s1.ssm[i], &s2.ssm[i]], 0).unwrap();
-            theirs.conv[i] = Tensor::cat(&[&s1.conv[i], &s2.conv[i]], 0).unwrap();
-        }
-        let mut ours = dec.state_from(&theirs).unwrap();
-        for t in 0..6u32 {
-            let ids = [t * 5 % 70, t * 11 % 70];
-            let want = model
-                .step(
-                    &Tensor::from_slice(&ids, 2, &Device::Cpu).unwrap(),
-                    &mut theirs,
-                )
-                .unwrap()
-                .to_vec2::<f32>()
-                .unwrap();
-            let got = dec.step(&ids, &mut ours);
-            for (g, w) in got.iter().zip(&want) {
-                let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(diff < 1e-4, "step {t}: {diff}");
-            }
-        }
-    }
 
     #[test]
     fn threaded_matvec_equals_the_plain_one() {
@@ -284,37 +272,5 @@ mod tests {
         assert_eq!(a, b);
         let naive: f32 = w[..cols].iter().zip(&x).map(|(p, q)| p * q).sum();
         assert!((a[0] - naive).abs() < 1e-3 * naive.abs().max(1.0));
-    }
-
-    /// The transformers-made fixture of the model crate: its logits for two rows of 13 ids,
-    /// computed by `MambaForCausalLM`, reproduced by prefill + our step from any split point.
-    #[test]
-    fn prefill_and_step_reproduce_transformers_logits() {
-        let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/fixtures");
-        let (model, _) = MambaLM::load(fx.join("hf_tiny"), &Device::Cpu).unwrap();
-        let t = candle_core::safetensors::load(fx.join("hf_tiny_logits.safetensors"), &Device::Cpu)
-            .unwrap();
-        let ids = t["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
-        let ids = ids.to_vec2::<u32>().unwrap();
-        let want = t["logits"].to_vec3::<f32>().unwrap();
-        let vocab = model.config().vocab_size;
-        let dec = Decoder::new(&model).unwrap();
-        for (row, ids) in ids.iter().enumerate() {
-            let split = 5;
-            let (st, first) = super::super::prefill::prefill(&model, &ids[..split]).unwrap();
-            let mut got = vec![first.to_vec1::<f32>().unwrap()];
-            let mut st = dec.state_from(&st).unwrap();
-            for &id in &ids[split..] {
-                got.push(dec.step(&[id], &mut st).remove(0));
-            }
-            for (i, g) in got.iter().enumerate() {
-                let w = &want[row][split - 1 + i];
-                let diff = g[..vocab]
-                    .iter()
-                    .zip(&w[..vocab])
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(diff < 1e-4, "row {row}, position {}: {diff}", split - 1 + i);
-            }
-        }
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::linear::matmul_xwt;
-use crate::scan::exp_sub_inplace;
+use crate::kernels::scan::exp_sub_inplace;
+use crate::layers::linear::matmul_xwt;
 
 /// Negative log-likelihood per position, (N), of `targets` (N) u32 under logits
 /// `h (N, d) @ emb (V, d)^T`; `None` off the CPU or outside f32 (use the logits path there).
@@ -149,7 +149,7 @@ mod tests {
         let t = Tensor::from_vec(vec![0u32, 3, 10, 7, 7, 1], n, &dev)?;
         let fused = head_nll(&h, &emb, &t)?.expect("cpu f32 takes the fused path");
         let logits = h.matmul(&emb.t()?)?;
-        let plain = crate::ops::log_softmax_last(&logits)?
+        let plain = crate::layers::ops::log_softmax_last(&logits)?
             .gather(&t.unsqueeze(1)?, 1)?
             .squeeze(1)?
             .neg()?;

@@ -5,7 +5,7 @@
 use candle_core::{DType, IndexOp, Result, Tensor};
 
 use super::ScanOptions;
-use crate::ops::softplus;
+use crate::layers::ops::softplus;
 
 /// Same contract as [`super::selective_scan`], but in any float dtype and slow.
 pub fn selective_scan_ref(

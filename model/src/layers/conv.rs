@@ -4,53 +4,68 @@
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 
-use crate::ops::{contiguous, read_cpu};
+use crate::layers::ops::{contiguous, read_cpu};
 
 /// Per-shift validity masks derived from a reset mask: `masks[s - 1][b, t] = 1` when x[t - s]
 /// belongs to the same document as x[t], for s = 1 .. d_conv - 1. Shape of each: (b, l, 1), f32.
-#[derive(Clone, Debug)]
-pub struct ConvMask {
+struct ConvMask {
     masks: Vec<Tensor>,
 }
 
 impl ConvMask {
     /// `resets`: (b, l), nonzero at the first position of a document.
-    pub fn new(resets: &Tensor, d_conv: usize) -> Result<Self> {
+    fn new(resets: &Tensor, d_conv: usize) -> Result<Self> {
         let (b, l) = resets.dims2()?;
-        let r = resets.ne(0f64)?.to_dtype(DType::U8)?.to_vec2::<u8>()?;
+        let starts = document_starts(resets)?;
         let mut masks = Vec::with_capacity(d_conv.saturating_sub(1));
         for s in 1..d_conv {
-            let mut m = vec![0f32; b * l];
-            for (bi, row) in r.iter().enumerate() {
-                let mut start = 0usize;
-                for t in 0..l {
-                    if row[t] != 0 {
-                        start = t;
-                    }
-                    m[bi * l + t] = if t >= s && t - s >= start { 1.0 } else { 0.0 };
-                }
-            }
+            let m: Vec<f32> = (0..b * l)
+                .map(|i| {
+                    let t = i % l;
+                    f32::from(u8::from(t >= s && t - s >= starts[i] as usize))
+                })
+                .collect();
             masks.push(Tensor::from_vec(m, (b, l, 1), resets.device())?);
         }
         Ok(ConvMask { masks })
     }
+}
 
-    /// Mask for shift `s` (1-based).
-    pub fn shift(&self, s: usize) -> &Tensor {
-        &self.masks[s - 1]
+/// start[b, t]: the position of the document start at or before t, from `resets` (b, l),
+/// nonzero at the first position of a document.
+fn document_starts(resets: &Tensor) -> Result<Vec<u32>> {
+    let (b, l) = resets.dims2()?;
+    let r = resets
+        .ne(0f64)?
+        .to_dtype(DType::U8)?
+        .flatten_all()?
+        .to_vec1::<u8>()?;
+    let mut s = vec![0u32; b * l];
+    for bi in 0..b {
+        let mut cur = 0u32;
+        for t in 0..l {
+            if r[bi * l + t] != 0 {
+                cur = t as u32;
+            }
+            s[bi * l + t] = cur;
+        }
     }
+    Ok(s)
 }
 
 /// y[b, t, c] = bias[c] + sum_k w[c, 0, k] * x[b, t - (K - 1 - k), c], zero before the sequence
-/// (and before the document start when `mask` is given). x: (b, l, d), w: (d, 1, K), bias: (d).
+/// and before the start of x[b, t]'s document (`resets`: (b, l), nonzero at document starts).
+/// x: (b, l, d), w: (d, 1, K), bias: (d). Built from shifted slices of basic ops: the path of
+/// every device but the CPU (candle's grouped conv1d runs one convolution per channel).
 pub fn causal_conv1d(
     x: &Tensor,
     w: &Tensor,
     bias: &Tensor,
-    mask: Option<&ConvMask>,
+    resets: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (_b, l, _d) = x.dims3()?;
     let k = w.dim(2)?;
+    let mask = resets.map(|r| ConvMask::new(r, k)).transpose()?;
     let xpad = if k > 1 {
         x.pad_with_zeros(1, k - 1, 0)?
     } else {
@@ -62,8 +77,8 @@ pub fn causal_conv1d(
     for j in 0..k - 1 {
         let s = k - 1 - j;
         let mut term = xpad.narrow(1, j, l)?.broadcast_mul(&w.i((.., 0, j))?)?;
-        if let Some(m) = mask {
-            term = term.broadcast_mul(m.shift(s))?;
+        if let Some(m) = &mask {
+            term = term.broadcast_mul(&m.masks[s - 1])?;
         }
         acc = (acc + term)?;
     }
@@ -72,18 +87,17 @@ pub fn causal_conv1d(
 
 /// `silu(causal_conv1d(x, w, bias, resets))` as one op with its own backward on the CPU
 /// (one pass instead of ~10 elementwise ops forward and ~25 backward); other devices use the
-/// shifted-slice version above. `resets`: (b, l) u8, nonzero at document starts.
+/// shifted-slice version above, with the same document masking.
 pub fn causal_conv1d_silu(
     x: &Tensor,
     w: &Tensor,
     bias: &Tensor,
     resets: Option<&Tensor>,
-    mask: Option<&ConvMask>,
 ) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        return causal_conv1d(x, w, bias, mask)?.silu();
+        return causal_conv1d(x, w, bias, resets)?.silu();
     }
-    let (b, l, d) = x.dims3()?;
+    let (_b, _l, d) = x.dims3()?;
     let k = w.dim(2)?;
     if w.dims() != [d, 1, k] || bias.dims() != [d] {
         candle_core::bail!(
@@ -92,28 +106,10 @@ pub fn causal_conv1d_silu(
             bias.dims()
         )
     }
-    let starts = match resets {
-        Some(r) => {
-            let r = r
-                .ne(0f64)?
-                .to_dtype(DType::U8)?
-                .flatten_all()?
-                .to_vec1::<u8>()?;
-            // start[b, t] = position of the document start at or before t.
-            let mut s = vec![0u32; b * l];
-            for bi in 0..b {
-                let mut cur = 0u32;
-                for t in 0..l {
-                    if r[bi * l + t] != 0 {
-                        cur = t as u32;
-                    }
-                    s[bi * l + t] = cur;
-                }
-            }
-            Some(std::sync::Arc::new(s))
-        }
-        None => None,
-    };
+    let starts = resets
+        .map(document_starts)
+        .transpose()?
+        .map(std::sync::Arc::new);
     let params = Tensor::cat(&[w.reshape((d, k))?, bias.unsqueeze(1)?], 1)?.contiguous()?;
     let x = x.contiguous()?;
     x.apply_op2(&params, ConvSiluOp { starts })

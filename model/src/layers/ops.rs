@@ -50,9 +50,9 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 }
 
 /// x @ w^T for x (.., k) and w (m, k), flattening the leading dims into one matmul.
-/// On the CPU in f32 this is one autograd node (see [`crate::linear`]).
+/// On the CPU in f32 this is one autograd node (see [`crate::layers::linear`]).
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if let Some(y) = crate::linear::linear_fused(x, w)? {
+    if let Some(y) = crate::layers::linear::linear_fused(x, w)? {
         return Ok(y);
     }
     let dims = x.dims();

@@ -1,0 +1,175 @@
+//! Generation: a prompt runs through the full-sequence forward once (the prefill, whose fused
+//! scan also returns the state after the prompt), then every step feeds one token per sequence
+//! through the recurrent form, O(1) in time and memory whatever the context length.
+//!
+//! A [`Decoder`] steps a batch of sequences. On the CPU it uses a fast path on plain `f32`
+//! slices ([`host`]); elsewhere, and as its tested slow twin, the candle step
+//! ([`Mixer::step`](crate::layers::mixer::Mixer::step)). Both take and give a [`State`].
+
+mod host;
+
+use candle_core::{Result, Tensor};
+
+use crate::layers::mixer::MixerState;
+use crate::layers::norm::rms_norm;
+use crate::layers::ops::linear;
+use crate::model::MambaLM;
+
+/// The recurrent state of a batch of sequences (each after its own prompt).
+#[derive(Clone, Debug)]
+pub struct State {
+    seqs: Seqs,
+}
+
+#[derive(Clone, Debug)]
+enum Seqs {
+    /// Per layer, conv window (b, di, d_conv - 1) and SSM state (b, di, d_state).
+    Tensors(Vec<(Tensor, Tensor)>),
+    /// Per sequence, the same as plain vectors for the CPU fast path.
+    Host(Vec<host::SeqState>),
+}
+
+impl State {
+    /// Number of sequences.
+    pub fn batch(&self) -> usize {
+        match &self.seqs {
+            Seqs::Tensors(l) => l.first().map_or(0, |(c, _)| c.dims()[0]),
+            Seqs::Host(s) => s.len(),
+        }
+    }
+
+    /// The sequences `rows` of this state, in that order (repeats allowed): beam search keeps
+    /// the states of the beams it continues.
+    pub fn select(&self, rows: &[usize]) -> Result<State> {
+        let seqs = match &self.seqs {
+            Seqs::Host(s) => Seqs::Host(rows.iter().map(|&r| s[r].clone()).collect()),
+            Seqs::Tensors(layers) => {
+                let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+                let Some((c0, _)) = layers.first() else {
+                    return Ok(self.clone());
+                };
+                let idx = Tensor::from_vec(idx, rows.len(), c0.device())?;
+                let pick = |(c, s): &(Tensor, Tensor)| -> Result<(Tensor, Tensor)> {
+                    Ok((c.index_select(&idx, 0)?, s.index_select(&idx, 0)?))
+                };
+                Seqs::Tensors(layers.iter().map(pick).collect::<Result<_>>()?)
+            }
+        };
+        Ok(State { seqs })
+    }
+}
+
+/// Steps a batch of sequences through a model. The fast CPU path works on a copy of the
+/// weights taken when the decoder is made: make a new decoder after training changes them.
+pub struct Decoder<'m> {
+    model: &'m MambaLM,
+    host: Option<host::Weights>,
+}
+
+impl MambaLM {
+    /// A decoder with the fastest step for the model's device.
+    pub fn decoder(&self) -> Result<Decoder<'_>> {
+        let host = match self.device().is_cpu() {
+            true => Some(host::Weights::new(self)?),
+            false => None,
+        };
+        Ok(Decoder { model: self, host })
+    }
+
+    /// A decoder that always takes the candle step (the slow twin of the CPU fast path).
+    pub fn candle_decoder(&self) -> Decoder<'_> {
+        Decoder {
+            model: self,
+            host: None,
+        }
+    }
+}
+
+impl Decoder<'_> {
+    /// Runs each prompt (at least one token each) through the full forward and returns their
+    /// states stacked as one batch, with each prompt's next-token logits over the padded
+    /// vocabulary.
+    pub fn prefill(&self, prompts: &[&[u32]]) -> Result<(State, Vec<Vec<f32>>)> {
+        let m = self.model;
+        let (eps, d) = (m.cfg.norm_eps, m.cfg.d_model);
+        let mut layers: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![Default::default(); m.layers.len()];
+        let mut logits = Vec::with_capacity(prompts.len());
+        for ids in prompts {
+            let l = ids.len();
+            if l == 0 {
+                candle_core::bail!("prefill: empty prompt")
+            }
+            let ids = Tensor::from_slice(ids, (1, l), m.device())?;
+            let mut h = m.embed(&ids)?;
+            for (layer, st) in m.layers.iter().zip(layers.iter_mut()) {
+                let x = rms_norm(&h, &layer.norm, eps)?;
+                let (out, s) = layer.mixer.prefill(&x)?;
+                st.0.push(s.conv);
+                st.1.push(s.ssm);
+                h = (h + out)?;
+            }
+            let last = h.narrow(1, l - 1, 1)?.reshape((1, d))?;
+            let x = rms_norm(&last, &m.norm_f, eps)?;
+            logits.push(linear(&x, &m.embedding)?.squeeze(0)?.to_vec1::<f32>()?);
+        }
+        let layers = layers
+            .iter()
+            .map(|(c, s)| Ok((Tensor::cat(c, 0)?, Tensor::cat(s, 0)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let seqs = match &self.host {
+            Some(_) => Seqs::Host(host::SeqState::from_tensors(&layers)?),
+            None => Seqs::Tensors(layers),
+        };
+        Ok((State { seqs }, logits))
+    }
+
+    /// Feeds `ids[i]` to sequence `i` of `st` and returns each sequence's next-token logits
+    /// over the padded vocabulary; equal to the last position of [`MambaLM::forward`] over the
+    /// whole prefix.
+    pub fn step(&self, ids: &[u32], st: &mut State) -> Result<Vec<Vec<f32>>> {
+        if ids.len() != st.batch() {
+            candle_core::bail!("step: {} ids for a state of {}", ids.len(), st.batch())
+        }
+        let vocab = self.model.cfg.padded_vocab();
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("step: token {bad} is past the vocabulary ({vocab})")
+        }
+        // A state made by the other kind of decoder changes representation once.
+        match (&self.host, &st.seqs) {
+            (Some(_), Seqs::Tensors(layers)) => {
+                st.seqs = Seqs::Host(host::SeqState::from_tensors(layers)?)
+            }
+            (None, Seqs::Host(seqs)) => {
+                st.seqs = Seqs::Tensors(host::SeqState::to_tensors(seqs, self.model)?)
+            }
+            _ => {}
+        }
+        let logits = match (&self.host, &mut st.seqs) {
+            (Some(w), Seqs::Host(seqs)) => w.step(ids, seqs),
+            (_, Seqs::Tensors(layers)) => self.candle_step(ids, layers)?,
+            (None, Seqs::Host(_)) => unreachable!("converted above"),
+        };
+        Ok(logits)
+    }
+
+    /// The step from candle ops, on any device.
+    fn candle_step(&self, ids: &[u32], layers: &mut [(Tensor, Tensor)]) -> Result<Vec<Vec<f32>>> {
+        let m = self.model;
+        let ids = Tensor::from_slice(ids, ids.len(), m.device())?;
+        let mut h = m.embedding.index_select(&ids, 0)?; // (b, d)
+        for (layer, (conv, ssm)) in m.layers.iter().zip(layers.iter_mut()) {
+            let x = rms_norm(&h, &layer.norm, m.cfg.norm_eps)?;
+            let mut s = MixerState {
+                conv: conv.clone(),
+                ssm: ssm.clone(),
+            };
+            h = (h + layer.mixer.step(&x, &mut s)?)?;
+            (*conv, *ssm) = (s.conv, s.ssm);
+        }
+        let x = rms_norm(&h, &m.norm_f, m.cfg.norm_eps)?;
+        linear(&x, &m.embedding)?.to_vec2::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests;

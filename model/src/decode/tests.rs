@@ -1,0 +1,103 @@
+use candle_core::{Device, Tensor};
+
+use crate::{Config, MambaLM};
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Full-forward logits of one sequence, one row per position.
+fn forward_rows(model: &MambaLM, ids: &[u32]) -> Vec<Vec<f32>> {
+    let t = Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu).unwrap();
+    model
+        .forward(&t, None)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+#[test]
+fn prefill_then_step_matches_the_full_forward_on_both_paths() {
+    let cfg = Config::preset("tiny", 50).unwrap();
+    let (model, _) = MambaLM::init(&cfg, 7, &Device::Cpu).unwrap();
+    // Three sequences; their prompts shorter than, equal to and longer than the conv window.
+    let seqs: Vec<Vec<u32>> = (0..3u32)
+        .map(|s| (0..12).map(|i| (i * 13 + 5 + s * 7) % 50).collect())
+        .collect();
+    let full: Vec<_> = seqs.iter().map(|s| forward_rows(&model, s)).collect();
+    let splits = [1, 3, 9];
+    for decoder in [model.decoder().unwrap(), model.candle_decoder()] {
+        let prompts: Vec<&[u32]> = seqs.iter().zip(splits).map(|(s, k)| &s[..k]).collect();
+        let (mut st, first) = decoder.prefill(&prompts).unwrap();
+        assert_eq!(st.batch(), 3);
+        for (i, k) in splits.iter().enumerate() {
+            assert!(max_diff(&first[i], &full[i][k - 1]) < 1e-4, "prefill {i}");
+        }
+        for t in 0..3 {
+            let ids: Vec<u32> = (0..3).map(|i| seqs[i][splits[i] + t]).collect();
+            let got = decoder.step(&ids, &mut st).unwrap();
+            for i in 0..3 {
+                let d = max_diff(&got[i], &full[i][splits[i] + t]);
+                assert!(d < 1e-4, "sequence {i}, step {t}: {d}");
+            }
+        }
+    }
+    assert!(model.decoder().unwrap().prefill(&[&[]]).is_err());
+}
+
+#[test]
+fn the_fast_step_is_the_candle_step_and_states_move_between_them() {
+    let cfg = Config::preset("tiny", 70).unwrap();
+    let (model, _) = MambaLM::init(&cfg, 11, &Device::Cpu).unwrap();
+    let (fast, slow) = (model.decoder().unwrap(), model.candle_decoder());
+    let (st, _) = slow.prefill(&[&[3, 9, 27], &[5]]).unwrap();
+    // Beam search's reorder, with a repeat.
+    let (mut a, mut b) = (
+        st.select(&[1, 0, 1]).unwrap(),
+        st.select(&[1, 0, 1]).unwrap(),
+    );
+    for t in 0..6u32 {
+        let ids = [t * 5 % 70, t * 11 % 70, t * 3 % 70];
+        let want = slow.step(&ids, &mut a).unwrap();
+        let got = fast.step(&ids, &mut b).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(max_diff(g, w) < 1e-4, "step {t}: {}", max_diff(g, w));
+        }
+    }
+    assert!(
+        fast.step(&[72, 0, 0], &mut b).is_err(),
+        "id past the padded vocabulary"
+    );
+    assert!(fast.step(&[1], &mut b).is_err(), "wrong batch");
+}
+
+/// The transformers-made fixture of this crate: its logits for two rows of 13 ids, computed by
+/// `MambaForCausalLM`, reproduced by prefill + the fast step.
+#[test]
+fn prefill_and_step_reproduce_transformers_logits() {
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (model, _) = MambaLM::load(fx.join("hf_tiny"), &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(fx.join("hf_tiny_logits.safetensors"), &Device::Cpu)
+        .unwrap();
+    let ids = t["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
+    let ids = ids.to_vec2::<u32>().unwrap();
+    let want = t["logits"].to_vec3::<f32>().unwrap();
+    let vocab = model.config().vocab_size;
+    let dec = model.decoder().unwrap();
+    let split = 5;
+    let prompts: Vec<&[u32]> = ids.iter().map(|r| &r[..split]).collect();
+    let (mut st, first) = dec.prefill(&prompts).unwrap();
+    let mut got = vec![first];
+    for t in split..ids[0].len() {
+        let feed: Vec<u32> = ids.iter().map(|r| r[t]).collect();
+        got.push(dec.step(&feed, &mut st).unwrap());
+    }
+    for (i, rows) in got.iter().enumerate() {
+        for (row, g) in rows.iter().enumerate() {
+            let d = max_diff(&g[..vocab], &want[row][split - 1 + i][..vocab]);
+            assert!(d < 1e-4, "row {row}, position {}: {d}", split - 1 + i);
+        }
+    }
+}

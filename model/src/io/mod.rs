@@ -1,0 +1,3 @@
+//! Checkpoint I/O: transformers-layout `config.json` + safetensors, both ways.
+
+pub mod weights;
