@@ -1,4 +1,6 @@
-//! The fused selective scan: one candle op with its own backward.
+//! The fused selective scan: one candle op with its own backward. It is the selection
+//! mechanism of Gu & Dao 2023 (Alg. 2) run as a recurrence over time, per channel d and state
+//! index n:
 //!
 //! ```text
 //! dt_t   = softplus(delta_t + delta_bias)            (per channel; softplus optional)
@@ -8,6 +10,14 @@
 //! ```
 //! Shapes: u, delta, z: (batch, len, d_inner); A: (d_inner, d_state); B, C: (batch, len, d_state);
 //! D, delta_bias: (d_inner); resets: (batch, len), nonzero at the first position of a document.
+//!
+//! The discretisation is the paper's (eq. 4) as mamba_ssm computes it: A_bar = exp(dt A) is
+//! the zero-order hold, while B_bar u = dt B u replaces the exact ZOH term
+//! (dt A)^-1 (exp(dt A) - 1) dt B u by its first-order (Euler) value, as the paper allows and
+//! every released checkpoint was trained with.
+//!
+//! d_state must be one of [`SUPPORTED_D_STATE`]: the CPU kernel keeps a channel's state in a
+//! fixed-size array (registers) and is compiled once per size; Mamba-1 models use 16.
 //!
 //! Candle custom ops take at most three inputs, so the op sees packed tensors:
 //! `(u, delta[, z])` stacked to (2|3, b, l, d), `[B | C]` as (b, l, 2n) and `[A | D | bias]` as
@@ -49,9 +59,10 @@ pub struct ScanOptions<'a> {
     pub chunk: usize,
 }
 
-/// Runs the fused selective scan (see the module docs). Float inputs are all f32, or all bf16
-/// or f16: then the state and the arithmetic stay f32 (as in mamba_ssm) and only the output is
-/// rounded back to the inputs' type.
+/// Runs the fused selective scan (see the module docs) and returns `out`, (batch, len, d_inner).
+/// Float inputs are all f32, or all bf16 or f16: then the state and the arithmetic stay f32 (as
+/// in mamba_ssm) and only the output is rounded back to the inputs' type. Errors on shapes that
+/// disagree (the message names the input) and on a d_state outside [`SUPPORTED_D_STATE`].
 pub fn selective_scan(
     u: &Tensor,
     delta: &Tensor,
