@@ -41,6 +41,8 @@ pub struct Config {
     pub initializer_range: f64,
     /// Initialisation: rescale out_proj by 1/sqrt(n_layer).
     pub rescale_prenorm_residual: bool,
+    /// The LM head is the embedding (mamba_ssm's models); `false`: its own `lm_head.weight`.
+    pub tie_embeddings: bool,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             dt_scale: 1.0,
             initializer_range: 0.02,
             rescale_prenorm_residual: true,
+            tie_embeddings: true,
         }
     }
 }

@@ -58,10 +58,11 @@ pub fn breakdown(cfg: &Config) -> String {
             .join("x");
         let _ = writeln!(o, "  {:<34} {:>16} {:>14}", name, sh, count(shape));
     };
-    line(
-        "embeddings (tied lm_head)",
-        &[cfg.padded_vocab(), cfg.d_model],
-    );
+    let emb_name = match cfg.tie_embeddings {
+        true => "embeddings (tied lm_head)",
+        false => "embeddings",
+    };
+    line(emb_name, &[cfg.padded_vocab(), cfg.d_model]);
     for (name, shape) in shapes
         .iter()
         .filter(|(n, _)| n.starts_with("backbone.layers.0."))
@@ -72,6 +73,9 @@ pub fn breakdown(cfg: &Config) -> String {
         );
     }
     line("norm_f.weight", &[cfg.d_model]);
+    if !cfg.tie_embeddings {
+        line("lm_head.weight", &[cfg.padded_vocab(), cfg.d_model]);
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -88,6 +92,9 @@ pub fn breakdown(cfg: &Config) -> String {
         100.0 * (per_layer * cfg.n_layer) as f64 / total as f64
     );
     let _ = writeln!(o, "  final norm          {:>14}", cfg.d_model);
+    if !cfg.tie_embeddings {
+        let _ = writeln!(o, "  lm_head             {:>14}", emb);
+    }
     let _ = writeln!(o, "  total               {:>14}", total);
     let _ = writeln!(
         o,

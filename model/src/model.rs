@@ -1,5 +1,6 @@
 //! The language model: embedding -> n_layer x (RMSNorm -> mixer -> residual add) -> RMSNorm ->
-//! LM head tied to the embedding (transformers `MambaForCausalLM`, mamba_ssm `MambaLMHeadModel`).
+//! LM head, tied to the embedding or its own (transformers `MambaForCausalLM`, mamba_ssm
+//! `MambaLMHeadModel`).
 //! One forward serves training, evaluation and prefill; see [`ForwardOptions`].
 
 use candle_core::backprop::GradStore;
@@ -9,6 +10,9 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::config::Config;
 use crate::layers::mixer::{linear_in, Mixer};
 use crate::layers::norm::rms_norm;
+
+/// Name of an untied LM head's weight in transformers' layout.
+pub const LM_HEAD: &str = "lm_head.weight";
 
 /// One residual block.
 #[derive(Clone, Debug)]
@@ -21,8 +25,10 @@ pub(crate) struct Block {
 #[derive(Clone, Debug)]
 pub struct MambaLM {
     pub(crate) cfg: Config,
-    /// (padded_vocab, d_model); also the LM head.
+    /// (padded_vocab, d_model).
     pub(crate) embedding: Tensor,
+    /// (padded_vocab, d_model): the embedding itself when tied, else `lm_head.weight`.
+    pub(crate) head: Tensor,
     pub(crate) layers: Vec<Block>,
     pub(crate) norm_f: Tensor,
 }
@@ -53,7 +59,7 @@ impl Default for ForwardOptions<'_> {
 
 impl MambaLM {
     /// Every parameter's transformers name and shape, in a fixed order (embedding, layers 0..,
-    /// final norm). The LM head is tied to the embedding.
+    /// final norm, then the LM head when it is not tied to the embedding).
     pub fn shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         let mut v = vec![(
             "backbone.embeddings.weight".to_string(),
@@ -67,6 +73,9 @@ impl MambaLM {
             }
         }
         v.push(("backbone.norm_f.weight".to_string(), vec![cfg.d_model]));
+        if !cfg.tie_embeddings {
+            v.push((LM_HEAD.to_string(), vec![cfg.padded_vocab(), cfg.d_model]));
+        }
         v
     }
 
@@ -85,9 +94,14 @@ impl MambaLM {
             });
         }
         let norm_f = bb.get(cfg.d_model, "norm_f.weight")?;
+        let head = match cfg.tie_embeddings {
+            true => embedding.clone(),
+            false => vb.get((cfg.padded_vocab(), cfg.d_model), LM_HEAD)?,
+        };
         Ok(MambaLM {
             cfg: cfg.clone(),
             embedding,
+            head,
             layers,
             norm_f,
         })
@@ -127,6 +141,9 @@ impl MambaLM {
             tensors.extend(l.mixer.tensors().into_iter().cloned());
         }
         tensors.push(self.norm_f.clone());
+        if !self.cfg.tie_embeddings {
+            tensors.push(self.head.clone());
+        }
         Self::shapes(&self.cfg)
             .into_iter()
             .map(|(name, _)| name)
@@ -156,7 +173,7 @@ impl MambaLM {
         h + layer.mixer.forward(&x, o.resets, o.compute)?
     }
 
-    /// Final norm, tied head and mean next-token cross-entropy of `targets` (b, l) given the
+    /// Final norm, head and mean next-token cross-entropy of `targets` (b, l) given the
     /// last block's output `h` (b, l, d_model); `loss_mask` (b, l) weights positions.
     fn head_loss(
         &self,
@@ -168,11 +185,11 @@ impl MambaLM {
         let h = rms_norm(h, &self.norm_f, self.cfg.norm_eps)?.reshape(((), self.cfg.d_model))?;
         // On the CPU in f32 the head and the cross-entropy are one op (see `crate::kernels::head`).
         if o.compute == DType::F32 {
-            if let Some(nll) = crate::kernels::head::head_nll(&h, &self.embedding, targets)? {
+            if let Some(nll) = crate::kernels::head::head_nll(&h, &self.head, targets)? {
                 return crate::loss::mean_nll(&nll, loss_mask);
             }
         }
-        let logits = linear_in(&h, &self.embedding, o.compute)?;
+        let logits = linear_in(&h, &self.head, o.compute)?;
         crate::loss::cross_entropy(&logits, targets, loss_mask)
     }
 
@@ -212,7 +229,7 @@ impl MambaLM {
         };
         let h = self.trunk(input_ids, &o)?;
         let h = rms_norm(&h, &self.norm_f, self.cfg.norm_eps)?;
-        crate::layers::ops::linear(&h, &self.embedding)
+        crate::layers::ops::linear(&h, &self.head)
     }
 
     /// Mean next-token cross-entropy of `targets` (b, l) u32 given `input_ids` (b, l), computed

@@ -39,8 +39,10 @@ struct Layer {
 /// A copy of the model's weights laid out for the step.
 pub(super) struct Weights {
     layers: Vec<Layer>,
-    /// (padded_vocab, d): embedding and tied head.
+    /// (padded_vocab, d): the embedding.
     emb: Vec<f32>,
+    /// (padded_vocab, d): the LM head when it is not the embedding.
+    head: Option<Vec<f32>>,
     norm_f: Vec<f32>,
     d: usize,
     di: usize,
@@ -178,6 +180,10 @@ impl Weights {
         Ok(Weights {
             layers,
             emb: flat(&model.embedding)?,
+            head: match model.cfg.tie_embeddings {
+                true => None,
+                false => Some(flat(&model.head)?),
+            },
             norm_f: flat(&model.norm_f)?,
             d: c.d_model,
             di: c.d_inner(),
@@ -250,7 +256,8 @@ impl Weights {
         }
         let h = rms_norm(&res, &self.norm_f, self.eps);
         let mut logits = vec![0f32; self.vocab];
-        matvec(&self.emb, &h, &mut logits, self.threads);
+        let head = self.head.as_deref().unwrap_or(&self.emb);
+        matvec(head, &h, &mut logits, self.threads);
         logits
     }
 }

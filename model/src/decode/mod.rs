@@ -110,7 +110,7 @@ impl Decoder<'_> {
             }
             let last = h.narrow(1, l - 1, 1)?.reshape((1, d))?;
             let x = rms_norm(&last, &m.norm_f, eps)?;
-            logits.push(linear(&x, &m.embedding)?.squeeze(0)?.to_vec1::<f32>()?);
+            logits.push(linear(&x, &m.head)?.squeeze(0)?.to_vec1::<f32>()?);
         }
         let layers = layers
             .iter()
@@ -167,7 +167,7 @@ impl Decoder<'_> {
             (*conv, *ssm) = (s.conv, s.ssm);
         }
         let x = rms_norm(&h, &m.norm_f, m.cfg.norm_eps)?;
-        linear(&x, &m.embedding)?.to_vec2::<f32>()
+        linear(&x, &m.head)?.to_vec2::<f32>()
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::MambaLM;
+use crate::model::{MambaLM, LM_HEAD};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -36,7 +36,7 @@ pub fn hf_config(cfg: &Config) -> Value {
         "use_conv_bias": true,
         "hidden_act": "silu",
         "residual_in_fp32": true,
-        "tie_word_embeddings": true,
+        "tie_word_embeddings": cfg.tie_embeddings,
         "initializer_range": cfg.initializer_range,
         "time_step_scale": cfg.dt_scale,
         "time_step_min": cfg.dt_min,
@@ -84,11 +84,6 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     if !get_bool("use_conv_bias", true) {
         return Err(bad("use_conv_bias = false is not supported".into()));
     }
-    if !get_bool("tie_word_embeddings", true) {
-        return Err(bad(
-            "untied lm_head (tie_word_embeddings = false) is not supported".into(),
-        ));
-    }
     if let Some(act) = v.get("hidden_act").and_then(|x| x.as_str()) {
         if act != "silu" {
             return Err(bad(format!(
@@ -135,6 +130,7 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
             Config::default().initializer_range
         },
         rescale_prenorm_residual: true,
+        tie_embeddings: get_bool("tie_word_embeddings", true),
     };
     if cfg.padded_vocab() != hf_vocab {
         return Err(bad(format!(
@@ -160,6 +156,15 @@ pub fn load_config(dir: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
     config_from_hf(&v, &path)
+}
+
+/// Whether two tensors hold the same shape and values.
+fn same(a: &Tensor, b: &Tensor) -> Result<bool> {
+    if a.dims() != b.dims() {
+        return Ok(false);
+    }
+    let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    Ok(diff == 0.0)
 }
 
 /// Writes named f32 tensors to a safetensors file with `{"format": "pt"}` metadata (what
@@ -243,8 +248,8 @@ pub fn read_safetensors(
 }
 
 impl MambaLM {
-    /// Saves `dir/model.safetensors` and `dir/config.json` (creating `dir`). The LM head is tied
-    /// and, as with transformers' `save_pretrained`, not written.
+    /// Saves `dir/model.safetensors` and `dir/config.json` (creating `dir`). A tied LM head is,
+    /// as with transformers' `save_pretrained`, not written; an untied one is `lm_head.weight`.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -258,11 +263,14 @@ impl MambaLM {
     }
 
     /// Loads a directory written by [`MambaLM::save`] or transformers' `save_pretrained`.
-    /// Accepts `backbone.embedding.weight` for the embedding and ignores `lm_head.weight`
-    /// (the head is tied). The parameters are `Var`s in the returned VarMap, ready to train.
+    /// Accepts `backbone.embedding.weight` for the embedding. The LM head is untied when
+    /// config.json says `tie_word_embeddings: false` (then `lm_head.weight` is required) or
+    /// when the file's `lm_head.weight` differs from the embedding, whatever config.json says
+    /// (transformers keeps such a head too); an `lm_head.weight` equal to the embedding is a
+    /// tied head. The parameters are `Var`s in the returned VarMap, ready to train.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(MambaLM, VarMap)> {
         let dir = dir.as_ref();
-        let cfg = load_config(dir)?;
+        let mut cfg = load_config(dir)?;
         let path = dir.join(WEIGHTS_FILE);
         let (mut tensors, _) = read_safetensors(&path, device)?;
         if let Some(t) = tensors.remove("backbone.embedding.weight") {
@@ -270,7 +278,20 @@ impl MambaLM {
                 .entry("backbone.embeddings.weight".into())
                 .or_insert(t);
         }
-        tensors.remove("lm_head.weight");
+        let head = tensors.remove(LM_HEAD);
+        if let (Some(h), Some(e)) = (&head, tensors.get("backbone.embeddings.weight")) {
+            cfg.tie_embeddings &= same(h, e)?;
+        }
+        if !cfg.tie_embeddings {
+            let h = head.ok_or_else(|| {
+                Error::tensor(
+                    &path,
+                    LM_HEAD,
+                    "missing (config.json says tie_word_embeddings: false)",
+                )
+            })?;
+            tensors.insert(LM_HEAD.into(), h);
+        }
         let varmap = VarMap::new();
         {
             let mut data = varmap.data().lock().unwrap();
