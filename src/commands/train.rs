@@ -4,12 +4,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use mamba_model::Config;
 use mamba_pipeline::shard::manifest::Manifest;
 use serde_json::{Map, Value};
 
 use crate::cli::TrainArgs;
-use mamba::train::config::{self, model_shape, TrainConfig};
+use mamba::train::config::{self, TrainConfig};
 use mamba::train::{gpu, memory, RunOptions, TrainError};
 
 /// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
@@ -132,8 +131,7 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         .as_deref()
         .and_then(|d| Manifest::load(d).ok())
         .map(|m| m.tokenizer.vocab_size);
-    let (d, n) = model_shape(&cfg.model_size)?;
-    let model = Config::new(d, n, vocab.unwrap_or(DRY_RUN_VOCAB));
+    let model = cfg.model_size.config(vocab.unwrap_or(DRY_RUN_VOCAB));
     println!("{}", serde_json::to_string_pretty(cfg)?);
     if vocab.is_none() {
         println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)");

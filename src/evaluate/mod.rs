@@ -16,6 +16,7 @@ use candle_core::Device;
 use mamba_model::MambaLM;
 use serde::Serialize;
 
+use crate::train::config::Precision;
 use crate::train::pack::Batch;
 use crate::train::step::{eval_loss, StepOptions};
 
@@ -47,7 +48,7 @@ pub struct Shape {
     pub seq_len: usize,
     pub batch_size: usize,
     pub doc_reset: bool,
-    pub precision: String,
+    pub precision: Precision,
 }
 
 /// Used for a model directory without `trainer_state.json` (e.g. from transformers).
@@ -80,7 +81,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
             seq_len: DEFAULT_SEQ_LEN,
             batch_size: 1,
             doc_reset: true,
-            precision: "fp32".into(),
+            precision: Precision::Fp32,
         },
     };
     Ok(Loaded {
@@ -116,7 +117,7 @@ pub fn score(
 ) -> Result<(f64, u64, u64), EvalError> {
     let o = StepOptions {
         doc_reset: shape.doc_reset,
-        dtype: crate::train::forward::dtype(&shape.precision),
+        dtype: shape.precision.dtype(),
         ..Default::default()
     };
     let (mut sum, mut tokens, mut windows) = (0.0, 0u64, 0u64);

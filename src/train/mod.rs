@@ -9,6 +9,7 @@
 //! checks) lives in [`setup`].
 
 pub mod checkpoint;
+pub mod choices;
 pub mod config;
 pub mod forward;
 pub mod gpu;
@@ -121,7 +122,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
     }
     let mut clock = plan::Clock::new(cfg.max_steps);
     let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);
-    let fp16 = cfg.precision == "fp16";
+    let fp16 = cfg.precision == config::Precision::Fp16;
     let mut scaler = scaler::LossScaler::new(st.loss_scale, st.scale_good_steps);
     while st.step < cfg.max_steps {
         let t0 = Instant::now();
@@ -133,7 +134,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             .collect::<Result<Vec<_>, _>>()?;
         let o = step::StepOptions {
             doc_reset: cfg.doc_reset,
-            dtype: forward::dtype(&cfg.precision),
+            dtype: cfg.precision.dtype(),
             checkpointing: cfg.grad_checkpointing,
             loss_scale: scaler.scale,
         };
