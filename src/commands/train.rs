@@ -1,5 +1,5 @@
 //! `mamba train`: flags and `--config` resolved into a [`TrainConfig`], then a dry run (the
-//! configuration and a memory estimate) or a training run. Bad settings exit with status 2.
+//! configuration and a memory estimate) or a training run. Bad settings are usage errors.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use mamba_pipeline::shard::manifest::Manifest;
 use serde_json::{Map, Value};
 
+use super::usage;
 use crate::cli::TrainArgs;
 use mamba::train::config::{self, TrainConfig};
-use mamba::train::{gpu, memory, RunOptions, TrainError};
+use mamba::train::{gpu, memory, RunOptions};
 
 /// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
 const DRY_RUN_VOCAB: usize = 32768;
@@ -69,28 +70,14 @@ fn config_file(a: &TrainArgs) -> Result<Map<String, Value>, config::ConfigError>
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let file = match config_file(&args) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let file = config_file(&args).map_err(usage)?;
     let mut flags = flags(&args);
-    match gpu::apply_defaults(&file, &mut flags, gpu::query) {
-        Ok(notes) => notes.iter().for_each(|n| eprintln!("note: {n}")),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    }
-    let cfg = match config::resolve(&file, &flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let notes = gpu::apply_defaults(&file, &mut flags, gpu::query).map_err(anyhow::Error::msg);
+    notes
+        .map_err(usage)?
+        .iter()
+        .for_each(|n| eprintln!("note: {n}"));
+    let cfg = config::resolve(&file, &flags).map_err(usage)?;
     if args.dry_run {
         dry_run(&cfg, &args)?;
         return Ok(ExitCode::SUCCESS);
@@ -117,10 +104,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ (TrainError::Config(_) | TrainError::Unsupported(_))) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(2))
-        }
+        Err(e) if e.is_usage() => Err(usage(e)),
         Err(e) => Err(e.into()),
     }
 }

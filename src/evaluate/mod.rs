@@ -28,8 +28,15 @@ pub enum EvalError {
     Mismatch(String),
     #[error("{what}: nothing to evaluate: {why}")]
     Empty { what: String, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that was read but could not be used (not found, not encodable).
     #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    Unusable { path: String, reason: String },
     #[error(transparent)]
     Model(#[from] mamba_model::Error),
     #[error(transparent)]

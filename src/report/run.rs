@@ -11,8 +11,12 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}: no step lines; is this a `mamba train --checkpoint-dir`?")]
     Empty(String),
 }
@@ -69,10 +73,10 @@ pub struct Run {
     pub checkpoints: Vec<CheckpointInfo>,
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> RunError {
+fn io(path: &Path, source: std::io::Error) -> RunError {
     RunError::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     }
 }
 

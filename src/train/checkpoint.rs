@@ -18,8 +18,18 @@ pub const FINAL: &str = "final";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Model(#[from] mamba_model::Error),
     #[error("no checkpoint in {0} (looked for step-NNNNNN/ and final/ with {STATE_FILE})")]
@@ -27,9 +37,9 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |e| CheckpointError::Io {
+    move |source| CheckpointError::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     }
 }
 
@@ -76,9 +86,9 @@ pub fn save(
     std::fs::copy(tokenizer, &tok).map_err(io(tokenizer))?;
     opt.save(tmp.join(OPTIMIZER_FILE))?;
     let state_path = tmp.join(STATE_FILE);
-    let json = serde_json::to_string_pretty(state).map_err(|e| CheckpointError::Io {
+    let json = serde_json::to_string_pretty(state).map_err(|source| CheckpointError::Json {
         path: state_path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })?;
     std::fs::write(&state_path, json + "\n").map_err(io(&state_path))?;
     let dest = root.join(name);
@@ -101,9 +111,9 @@ pub fn save(
 pub fn load_state(dir: &Path) -> Result<TrainerState, CheckpointError> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| CheckpointError::Io {
+    serde_json::from_str(&text).map_err(|source| CheckpointError::Json {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })
 }
 

@@ -60,14 +60,25 @@ pub enum TrainError {
     Mismatch(String),
     #[error("{0}")]
     Unsupported(String),
-    #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("loss is not finite for {0} steps in a row; stopping (lower --lr?)")]
     Diverged(u64),
     #[error("the training stream ended")]
     StreamEnded,
     #[error("no loader position was recorded for step {0} (a bug: please report it)")]
     NoSnapshot(u64),
+}
+
+impl TrainError {
+    /// A setting the user can change is at fault (exit status 2), not the run.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, TrainError::Config(_) | TrainError::Unsupported(_))
+    }
 }
 
 /// What a run is given besides the [`TrainConfig`].
@@ -105,9 +116,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
     let (model, vars) = (&run.model, &run.vars);
     let mut st = run.state.clone();
     let mut snapshot = Some(st.loader.clone());
-    let mut metrics = Metrics::open(&run.metrics_path).map_err(|e| TrainError::Io {
+    let mut metrics = Metrics::open(&run.metrics_path).map_err(|source| TrainError::Io {
         path: run.metrics_path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })?;
     let bar = setup::progress_bar(opts.progress, st.step, cfg.max_steps);
     if run.eval_batches.is_empty() {
@@ -238,9 +249,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
 
 impl setup::Run {
     fn write(&self, m: &mut Metrics, rec: &impl serde::Serialize) -> Result<(), TrainError> {
-        m.write(rec).map_err(|e| TrainError::Io {
+        m.write(rec).map_err(|source| TrainError::Io {
             path: self.metrics_path.display().to_string(),
-            reason: e.to_string(),
+            source,
         })
     }
 

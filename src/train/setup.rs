@@ -161,9 +161,9 @@ impl Run {
         state.config = cfg.clone();
         let eval_batches = eval_batches(val_shards, &loader_opts, cfg.eval_batches)?;
         let loader = Loader::spawn(train_shards, loader_opts, state.loader.clone());
-        std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|e| TrainError::Io {
+        std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|source| TrainError::Io {
             path: opts.checkpoint_dir.display().to_string(),
-            reason: e.to_string(),
+            source,
         })?;
         Ok(Run {
             vars: sorted_vars(&vm),
