@@ -16,6 +16,7 @@ use candle_core::Device;
 use mamba_model::MambaLM;
 use serde::Serialize;
 
+use crate::train::checkpoint::{Checkpoint, CheckpointError};
 use crate::train::config::Precision;
 use crate::train::pack::Batch;
 use crate::train::step::{eval_loss, StepOptions};
@@ -47,6 +48,18 @@ pub enum EvalError {
     Manifest(#[from] mamba_pipeline::shard::manifest::ManifestError),
     #[error(transparent)]
     Tokenizer(#[from] mamba_pipeline::tokenize::TokenizeError),
+    #[error(transparent)]
+    State(CheckpointError),
+}
+
+impl From<CheckpointError> for EvalError {
+    fn from(e: CheckpointError) -> Self {
+        match e {
+            CheckpointError::NotFound(dir) => EvalError::NoCheckpoint(dir),
+            CheckpointError::Model(e) => EvalError::Model(e),
+            e => EvalError::State(e),
+        }
+    }
 }
 
 /// The settings of the training run a checkpoint came from that shape its eval.
@@ -68,16 +81,10 @@ pub struct Loaded {
     pub shape: Shape,
 }
 
-/// Loads the model of `dir` and, when present, the run settings from `trainer_state.json`.
+/// Opens `dir` and takes the run settings from its `trainer_state.json` when it has one.
 pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
-    if !dir.is_dir() {
-        return Err(EvalError::NoCheckpoint(dir.display().to_string()));
-    }
-    let (model, _) = MambaLM::load(dir, device)?;
-    let cfg = crate::train::checkpoint::load_state(dir)
-        .ok()
-        .map(|s| s.config);
-    let shape = match cfg {
+    let ck = Checkpoint::open(dir, device)?;
+    let shape = match ck.state.map(|s| s.config) {
         Some(c) => Shape {
             seq_len: c.seq_len,
             batch_size: c.batch_size,
@@ -92,8 +99,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
         },
     };
     Ok(Loaded {
-        dir: dir.to_path_buf(),
-        model,
+        dir: ck.dir,
+        model: ck.model,
         shape,
     })
 }

@@ -10,7 +10,7 @@ use mamba_model::{AdamW, AdamWConfig, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 use mamba_pipeline::shard::Split;
 
-use super::checkpoint::{self, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
+use super::checkpoint::{self, Checkpoint, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
 use super::config::{DeviceSpec, Precision, TrainConfig};
 use super::loader::{open_split, LoadError, Loader, LoaderOptions, LoaderState};
 use super::pack::Batch;
@@ -118,7 +118,8 @@ impl Run {
         };
         let (model, vm, state) = match &resume_dir {
             Some(dir) => {
-                let st = checkpoint::load_state(dir)?;
+                let ck = Checkpoint::open(dir, &dev)?;
+                let st = ck.state.ok_or_else(|| no_state(dir))?;
                 check_same(dir, "tokenizer sha256", &st.tokenizer_sha256, &tok.sha256)?;
                 check_same(dir, "vocab size", &st.vocab_size, &tok.vocab_size)?;
                 for ((name, a), (_, b)) in
@@ -126,8 +127,7 @@ impl Run {
                 {
                     check_same(dir, name, a, &b)?;
                 }
-                let (model, vm) = MambaLM::load(dir, &dev)?;
-                (model, vm, st)
+                (ck.model, ck.varmap, st)
             }
             None => {
                 let (model, vm) = match &opts.init {
@@ -201,6 +201,15 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+/// A directory to resume from without `trainer_state.json`: a model, not a training run.
+fn no_state(dir: &Path) -> TrainError {
+    TrainError::Mismatch(format!(
+        "{}: no {} to resume from (a model directory starts a run with --init)",
+        dir.display(),
+        checkpoint::STATE_FILE
+    ))
+}
+
 fn check_same<T: PartialEq + std::fmt::Display>(
     dir: &Path,
     what: &str,
@@ -226,7 +235,8 @@ fn init_from(
     manifest: &Manifest,
     dev: &Device,
 ) -> Result<(MambaLM, candle_nn::VarMap), TrainError> {
-    let (model, vm) = MambaLM::load(dir, dev)?;
+    let ck = Checkpoint::open(dir, dev)?;
+    let (model, vm) = (ck.model, ck.varmap);
     let tok = &manifest.tokenizer;
     if model.config().vocab_size < tok.vocab_size {
         return Err(TrainError::Mismatch(format!(
@@ -237,10 +247,9 @@ fn init_from(
             dir.join(TOKENIZER_FILE).display()
         )));
     }
-    let theirs = dir.join(TOKENIZER_FILE);
-    if theirs.exists() {
+    if let Some(theirs) = &ck.tokenizer {
         let store = shards.join(&tok.file);
-        let differ = mamba_pipeline::tokenize::differences(&theirs, &store)
+        let differ = mamba_pipeline::tokenize::differences(theirs, &store)
             .map_err(|e| TrainError::Mismatch(e.to_string()))?;
         if !differ.is_empty() {
             return Err(TrainError::Mismatch(format!(
