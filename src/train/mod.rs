@@ -180,17 +180,18 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         st.tokens += step_tokens as u64;
         last_loss = loss;
         let pace = clock.tick(st.step, st.tokens);
+        let tokens_per_s = step_tokens as f64 / t0.elapsed().as_secs_f64();
         let rec = StepRecord {
             step: st.step,
             epoch,
             tokens: st.tokens,
-            loss,
-            lr: st.lr,
-            grad_norm: gnorm,
-            tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64(),
-            loss_scale: st.loss_scale,
+            loss: Some(loss),
+            lr: Some(st.lr),
+            grad_norm: Some(gnorm),
+            tokens_per_s: Some(tokens_per_s),
+            loss_scale: Some(st.loss_scale),
             skipped,
-            passes: st.tokens as f64 / run.train_tokens.max(1) as f64,
+            passes: Some(st.tokens as f64 / run.train_tokens.max(1) as f64),
             eta_s: pace.map(|p| p.left.as_secs_f64()),
         };
         run.write(&mut metrics, &rec)?;
@@ -203,7 +204,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         bar.set_position(st.step);
         bar.set_message(format!(
             "loss {loss:.4} lr {:.1e} {:.0} tok/s",
-            st.lr, rec.tokens_per_s
+            st.lr, tokens_per_s
         ));
         let last = st.step == cfg.max_steps;
         if !run.eval_batches.is_empty() && (st.step.is_multiple_of(cfg.eval_every) || last) {
@@ -211,8 +212,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             let rec = EvalRecord {
                 step: st.step,
                 tokens: st.tokens,
-                val_loss,
-                val_ppl: val_loss.exp(),
+                val_loss: Some(val_loss),
+                val_ppl: Some(val_loss.exp()),
             };
             run.write(&mut metrics, &rec)?;
             setup::say(&bar, &rec.line());
