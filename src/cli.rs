@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
+use mamba_model::config::preset_names;
 
 #[derive(Parser)]
 #[command(
@@ -144,8 +146,8 @@ pub struct InspectArgs {
 
 #[derive(Args)]
 pub struct ModelInfoArgs {
-    /// Model preset
-    #[arg(long, default_value = "small", value_parser = ["tiny", "small", "medium", "large", "130m"])]
+    /// Model preset (configs/models.json)
+    #[arg(long, default_value = "small", value_parser = PossibleValuesParser::new(preset_names()))]
     pub size: String,
     /// Vocabulary size (before padding to a multiple of 8)
     #[arg(long, default_value_t = 50257, value_parser = clap::value_parser!(u32).range(1..))]
@@ -162,10 +164,11 @@ pub struct TrainArgs {
     /// Where checkpoints and metrics.jsonl go
     #[arg(long, default_value = "checkpoints", value_name = "DIR")]
     pub checkpoint_dir: PathBuf,
-    /// Model preset: tiny, small, medium, large, 130m (configs/models.json)
-    #[arg(long, value_name = "NAME")]
+    // The help lists the names of the one preset table.
+    #[arg(long, value_name = "NAME", help = format!("Model preset: {} (configs/models.json)", preset_names().join(", ")))]
     pub model_size: Option<String>,
-    /// VRAM profile: 8gb, 12gb, 16gb, 24gb, 32gb, 48gb (configs/vram.json)
+    /// VRAM profile: 8gb, 12gb, 16gb, 24gb, 32gb, 48gb (configs/vram.json; sizes in GiB, as a
+    /// GPU sold as "8 GB" has 8 GiB), or auto (CUDA builds): the largest that fits the free memory
     #[arg(long, value_name = "NAME")]
     pub vram: Option<String>,
     /// Training profile: default, fast, careful (configs/training.json)

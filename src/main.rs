@@ -44,8 +44,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", commands::one_line(&err));
+            ExitCode::from(commands::exit_code(&err))
         }
     }
 }

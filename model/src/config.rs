@@ -1,11 +1,59 @@
 //! Model configuration (serde) and size presets.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// Names accepted by [`Config::preset`].
-pub const PRESETS: &[&str] = &["tiny", "small", "medium", "large", "130m"];
+/// The one table of size presets, shared with the trainer (which reads each preset's `train`
+/// defaults) and the command line (which lists the names).
+const PRESETS_JSON: &str = include_str!("../../configs/models.json");
+
+/// A size preset of `configs/models.json`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Preset {
+    #[serde(skip)]
+    pub name: String,
+    pub d_model: usize,
+    pub n_layer: usize,
+    /// Training defaults of the preset (e.g. `seq_len`): a layer of the trainer's settings.
+    #[serde(default)]
+    pub train: Map<String, Value>,
+}
+
+/// Every preset, smallest first. Keys starting with `_` are comments.
+pub static PRESETS: LazyLock<Vec<Preset>> = LazyLock::new(|| {
+    let table: Map<String, Value> = serde_json::from_str(PRESETS_JSON).unwrap_or_default();
+    let mut out: Vec<Preset> = table
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with('_'))
+        .filter_map(|(name, v)| {
+            let p: Preset = serde_json::from_value(v).ok()?;
+            Some(Preset { name, ..p })
+        })
+        .collect();
+    out.sort_by_key(|p| (p.d_model * p.d_model * p.n_layer, p.name.clone()));
+    out
+});
+
+/// The preset names, smallest first.
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.name.as_str()).collect()
+}
+
+impl Preset {
+    /// The preset called `name`; the error lists the valid names.
+    pub fn named(name: &str) -> Result<&'static Preset> {
+        PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+            Error::Config(format!(
+                "unknown model size `{name}` (valid: {})",
+                preset_names().join(", ")
+            ))
+        })
+    }
+}
 
 /// Hyper-parameters of a Mamba-1 language model (the `MambaLMHeadModel` / `MambaForCausalLM`
 /// computation). Only the fields below change the computation; the `dt_*` and `initializer_range`
@@ -79,24 +127,11 @@ impl Config {
         }
     }
 
-    /// Size presets: `tiny` (d 64, 2 layers; for tests), `small` (d 512, 8 layers),
-    /// `medium` (d 768, 12 layers), `large` (d 1024, 24 layers), and `130m` (d 768, 24 layers:
-    /// the shape of state-spaces/mamba-130m, the usual yardstick for speed).
+    /// The preset `name` of `configs/models.json` (e.g. `tiny`, d 64, 2 layers, for tests;
+    /// `130m`, the shape of state-spaces/mamba-130m) with a vocabulary of `vocab`.
     pub fn preset(name: &str, vocab: usize) -> Result<Config> {
-        let (d, n) = match name {
-            "tiny" => (64, 2),
-            "small" => (512, 8),
-            "medium" => (768, 12),
-            "large" => (1024, 24),
-            "130m" => (768, 24),
-            _ => {
-                return Err(Error::Config(format!(
-                    "unknown model size `{name}` (valid: {})",
-                    PRESETS.join(", ")
-                )))
-            }
-        };
-        let cfg = Config::new(d, n, vocab);
+        let p = Preset::named(name)?;
+        let cfg = Config::new(p.d_model, p.n_layer, vocab);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -154,5 +189,22 @@ impl Config {
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_of_the_table_is_read() {
+        let names = preset_names();
+        assert_eq!(names, ["tiny", "small", "medium", "130m", "large"]);
+        let p = Preset::named("130m").unwrap();
+        assert_eq!((p.d_model, p.n_layer), (768, 24));
+        assert_eq!(p.train["seq_len"], 2048);
+        for n in names {
+            Config::preset(n, 100).unwrap();
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod discover;
 pub mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod html;
 pub mod ingest;
 pub mod inspect;
 pub mod report;

@@ -1,6 +1,6 @@
 //! `mamba eval`: loss and perplexity of a checkpoint on a split of a shard store or on text,
 //! as a line or as JSON. Bad input (a missing checkpoint, another tokenizer's store, nothing to
-//! score) is one line and exit status 2.
+//! score) is a usage error.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mamba_pipeline::shard::Split;
 use mamba_pipeline::tokenize::Vocab;
 
+use super::usage;
 use crate::cli::EvalArgs;
 use mamba::evaluate::{self, source, EvalError, Evaluation};
 
@@ -114,9 +115,6 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ (EvalError::Model(_) | EvalError::Candle(_))) => Err(e.into()),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(2))
-        }
+        Err(e) => Err(usage(e)),
     }
 }

@@ -1,20 +1,16 @@
 //! `mamba generate`: prompts from flags, files or stdin, a checkpoint, and the text streamed
 //! to stdout. Bad input (a missing or mismatched checkpoint, an empty prompt, an out-of-range
-//! value) is one line on stderr and exit status 2.
+//! value) is a usage error.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use candle_core::Device;
 
+use super::usage;
 use crate::cli::GenerateArgs;
 use mamba::generate::sampling::SamplingConfig;
 use mamba::generate::{generate, Checkpoint, GenerateError, GenerateOptions};
-
-fn usage(msg: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
-    eprintln!("error: {msg}");
-    Ok(ExitCode::from(2))
-}
 
 /// The prompts in order: `--prompt`s, then `--prompt-file`s, or stdin when neither is given.
 fn prompts(a: &GenerateArgs) -> Result<Vec<String>, String> {
@@ -44,7 +40,10 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             true => "generation runs on the CPU only for now",
             false => "this build has no CUDA support",
         };
-        return usage(format!("--device {}: {why}; use --device cpu", a.device));
+        return Err(usage(anyhow::anyhow!(
+            "--device {}: {why}; use --device cpu",
+            a.device
+        )));
     }
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
@@ -59,17 +58,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         num_beams: a.num_beams,
         stop_at_eos: !a.ignore_eos,
     };
-    if let Err(e) = opts.sampling.validate() {
-        return usage(e);
-    }
-    let prompts = match prompts(&a) {
-        Ok(p) => p,
-        Err(e) => return usage(e),
-    };
-    let ck = match Checkpoint::load(&a.checkpoint, &Device::Cpu) {
-        Ok(c) => c,
-        Err(e) => return usage(e),
-    };
+    opts.sampling.validate().map_err(usage)?;
+    let prompts = prompts(&a).map_err(|e| usage(anyhow::Error::msg(e)))?;
+    let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu).map_err(usage)?;
     // One prompt streams as it is made; several are printed whole, one after the other.
     let single = prompts.len() == 1;
     let mut out = std::io::stdout().lock();
@@ -91,7 +82,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             | GenerateError::Sampling(_)
             | GenerateError::Beams
             | GenerateError::Encode(..)),
-        ) => return usage(e),
+        ) => return Err(usage(e)),
         Err(e) => return Err(e.into()),
     };
     if single {

@@ -3,17 +3,12 @@
 
 use std::process::ExitCode;
 
+use super::usage;
 use crate::cli::ReportArgs;
 use mamba::report;
 
 pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
-    let run = match report::load(&a.dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let run = report::load(&a.dir).map_err(usage)?;
     let out = a.out.unwrap_or_else(|| a.dir.join("report.html"));
     let written = report::write(&run, &out)?;
     if !run.bad_lines.is_empty() {

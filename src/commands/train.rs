@@ -1,16 +1,16 @@
 //! `mamba train`: flags and `--config` resolved into a [`TrainConfig`], then a dry run (the
-//! configuration and a memory estimate) or a training run. Bad settings exit with status 2.
+//! configuration and a memory estimate) or a training run. Bad settings are usage errors.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use mamba_model::Config;
 use mamba_pipeline::shard::manifest::Manifest;
 use serde_json::{Map, Value};
 
+use super::usage;
 use crate::cli::TrainArgs;
-use mamba::train::config::{self, model_shape, TrainConfig};
-use mamba::train::{gpu, memory, RunOptions, TrainError};
+use mamba::train::config::{self, TrainConfig};
+use mamba::train::{gpu, memory, RunOptions};
 
 /// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
 const DRY_RUN_VOCAB: usize = 32768;
@@ -70,28 +70,14 @@ fn config_file(a: &TrainArgs) -> Result<Map<String, Value>, config::ConfigError>
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let file = match config_file(&args) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let file = config_file(&args).map_err(usage)?;
     let mut flags = flags(&args);
-    match gpu::apply_defaults(&file, &mut flags, gpu::query) {
-        Ok(notes) => notes.iter().for_each(|n| eprintln!("note: {n}")),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    }
-    let cfg = match config::resolve(&file, &flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let notes = gpu::apply_defaults(&file, &mut flags, gpu::query).map_err(anyhow::Error::msg);
+    notes
+        .map_err(usage)?
+        .iter()
+        .for_each(|n| eprintln!("note: {n}"));
+    let cfg = config::resolve(&file, &flags).map_err(usage)?;
     if args.dry_run {
         dry_run(&cfg, &args)?;
         return Ok(ExitCode::SUCCESS);
@@ -118,10 +104,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ (TrainError::Config(_) | TrainError::Unsupported(_))) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(2))
-        }
+        Err(e) if e.is_usage() => Err(usage(e)),
         Err(e) => Err(e.into()),
     }
 }
@@ -132,8 +115,7 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         .as_deref()
         .and_then(|d| Manifest::load(d).ok())
         .map(|m| m.tokenizer.vocab_size);
-    let (d, n) = model_shape(&cfg.model_size)?;
-    let model = Config::new(d, n, vocab.unwrap_or(DRY_RUN_VOCAB));
+    let model = cfg.model_size.config(vocab.unwrap_or(DRY_RUN_VOCAB));
     println!("{}", serde_json::to_string_pretty(cfg)?);
     if vocab.is_none() {
         println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)");

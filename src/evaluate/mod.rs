@@ -16,6 +16,8 @@ use candle_core::Device;
 use mamba_model::MambaLM;
 use serde::Serialize;
 
+use crate::train::checkpoint::{Checkpoint, CheckpointError};
+use crate::train::config::Precision;
 use crate::train::pack::Batch;
 use crate::train::step::{eval_loss, StepOptions};
 
@@ -27,8 +29,15 @@ pub enum EvalError {
     Mismatch(String),
     #[error("{what}: nothing to evaluate: {why}")]
     Empty { what: String, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that was read but could not be used (not found, not encodable).
     #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    Unusable { path: String, reason: String },
     #[error(transparent)]
     Model(#[from] mamba_model::Error),
     #[error(transparent)]
@@ -39,6 +48,18 @@ pub enum EvalError {
     Manifest(#[from] mamba_pipeline::shard::manifest::ManifestError),
     #[error(transparent)]
     Tokenizer(#[from] mamba_pipeline::tokenize::TokenizeError),
+    #[error(transparent)]
+    State(CheckpointError),
+}
+
+impl From<CheckpointError> for EvalError {
+    fn from(e: CheckpointError) -> Self {
+        match e {
+            CheckpointError::NotFound(dir) => EvalError::NoCheckpoint(dir),
+            CheckpointError::Model(e) => EvalError::Model(e),
+            e => EvalError::State(e),
+        }
+    }
 }
 
 /// The settings of the training run a checkpoint came from that shape its eval.
@@ -47,7 +68,7 @@ pub struct Shape {
     pub seq_len: usize,
     pub batch_size: usize,
     pub doc_reset: bool,
-    pub precision: String,
+    pub precision: Precision,
 }
 
 /// Used for a model directory without `trainer_state.json` (e.g. from transformers).
@@ -60,16 +81,10 @@ pub struct Loaded {
     pub shape: Shape,
 }
 
-/// Loads the model of `dir` and, when present, the run settings from `trainer_state.json`.
+/// Opens `dir` and takes the run settings from its `trainer_state.json` when it has one.
 pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
-    if !dir.is_dir() {
-        return Err(EvalError::NoCheckpoint(dir.display().to_string()));
-    }
-    let (model, _) = MambaLM::load(dir, device)?;
-    let cfg = crate::train::checkpoint::load_state(dir)
-        .ok()
-        .map(|s| s.config);
-    let shape = match cfg {
+    let ck = Checkpoint::open(dir, device)?;
+    let shape = match ck.state.map(|s| s.config) {
         Some(c) => Shape {
             seq_len: c.seq_len,
             batch_size: c.batch_size,
@@ -80,12 +95,12 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
             seq_len: DEFAULT_SEQ_LEN,
             batch_size: 1,
             doc_reset: true,
-            precision: "fp32".into(),
+            precision: Precision::Fp32,
         },
     };
     Ok(Loaded {
-        dir: dir.to_path_buf(),
-        model,
+        dir: ck.dir,
+        model: ck.model,
         shape,
     })
 }
@@ -116,7 +131,7 @@ pub fn score(
 ) -> Result<(f64, u64, u64), EvalError> {
     let o = StepOptions {
         doc_reset: shape.doc_reset,
-        dtype: crate::train::step::dtype(&shape.precision),
+        dtype: shape.precision.dtype(),
         ..Default::default()
     };
     let (mut sum, mut tokens, mut windows) = (0.0, 0u64, 0u64);

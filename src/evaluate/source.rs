@@ -16,8 +16,15 @@ use crate::train::pack::{Batch, Packer, Window};
 /// single tokenizer call is huge; the chunks stay one document.
 const PIECE_BYTES: usize = 16 * 1024;
 
-fn io(path: &Path, e: impl std::fmt::Display) -> EvalError {
+fn io(path: &Path, source: std::io::Error) -> EvalError {
     EvalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn unusable(path: &Path, e: impl std::fmt::Display) -> EvalError {
+    EvalError::Unusable {
         path: path.display().to_string(),
         reason: e.to_string(),
     }
@@ -152,7 +159,7 @@ pub fn text(
     batch_size: usize,
 ) -> Result<TextSource, EvalError> {
     if !path.exists() {
-        return Err(io(path, "not found"));
+        return Err(unusable(path, "not found"));
     }
     let mut packer = Packer::new(seq_len, vocab.eos_id);
     let mut encoder = vocab.encoder();
@@ -171,7 +178,10 @@ pub fn text(
         n_files += 1;
         packer.begin_row(doc as u64);
         let chunks = mamba_pipeline::chunk::text::split(&text, PIECE_BYTES);
-        for ids in encoder.encode_chunks(&chunks).map_err(|e| io(&file, e))? {
+        for ids in encoder
+            .encode_chunks(&chunks)
+            .map_err(|e| unusable(&file, e))?
+        {
             tokens += ids.len() as u64;
             let mut at = 0;
             while let Some(w) = packer.next_window(&ids, &mut at) {

@@ -13,6 +13,9 @@ use candle_core::Device;
 use mamba_model::MambaLM;
 use mamba_pipeline::tokenize::Vocab;
 
+use crate::train;
+use crate::train::checkpoint::CheckpointError;
+
 use sampling::{Sampler, SamplingConfig, SamplingError};
 use stream::TextStream;
 
@@ -44,6 +47,18 @@ pub enum GenerateError {
     Tokenizer(#[from] mamba_pipeline::tokenize::TokenizeError),
     #[error("cannot encode prompt {0}: {1}")]
     Encode(usize, String),
+    #[error(transparent)]
+    State(crate::train::checkpoint::CheckpointError),
+}
+
+impl From<CheckpointError> for GenerateError {
+    fn from(e: CheckpointError) -> Self {
+        match e {
+            CheckpointError::NotFound(dir) => GenerateError::NoCheckpoint(dir),
+            CheckpointError::Model(e) => GenerateError::Model(e),
+            e => GenerateError::State(e),
+        }
+    }
 }
 
 /// A model and its tokenizer, loaded from a checkpoint or a transformers model directory.
@@ -53,19 +68,15 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Loads `dir/model.safetensors`, `dir/config.json` and `dir/tokenizer.json`, and checks
-    /// that every token of the tokenizer has a row in the model.
+    /// Opens `dir` ([`train::checkpoint::Checkpoint::open`]), which must hold a
+    /// `tokenizer.json` with a model row for every token.
     pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, GenerateError> {
         let shown = dir.display().to_string();
-        if !dir.is_dir() {
-            return Err(GenerateError::NoCheckpoint(shown));
-        }
-        let tok = dir.join("tokenizer.json");
-        if !tok.is_file() {
+        let ck = train::checkpoint::Checkpoint::open(dir, device)?;
+        let Some(tok) = &ck.tokenizer else {
             return Err(GenerateError::NoTokenizer(shown));
-        }
-        let (model, _) = MambaLM::load(dir, device)?;
-        let vocab = Vocab::load(&tok, None)?;
+        };
+        let (model, vocab) = (ck.model, Vocab::load(tok, None)?);
         let (tokens, size) = (vocab.vocab_size(), model.config().vocab_size);
         if tokens > size {
             return Err(GenerateError::Mismatch {

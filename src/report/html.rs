@@ -7,13 +7,7 @@ use serde_json::Value;
 
 use super::{Figure, Run};
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+pub use mamba_pipeline::html::escape;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1600px}\
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}\

@@ -56,7 +56,7 @@ fn series(name: &str, points: Vec<(f64, f64)>) -> Series {
 
 /// The charts of a run, in page order (a chart with no data is left out).
 pub fn figures(run: &Run) -> Result<Vec<Figure>, ReportError> {
-    let steps = |f: fn(&run::StepPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+    let steps = |f: fn(&run::StepRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         run.steps
             .iter()
             .filter_map(|s| f(s).filter(|v| v.is_finite()).map(|v| (s.step as f64, v)))

@@ -6,47 +6,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}: no step lines; is this a `mamba train --checkpoint-dir`?")]
     Empty(String),
 }
 
-/// One optimizer step (non-finite values are written as `null` and read as `None`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct StepPoint {
-    pub step: u64,
-    #[serde(default)]
-    pub tokens: u64,
-    pub loss: Option<f64>,
-    pub lr: Option<f64>,
-    pub grad_norm: Option<f64>,
-    pub tokens_per_s: Option<f64>,
-    pub loss_scale: Option<f64>,
-    #[serde(default)]
-    pub skipped: bool,
-    /// Passes over the train split so far (runs logged before it was recorded: `None`).
-    #[serde(default)]
-    pub passes: Option<f64>,
-    /// Seconds the trainer expected the rest of the run to take after this step.
-    #[serde(default)]
-    pub eta_s: Option<f64>,
-}
-
-/// One evaluation on the val split.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct EvalPoint {
-    pub step: u64,
-    #[serde(default)]
-    pub tokens: u64,
-    pub val_loss: Option<f64>,
-    pub val_ppl: Option<f64>,
-}
+pub use crate::train::metrics::{EvalRecord, StepRecord};
 
 /// A checkpoint directory found beside `metrics.jsonl`.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,8 +34,8 @@ pub struct CheckpointInfo {
 #[derive(Clone, Debug)]
 pub struct Run {
     pub dir: PathBuf,
-    pub steps: Vec<StepPoint>,
-    pub evals: Vec<EvalPoint>,
+    pub steps: Vec<StepRecord>,
+    pub evals: Vec<EvalRecord>,
     /// Lines of `metrics.jsonl` that were neither a step nor an eval.
     pub bad_lines: Vec<usize>,
     /// The newest checkpoint's resolved configuration.
@@ -69,10 +43,10 @@ pub struct Run {
     pub checkpoints: Vec<CheckpointInfo>,
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> RunError {
+fn io(path: &Path, source: std::io::Error) -> RunError {
     RunError::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     }
 }
 
@@ -99,11 +73,11 @@ pub fn load(dir: &Path) -> Result<Run, RunError> {
             }
         };
         let parsed = if v.get("val_loss").is_some() {
-            serde_json::from_value::<EvalPoint>(v).map(|e| {
+            serde_json::from_value::<EvalRecord>(v).map(|e| {
                 evals.insert(e.step, e);
             })
         } else {
-            serde_json::from_value::<StepPoint>(v).map(|s| {
+            serde_json::from_value::<StepRecord>(v).map(|s| {
                 steps.insert(s.step, s);
             })
         };

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
+use candle_nn::VarMap;
 use mamba_model::{AdamW, MambaLM};
 use serde::{Deserialize, Serialize};
 
@@ -18,18 +20,30 @@ pub const FINAL: &str = "final";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Model(#[from] mamba_model::Error),
     #[error("no checkpoint in {0} (looked for step-NNNNNN/ and final/ with {STATE_FILE})")]
     None(String),
+    #[error("checkpoint {0}: not found")]
+    NotFound(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |e| CheckpointError::Io {
+    move |source| CheckpointError::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     }
 }
 
@@ -50,6 +64,43 @@ pub struct TrainerState {
     pub vocab_size: usize,
     pub eos_id: u32,
     pub config: TrainConfig,
+}
+
+/// A model directory opened: a checkpoint of `mamba train` or a transformers model directory.
+/// Generate, eval and train's `--init` / `--resume` all open one this way and add their own
+/// checks.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub model: MambaLM,
+    /// The model's parameters, to train on.
+    pub varmap: VarMap,
+    /// `tokenizer.json` beside the model, if there is one.
+    pub tokenizer: Option<PathBuf>,
+    /// `trainer_state.json` of a `mamba train` checkpoint; `None` where there is none.
+    pub state: Option<TrainerState>,
+}
+
+impl Checkpoint {
+    /// Loads `dir`'s model onto `device`, and its trainer state when `dir` has one (a state
+    /// file that does not parse is an error naming it, never ignored).
+    pub fn open(dir: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
+        if !dir.is_dir() {
+            return Err(CheckpointError::NotFound(dir.display().to_string()));
+        }
+        let (model, varmap) = MambaLM::load(dir, device)?;
+        let tokenizer = Some(dir.join(TOKENIZER_FILE)).filter(|p| p.is_file());
+        let state = match dir.join(STATE_FILE).exists() {
+            true => Some(load_state(dir)?),
+            false => None,
+        };
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            model,
+            varmap,
+            tokenizer,
+            state,
+        })
+    }
 }
 
 /// `step-000500`.
@@ -76,9 +127,9 @@ pub fn save(
     std::fs::copy(tokenizer, &tok).map_err(io(tokenizer))?;
     opt.save(tmp.join(OPTIMIZER_FILE))?;
     let state_path = tmp.join(STATE_FILE);
-    let json = serde_json::to_string_pretty(state).map_err(|e| CheckpointError::Io {
+    let json = serde_json::to_string_pretty(state).map_err(|source| CheckpointError::Json {
         path: state_path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })?;
     std::fs::write(&state_path, json + "\n").map_err(io(&state_path))?;
     let dest = root.join(name);
@@ -101,9 +152,9 @@ pub fn save(
 pub fn load_state(dir: &Path) -> Result<TrainerState, CheckpointError> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| CheckpointError::Io {
+    serde_json::from_str(&text).map_err(|source| CheckpointError::Json {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })
 }
 
@@ -222,6 +273,33 @@ mod tests {
         let left: Vec<u64> = periodic(r).into_iter().map(|(s, _)| s).collect();
         assert_eq!(left, vec![4, 6]);
         assert!(!r.join(".final.old").exists() && !r.join(".final.tmp").exists());
+    }
+
+    #[test]
+    fn open_reads_the_state_and_names_a_malformed_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("m");
+        let (model, _) =
+            MambaLM::init(&Config::preset("tiny", 32).unwrap(), 0, &Device::Cpu).unwrap();
+        model.save(&dir).unwrap();
+        let ck = Checkpoint::open(&dir, &Device::Cpu).unwrap();
+        assert!(ck.state.is_none() && ck.tokenizer.is_none());
+        std::fs::write(dir.join(STATE_FILE), "{\"step\": ").unwrap();
+        let e = Checkpoint::open(&dir, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(STATE_FILE), "{e}");
+        let e = Checkpoint::open(&root.path().join("none"), &Device::Cpu)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "checkpoint {}: not found",
+                root.path().join("none").display()
+            )
+        );
     }
 
     #[test]

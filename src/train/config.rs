@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-const MODELS: &str = include_str!("../../configs/models.json");
+pub use super::choices::{DeviceSpec, ModelSize, Precision};
+
 const VRAM: &str = include_str!("../../configs/vram.json");
 const TRAINING: &str = include_str!("../../configs/training.json");
 
@@ -33,17 +34,18 @@ pub enum ConfigError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    pub model_size: String,
+    pub model_size: ModelSize,
     /// VRAM profile name, if one was chosen.
     pub vram: Option<String>,
     /// Training profile name.
     pub profile: String,
-    /// Memory budget from the VRAM profile, in GB (for `--dry-run`).
+    /// Memory budget from the VRAM profile, in GiB (for `--dry-run`): the unit in which a
+    /// GPU sold as "8 GB" has 8.
     pub vram_gb: Option<f64>,
     pub seq_len: usize,
     pub batch_size: usize,
     pub grad_accum: usize,
-    pub precision: String,
+    pub precision: Precision,
     pub grad_checkpointing: bool,
     pub lr: f64,
     pub min_lr: f64,
@@ -65,20 +67,20 @@ pub struct TrainConfig {
     pub prefetch: usize,
     pub reader_threads: usize,
     pub doc_reset: bool,
-    pub device: String,
+    pub device: DeviceSpec,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            model_size: "small".into(),
+            model_size: ModelSize::default(),
             vram: None,
             profile: "default".into(),
             vram_gb: None,
             seq_len: 1024,
             batch_size: 8,
             grad_accum: 1,
-            precision: "fp32".into(),
+            precision: Precision::Fp32,
             grad_checkpointing: false,
             lr: 3e-4,
             min_lr: 3e-5,
@@ -98,12 +100,12 @@ impl Default for TrainConfig {
             prefetch: 4,
             reader_threads: 2,
             doc_reset: true,
-            device: "cpu".into(),
+            device: DeviceSpec::Cpu,
         }
     }
 }
 
-/// The VRAM profiles and their sizes in GB (configs/vram.json).
+/// The VRAM profiles and their sizes in GiB (configs/vram.json).
 pub fn vram_profiles() -> Vec<(String, f64)> {
     table(VRAM)
         .into_iter()
@@ -141,14 +143,6 @@ fn entry<'a>(
         })
 }
 
-/// (d_model, n_layer) of a model preset.
-pub fn model_shape(size: &str) -> Result<(usize, usize), ConfigError> {
-    let models = table(MODELS);
-    let m = entry(&models, "model size", size)?;
-    let get = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
-    Ok((get("d_model"), get("n_layer")))
-}
-
 fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     for (k, v) in from {
         if k != "train" && !k.starts_with('_') {
@@ -165,9 +159,10 @@ pub fn resolve(
 ) -> Result<TrainConfig, ConfigError> {
     let pick = |k: &str| flags.get(k).or_else(|| file.get(k)).cloned();
     let defaults = TrainConfig::default();
-    let size = pick("model_size")
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or(defaults.model_size.clone());
+    let size = match pick("model_size") {
+        Some(Value::String(s)) => s.parse()?,
+        _ => defaults.model_size,
+    };
     let vram = pick("vram").and_then(|v| v.as_str().map(String::from));
     let profile = pick("profile")
         .and_then(|v| v.as_str().map(String::from))
@@ -177,13 +172,7 @@ pub fn resolve(
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    let models = table(MODELS);
-    if let Some(train) = entry(&models, "model size", &size)?
-        .get("train")
-        .and_then(Value::as_object)
-    {
-        merge(&mut out, train);
-    }
+    merge(&mut out, &size.preset().train);
     if let Some(v) = &vram {
         if v == "auto" {
             return Err(ConfigError::Range {
@@ -232,7 +221,6 @@ fn check<T: PartialOrd + std::fmt::Display>(
 impl TrainConfig {
     /// Every value within its range; the error names the value and the range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        model_shape(&self.model_size)?;
         check("seq_len", self.seq_len, 1, 1 << 20, "1..=1048576")?;
         check("batch_size", self.batch_size, 1, 4096, "1..=4096")?;
         check("grad_accum", self.grad_accum, 1, 4096, "1..=4096")?;
@@ -257,26 +245,6 @@ impl TrainConfig {
         )?;
         check("prefetch", self.prefetch, 1, 1024, "1..=1024")?;
         check("reader_threads", self.reader_threads, 1, 64, "1..=64")?;
-        if !["fp32", "bf16", "fp16"].contains(&self.precision.as_str()) {
-            return Err(ConfigError::Unknown {
-                what: "precision",
-                name: self.precision.clone(),
-                allowed: "fp32, bf16, fp16".into(),
-            });
-        }
-        let dev_ok = self.device == "cpu"
-            || self.device == "cuda"
-            || self
-                .device
-                .strip_prefix("cuda:")
-                .is_some_and(|n| n.parse::<usize>().is_ok());
-        if !dev_ok {
-            return Err(ConfigError::Unknown {
-                what: "device",
-                name: self.device.clone(),
-                allowed: "cpu, cuda, cuda:N".into(),
-            });
-        }
         Ok(())
     }
 
@@ -303,7 +271,7 @@ mod tests {
         assert_eq!(base.lr, 3e-4); // default training profile
         let v = resolve(&none, &obj(json!({"vram": "12gb"}))).unwrap();
         assert_eq!((v.batch_size, v.grad_accum), (2, 8));
-        assert_eq!(v.precision, "fp16");
+        assert_eq!(v.precision, Precision::Fp16);
         assert!(v.grad_checkpointing);
         let file = obj(json!({"vram": "12gb", "batch_size": 3, "profile": "fast"}));
         let f = resolve(&file, &none).unwrap();

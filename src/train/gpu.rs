@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::config;
+use super::config::{self, DeviceSpec};
 
 /// Free memory (bytes) and compute capability (major) of a CUDA device.
 pub struct GpuInfo {
@@ -18,13 +18,16 @@ pub struct GpuInfo {
 pub fn apply_defaults(
     file: &Map<String, Value>,
     flags: &mut Map<String, Value>,
-    query: impl Fn(&str) -> Result<GpuInfo, String>,
+    query: impl Fn(DeviceSpec) -> Result<GpuInfo, String>,
 ) -> Result<Vec<String>, String> {
     let pick = |k: &str| flags.get(k).or_else(|| file.get(k)).and_then(Value::as_str);
-    let device = pick("device").unwrap_or("cpu").to_string();
+    let device = match pick("device") {
+        Some(d) => d.parse().map_err(|e: config::ConfigError| e.to_string())?,
+        None => DeviceSpec::Cpu,
+    };
     let auto = pick("vram") == Some("auto");
     let explicit_precision = flags.contains_key("precision") || file.contains_key("precision");
-    if !device.starts_with("cuda") {
+    if device == DeviceSpec::Cpu {
         return match auto {
             true => {
                 Err("--vram auto reads the GPU's free memory: use it with --device cuda".into())
@@ -32,7 +35,7 @@ pub fn apply_defaults(
             false => Ok(Vec::new()),
         };
     }
-    let gpu = query(&device)?;
+    let gpu = query(device)?;
     let mut notes = Vec::new();
     if auto {
         let free_gib = gpu.free_bytes as f64 / (1u64 << 30) as f64;
@@ -60,21 +63,11 @@ pub fn apply_defaults(
     Ok(notes)
 }
 
-/// The GPU number in `cuda` (0) or `cuda:N`.
-#[cfg(feature = "cuda")]
-pub fn ordinal(device: &str) -> Option<usize> {
-    match device {
-        "cuda" => Some(0),
-        d => d.strip_prefix("cuda:").and_then(|n| n.parse().ok()),
-    }
-}
-
 /// Asks the driver about `device` (`cuda` or `cuda:N`).
 #[cfg(feature = "cuda")]
-pub fn query(device: &str) -> Result<GpuInfo, String> {
+pub fn query(device: DeviceSpec) -> Result<GpuInfo, String> {
     use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaContext};
-    let ordinal = ordinal(device)
-        .ok_or_else(|| format!("--device {device}: expected cpu, cuda or cuda:N"))?;
+    let ordinal = device.ordinal().unwrap_or(0);
     let err = |e: &dyn std::fmt::Debug| format!("--device {device}: no usable GPU ({e:?})");
     let ctx = CudaContext::new(ordinal).map_err(|e| err(&e))?;
     ctx.bind_to_thread().map_err(|e| err(&e))?;
@@ -90,13 +83,13 @@ pub fn query(device: &str) -> Result<GpuInfo, String> {
 
 /// Without CUDA there is no GPU to ask.
 #[cfg(not(feature = "cuda"))]
-pub fn query(device: &str) -> Result<GpuInfo, String> {
+pub fn query(device: DeviceSpec) -> Result<GpuInfo, String> {
     Err(no_cuda(device))
 }
 
 /// What a build without CUDA says to `--device cuda`.
 #[cfg(not(feature = "cuda"))]
-pub fn no_cuda(device: &str) -> String {
+pub fn no_cuda(device: DeviceSpec) -> String {
     format!(
         "--device {device}: this build has no CUDA support (build with --features cuda, see \
          scripts/cuda-build.sh); use --device cpu"
@@ -115,7 +108,7 @@ mod tests {
         }
     }
 
-    fn h200(_: &str) -> Result<GpuInfo, String> {
+    fn h200(_: DeviceSpec) -> Result<GpuInfo, String> {
         Ok(GpuInfo {
             free_bytes: 20 << 30,
             major: 9,
@@ -132,7 +125,7 @@ mod tests {
         let mut flags = obj(json!({"device": "cuda:0", "precision": "fp16"}));
         apply_defaults(&Map::new(), &mut flags, h200).unwrap();
         assert_eq!(flags["precision"], "fp16");
-        let t4 = |_: &str| {
+        let t4 = |_: DeviceSpec| {
             Ok(GpuInfo {
                 free_bytes: 15 << 30,
                 major: 7,
@@ -149,7 +142,7 @@ mod tests {
         let mut flags = obj(json!({"vram": "auto"}));
         let e = apply_defaults(&Map::new(), &mut flags, h200).unwrap_err();
         assert!(e.contains("--device cuda"), "{e}");
-        let tiny = |_: &str| {
+        let tiny = |_: DeviceSpec| {
             Ok(GpuInfo {
                 free_bytes: 1 << 30,
                 major: 9,

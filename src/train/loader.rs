@@ -36,8 +36,12 @@ pub enum LoadError {
         found: String,
         expected: String,
     },
-    #[error("cannot read shard {path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("cannot read shard {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("the {split} split has {tokens} tokens, fewer than one batch ({need})")]
@@ -74,7 +78,7 @@ pub fn open_split(
             Err(e) => {
                 return Err(LoadError::Io {
                     path: shown,
-                    reason: e.to_string(),
+                    source: e,
                 })
             }
             Ok(m) => m,
@@ -87,9 +91,9 @@ pub fn open_split(
             });
         }
         if verify {
-            let found = sha256_file(&path).map_err(|e| LoadError::Io {
+            let found = sha256_file(&path).map_err(|source| LoadError::Io {
                 path: shown.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             if found != entry.sha256 {
                 return Err(LoadError::Checksum {

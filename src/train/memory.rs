@@ -3,7 +3,7 @@
 
 use mamba_model::Config;
 
-use super::config::TrainConfig;
+use super::config::{Precision, TrainConfig};
 
 /// Bytes of each part of a training step's memory.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +28,7 @@ impl Estimate {
 /// block's activations are rebuilt at a time.
 pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
     let p = model.num_params() as u64;
-    let half = cfg.precision != "fp32";
+    let half = cfg.precision != Precision::Fp32;
     let elem: u64 = if half { 2 } else { 4 };
     let tokens = (cfg.batch_size * cfg.seq_len) as u64;
     let (d, di) = (model.d_model as u64, model.d_inner() as u64);
@@ -52,7 +52,7 @@ fn gib(b: u64) -> String {
     format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
 }
 
-/// The table printed by `--dry-run`.
+/// The table printed by `--dry-run`; `budget_gb` is the VRAM profile's size in GiB.
 pub fn render(e: &Estimate, params: usize, budget_gb: Option<f64>) -> String {
     let mut s = format!("memory estimate ({params} parameters)\n");
     for (k, v) in [
@@ -66,7 +66,8 @@ pub fn render(e: &Estimate, params: usize, budget_gb: Option<f64>) -> String {
     }
     match budget_gb {
         Some(gb) => {
-            let budget = (gb * 1e9) as u64;
+            // Profiles are in GiB, as a GPU sold as "8 GB" has 8 GiB.
+            let budget = (gb * (1u64 << 30) as f64) as u64;
             let verdict = if e.total() <= budget {
                 "fits"
             } else {
@@ -101,7 +102,7 @@ mod tests {
         cfg.grad_checkpointing = true;
         let ck = estimate(&cfg, &model);
         assert!(ck.activations < full.activations / 2);
-        cfg.precision = "bf16".into();
+        cfg.precision = Precision::Bf16;
         let half = estimate(&cfg, &model);
         assert_eq!(half.activations * 2, ck.activations);
         let text = render(&half, model.num_params(), Some(8.0));

@@ -5,36 +5,49 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One optimizer step, as logged.
-#[derive(Clone, Debug, Serialize)]
+/// One optimizer step: a line of `metrics.jsonl`, written by the trainer and read back by the
+/// report. A non-finite value is written as `null` and read as `None`; fields added later
+/// default, so older runs still read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub step: u64,
     /// Epoch of the step's last batch.
+    #[serde(default)]
     pub epoch: u64,
+    #[serde(default)]
     pub tokens: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens_per_s: f64,
-    pub loss_scale: f64,
+    pub loss: Option<f64>,
+    pub lr: Option<f64>,
+    pub grad_norm: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub loss_scale: Option<f64>,
     /// The update was not applied (non-finite loss or gradients).
+    #[serde(default)]
     pub skipped: bool,
     /// Passes over the train split so far (tokens seen / train split tokens).
-    pub passes: f64,
+    #[serde(default)]
+    pub passes: Option<f64>,
     /// Seconds the remaining steps will take at the speed measured so far; `None` until a
     /// step has been timed.
+    #[serde(default)]
     pub eta_s: Option<f64>,
 }
 
-/// One evaluation on the val split.
-#[derive(Clone, Debug, Serialize)]
+/// One evaluation on the val split (a line of `metrics.jsonl`, told apart by `val_loss`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
     pub step: u64,
+    #[serde(default)]
     pub tokens: u64,
-    pub val_loss: f64,
-    pub val_ppl: f64,
+    pub val_loss: Option<f64>,
+    pub val_ppl: Option<f64>,
+}
+
+/// A logged value, NaN where it was not finite.
+fn num(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
 }
 
 /// Appends records to `metrics.jsonl` (appending, so a resumed run extends its file).
@@ -67,7 +80,11 @@ impl StepRecord {
         };
         format!(
             "step {:>6}/{max_steps} | loss {:.4} | lr {:.2e} | gnorm {:.3} | {:.0} tok/s{eta}{skipped}",
-            self.step, self.loss, self.lr, self.grad_norm, self.tokens_per_s
+            self.step,
+            num(self.loss),
+            num(self.lr),
+            num(self.grad_norm),
+            num(self.tokens_per_s)
         )
     }
 }
@@ -76,7 +93,9 @@ impl EvalRecord {
     pub fn line(&self) -> String {
         format!(
             "eval {:>6} | val loss {:.4} | val ppl {:.2}",
-            self.step, self.val_loss, self.val_ppl
+            self.step,
+            num(self.val_loss),
+            num(self.val_ppl)
         )
     }
 }
@@ -93,13 +112,13 @@ mod tests {
             step: 3,
             epoch: 0,
             tokens: 96,
-            loss: 2.5,
-            lr: 1e-3,
-            grad_norm: 0.5,
-            tokens_per_s: 1000.0,
-            loss_scale: 1.0,
+            loss: Some(2.5),
+            lr: Some(1e-3),
+            grad_norm: Some(0.5),
+            tokens_per_s: Some(1000.0),
+            loss_scale: Some(1.0),
             skipped: false,
-            passes: 0.5,
+            passes: Some(0.5),
             eta_s: None,
         };
         Metrics::open(&path).unwrap().write(&rec).unwrap();

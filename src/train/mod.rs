@@ -9,6 +9,7 @@
 //! checks) lives in [`setup`].
 
 pub mod checkpoint;
+pub mod choices;
 pub mod config;
 pub mod gpu;
 pub mod loader;
@@ -57,14 +58,25 @@ pub enum TrainError {
     Mismatch(String),
     #[error("{0}")]
     Unsupported(String),
-    #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("loss is not finite for {0} steps in a row; stopping (lower --lr?)")]
     Diverged(u64),
     #[error("the training stream ended")]
     StreamEnded,
     #[error("no loader position was recorded for step {0} (a bug: please report it)")]
     NoSnapshot(u64),
+}
+
+impl TrainError {
+    /// A setting the user can change is at fault (exit status 2), not the run.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, TrainError::Config(_) | TrainError::Unsupported(_))
+    }
 }
 
 /// What a run is given besides the [`TrainConfig`].
@@ -102,9 +114,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
     let (model, vars) = (&run.model, &run.vars);
     let mut st = run.state.clone();
     let mut snapshot = Some(st.loader.clone());
-    let mut metrics = Metrics::open(&run.metrics_path).map_err(|e| TrainError::Io {
+    let mut metrics = Metrics::open(&run.metrics_path).map_err(|source| TrainError::Io {
         path: run.metrics_path.display().to_string(),
-        reason: e.to_string(),
+        source,
     })?;
     let bar = setup::progress_bar(opts.progress, st.step, cfg.max_steps);
     if run.eval_batches.is_empty() {
@@ -119,7 +131,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
     }
     let mut clock = plan::Clock::new(cfg.max_steps);
     let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);
-    let fp16 = cfg.precision == "fp16";
+    let fp16 = cfg.precision == config::Precision::Fp16;
     let mut scaler = scaler::LossScaler::new(st.loss_scale, st.scale_good_steps);
     while st.step < cfg.max_steps {
         let t0 = Instant::now();
@@ -131,7 +143,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             .collect::<Result<Vec<_>, _>>()?;
         let o = step::StepOptions {
             doc_reset: cfg.doc_reset,
-            dtype: step::dtype(&cfg.precision),
+            dtype: cfg.precision.dtype(),
             checkpointing: cfg.grad_checkpointing,
             loss_scale: scaler.scale,
         };
@@ -166,17 +178,18 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         st.tokens += step_tokens as u64;
         last_loss = loss;
         let pace = clock.tick(st.step, st.tokens);
+        let tokens_per_s = step_tokens as f64 / t0.elapsed().as_secs_f64();
         let rec = StepRecord {
             step: st.step,
             epoch,
             tokens: st.tokens,
-            loss,
-            lr: st.lr,
-            grad_norm: gnorm,
-            tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64(),
-            loss_scale: st.loss_scale,
+            loss: Some(loss),
+            lr: Some(st.lr),
+            grad_norm: Some(gnorm),
+            tokens_per_s: Some(tokens_per_s),
+            loss_scale: Some(st.loss_scale),
             skipped,
-            passes: st.tokens as f64 / run.train_tokens.max(1) as f64,
+            passes: Some(st.tokens as f64 / run.train_tokens.max(1) as f64),
             eta_s: pace.map(|p| p.left.as_secs_f64()),
         };
         run.write(&mut metrics, &rec)?;
@@ -189,7 +202,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         bar.set_position(st.step);
         bar.set_message(format!(
             "loss {loss:.4} lr {:.1e} {:.0} tok/s",
-            st.lr, rec.tokens_per_s
+            st.lr, tokens_per_s
         ));
         let last = st.step == cfg.max_steps;
         if !run.eval_batches.is_empty() && (st.step.is_multiple_of(cfg.eval_every) || last) {
@@ -197,8 +210,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             let rec = EvalRecord {
                 step: st.step,
                 tokens: st.tokens,
-                val_loss,
-                val_ppl: val_loss.exp(),
+                val_loss: Some(val_loss),
+                val_ppl: Some(val_loss.exp()),
             };
             run.write(&mut metrics, &rec)?;
             setup::say(&bar, &rec.line());
@@ -235,9 +248,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
 
 impl setup::Run {
     fn write(&self, m: &mut Metrics, rec: &impl serde::Serialize) -> Result<(), TrainError> {
-        m.write(rec).map_err(|e| TrainError::Io {
+        m.write(rec).map_err(|source| TrainError::Io {
             path: self.metrics_path.display().to_string(),
-            reason: e.to_string(),
+            source,
         })
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::TrainConfig;
+use super::config::{DeviceSpec, TrainConfig};
 
 /// Passes over the train split past which a plan is warned about: a model memorises a corpus
 /// it sees more than a few times, and its val loss climbs (the demo's sample: lowest after ~4).
@@ -78,7 +78,7 @@ impl Plan {
                 self.passes()
             ));
         }
-        if let (Some(vram), "cpu") = (&cfg.vram, cfg.device.as_str()) {
+        if let (Some(vram), DeviceSpec::Cpu) = (&cfg.vram, cfg.device) {
             out.push(format!(
                 "warning: --vram {vram} sizes a run for a GPU's memory, but this run is on the CPU, where the {} preset is slow (speed and ETA follow the first steps); on a CPU start with --model-size tiny, or use --device cuda in a CUDA build",
                 cfg.model_size
@@ -171,7 +171,7 @@ mod tests {
 
     fn cfg() -> TrainConfig {
         TrainConfig {
-            model_size: "small".into(),
+            model_size: "small".parse().unwrap(),
             seq_len: 1024,
             batch_size: 8,
             grad_accum: 2,
@@ -208,7 +208,7 @@ mod tests {
         let w = Plan::new(&c, 0, 9174).warnings(&c);
         assert!(w[1].starts_with("warning: --vram 12gb sizes a run for a GPU's memory, but this run is on the CPU, where the small preset is slow"), "{w:?}");
         // A plan of fewer passes, on a GPU: nothing to say.
-        c.device = "cuda".into();
+        c.device = DeviceSpec::Cuda(None);
         c.max_steps = 2;
         assert!(Plan::new(&c, 0, 9174 * 10).warnings(&c).is_empty());
     }

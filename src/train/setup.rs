@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Var};
 use indicatif::{ProgressBar, ProgressStyle};
-use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
+use mamba_model::{AdamW, AdamWConfig, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 use mamba_pipeline::shard::Split;
 
-use super::checkpoint::{self, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
-use super::config::{model_shape, TrainConfig};
+use super::checkpoint::{self, Checkpoint, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
+use super::config::{DeviceSpec, Precision, TrainConfig};
 use super::loader::{open_split, LoadError, Loader, LoaderOptions, LoaderState};
 use super::pack::Batch;
 use super::{RunOptions, TrainError};
@@ -35,14 +35,12 @@ pub struct Run {
 }
 
 /// The device asked for: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
-pub fn device(name: &str) -> Result<Device, TrainError> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
+pub fn device(spec: DeviceSpec) -> Result<Device, TrainError> {
+    match spec.ordinal() {
+        None => Ok(Device::Cpu),
         #[cfg(feature = "cuda")]
-        other => {
-            let ordinal = super::gpu::ordinal(other).ok_or_else(|| {
-                TrainError::Unsupported(format!("--device {other}: expected cpu, cuda or cuda:N"))
-            })?;
+        Some(ordinal) => {
+            let other = spec;
             Device::new_cuda(ordinal).map_err(|e| {
                 TrainError::Unsupported(format!(
                     "--device {other}: no usable GPU ({e}); check the driver, or use --device cpu"
@@ -50,14 +48,14 @@ pub fn device(name: &str) -> Result<Device, TrainError> {
             })
         }
         #[cfg(not(feature = "cuda"))]
-        other => Err(TrainError::Unsupported(super::gpu::no_cuda(other))),
+        Some(_) => Err(TrainError::Unsupported(super::gpu::no_cuda(spec))),
     }
 }
 
 /// Settings that decide which batches a run sees; a resumed run must keep them.
 fn stream_settings(c: &TrainConfig) -> Vec<(&'static str, String)> {
     vec![
-        ("model_size", c.model_size.clone()),
+        ("model_size", c.model_size.to_string()),
         ("seq_len", c.seq_len.to_string()),
         ("batch_size", c.batch_size.to_string()),
         ("grad_accum", c.grad_accum.to_string()),
@@ -76,7 +74,7 @@ fn sorted_vars(vm: &candle_nn::VarMap) -> Vec<Var> {
 
 impl Run {
     pub fn new(cfg: &TrainConfig, opts: &RunOptions) -> Result<Run, TrainError> {
-        let dev = device(&cfg.device)?;
+        let dev = device(cfg.device)?;
         let manifest = Manifest::load(&opts.shards)?;
         let tok = &manifest.tokenizer;
         let tokenizer = opts.shards.join(&tok.file);
@@ -120,7 +118,8 @@ impl Run {
         };
         let (model, vm, state) = match &resume_dir {
             Some(dir) => {
-                let st = checkpoint::load_state(dir)?;
+                let ck = Checkpoint::open(dir, &dev)?;
+                let st = ck.state.ok_or_else(|| no_state(dir))?;
                 check_same(dir, "tokenizer sha256", &st.tokenizer_sha256, &tok.sha256)?;
                 check_same(dir, "vocab size", &st.vocab_size, &tok.vocab_size)?;
                 for ((name, a), (_, b)) in
@@ -128,23 +127,19 @@ impl Run {
                 {
                     check_same(dir, name, a, &b)?;
                 }
-                let (model, vm) = MambaLM::load(dir, &dev)?;
-                (model, vm, st)
+                (ck.model, ck.varmap, st)
             }
             None => {
                 let (model, vm) = match &opts.init {
                     Some(dir) => init_from(dir, &opts.shards, &manifest, &dev)?,
-                    None => {
-                        let (d, n) = model_shape(&cfg.model_size)?;
-                        MambaLM::init(&Config::new(d, n, tok.vocab_size), cfg.seed, &dev)?
-                    }
+                    None => MambaLM::init(&cfg.model_size.config(tok.vocab_size), cfg.seed, &dev)?,
                 };
                 let st = TrainerState {
                     step: 0,
                     tokens: 0,
                     lr: 0.0,
-                    loss_scale: match cfg.precision.as_str() {
-                        "fp16" => super::scaler::INITIAL_SCALE,
+                    loss_scale: match cfg.precision {
+                        Precision::Fp16 => super::scaler::INITIAL_SCALE,
                         _ => 1.0,
                     },
                     scale_good_steps: 0,
@@ -166,9 +161,9 @@ impl Run {
         state.config = cfg.clone();
         let eval_batches = eval_batches(val_shards, &loader_opts, cfg.eval_batches)?;
         let loader = Loader::spawn(train_shards, loader_opts, state.loader.clone());
-        std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|e| TrainError::Io {
+        std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|source| TrainError::Io {
             path: opts.checkpoint_dir.display().to_string(),
-            reason: e.to_string(),
+            source,
         })?;
         Ok(Run {
             vars: sorted_vars(&vm),
@@ -206,6 +201,15 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+/// A directory to resume from without `trainer_state.json`: a model, not a training run.
+fn no_state(dir: &Path) -> TrainError {
+    TrainError::Mismatch(format!(
+        "{}: no {} to resume from (a model directory starts a run with --init)",
+        dir.display(),
+        checkpoint::STATE_FILE
+    ))
+}
+
 fn check_same<T: PartialEq + std::fmt::Display>(
     dir: &Path,
     what: &str,
@@ -231,7 +235,8 @@ fn init_from(
     manifest: &Manifest,
     dev: &Device,
 ) -> Result<(MambaLM, candle_nn::VarMap), TrainError> {
-    let (model, vm) = MambaLM::load(dir, dev)?;
+    let ck = Checkpoint::open(dir, dev)?;
+    let (model, vm) = (ck.model, ck.varmap);
     let tok = &manifest.tokenizer;
     if model.config().vocab_size < tok.vocab_size {
         return Err(TrainError::Mismatch(format!(
@@ -242,10 +247,9 @@ fn init_from(
             dir.join(TOKENIZER_FILE).display()
         )));
     }
-    let theirs = dir.join(TOKENIZER_FILE);
-    if theirs.exists() {
+    if let Some(theirs) = &ck.tokenizer {
         let store = shards.join(&tok.file);
-        let differ = mamba_pipeline::tokenize::differences(&theirs, &store)
+        let differ = mamba_pipeline::tokenize::differences(theirs, &store)
             .map_err(|e| TrainError::Mismatch(e.to_string()))?;
         if !differ.is_empty() {
             return Err(TrainError::Mismatch(format!(

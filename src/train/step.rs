@@ -9,15 +9,6 @@ use mamba_model::{ForwardOptions, MambaLM};
 
 use super::pack::Batch;
 
-/// Compute dtype of `--precision`.
-pub fn dtype(precision: &str) -> DType {
-    match precision {
-        "bf16" => DType::BF16,
-        "fp16" => DType::F16,
-        _ => DType::F32,
-    }
-}
-
 /// How a step computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepOptions {

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::html::escape;
+
 use super::histogram::Distribution;
 use super::report::{Report, Share, SplitFigures};
 
@@ -22,8 +24,8 @@ pub fn render(r: &Report) -> String {
         o,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>mamba inspect: {}</title>\
          <style>{STYLE}</style></head><body><h1>Shard store <code>{}</code></h1>",
-        esc(&r.store),
-        esc(&r.store)
+        escape(&r.store),
+        escape(&r.store)
     );
     let _ = write!(o, "<h2>Totals</h2><table><tr><th class=l>split</th><th>shards</th><th>row groups</th><th>rows</th><th>documents</th><th>tokens</th><th>bytes on disk</th></tr>");
     for (name, s) in [("train", &r.train), ("val", &r.val), ("total", &r.total)] {
@@ -49,7 +51,7 @@ pub fn render(r: &Report) -> String {
         if !counts.is_empty() {
             let list: Vec<String> = counts
                 .iter()
-                .map(|c| format!("{} {}", esc(&c.reason), c.count))
+                .map(|c| format!("{} {}", escape(&c.reason), c.count))
                 .collect();
             let _ = write!(o, "<p>{what}: {}</p>", list.join(", "));
         }
@@ -63,11 +65,11 @@ pub fn render(r: &Report) -> String {
     let _ = write!(
         o,
         "<h2>Tokenizer</h2><p><code>{}</code> ({}): {} tokens, eos id {}, special tokens {}</p>",
-        esc(&t.file),
-        esc(&t.origin),
+        escape(&t.file),
+        escape(&t.origin),
         t.vocab_size,
         t.eos_id,
-        esc(&t.special_tokens.join(" "))
+        escape(&t.special_tokens.join(" "))
     );
     match &r.data {
         Some(d) => {
@@ -98,7 +100,7 @@ pub fn render(r: &Report) -> String {
                     "<tr><td>{}</td><td>{}</td><td class=l>{}</td></tr>",
                     s.tokens,
                     s.documents,
-                    esc(&s.source)
+                    escape(&s.source)
                 );
             }
             let _ = write!(o, "</table>");
@@ -114,13 +116,13 @@ pub fn render(r: &Report) -> String {
         let _ = write!(
             o,
             "<p class=note>{} row group {} row {}: <code>{}</code> chunk {} ({} tokens)</p><pre>{}</pre>",
-            esc(&s.file),
+            escape(&s.file),
             s.row_group,
             s.row,
-            esc(&s.source),
+            escape(&s.source),
             s.chunk,
             s.n_tokens,
-            esc(&s.text)
+            escape(&s.text)
         );
     }
     let _ = writeln!(o, "</body></html>");
@@ -188,7 +190,7 @@ fn hbars(rows: &[(String, f64, String)]) -> String {
              <text x=\"{}\" y=\"{}\">{} &middot; {note}</text>",
             label_w - 6.0,
             y + 14.0,
-            esc(label),
+            escape(label),
             y + 3.0,
             row_h - 6.0,
             label_w + w + 5.0,
@@ -224,27 +226,11 @@ fn vbars(cols: &[(String, f64)]) -> String {
             *v as u64,
             x + col_w / 2.0 - 2.0,
             pad + chart_h + 14.0,
-            esc(label)
+            escape(label)
         );
     }
     s.push_str("</svg>");
     s
-}
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -254,7 +240,7 @@ mod tests {
     #[test]
     fn text_is_escaped() {
         assert_eq!(
-            esc("<a href=\"x\">&'</a>"),
+            escape("<a href=\"x\">&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
         );
     }

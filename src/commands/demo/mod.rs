@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Var};
 use clap::Parser;
 use mamba_model::{Config, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 
+use super::usage;
 use crate::cli::{Cli, Command, DemoArgs};
 use mamba::train::pack::Batch;
 use mamba::train::step::{accumulate, StepOptions};
@@ -54,7 +55,9 @@ fn mamba(args: &[String]) -> anyhow::Result<()> {
         Command::Report(a) => super::report::run(a),
         Command::Generate(a) => super::generate::run(a),
         _ => bail!("the demo does not run `{}`", args[0]),
-    }?;
+    }
+    // A step's error is the demo's failure (status 1), even where the step calls it bad usage.
+    .map_err(|e| anyhow!("`mamba {}` failed: {}", args[0], super::one_line(&e)))?;
     if code != ExitCode::SUCCESS {
         bail!("`mamba {}` failed (see above)", args[0]);
     }
@@ -131,25 +134,22 @@ fn prepare(out: &Path) -> anyhow::Result<()> {
 
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(data) = a.data.as_ref().filter(|d| !d.is_dir()) {
-        eprintln!("error: --data {}: no such folder", data.display());
-        return Ok(ExitCode::from(2));
+        return Err(usage(anyhow!("--data {}: no such folder", data.display())));
     }
     let out = a.out.clone();
     // The demo empties its folder first: a corpus inside it would be deleted.
     if let Some(data) = a.data.as_ref().filter(|d| inside(d, &out)) {
-        eprintln!(
-            "error: --data {} is inside the demo's folder {}, which a demo run empties; copy it elsewhere",
+        return Err(usage(anyhow!(
+            "--data {} is inside the demo's folder {}, which a demo run empties; copy it elsewhere",
             data.display(),
             out.display()
-        );
-        return Ok(ExitCode::from(2));
+        )));
     }
     if foreign(&out) {
-        eprintln!(
-            "error: {} is not empty and not a demo folder; pass another --out",
+        return Err(usage(anyhow!(
+            "{} is not empty and not a demo folder; pass another --out",
             out.display()
-        );
-        return Ok(ExitCode::from(2));
+        )));
     }
     prepare(&out)?;
     let (shards, ckpt): (PathBuf, PathBuf) = (out.join("shards"), out.join("checkpoints"));
