@@ -7,7 +7,7 @@
 mod common;
 use candle_core::{Device, Tensor};
 use common::*;
-use mamba_model::init::Rng;
+use mamba_model::rng::SplitMix64 as Rng;
 use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
 
 /// The allocator the `mamba` binary uses, so the bench measures what users run.

@@ -12,54 +12,7 @@
 //! depend on creation order.
 
 use crate::config::Config;
-
-/// SplitMix64: small, fast, reproducible everywhere.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// A stream for one named tensor.
-    pub fn for_tensor(seed: u64, name: &str) -> Self {
-        // FNV-1a of the name, mixed with the seed.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        let mut r = Rng(seed ^ h.rotate_left(17));
-        r.next_u64();
-        r
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 bits.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn uniform_in(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.uniform()
-    }
-
-    /// Standard normal (Box-Muller, one value per call).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
+use crate::rng::SplitMix64;
 
 /// softplus^-1(y) = y + log(-expm1(-y)).
 pub fn inv_softplus(y: f64) -> f64 {
@@ -69,8 +22,8 @@ pub fn inv_softplus(y: f64) -> f64 {
 /// Initial value of one parameter (named as in [`crate::model::MambaLM::shapes`]).
 pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let numel: usize = shape.iter().product();
-    let mut rng = Rng::for_tensor(seed, name);
-    let uniform = |rng: &mut Rng, bound: f64| -> Vec<f32> {
+    let mut rng = SplitMix64::for_tensor(seed, name);
+    let uniform = |rng: &mut SplitMix64, bound: f64| -> Vec<f32> {
         (0..numel)
             .map(|_| rng.uniform_in(-bound, bound) as f32)
             .collect()

@@ -4,8 +4,8 @@
 mod common;
 use candle_core::{Device, Tensor, Var};
 use common::*;
-use mamba_model::init::Rng;
 use mamba_model::layers::conv::{causal_conv1d, causal_conv1d_silu};
+use mamba_model::rng::SplitMix64 as Rng;
 
 #[test]
 fn fused_conv_matches_slices() {

@@ -5,9 +5,9 @@
 mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use mamba_model::init::Rng;
 use mamba_model::kernels::scan::reference::selective_scan_ref;
 use mamba_model::kernels::scan::{selective_scan, ScanOptions};
+use mamba_model::rng::SplitMix64 as Rng;
 
 struct Case {
     u: Tensor,

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use mamba_model::init::Rng;
 use mamba_model::kernels::scan::cpu::{self, Dims, Inputs};
+use mamba_model::rng::SplitMix64 as Rng;
 
 fn write_f32(path: &Path, v: &[f32]) {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();

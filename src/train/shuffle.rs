@@ -1,45 +1,9 @@
-//! Seeded, serialisable randomness for the loader: a SplitMix64 generator (one `u64` of state,
-//! so it can be written into `trainer_state.json`), seeded permutations of shards and row
+//! Seeded, serialisable randomness for the loader ([`SplitMix64`], one `u64` of state, so it can
+//! be written into `trainer_state.json`): seeded permutations of shards and row
 //! groups, and a bounded shuffle buffer of packed windows.
 
+pub use mamba_model::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
-
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny state, good enough to shuffle data, and its
-/// whole state is one number, which makes resuming exact.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SplitMix64 {
-    pub state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    /// A generator for one purpose, derived from a seed and a few integers (epoch, shard, ...),
-    /// so orders never depend on how much randomness something else used.
-    pub fn derive(seed: u64, keys: &[u64]) -> Self {
-        let mut rng = SplitMix64::new(seed);
-        for &k in keys {
-            let x = rng.next_u64() ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03);
-            rng = SplitMix64::new(x);
-        }
-        rng
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), by Lemire's multiply-shift (bias below 2^-32 for our sizes).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
 
 /// A seeded permutation of `0..n` (Fisher-Yates).
 pub fn permutation(n: usize, rng: &mut SplitMix64) -> Vec<usize> {

@@ -314,7 +314,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = crate::init::Rng::new(seed);
+        let mut rng = crate::rng::SplitMix64::new(seed);
         (0..n)
             .map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0)
             .collect()

@@ -75,6 +75,8 @@ impl Mixer {
         ]
     }
 
+    /// Reads the parameters of [`Mixer::shapes`] from `vb` (below `...mixer.`); errors name a
+    /// missing tensor or a wrong shape.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let t = Self::shapes(cfg)
             .map(|(name, shape)| vb.get(shape, name))

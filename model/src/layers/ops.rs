@@ -20,6 +20,7 @@ pub struct CpuRead<'a> {
     what: &'a str,
 }
 
+/// Holds `t`'s storage for reading; errors later if it is not on the CPU.
 pub fn read_cpu<'a>(t: &'a Tensor, what: &'a str) -> CpuRead<'a> {
     let (storage, layout) = t.storage_and_layout();
     CpuRead {
@@ -30,6 +31,7 @@ pub fn read_cpu<'a>(t: &'a Tensor, what: &'a str) -> CpuRead<'a> {
 }
 
 impl CpuRead<'_> {
+    /// The CPU storage and its layout.
     pub fn storage(&self) -> Result<(&CpuStorage, &Layout)> {
         match &*self.storage {
             Storage::Cpu(cs) => Ok((cs, self.layout)),
@@ -37,6 +39,7 @@ impl CpuRead<'_> {
         }
     }
 
+    /// The elements as f32, if contiguous.
     pub fn f32s(&self) -> Result<&[f32]> {
         let (s, l) = self.storage()?;
         contiguous(s, l, self.what)

@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 use candle_core::{DType, Device, Tensor};
-use mamba_model::init::Rng;
+use mamba_model::rng::SplitMix64 as Rng;
 
 pub fn randn(rng: &mut Rng, shape: &[usize], scale: f64) -> Tensor {
     let n: usize = shape.iter().product();
