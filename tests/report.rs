@@ -116,19 +116,19 @@ fn report_from_the_fixture_run() {
     );
     let last_loss = steps[&120]["loss"].as_f64().unwrap();
     assert!(html.contains(&format!(
-        "<th>last loss</th><td class=\"n\">{last_loss:.4}</td>"
+        "<th class=l>last loss</th><td>{last_loss:.4}</td>"
     )));
-    assert!(html.contains("<th>skipped steps</th><td class=\"n\">1</td>"));
+    assert!(html.contains("<th class=l>skipped steps</th><td>1</td>"));
     // Checkpoints and the configuration of the newest one.
-    assert!(html.contains("<td>step-000060</td><td class=\"n\">60</td>"));
-    assert!(html.contains("<th>precision</th><td>fp16</td>"));
-    assert!(html.contains("<th>max_steps</th><td>120</td>"));
+    assert!(html.contains("<td class=l>step-000060</td><td>60</td>"));
+    assert!(html.contains("<th class=l>precision</th><td class=l>fp16</td>"));
+    assert!(html.contains("<th class=l>max_steps</th><td class=l>120</td>"));
     let (first_ppl, last_ppl) = (
         evals.values().next().unwrap()["val_ppl"].as_f64().unwrap(),
         evals.values().last().unwrap()["val_ppl"].as_f64().unwrap(),
     );
     assert!(html.contains(&format!(
-        "<th>val perplexity, first -&gt; last</th><td class=\"n\">{first_ppl:.2} -&gt; {last_ppl:.2}</td>"
+        "<th class=l>val perplexity, first -&gt; last</th><td>{first_ppl:.2} -&gt; {last_ppl:.2}</td>"
     )));
 }
 
@@ -170,7 +170,7 @@ fn a_running_fp32_run_reports_what_it_has() {
     let passes = last as f64 / 40.0;
     assert!(
         html.contains(&format!(
-            "<th>passes over the train split</th><td class=\"n\">{passes:.2}</td>"
+            "<th class=l>passes over the train split</th><td>{passes:.2}</td>"
         )),
         "{html}"
     );

@@ -8,13 +8,7 @@ use serde_json::Value;
 use super::{Figure, Run};
 
 pub use mamba_pipeline::html::escape;
-
-const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1600px}\
-h1{font-size:22px}h2{font-size:17px;margin-top:28px}\
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}\
-td.n{text-align:right;font-variant-numeric:tabular-nums}\
-.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #ddd}\
-.note{color:#a40}";
+use mamba_pipeline::html::STYLE;
 
 /// Steps the recent throughput is averaged over.
 const RECENT_STEPS: usize = 20;
@@ -111,7 +105,7 @@ pub fn page(run: &Run, figs: &[Figure]) -> String {
     for (k, v) in summary(run) {
         let _ = writeln!(
             h,
-            "<tr><th>{}</th><td class=\"n\">{}</td></tr>",
+            "<tr><th class=l>{}</th><td>{}</td></tr>",
             escape(k),
             escape(&v)
         );
@@ -121,7 +115,7 @@ pub fn page(run: &Run, figs: &[Figure]) -> String {
         let lines: Vec<String> = run.bad_lines.iter().map(|l| l.to_string()).collect();
         let _ = writeln!(
             h,
-            "<p class=\"note\">metrics.jsonl lines not understood and left out: {}</p>",
+            "<p class=\"warn\">metrics.jsonl lines not understood and left out: {}</p>",
             lines.join(", ")
         );
     }
@@ -139,11 +133,11 @@ pub fn page(run: &Run, figs: &[Figure]) -> String {
     if run.checkpoints.is_empty() {
         h.push_str("<p>none</p>\n");
     } else {
-        h.push_str("<table>\n<tr><th>checkpoint</th><th>step</th><th>tokens</th></tr>\n");
+        h.push_str("<table>\n<tr><th class=l>checkpoint</th><th>step</th><th>tokens</th></tr>\n");
         for c in &run.checkpoints {
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                "<tr><td class=l>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&c.name),
                 c.step,
                 c.tokens
@@ -158,7 +152,7 @@ pub fn page(run: &Run, figs: &[Figure]) -> String {
             for (k, v) in m {
                 let _ = writeln!(
                     h,
-                    "<tr><th>{}</th><td>{}</td></tr>",
+                    "<tr><th class=l>{}</th><td class=l>{}</td></tr>",
                     escape(k),
                     escape(&value_text(v))
                 );

@@ -3,17 +3,11 @@
 
 use std::fmt::Write;
 
-use crate::html::escape;
+use crate::html::{escape, STYLE};
 
 use super::histogram::Distribution;
 use super::report::{Report, Share, SplitFigures};
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;\
-color:#222;padding:0 1em}h1{font-size:22px}h2{font-size:17px;margin-top:1.8em;border-bottom:1px solid #ddd}\
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:3px 10px;text-align:right}\
-th{background:#f3f3f3}td.l,th.l{text-align:left}.grid{display:flex;flex-wrap:wrap;gap:0 3em}.half{max-width:480px}\
-pre{background:#f7f7f7;padding:.8em;white-space:pre-wrap;max-height:24em;overflow:auto}\
-.note{color:#666}svg text{font:11px system-ui,sans-serif;fill:#333}";
 /// Chart colour.
 const BAR: &str = "#4a78b5";
 
