@@ -55,12 +55,48 @@ impl Preset {
     }
 }
 
+/// The architecture a [`Config`] describes: what the model crate computes and what
+/// `config.json`'s `model_type` names. A second architecture joins here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Gu & Dao 2023: the selective SSM (transformers `MambaForCausalLM`).
+    #[default]
+    Mamba1,
+}
+
+impl Arch {
+    /// transformers' `model_type` and class of this architecture.
+    pub fn transformers_names(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::Mamba1 => ("mamba", "MambaForCausalLM"),
+        }
+    }
+
+    /// The architecture of a transformers `model_type`, if it is one we compute.
+    pub fn from_model_type(model_type: &str) -> Option<Arch> {
+        match model_type {
+            "mamba" => Some(Arch::Mamba1),
+            _ => None,
+        }
+    }
+
+    /// Its name in the papers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Mamba1 => "Mamba-1",
+        }
+    }
+}
+
 /// Hyper-parameters of a Mamba-1 language model (the `MambaLMHeadModel` / `MambaForCausalLM`
 /// computation). Only the fields below change the computation; the `dt_*` and `initializer_range`
 /// fields only affect initialisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// The architecture (Mamba-1).
+    pub arch: Arch,
     /// Width of the residual stream.
     pub d_model: usize,
     /// Number of Mamba blocks.
@@ -96,6 +132,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            arch: Arch::Mamba1,
             d_model: 768,
             n_layer: 24,
             vocab_size: 50257,

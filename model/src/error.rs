@@ -31,6 +31,7 @@ pub enum Error {
     },
 }
 
+/// Result of the crate's fallible functions.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

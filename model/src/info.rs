@@ -29,7 +29,7 @@ pub fn breakdown(cfg: &Config) -> String {
         .map(|(_, s)| count(s))
         .sum();
     let mut o = String::new();
-    let _ = writeln!(o, "Mamba-1 language model");
+    let _ = writeln!(o, "{} language model", cfg.arch.name());
     let _ = writeln!(
         o,
         "  d_model {}  n_layer {}  d_inner {}  d_state {}  d_conv {}  dt_rank {}",

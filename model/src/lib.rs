@@ -39,8 +39,9 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod rng;
 
-pub use config::{Config, PRESETS};
+pub use config::{Arch, Config, PRESETS};
 pub use decode::{Decoder, State};
 pub use error::{Error, Result};
 pub use kernels::scan::{selective_scan, ScanOptions};

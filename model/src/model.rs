@@ -125,10 +125,12 @@ impl MambaLM {
         Ok((model, varmap))
     }
 
+    /// The model's hyper-parameters.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
+    /// Where the parameters live (CPU or a CUDA device).
     pub fn device(&self) -> &Device {
         self.embedding.device()
     }
