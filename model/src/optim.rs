@@ -16,7 +16,7 @@ use candle_nn::VarMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::io::weights::{read_safetensors, write_safetensors};
+use crate::io::safetensors::{read_safetensors, write_safetensors};
 use crate::layers::ops::contiguous;
 
 /// Hyper-parameters of AdamW.
@@ -112,9 +112,11 @@ impl AdamW {
         })
     }
 
+    /// The optimizer's settings.
     pub fn config(&self) -> &AdamWConfig {
         &self.cfg
     }
+    /// The learning rate of the next step.
     pub fn lr(&self) -> f64 {
         self.cfg.lr
     }

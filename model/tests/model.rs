@@ -5,7 +5,7 @@
 mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use mamba_model::init::Rng;
+use mamba_model::rng::SplitMix64 as Rng;
 use mamba_model::{AdamW, AdamWConfig, Config, MambaLM, State};
 
 const EMB: &str = "backbone.embeddings.weight";
@@ -117,7 +117,7 @@ fn save_load_roundtrip_and_errors() {
     let mut named = model.named_tensors();
     named[0].0 = "backbone.embedding.weight".into();
     named.push(("lm_head.weight".into(), model.tensor(EMB).unwrap()));
-    mamba_model::io::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    mamba_model::io::safetensors::write_safetensors(&wpath, &named, &[]).unwrap();
     let (alt, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(
         vec(&alt.forward(&x, None).unwrap()),
@@ -127,7 +127,7 @@ fn save_load_roundtrip_and_errors() {
     // Errors name the file and the tensor.
     let mut named = model.named_tensors();
     named.retain(|(n, _)| n != "backbone.layers.1.mixer.D");
-    mamba_model::io::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    mamba_model::io::safetensors::write_safetensors(&wpath, &named, &[]).unwrap();
     let e = MambaLM::load(dir.path(), &Device::Cpu)
         .err()
         .unwrap()
@@ -139,7 +139,7 @@ fn save_load_roundtrip_and_errors() {
     let mut named = model.named_tensors();
     named[3].1 = Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap();
     let bad = named[3].0.clone();
-    mamba_model::io::weights::write_safetensors(&wpath, &named, &[]).unwrap();
+    mamba_model::io::safetensors::write_safetensors(&wpath, &named, &[]).unwrap();
     let e = MambaLM::load(dir.path(), &Device::Cpu)
         .err()
         .unwrap()

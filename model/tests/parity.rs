@@ -91,8 +91,12 @@ fn untied_transformers_heads_are_used() {
     let json = std::fs::read_to_string(fixtures().join("hf_tiny/config.json")).unwrap();
     let json = json.replace("\"tie_word_embeddings\": true,", "");
     std::fs::write(dir.path().join("config.json"), json).unwrap();
-    mamba_model::io::weights::write_safetensors(&dir.path().join("model.safetensors"), &named, &[])
-        .unwrap();
+    mamba_model::io::safetensors::write_safetensors(
+        &dir.path().join("model.safetensors"),
+        &named,
+        &[],
+    )
+    .unwrap();
     let (copy, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
     assert!(copy.config().tie_embeddings);
     // `tie_word_embeddings: false` without a head is refused, naming the tensor.
@@ -103,8 +107,12 @@ fn untied_transformers_heads_are_used() {
     );
     std::fs::write(dir.path().join("config.json"), json).unwrap();
     named.pop();
-    mamba_model::io::weights::write_safetensors(&dir.path().join("model.safetensors"), &named, &[])
-        .unwrap();
+    mamba_model::io::safetensors::write_safetensors(
+        &dir.path().join("model.safetensors"),
+        &named,
+        &[],
+    )
+    .unwrap();
     let e = MambaLM::load(dir.path(), &Device::Cpu)
         .err()
         .unwrap()

@@ -1,3 +1,6 @@
-//! Checkpoint I/O: transformers-layout `config.json` + safetensors, both ways.
+//! Checkpoint I/O: transformers-layout `config.json` + safetensors both ways, and the other
+//! layouts pretrained Mamba checkpoints come in.
 
+pub mod config;
+pub mod safetensors;
 pub mod weights;

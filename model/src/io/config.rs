@@ -1,0 +1,156 @@
+//! `config.json` of a checkpoint: transformers' `MambaConfig` (written and read) and mamba_ssm's
+//! own `MambaConfig` dataclass (read).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::config::{Arch, Config};
+use crate::error::{Error, Result};
+
+/// The configuration file of a checkpoint directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// The `config.json` contents for transformers' `MambaConfig`. `vocab_size` is the padded
+/// vocabulary (the embedding's rows), as in the converted state-spaces checkpoints; the unpadded
+/// size is kept in `unpadded_vocab_size` (an extra key transformers keeps but ignores).
+pub fn hf_config(cfg: &Config) -> Value {
+    let (model_type, class) = cfg.arch.transformers_names();
+    json!({
+        "architectures": [class],
+        "model_type": model_type,
+        "vocab_size": cfg.padded_vocab(),
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_inner(),
+        "state_size": cfg.d_state,
+        "num_hidden_layers": cfg.n_layer,
+        "layer_norm_epsilon": cfg.norm_eps,
+        "expand": cfg.expand,
+        "conv_kernel": cfg.d_conv,
+        "time_step_rank": cfg.dt_rank(),
+        "use_bias": false,
+        "use_conv_bias": true,
+        "hidden_act": "silu",
+        "residual_in_fp32": true,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "initializer_range": cfg.initializer_range,
+        "time_step_scale": cfg.dt_scale,
+        "time_step_min": cfg.dt_min,
+        "time_step_max": cfg.dt_max,
+        "time_step_floor": cfg.dt_init_floor,
+        "time_step_init_scheme": "random",
+        // Only affects initialisation; `true` makes transformers rescale out_proj of *loaded*
+        // weights in from_pretrained, so it is written as false.
+        "rescale_prenorm_residual": false,
+        "pad_token_id": 0,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "use_cache": true,
+        "use_mambapy": false,
+        "torch_dtype": "float32",
+        "pad_vocab_size_multiple": cfg.pad_vocab_size_multiple,
+        "unpadded_vocab_size": cfg.vocab_size,
+    })
+}
+
+/// Parses a transformers `MambaConfig` JSON (ours or one written by `save_pretrained`).
+pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
+    let bad = |m: String| Error::file(path, m);
+    let get_usize = |k: &str| -> Result<Option<usize>> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer, got {x}"))),
+        }
+    };
+    let req =
+        |k: &str| -> Result<usize> { get_usize(k)?.ok_or_else(|| bad(format!("missing `{k}`"))) };
+    let get_f64 = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
+    let get_bool = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
+    let arch = match v.get("model_type").and_then(|x| x.as_str()) {
+        None => Arch::Mamba1,
+        Some(mt) => Arch::from_model_type(mt)
+            .ok_or_else(|| bad(format!("model_type is `{mt}`, expected `mamba`")))?,
+    };
+    if get_bool("use_bias", false) {
+        return Err(bad("use_bias = true is not supported".into()));
+    }
+    if !get_bool("use_conv_bias", true) {
+        return Err(bad("use_conv_bias = false is not supported".into()));
+    }
+    if let Some(act) = v.get("hidden_act").and_then(|x| x.as_str()) {
+        if act != "silu" {
+            return Err(bad(format!(
+                "hidden_act `{act}` is not supported (only silu)"
+            )));
+        }
+    }
+    let d_model = req("hidden_size")?;
+    let hf_vocab = req("vocab_size")?;
+    let expand = get_usize("expand")?.unwrap_or(2);
+    let dt_rank = match v.get("time_step_rank") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "auto" => None,
+        Some(x) => Some(
+            x.as_u64()
+                .ok_or_else(|| bad(format!("bad `time_step_rank` {x}")))? as usize,
+        ),
+    };
+    // An explicit rank equal to the automatic one is stored as `auto`.
+    let dt_rank = dt_rank.filter(|&r| r != d_model.div_ceil(16));
+    let (vocab_size, pad) = match get_usize("unpadded_vocab_size")? {
+        Some(u) => (u, get_usize("pad_vocab_size_multiple")?.unwrap_or(8)),
+        None => (hf_vocab, 1),
+    };
+    let cfg = Config {
+        arch,
+        d_model,
+        n_layer: req("num_hidden_layers")?,
+        vocab_size,
+        d_state: get_usize("state_size")?.unwrap_or(16),
+        d_conv: get_usize("conv_kernel")?.unwrap_or(4),
+        expand,
+        dt_rank,
+        pad_vocab_size_multiple: pad,
+        norm_eps: get_f64("layer_norm_epsilon", 1e-5),
+        dt_min: get_f64("time_step_min", 1e-3),
+        dt_max: get_f64("time_step_max", 0.1),
+        dt_init_floor: get_f64("time_step_floor", 1e-4),
+        dt_scale: get_f64("time_step_scale", 1.0),
+        // transformers' initializer_range means something else (its own init); ours is only
+        // read back from files we wrote.
+        initializer_range: if v.get("unpadded_vocab_size").is_some() {
+            get_f64("initializer_range", 0.02)
+        } else {
+            Config::default().initializer_range
+        },
+        rescale_prenorm_residual: true,
+        tie_embeddings: get_bool("tie_word_embeddings", true),
+    };
+    if cfg.padded_vocab() != hf_vocab {
+        return Err(bad(format!(
+            "vocab_size {hf_vocab} disagrees with unpadded_vocab_size {} padded to a multiple of {}",
+            cfg.vocab_size, cfg.pad_vocab_size_multiple
+        )));
+    }
+    if let Some(di) = get_usize("intermediate_size")? {
+        if di != cfg.d_inner() {
+            return Err(bad(format!(
+                "intermediate_size {di} != expand {} * hidden_size {d_model}",
+                cfg.expand
+            )));
+        }
+    }
+    cfg.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Reads `dir/config.json`.
+pub fn load_config(dir: &Path) -> Result<Config> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    config_from_hf(&v, &path)
+}
