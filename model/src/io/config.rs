@@ -148,9 +148,99 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
 }
 
 /// Reads `dir/config.json`.
+/// Reads `dir/config.json` in transformers' layout, or in mamba_ssm's (told apart by its
+/// `d_model` key).
 pub fn load_config(dir: &Path) -> Result<Config> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    if v.get("d_model").is_some() && v.get("hidden_size").is_none() {
+        return config_from_mamba_ssm(&v, &path);
+    }
     config_from_hf(&v, &path)
+}
+
+/// Parses mamba_ssm's `MambaConfig` (`d_model`, `n_layer`, `vocab_size` before padding,
+/// `ssm_cfg`, `pad_vocab_size_multiple`, `tie_embeddings`, ...), as `MambaLMHeadModel` saves
+/// it. Refuses what is not a Mamba-1 language model of the shape computed here: Mamba-2 layers,
+/// attention or MLP layers, LayerNorm.
+pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
+    let bad = |m: String| Error::file(path, m);
+    let num = |o: &Value, k: &str| -> Result<Option<u64>> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer, got {x}"))),
+        }
+    };
+    let req = |k: &str| -> Result<usize> {
+        Ok(num(v, k)?.ok_or_else(|| bad(format!("missing `{k}`")))? as usize)
+    };
+    let ssm = v.get("ssm_cfg").cloned().unwrap_or(json!({}));
+    let layer = ssm
+        .get("layer")
+        .and_then(|x| x.as_str())
+        .unwrap_or("Mamba1");
+    if layer != "Mamba1" {
+        return Err(bad(format!(
+            "ssm_cfg.layer `{layer}` is not supported (only Mamba1)"
+        )));
+    }
+    if num(v, "d_intermediate")?.unwrap_or(0) != 0 {
+        return Err(bad(
+            "d_intermediate > 0 (MLP layers) is not supported".into()
+        ));
+    }
+    if v.get("attn_layer_idx")
+        .and_then(|x| x.as_array())
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(bad(
+            "attention layers (attn_layer_idx) are not supported".into()
+        ));
+    }
+    let flag = |o: &Value, k: &str, d: bool| o.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
+    if !flag(v, "rms_norm", true) {
+        return Err(bad("rms_norm = false (LayerNorm) is not supported".into()));
+    }
+    if flag(&ssm, "bias", false) || !flag(&ssm, "conv_bias", true) {
+        return Err(bad(
+            "ssm_cfg bias = true or conv_bias = false is not supported".into(),
+        ));
+    }
+    let f = |k: &str, d: f64| ssm.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
+    let d_model = req("d_model")?;
+    let dt_rank = match ssm.get("dt_rank") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "auto" => None,
+        Some(x) => Some(
+            x.as_u64()
+                .ok_or_else(|| bad(format!("bad `dt_rank` {x}")))? as usize,
+        ),
+    };
+    let cfg = Config {
+        arch: Arch::Mamba1,
+        d_model,
+        n_layer: req("n_layer")?,
+        vocab_size: req("vocab_size")?,
+        d_state: num(&ssm, "d_state")?.unwrap_or(16) as usize,
+        d_conv: num(&ssm, "d_conv")?.unwrap_or(4) as usize,
+        expand: num(&ssm, "expand")?.unwrap_or(2) as usize,
+        dt_rank: dt_rank.filter(|&r| r != d_model.div_ceil(16)),
+        pad_vocab_size_multiple: num(v, "pad_vocab_size_multiple")?.unwrap_or(8) as usize,
+        norm_eps: v
+            .get("norm_epsilon")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(1e-5),
+        dt_min: f("dt_min", 1e-3),
+        dt_max: f("dt_max", 0.1),
+        dt_init_floor: f("dt_init_floor", 1e-4),
+        dt_scale: f("dt_scale", 1.0),
+        tie_embeddings: flag(v, "tie_embeddings", true),
+        ..Config::default()
+    };
+    cfg.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(cfg)
 }

@@ -3,18 +3,58 @@
 //! loading the layouts people publish besides: f16/bf16 weights, and mamba_ssm's own
 //! `config.json` + `pytorch_model.bin`.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::config::{hf_config, load_config, CONFIG_FILE};
-use super::safetensors::{read_safetensors, write_safetensors};
+use super::safetensors::{read_safetensors, read_sharded, write_checkpoint_weights, INDEX_FILE};
 use crate::error::{Error, Result};
 use crate::model::{MambaLM, LM_HEAD};
 
 /// The weights of a checkpoint directory (f32 safetensors, transformers names).
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// mamba_ssm's weights file (a PyTorch zip of the state dict).
+pub const PYTORCH_FILE: &str = "pytorch_model.bin";
+/// Saves past this many bytes of weights are sharded (the Hub's usual 5 GB).
+pub const MAX_SHARD_BYTES: usize = 5_000_000_000;
+
+/// Every tensor of a checkpoint directory as f32 on `device`, from the first of
+/// `model.safetensors`, a sharded `model.safetensors.index.json`, or `pytorch_model.bin` (read
+/// by a reader that accepts tensor data only and executes nothing), with the file read for
+/// errors.
+fn read_weights(
+    dir: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, std::path::PathBuf)> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok((read_safetensors(&single, device)?.0, single));
+    }
+    let index = dir.join(INDEX_FILE);
+    if index.is_file() {
+        return Ok((read_sharded(&index, device)?, index));
+    }
+    let bin = dir.join(PYTORCH_FILE);
+    if bin.is_file() {
+        let mut out = HashMap::new();
+        let all = candle_core::pickle::read_all(&bin).map_err(|e| Error::file(&bin, e))?;
+        for (name, t) in all {
+            let t = t
+                .to_dtype(DType::F32)
+                .and_then(|t| t.to_device(device))
+                .map_err(|e| Error::tensor(&bin, &name, e))?;
+            out.insert(name, t);
+        }
+        return Ok((out, bin));
+    }
+    Err(Error::file(
+        dir,
+        format!("no weights: expected {WEIGHTS_FILE}, {INDEX_FILE} or {PYTORCH_FILE}"),
+    ))
+}
 
 /// Whether two tensors hold the same shape and values.
 fn same(a: &Tensor, b: &Tensor) -> Result<bool> {
@@ -26,9 +66,15 @@ fn same(a: &Tensor, b: &Tensor) -> Result<bool> {
 }
 
 impl MambaLM {
-    /// Saves `dir/model.safetensors` and `dir/config.json` (creating `dir`). A tied LM head is,
-    /// as with transformers' `save_pretrained`, not written; an untied one is `lm_head.weight`.
+    /// Saves `dir/config.json` and `dir/model.safetensors` (creating `dir`), sharded past
+    /// [`MAX_SHARD_BYTES`]. A tied LM head is, as with transformers' `save_pretrained`, not
+    /// written; an untied one is `lm_head.weight`.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        self.save_sharded(dir, MAX_SHARD_BYTES)
+    }
+
+    /// [`MambaLM::save`] with shards of at most `max_shard_bytes` of weights each.
+    pub fn save_sharded(&self, dir: impl AsRef<Path>, max_shard_bytes: usize) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let cfg_path = dir.join(CONFIG_FILE);
@@ -37,11 +83,12 @@ impl MambaLM {
         std::fs::write(&cfg_path, text + "\n").map_err(|e| Error::io(&cfg_path, e))?;
         let mut named = self.named_tensors();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        write_safetensors(&dir.join(WEIGHTS_FILE), &named, &[])
+        write_checkpoint_weights(dir, &named, max_shard_bytes)
     }
 
-    /// Loads a directory written by [`MambaLM::save`] or transformers' `save_pretrained`.
-    /// Accepts `backbone.embedding.weight` for the embedding. The LM head is untied when
+    /// Loads a directory written by [`MambaLM::save`], transformers' `save_pretrained` (single
+    /// or sharded, f32/f16/bf16) or mamba_ssm's `save_pretrained` (its config.json and
+    /// pytorch_model.bin). Accepts `backbone.embedding.weight` for the embedding. The LM head is untied when
     /// config.json says `tie_word_embeddings: false` (then `lm_head.weight` is required) or
     /// when the file's `lm_head.weight` differs from the embedding, whatever config.json says
     /// (transformers keeps such a head too); an `lm_head.weight` equal to the embedding is a
@@ -49,8 +96,7 @@ impl MambaLM {
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(MambaLM, VarMap)> {
         let dir = dir.as_ref();
         let mut cfg = load_config(dir)?;
-        let path = dir.join(WEIGHTS_FILE);
-        let (mut tensors, _) = read_safetensors(&path, device)?;
+        let (mut tensors, path) = read_weights(dir, device)?;
         if let Some(t) = tensors.remove("backbone.embedding.weight") {
             tensors
                 .entry("backbone.embeddings.weight".into())
