@@ -49,6 +49,11 @@ pub enum Command {
         after_help = "Example:\n  mamba report checkpoints/\n  mamba report checkpoints/ --out runs/first.html"
     )]
     Report(ReportArgs),
+    /// Write a pretrained checkpoint (mamba_ssm layout, sharded, f16/bf16) in transformers' layout
+    #[command(
+        after_help = "Example:\n  mamba convert state-spaces-mamba-130m/ mamba-130m-hf/\n\nReads what `train --init`, `generate` and `eval` read: transformers' MambaForCausalLM\n(model.safetensors or shards with an index, f32/f16/bf16) or mamba_ssm's config.json +\npytorch_model.bin. Writes config.json, f32 model.safetensors (sharded past --max-shard-mb)\nand tokenizer.json when SRC has one."
+    )]
+    Convert(ConvertArgs),
     /// Loss and perplexity of a checkpoint on a shard store's val split or on text
     #[command(
         after_help = "Example:\n  mamba eval --checkpoint checkpoints/final --shards shards/\n  mamba eval --checkpoint checkpoints/final --text notes/ --json"
@@ -316,6 +321,20 @@ pub struct ReportArgs {
     /// Where the page goes [default: DIR/report.html]; the charts go beside it as .svg
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+/// Flags of `mamba convert`.
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// The checkpoint to read
+    #[arg(value_name = "SRC")]
+    pub src: PathBuf,
+    /// A new (or empty) directory for the transformers-layout checkpoint
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+    /// Shard the weights past this many megabytes (10^6 bytes)
+    #[arg(long, default_value_t = 5000.0, value_name = "MB")]
+    pub max_shard_mb: f64,
 }
 
 /// Flags of `mamba eval`.

@@ -1,5 +1,6 @@
 //! One module per subcommand: turns parsed flags into a configured job and runs it.
 
+pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod generate;
