@@ -3,6 +3,8 @@
 //! `train --init`, `generate`, for mamba_ssm's own layout and an untied head; and
 //! `mamba convert` to transformers' layout, which keeps transformers' logits.
 
+// Only the binary runner of the train tests' helpers is used here.
+#[allow(dead_code)]
 #[path = "train/common.rs"]
 mod common;
 
