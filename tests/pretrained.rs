@@ -98,7 +98,10 @@ fn untied_heads_fine_tune_and_stay_untied() {
     let src = fixture("pretrained/padded");
     std::fs::copy(src.join("tokenizer.json"), model.join("tokenizer.json")).unwrap();
     let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
-    let cfg = cfg.replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+    let cfg = cfg.replace(
+        "\"tie_word_embeddings\": true",
+        "\"tie_word_embeddings\": false",
+    );
     std::fs::write(model.join("config.json"), cfg).unwrap();
     let (padded, _) = MambaLM::load(&src, &Device::Cpu).unwrap();
     let mut named = padded.named_tensors();

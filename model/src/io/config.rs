@@ -11,6 +11,24 @@ use crate::error::{Error, Result};
 /// The configuration file of a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
 
+/// `o[k]` as a count: absent or null is `None`, anything but a non-negative integer an error.
+fn uint(o: &Value, k: &str, path: &Path) -> Result<Option<usize>> {
+    match o.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("`{k}` must be a non-negative integer, got {x}"),
+            )
+        }),
+    }
+}
+
+/// `o[k]` as a count that must be there.
+fn required(o: &Value, k: &str, path: &Path) -> Result<usize> {
+    uint(o, k, path)?.ok_or_else(|| Error::file(path, format!("missing `{k}`")))
+}
+
 /// The `config.json` contents for transformers' `MambaConfig`. `vocab_size` is the padded
 /// vocabulary (the embedding's rows), as in the converted state-spaces checkpoints; the unpadded
 /// size is kept in `unpadded_vocab_size` (an extra key transformers keeps but ignores).
@@ -56,17 +74,8 @@ pub fn hf_config(cfg: &Config) -> Value {
 /// Parses a transformers `MambaConfig` JSON (ours or one written by `save_pretrained`).
 pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     let bad = |m: String| Error::file(path, m);
-    let get_usize = |k: &str| -> Result<Option<usize>> {
-        match v.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x
-                .as_u64()
-                .map(|x| Some(x as usize))
-                .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer, got {x}"))),
-        }
-    };
-    let req =
-        |k: &str| -> Result<usize> { get_usize(k)?.ok_or_else(|| bad(format!("missing `{k}`"))) };
+    let get_usize = |k: &str| uint(v, k, path);
+    let req = |k: &str| required(v, k, path);
     let get_f64 = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
     let get_bool = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
     let arch = match v.get("model_type").and_then(|x| x.as_str()) {
@@ -166,18 +175,8 @@ pub fn load_config(dir: &Path) -> Result<Config> {
 /// attention or MLP layers, LayerNorm.
 pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
     let bad = |m: String| Error::file(path, m);
-    let num = |o: &Value, k: &str| -> Result<Option<u64>> {
-        match o.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer, got {x}"))),
-        }
-    };
-    let req = |k: &str| -> Result<usize> {
-        Ok(num(v, k)?.ok_or_else(|| bad(format!("missing `{k}`")))? as usize)
-    };
+    let num = |o: &Value, k: &str| uint(o, k, path);
+    let req = |k: &str| required(v, k, path);
     let ssm = v.get("ssm_cfg").cloned().unwrap_or(json!({}));
     let layer = ssm
         .get("layer")
@@ -225,11 +224,11 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         d_model,
         n_layer: req("n_layer")?,
         vocab_size: req("vocab_size")?,
-        d_state: num(&ssm, "d_state")?.unwrap_or(16) as usize,
-        d_conv: num(&ssm, "d_conv")?.unwrap_or(4) as usize,
-        expand: num(&ssm, "expand")?.unwrap_or(2) as usize,
+        d_state: num(&ssm, "d_state")?.unwrap_or(16),
+        d_conv: num(&ssm, "d_conv")?.unwrap_or(4),
+        expand: num(&ssm, "expand")?.unwrap_or(2),
         dt_rank: dt_rank.filter(|&r| r != d_model.div_ceil(16)),
-        pad_vocab_size_multiple: num(v, "pad_vocab_size_multiple")?.unwrap_or(8) as usize,
+        pad_vocab_size_multiple: num(v, "pad_vocab_size_multiple")?.unwrap_or(8),
         norm_eps: v
             .get("norm_epsilon")
             .and_then(|x| x.as_f64())
