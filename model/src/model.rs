@@ -153,6 +153,26 @@ impl MambaLM {
             .collect()
     }
 
+    /// The same model on the same weights (no copy) as plain tensors rather than variables:
+    /// for generation and evaluation, whose forward then records no autograd graph.
+    pub fn detach(&self) -> MambaLM {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Block {
+                norm: l.norm.detach(),
+                mixer: l.mixer.detach(),
+            })
+            .collect();
+        MambaLM {
+            cfg: self.cfg.clone(),
+            embedding: self.embedding.detach(),
+            head: self.head.detach(),
+            layers,
+            norm_f: self.norm_f.detach(),
+        }
+    }
+
     /// The parameter named `name` (see [`MambaLM::shapes`]), if the model has one.
     pub fn tensor(&self, name: &str) -> Option<Tensor> {
         self.named_tensors()

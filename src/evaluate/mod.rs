@@ -100,7 +100,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
     };
     Ok(Loaded {
         dir: ck.dir,
-        model: ck.model,
+        model: ck.model.detach(),
         shape,
     })
 }

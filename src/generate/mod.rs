@@ -76,7 +76,8 @@ impl Checkpoint {
         let Some(tok) = &ck.tokenizer else {
             return Err(GenerateError::NoTokenizer(shown));
         };
-        let (model, vocab) = (ck.model, Vocab::load(tok, None)?);
+        // Plain tensors on the same weights: generation records no autograd graph.
+        let (model, vocab) = (ck.model.detach(), Vocab::load(tok, None)?);
         let (tokens, size) = (vocab.vocab_size(), model.config().vocab_size);
         if tokens > size {
             return Err(GenerateError::Mismatch {

@@ -7,6 +7,7 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::layers::ops::read_cpu;
 use crate::model::MambaLM;
 
 /// Matrix-vector products above this many weights are split across threads.
@@ -16,34 +17,17 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// One layer's weights, row-major as stored.
-struct Layer {
-    norm: Vec<f32>,
-    /// (2 di, d)
-    in_proj: Vec<f32>,
-    /// (di, k)
-    conv_w: Vec<f32>,
-    conv_b: Vec<f32>,
-    /// (r + 2n, di)
-    x_proj: Vec<f32>,
-    /// (di, r)
-    dt_w: Vec<f32>,
-    dt_b: Vec<f32>,
-    /// A = -exp(A_log), (di, n)
-    a: Vec<f32>,
-    d_skip: Vec<f32>,
-    /// (d, di)
-    out_proj: Vec<f32>,
-}
+/// Tensors of one layer, in the order [`LayerView`] reads them.
+const LAYER_TENSORS: usize = 9;
 
-/// A copy of the model's weights laid out for the step.
+/// The model's weights for the step: the model's own tensors (no copy; read in place each
+/// step), plus A = -exp(A_log) per layer, computed once.
 pub(super) struct Weights {
-    layers: Vec<Layer>,
-    /// (padded_vocab, d): the embedding.
-    emb: Vec<f32>,
-    /// (padded_vocab, d): the LM head when it is not the embedding.
-    head: Option<Vec<f32>>,
-    norm_f: Vec<f32>,
+    /// embedding, head, norm_f, then per layer: norm, in_proj, conv_w, conv_b, x_proj, dt_w,
+    /// dt_b, D, out_proj. Contiguous f32 on the CPU.
+    tensors: Vec<Tensor>,
+    /// Per layer, A = -exp(A_log), (di, n).
+    a: Vec<Vec<f32>>,
     d: usize,
     di: usize,
     n: usize,
@@ -52,6 +36,36 @@ pub(super) struct Weights {
     vocab: usize,
     eps: f32,
     threads: usize,
+}
+
+/// One layer's weights, row-major as stored.
+struct LayerView<'a> {
+    norm: &'a [f32],
+    /// (2 di, d)
+    in_proj: &'a [f32],
+    /// (di, k)
+    conv_w: &'a [f32],
+    conv_b: &'a [f32],
+    /// (r + 2n, di)
+    x_proj: &'a [f32],
+    /// (di, r)
+    dt_w: &'a [f32],
+    dt_b: &'a [f32],
+    /// A = -exp(A_log), (di, n)
+    a: &'a [f32],
+    d_skip: &'a [f32],
+    /// (d, di)
+    out_proj: &'a [f32],
+}
+
+/// All weights of one step, borrowed.
+struct View<'a> {
+    /// (padded_vocab, d)
+    emb: &'a [f32],
+    /// (padded_vocab, d): the embedding itself when tied.
+    head: &'a [f32],
+    norm_f: &'a [f32],
+    layers: Vec<LayerView<'a>>,
 }
 
 /// One sequence's state: per layer the conv window (di, k - 1) and the SSM state (di, n).
@@ -157,34 +171,31 @@ fn softplus(x: f32) -> f32 {
 impl Weights {
     pub(super) fn new(model: &MambaLM) -> Result<Weights> {
         let c = model.config();
-        let layers = model
-            .layers
+        let mut tensors = vec![
+            model.embedding.clone(),
+            model.head.clone(),
+            model.norm_f.clone(),
+        ];
+        let mut a = Vec::with_capacity(model.layers.len());
+        for l in &model.layers {
+            let [in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, _, d_skip, out_proj] =
+                l.mixer.tensors();
+            tensors.extend(
+                [
+                    &l.norm, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, d_skip, out_proj,
+                ]
+                .map(Tensor::clone),
+            );
+            a.push(flat(&l.mixer.a()?)?);
+        }
+        // Row-major as the step reads them (a no-op for weights as loaded or trained).
+        let tensors = tensors
             .iter()
-            .map(|l| {
-                let [in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, _, d_skip, out_proj] =
-                    l.mixer.tensors().map(flat);
-                Ok(Layer {
-                    norm: flat(&l.norm)?,
-                    in_proj: in_proj?,
-                    conv_w: conv_w?,
-                    conv_b: conv_b?,
-                    x_proj: x_proj?,
-                    dt_w: dt_w?,
-                    dt_b: dt_b?,
-                    a: flat(&l.mixer.a()?)?,
-                    d_skip: d_skip?,
-                    out_proj: out_proj?,
-                })
-            })
+            .map(|t| t.to_dtype(candle_core::DType::F32)?.contiguous())
             .collect::<Result<Vec<_>>>()?;
         Ok(Weights {
-            layers,
-            emb: flat(&model.embedding)?,
-            head: match model.cfg.tie_embeddings {
-                true => None,
-                false => Some(flat(&model.head)?),
-            },
-            norm_f: flat(&model.norm_f)?,
+            tensors,
+            a,
             d: c.d_model,
             di: c.d_inner(),
             n: c.d_state,
@@ -198,25 +209,50 @@ impl Weights {
 
     /// Feeds `ids[i]` to sequence `i`; returns each sequence's next-token logits over the
     /// padded vocabulary.
-    pub(super) fn step(&self, ids: &[u32], seqs: &mut [SeqState]) -> Vec<Vec<f32>> {
-        ids.iter()
+    pub(super) fn step(&self, ids: &[u32], seqs: &mut [SeqState]) -> Result<Vec<Vec<f32>>> {
+        let reads: Vec<_> = self.tensors.iter().map(|t| read_cpu(t, "decode")).collect();
+        let s = reads.iter().map(|r| r.f32s()).collect::<Result<Vec<_>>>()?;
+        let layers = s[3..]
+            .chunks_exact(LAYER_TENSORS)
+            .zip(&self.a)
+            .map(|(l, a)| LayerView {
+                norm: l[0],
+                in_proj: l[1],
+                conv_w: l[2],
+                conv_b: l[3],
+                x_proj: l[4],
+                dt_w: l[5],
+                dt_b: l[6],
+                a,
+                d_skip: l[7],
+                out_proj: l[8],
+            })
+            .collect();
+        let view = View {
+            emb: s[0],
+            head: s[1],
+            norm_f: s[2],
+            layers,
+        };
+        Ok(ids
+            .iter()
             .zip(seqs)
-            .map(|(&id, s)| self.step_one(id, &mut s.conv, &mut s.ssm))
-            .collect()
+            .map(|(&id, st)| self.step_one(&view, id, &mut st.conv, &mut st.ssm))
+            .collect())
     }
 
-    fn step_one(&self, id: u32, conv: &mut [Vec<f32>], ssm: &mut [Vec<f32>]) -> Vec<f32> {
+    fn step_one(&self, w: &View, id: u32, conv: &mut [Vec<f32>], ssm: &mut [Vec<f32>]) -> Vec<f32> {
         let (d, di, n, r, k) = (self.d, self.di, self.n, self.r, self.k);
         let id = (id as usize).min(self.vocab - 1);
-        let mut res = self.emb[id * d..(id + 1) * d].to_vec();
+        let mut res = w.emb[id * d..(id + 1) * d].to_vec();
         let mut xz = vec![0f32; 2 * di];
         let mut xdbl = vec![0f32; r + 2 * n];
         let mut delta = vec![0f32; di];
         let mut out = vec![0f32; d];
         let mut u = vec![0f32; di];
-        for (li, l) in self.layers.iter().enumerate() {
-            let h = rms_norm(&res, &l.norm, self.eps);
-            matvec(&l.in_proj, &h, &mut xz, self.threads);
+        for (li, l) in w.layers.iter().enumerate() {
+            let h = rms_norm(&res, l.norm, self.eps);
+            matvec(l.in_proj, &h, &mut xz, self.threads);
             let (x, z) = xz.split_at(di);
             // Conv over the window [state (k-1), x], then shift x into the state.
             let cw = &mut conv[li];
@@ -231,10 +267,10 @@ impl Weights {
                 s[k - 2] = x[c];
                 u[c] = silu(acc);
             }
-            matvec(&l.x_proj, &u, &mut xdbl, 1);
+            matvec(l.x_proj, &u, &mut xdbl, 1);
             let (dt, bc) = xdbl.split_at(r);
             let (bm, cm) = bc.split_at(n);
-            matvec(&l.dt_w, dt, &mut delta, 1);
+            matvec(l.dt_w, dt, &mut delta, 1);
             let hs = &mut ssm[li];
             let mut y = vec![0f32; di];
             for c in 0..di {
@@ -249,15 +285,14 @@ impl Weights {
                 }
                 y[c] = (acc + l.d_skip[c] * u[c]) * silu(z[c]);
             }
-            matvec(&l.out_proj, &y, &mut out, self.threads);
+            matvec(l.out_proj, &y, &mut out, self.threads);
             for (a, b) in res.iter_mut().zip(&out) {
                 *a += b;
             }
         }
-        let h = rms_norm(&res, &self.norm_f, self.eps);
+        let h = rms_norm(&res, w.norm_f, self.eps);
         let mut logits = vec![0f32; self.vocab];
-        let head = self.head.as_deref().unwrap_or(&self.emb);
-        matvec(head, &h, &mut logits, self.threads);
+        matvec(w.head, &h, &mut logits, self.threads);
         logits
     }
 }

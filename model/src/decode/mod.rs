@@ -59,8 +59,9 @@ impl State {
     }
 }
 
-/// Steps a batch of sequences through a model. The fast CPU path works on a copy of the
-/// weights taken when the decoder is made: make a new decoder after training changes them.
+/// Steps a batch of sequences through a model. The fast CPU path reads the model's own
+/// weights in place (no copy), with A = -exp(A_log) computed when the decoder is made: make a
+/// new decoder after training changes the weights.
 pub struct Decoder<'m> {
     model: &'m MambaLM,
     host: Option<host::Weights>,
@@ -145,7 +146,7 @@ impl Decoder<'_> {
             _ => {}
         }
         let logits = match (&self.host, &mut st.seqs) {
-            (Some(w), Seqs::Host(seqs)) => w.step(ids, seqs),
+            (Some(w), Seqs::Host(seqs)) => w.step(ids, seqs)?,
             (_, Seqs::Tensors(layers)) => self.candle_step(ids, layers)?,
             (None, Seqs::Host(_)) => unreachable!("converted above"),
         };

@@ -54,35 +54,122 @@ fn tensors_shape(tensors: &[(String, Tensor)], name: &str) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// A tensor's f32 values as read from a file, to become a candle tensor (or a variable) without
+/// another copy.
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+}
+
+/// Largest safetensors header accepted (the format's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Reads every tensor of a safetensors file as f32 values (f16, bf16 and f64 are converted),
+/// one tensor at a time straight from the file, so memory holds the values once and never the
+/// whole file besides. Also returns the header's `__metadata__`. Errors name the file and,
+/// where it is one tensor's fault, the tensor.
+pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, HashMap<String, String>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| Error::io(path, e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| Error::file(path, "not a safetensors file (too short)"))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER || 8 + n > file_len {
+        return Err(Error::file(
+            path,
+            format!("not a safetensors file (header of {n} bytes)"),
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| Error::file(path, format!("header: {e}")))?;
+    let data_len = file_len - 8 - n;
+    let mut meta = HashMap::new();
+    let mut entries = Vec::new();
+    for (name, v) in &header {
+        if name == "__metadata__" {
+            for (k, x) in v.as_object().into_iter().flatten() {
+                meta.insert(k.clone(), x.as_str().unwrap_or_default().to_string());
+            }
+            continue;
+        }
+        let bad = |m: &str| Error::tensor(path, name, m);
+        let dtype = match v.get("dtype").and_then(|d| d.as_str()) {
+            Some("F32") => DType::F32,
+            Some("F16") => DType::F16,
+            Some("BF16") => DType::BF16,
+            Some("F64") => DType::F64,
+            Some(d) => return Err(bad(&format!("unsupported dtype {d}"))),
+            None => return Err(bad("no dtype")),
+        };
+        let shape: Vec<usize> = v
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .ok_or_else(|| bad("bad shape"))?;
+        let offsets: Vec<u64> = v
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect())
+            .ok_or_else(|| bad("bad data_offsets"))?;
+        let [begin, end] = offsets[..] else {
+            return Err(bad("bad data_offsets"));
+        };
+        let numel: usize = shape.iter().product();
+        if end < begin || end > data_len || (end - begin) as usize != numel * dtype.size_in_bytes()
+        {
+            return Err(bad(
+                "data_offsets disagree with its shape or the file's length",
+            ));
+        }
+        entries.push((begin, name.clone(), dtype, shape));
+    }
+    entries.sort_by_key(|e| e.0);
+    let mut out = Vec::with_capacity(entries.len());
+    for (begin, name, dtype, shape) in entries {
+        f.seek(SeekFrom::Start(8 + n + begin)).map_err(io)?;
+        let numel: usize = shape.iter().product();
+        let data = match dtype {
+            DType::F32 => {
+                let mut v = vec![0f32; numel];
+                // Safety: any bytes are a valid f32; the buffer is exactly numel * 4 bytes.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, numel * 4) };
+                f.read_exact(bytes).map_err(io)?;
+                // The format is little-endian (a no-op on the machines we run on).
+                v.iter_mut()
+                    .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+                v
+            }
+            _ => {
+                let mut bytes = vec![0u8; numel * dtype.size_in_bytes()];
+                f.read_exact(&mut bytes).map_err(io)?;
+                Tensor::from_raw_buffer(&bytes, dtype, &[numel], &Device::Cpu)
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| Error::tensor(path, &name, e))?
+            }
+        };
+        out.push((name, HostTensor { data, shape }));
+    }
+    Ok((out, meta))
+}
+
 /// Reads every tensor of a safetensors file as f32 on `device` (f16/bf16/f64 are converted).
 pub fn read_safetensors(
     path: &Path,
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::file(path, e))?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, e))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let (tensors, meta) = read_f32(path)?;
     let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        let dtype = match view.dtype() {
-            safetensors::Dtype::F32 => DType::F32,
-            safetensors::Dtype::F16 => DType::F16,
-            safetensors::Dtype::BF16 => DType::BF16,
-            safetensors::Dtype::F64 => DType::F64,
-            other => {
-                return Err(Error::tensor(
-                    path,
-                    &name,
-                    format!("unsupported dtype {other:?}"),
-                ))
-            }
-        };
-        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
-            .and_then(|t| t.to_dtype(DType::F32))
-            .and_then(|t| t.to_device(device))
-            .map_err(|e| Error::tensor(path, &name, e))?;
+    for (name, t) in tensors {
+        let t =
+            Tensor::from_vec(t.data, t.shape, device).map_err(|e| Error::tensor(path, &name, e))?;
         out.insert(name, t);
     }
     Ok((out, meta))
@@ -92,8 +179,8 @@ pub fn read_safetensors(
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Reads a sharded checkpoint from its `index` (`{"weight_map": {tensor: file}}`): every tensor
-/// from the shard the index names, as f32 on `device`. Errors name the index or the shard.
-pub fn read_sharded(index: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+/// from the shard the index names, as f32 values. Errors name the index or the shard.
+pub fn read_sharded(index: &Path) -> Result<HashMap<String, HostTensor>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::file(index, e))?;
     let map = v
@@ -115,7 +202,7 @@ pub fn read_sharded(index: &Path, device: &Device) -> Result<HashMap<String, Ten
     let mut out = HashMap::new();
     for file in files {
         let path = dir.join(file);
-        let (tensors, _) = read_safetensors(&path, device)?;
+        let (tensors, _) = read_f32(&path)?;
         for (name, t) in tensors {
             if map.get(&name).and_then(|f| f.as_str()) == Some(file) {
                 out.insert(name, t);
@@ -188,4 +275,41 @@ fn remove_stale(dir: &Path, single: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_files_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let t = Tensor::arange(0f32, 6., &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap();
+        write_safetensors(&path, &[("w".into(), t)], &[]).unwrap();
+        let (read, meta) = read_f32(&path).unwrap();
+        assert_eq!(read[0].1.data, [0., 1., 2., 3., 4., 5.]);
+        assert_eq!(
+            (read[0].1.shape.as_slice(), meta["format"].as_str()),
+            (&[2, 3][..], "pt")
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        // Truncated in the data, in the header, before the header's length.
+        for cut in [bytes.len() - 4, 20, 3] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let e = read_f32(&path).unwrap_err().to_string();
+            assert!(e.contains("w.safetensors"), "{e}");
+        }
+        // A header whose offsets disagree with the shape.
+        let text = String::from_utf8_lossy(&bytes).replace("[2,3]", "[3,3]");
+        std::fs::write(&path, text.as_bytes()).unwrap();
+        let e = read_f32(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("tensor `w`") && e.contains("data_offsets"),
+            "{e}"
+        );
+    }
 }

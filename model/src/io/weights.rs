@@ -6,11 +6,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::config::{hf_config, load_config, CONFIG_FILE};
-use super::safetensors::{read_safetensors, read_sharded, write_checkpoint_weights, INDEX_FILE};
+use super::safetensors::{
+    read_f32, read_sharded, write_checkpoint_weights, HostTensor, INDEX_FILE,
+};
 use crate::error::{Error, Result};
 use crate::model::{MambaLM, LM_HEAD};
 
@@ -21,32 +23,29 @@ pub const PYTORCH_FILE: &str = "pytorch_model.bin";
 /// Saves past this many bytes of weights are sharded (the Hub's usual 5 GB).
 pub const MAX_SHARD_BYTES: usize = 5_000_000_000;
 
-/// Every tensor of a checkpoint directory as f32 on `device`, from the first of
-/// `model.safetensors`, a sharded `model.safetensors.index.json`, or `pytorch_model.bin` (read
-/// by a reader that accepts tensor data only and executes nothing), with the file read for
-/// errors.
-fn read_weights(
-    dir: &Path,
-    device: &Device,
-) -> Result<(HashMap<String, Tensor>, std::path::PathBuf)> {
+/// Every tensor of a checkpoint directory as f32 values, from the first of `model.safetensors`,
+/// a sharded `model.safetensors.index.json`, or `pytorch_model.bin` (read by a reader that
+/// accepts tensor data only and executes nothing), with the file read for errors.
+fn read_weights(dir: &Path) -> Result<(HashMap<String, HostTensor>, std::path::PathBuf)> {
     let single = dir.join(WEIGHTS_FILE);
     if single.is_file() {
-        return Ok((read_safetensors(&single, device)?.0, single));
+        return Ok((read_f32(&single)?.0.into_iter().collect(), single));
     }
     let index = dir.join(INDEX_FILE);
     if index.is_file() {
-        return Ok((read_sharded(&index, device)?, index));
+        return Ok((read_sharded(&index)?, index));
     }
     let bin = dir.join(PYTORCH_FILE);
     if bin.is_file() {
         let mut out = HashMap::new();
         let all = candle_core::pickle::read_all(&bin).map_err(|e| Error::file(&bin, e))?;
         for (name, t) in all {
-            let t = t
+            let shape = t.dims().to_vec();
+            let data = t
                 .to_dtype(DType::F32)
-                .and_then(|t| t.to_device(device))
+                .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
                 .map_err(|e| Error::tensor(&bin, &name, e))?;
-            out.insert(name, t);
+            out.insert(name, HostTensor { data, shape });
         }
         return Ok((out, bin));
     }
@@ -57,12 +56,8 @@ fn read_weights(
 }
 
 /// Whether two tensors hold the same shape and values.
-fn same(a: &Tensor, b: &Tensor) -> Result<bool> {
-    if a.dims() != b.dims() {
-        return Ok(false);
-    }
-    let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-    Ok(diff == 0.0)
+fn same(a: &HostTensor, b: &HostTensor) -> bool {
+    a.shape == b.shape && a.data == b.data
 }
 
 impl MambaLM {
@@ -96,7 +91,7 @@ impl MambaLM {
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(MambaLM, VarMap)> {
         let dir = dir.as_ref();
         let mut cfg = load_config(dir)?;
-        let (mut tensors, path) = read_weights(dir, device)?;
+        let (mut tensors, path) = read_weights(dir)?;
         if let Some(t) = tensors.remove("backbone.embedding.weight") {
             tensors
                 .entry("backbone.embeddings.weight".into())
@@ -104,7 +99,7 @@ impl MambaLM {
         }
         let head = tensors.remove(LM_HEAD);
         if let (Some(h), Some(e)) = (&head, tensors.get("backbone.embeddings.weight")) {
-            cfg.tie_embeddings &= same(h, e)?;
+            cfg.tie_embeddings &= same(h, e);
         }
         if !cfg.tie_embeddings {
             let h = head.ok_or_else(|| {
@@ -123,18 +118,16 @@ impl MambaLM {
                 let t = tensors
                     .remove(&name)
                     .ok_or_else(|| Error::tensor(&path, &name, "missing"))?;
-                if t.dims() != shape.as_slice() {
+                if t.shape != shape {
                     return Err(Error::tensor(
                         &path,
                         &name,
-                        format!(
-                            "shape {:?}, expected {:?} from config.json",
-                            t.dims(),
-                            shape
-                        ),
+                        format!("shape {:?}, expected {:?} from config.json", t.shape, shape),
                     ));
                 }
-                let var = Var::from_tensor(&t).map_err(|e| Error::tensor(&path, &name, e))?;
+                // A variable made from the values read, without another copy.
+                let var = Var::from_vec(t.data, t.shape, device)
+                    .map_err(|e| Error::tensor(&path, &name, e))?;
                 data.insert(name, var);
             }
         }

@@ -117,6 +117,24 @@ impl Mixer {
         ]
     }
 
+    /// The same parameters (no copy) as plain tensors, outside any autograd graph.
+    pub fn detach(&self) -> Mixer {
+        let t = self.tensors().map(|t| t.detach());
+        let [in_proj, conv_w, conv_b, x_proj, dt_proj_w, dt_proj_b, a_log, d, out_proj] = t;
+        Mixer {
+            in_proj,
+            conv_w,
+            conv_b,
+            x_proj,
+            dt_proj_w,
+            dt_proj_b,
+            a_log,
+            d,
+            out_proj,
+            ..*self
+        }
+    }
+
     /// A = -exp(A_log), (di, n): negative, so every channel's state decays.
     pub fn a(&self) -> Result<Tensor> {
         self.a_log.exp()?.neg()
