@@ -62,6 +62,9 @@ pub struct HostTensor {
     pub shape: Vec<usize>,
 }
 
+/// A safetensors header's `__metadata__`.
+pub type Metadata = HashMap<String, String>;
+
 /// Largest safetensors header accepted (the format's own limit).
 const MAX_HEADER: u64 = 100_000_000;
 
@@ -69,7 +72,7 @@ const MAX_HEADER: u64 = 100_000_000;
 /// one tensor at a time straight from the file, so memory holds the values once and never the
 /// whole file besides. Also returns the header's `__metadata__`. Errors name the file and,
 /// where it is one tensor's fault, the tensor.
-pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, HashMap<String, String>)> {
+pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
     use std::io::{Read, Seek, SeekFrom};
     let io = |e| Error::io(path, e);
     let mut f = std::fs::File::open(path).map_err(io)?;
