@@ -1,6 +1,6 @@
 //! Decode benchmark: tokens/s of generation on the CPU for a 130m-shaped Mamba (d_model 768,
 //! 24 layers, vocab 50280, random weights), batch 1, 64 new tokens after a prompt of 16 and
-//! of 1024 tokens. The total time counts the prefill, as transformers' `generate` does; the
+//! of 1024 tokens, with f32 weights and then with bf16 matrices (`generate --weights bf16`). The total time counts the prefill, as transformers' `generate` does; the
 //! per-token decode time is the recurrent step alone and should not depend on the prompt.
 //!
 //! ```text
@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use mamba::generate::sampling::argmax;
 use mamba_model::{Config, Decoder, MambaLM};
 
@@ -49,20 +49,30 @@ fn main() {
     let cfg = Config::new(768, 24, 50280);
     let t = Instant::now();
     let (model, _) = MambaLM::init(&cfg, 0, &Device::Cpu).unwrap();
-    let dec = model.decoder().unwrap();
     println!(
         "130m-shaped model: {} parameters, initialised in {:.1} s; {} threads",
         cfg.num_params(),
         t.elapsed().as_secs_f64(),
         candle_core::utils::get_num_threads()
     );
+    let f32_model = model.detach();
+    let bf16_model = model.into_weight_dtype(DType::BF16).unwrap();
+    for (weights, model) in [("f32", &f32_model), ("bf16", &bf16_model)] {
+        println!("{weights} weights");
+        run(model, &lens);
+    }
+}
+
+/// The runs of every prompt length with one model.
+fn run(model: &MambaLM, lens: &[usize]) {
+    let dec = model.decoder().unwrap();
     println!("prompt  new  run   prefill s  decode ms/token   total s   tokens/s (with prefill)");
-    for &len in &lens {
+    for &len in lens {
         let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % 50280).collect();
-        generate_once(&model, &dec, &prompt[..len.min(8)]); // warm-up
+        generate_once(model, &dec, &prompt[..len.min(8)]); // warm-up
         let mut best = f64::INFINITY;
         for run in 0..RUNS {
-            let (prefill, decode) = generate_once(&model, &dec, &prompt);
+            let (prefill, decode) = generate_once(model, &dec, &prompt);
             let total = prefill + decode;
             best = best.min(total);
             println!(
@@ -74,7 +84,7 @@ fn main() {
         println!(
             "prompt {len}: best {:.2} tokens/s; through the candle step: {:.2} ms/token",
             NEW_TOKENS as f64 / best,
-            generate_once(&model, &model.candle_decoder(), &prompt).1 * 1e3
+            generate_once(model, &model.candle_decoder(), &prompt).1 * 1e3
                 / (NEW_TOKENS - 1) as f64
         );
     }

@@ -173,6 +173,43 @@ impl MambaLM {
         }
     }
 
+    /// The model for generation with its matrices (embedding, head, the four projections of
+    /// every mixer) held in `dtype` (bf16: half the bytes each decode step reads), the rest in
+    /// f32; computation stays f32, each matrix cast as it is used. Consumes the model so that
+    /// each f32 matrix is freed as its copy is made (no 1.5x peak); the result is detached.
+    pub fn into_weight_dtype(self, dtype: DType) -> Result<MambaLM> {
+        let MambaLM {
+            cfg,
+            embedding,
+            head,
+            layers,
+            norm_f,
+        } = self;
+        // A tied head is the embedding: dropped here so the embedding's f32 copy can go.
+        let head = (!cfg.tie_embeddings).then_some(head);
+        let embedding = cast(embedding, dtype)?;
+        let head = match head {
+            Some(h) => cast(h, dtype)?,
+            None => embedding.clone(),
+        };
+        let layers = layers
+            .into_iter()
+            .map(|l| {
+                Ok(Block {
+                    norm: l.norm.detach(),
+                    mixer: l.mixer.into_weight_dtype(dtype)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MambaLM {
+            cfg,
+            embedding,
+            head,
+            layers,
+            norm_f: norm_f.detach(),
+        })
+    }
+
     /// The parameter named `name` (see [`MambaLM::shapes`]), if the model has one.
     pub fn tensor(&self, name: &str) -> Option<Tensor> {
         self.named_tensors()
@@ -185,6 +222,7 @@ impl MambaLM {
         let (b, l) = ids.dims2()?;
         self.embedding
             .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(DType::F32)?
             .reshape((b, l, self.cfg.d_model))
     }
 
@@ -342,6 +380,12 @@ impl MambaLM {
         add_grads(&mut acc, &grads, &params)?;
         Ok((loss.detach(), acc))
     }
+}
+
+/// `t` in `dtype`, detached; `t` itself is dropped, so its storage goes when nothing else
+/// holds it.
+pub(crate) fn cast(t: Tensor, dtype: DType) -> Result<Tensor> {
+    Ok(t.detach().to_dtype(dtype)?.detach())
 }
 
 fn leaf_grad(grads: &GradStore, leaf: &Var, what: &str) -> Result<Tensor> {

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use super::usage;
 use crate::cli::GenerateArgs;
@@ -60,7 +60,11 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     };
     opts.sampling.validate().map_err(usage)?;
     let prompts = prompts(&a).map_err(|e| usage(anyhow::Error::msg(e)))?;
-    let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu).map_err(usage)?;
+    let weights = match a.weights.as_str() {
+        "f32" => DType::F32,
+        _ => DType::BF16,
+    };
+    let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu, weights).map_err(usage)?;
     // One prompt streams as it is made; several are printed whole, one after the other.
     let single = prompts.len() == 1;
     let mut out = std::io::stdout().lock();

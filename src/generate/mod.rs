@@ -9,7 +9,7 @@ pub mod stream;
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use mamba_model::MambaLM;
 use mamba_pipeline::tokenize::Vocab;
 
@@ -69,15 +69,20 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Opens `dir` ([`train::checkpoint::Checkpoint::open`]), which must hold a
-    /// `tokenizer.json` with a model row for every token.
-    pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, GenerateError> {
+    /// `tokenizer.json` with a model row for every token. `weights` is the dtype the model's
+    /// matrices are held in (f32, or bf16 for half the bytes per decode step; see
+    /// [`MambaLM::into_weight_dtype`]).
+    pub fn load(dir: &Path, device: &Device, weights: DType) -> Result<Checkpoint, GenerateError> {
         let shown = dir.display().to_string();
         let ck = train::checkpoint::Checkpoint::open(dir, device)?;
         let Some(tok) = &ck.tokenizer else {
             return Err(GenerateError::NoTokenizer(shown));
         };
-        // Plain tensors on the same weights: generation records no autograd graph.
-        let (model, vocab) = (ck.model.detach(), Vocab::load(tok, None)?);
+        let vocab = Vocab::load(tok, None)?;
+        // Plain tensors (generation records no autograd graph); the variables go first, so
+        // a bf16 copy replaces each f32 matrix rather than adding to it.
+        drop(ck.varmap);
+        let model = ck.model.into_weight_dtype(weights)?;
         let (tokens, size) = (vocab.vocab_size(), model.config().vocab_size);
         if tokens > size {
             return Err(GenerateError::Mismatch {

@@ -2,12 +2,17 @@
 //! [`Decoder`](super::Decoder). At batch 1 a step is a chain of matrix-vector products that
 //! reads every weight once: memory-bound work that a general matmul serves badly (it packs the
 //! whole weight matrix per call). Here each product streams the weight rows once, dot products
-//! in eight lanes, split across threads by rows. Same arithmetic as
+//! in sixteen lanes (compiled for AVX-512 or AVX2 when the CPU has them), split across
+//! threads by rows. Same arithmetic as
 //! [`Mixer::step`](crate::layers::mixer::Mixer::step), tested against it.
 
 use candle_core::{Result, Tensor};
 
-use crate::layers::ops::read_cpu;
+use candle_core::CpuStorage;
+use half::bf16;
+
+use crate::kernels::scan::cpu::{isa, Isa};
+use crate::layers::ops::{contiguous, read_cpu, CpuRead};
 use crate::model::MambaLM;
 
 /// Matrix-vector products above this many weights are split across threads.
@@ -42,28 +47,28 @@ pub(super) struct Weights {
 struct LayerView<'a> {
     norm: &'a [f32],
     /// (2 di, d)
-    in_proj: &'a [f32],
+    in_proj: Mat<'a>,
     /// (di, k)
     conv_w: &'a [f32],
     conv_b: &'a [f32],
     /// (r + 2n, di)
-    x_proj: &'a [f32],
+    x_proj: Mat<'a>,
     /// (di, r)
-    dt_w: &'a [f32],
+    dt_w: Mat<'a>,
     dt_b: &'a [f32],
     /// A = -exp(A_log), (di, n)
     a: &'a [f32],
     d_skip: &'a [f32],
     /// (d, di)
-    out_proj: &'a [f32],
+    out_proj: Mat<'a>,
 }
 
 /// All weights of one step, borrowed.
 struct View<'a> {
     /// (padded_vocab, d)
-    emb: &'a [f32],
+    emb: Mat<'a>,
     /// (padded_vocab, d): the embedding itself when tied.
-    head: &'a [f32],
+    head: Mat<'a>,
     norm_f: &'a [f32],
     layers: Vec<LayerView<'a>>,
 }
@@ -116,19 +121,78 @@ impl SeqState {
     }
 }
 
-/// y = W x for W (rows, cols) row-major.
-fn matvec(w: &[f32], x: &[f32], y: &mut [f32], threads: usize) {
-    let cols = x.len();
-    let rows = y.len();
-    let body = |w: &[f32], y: &mut [f32]| {
-        for (o, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
-            *o = dot(row, x);
+/// A weight element the step reads: f32, or bf16 (half the bytes per step) widened on the fly.
+trait Elem: Copy + Sync {
+    fn widen(self) -> f32;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Elem for bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        // bf16 is the top half of an f32.
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+}
+
+/// A weight matrix as stored, row-major.
+#[derive(Clone, Copy)]
+enum Mat<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+}
+
+impl<'a> Mat<'a> {
+    fn of(r: &'a CpuRead) -> Result<Mat<'a>> {
+        let (s, l) = r.storage()?;
+        Ok(match s {
+            CpuStorage::BF16(_) => Mat::Bf16(contiguous::<bf16>(s, l, "decode")?),
+            _ => Mat::F32(contiguous::<f32>(s, l, "decode")?),
+        })
+    }
+
+    /// y = W x, split across `threads` when large.
+    fn matvec(self, x: &[f32], y: &mut [f32], threads: usize) {
+        match self {
+            Mat::F32(w) => matvec(w, x, y, threads),
+            Mat::Bf16(w) => matvec(w, x, y, threads),
         }
+    }
+
+    /// Row `i` of a matrix with `cols` columns, as f32.
+    fn row(self, i: usize, cols: usize) -> Vec<f32> {
+        match self {
+            Mat::F32(w) => w[i * cols..(i + 1) * cols].to_vec(),
+            Mat::Bf16(w) => w[i * cols..(i + 1) * cols]
+                .iter()
+                .map(|v| v.widen())
+                .collect(),
+        }
+    }
+}
+
+/// y = W x for W (rows, cols) row-major.
+fn matvec<T: Elem>(w: &[T], x: &[f32], y: &mut [f32], threads: usize) {
+    let (cols, n_rows) = (x.len(), y.len());
+    let isa = isa();
+    let body = |w: &[T], y: &mut [f32]| match isa {
+        // Safety: the CPU has the features (checked at run time by `isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { rows_avx512(w, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { rows_avx2(w, x, y) },
+        _ => rows(w, x, y),
     };
-    if threads < 2 || rows * cols < PARALLEL_WEIGHTS {
+    if threads < 2 || n_rows * cols < PARALLEL_WEIGHTS {
         return body(w, y);
     }
-    let per = rows.div_ceil(threads);
+    let per = n_rows.div_ceil(threads);
     std::thread::scope(|s| {
         for (wc, yc) in w.chunks(per * cols).zip(y.chunks_mut(per)) {
             s.spawn(move || body(wc, yc));
@@ -136,19 +200,42 @@ fn matvec(w: &[f32], x: &[f32], y: &mut [f32], threads: usize) {
     });
 }
 
-/// Dot product in eight independent lanes (so the compiler vectorises it).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+/// y[i] = <row i of w, x>.
+#[inline(always)]
+fn rows<T: Elem>(w: &[T], x: &[f32], y: &mut [f32]) {
+    for (o, row) in y.iter_mut().zip(w.chunks_exact(x.len())) {
+        *o = dot(row, x);
+    }
+}
+
+/// [`rows`] compiled for AVX-512 (the default target has only SSE2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_avx512<T: Elem>(w: &[T], x: &[f32], y: &mut [f32]) {
+    rows(w, x, y)
+}
+
+/// [`rows`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2<T: Elem>(w: &[T], x: &[f32], y: &mut [f32]) {
+    rows(w, x, y)
+}
+
+/// Dot product in sixteen independent lanes (so the compiler vectorises it).
+#[inline(always)]
+fn dot<T: Elem>(a: &[T], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x.widen() * y)
         .sum();
     for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        for i in 0..16 {
+            acc[i] += x[i].widen() * y[i];
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -191,7 +278,7 @@ impl Weights {
         // Row-major as the step reads them (a no-op for weights as loaded or trained).
         let tensors = tensors
             .iter()
-            .map(|t| t.to_dtype(candle_core::DType::F32)?.contiguous())
+            .map(|t| t.contiguous())
             .collect::<Result<Vec<_>>>()?;
         Ok(Weights {
             tensors,
@@ -211,27 +298,33 @@ impl Weights {
     /// padded vocabulary.
     pub(super) fn step(&self, ids: &[u32], seqs: &mut [SeqState]) -> Result<Vec<Vec<f32>>> {
         let reads: Vec<_> = self.tensors.iter().map(|t| read_cpu(t, "decode")).collect();
-        let s = reads.iter().map(|r| r.f32s()).collect::<Result<Vec<_>>>()?;
-        let layers = s[3..]
-            .chunks_exact(LAYER_TENSORS)
-            .zip(&self.a)
-            .map(|(l, a)| LayerView {
-                norm: l[0],
-                in_proj: l[1],
-                conv_w: l[2],
-                conv_b: l[3],
-                x_proj: l[4],
-                dt_w: l[5],
-                dt_b: l[6],
-                a,
-                d_skip: l[7],
-                out_proj: l[8],
+        let m = reads.iter().map(Mat::of).collect::<Result<Vec<_>>>()?;
+        // Vectors are always f32 (only matrices are held in bf16).
+        let v = |i: usize| match m[i] {
+            Mat::F32(s) => Ok(s),
+            Mat::Bf16(_) => candle_core::bail!("decode: a vector weight is not f32"),
+        };
+        let layers = (0..self.a.len())
+            .map(|i| {
+                let o = 3 + i * LAYER_TENSORS;
+                Ok(LayerView {
+                    norm: v(o)?,
+                    in_proj: m[o + 1],
+                    conv_w: v(o + 2)?,
+                    conv_b: v(o + 3)?,
+                    x_proj: m[o + 4],
+                    dt_w: m[o + 5],
+                    dt_b: v(o + 6)?,
+                    a: &self.a[i],
+                    d_skip: v(o + 7)?,
+                    out_proj: m[o + 8],
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let view = View {
-            emb: s[0],
-            head: s[1],
-            norm_f: s[2],
+            emb: m[0],
+            head: m[1],
+            norm_f: v(2)?,
             layers,
         };
         Ok(ids
@@ -244,7 +337,7 @@ impl Weights {
     fn step_one(&self, w: &View, id: u32, conv: &mut [Vec<f32>], ssm: &mut [Vec<f32>]) -> Vec<f32> {
         let (d, di, n, r, k) = (self.d, self.di, self.n, self.r, self.k);
         let id = (id as usize).min(self.vocab - 1);
-        let mut res = w.emb[id * d..(id + 1) * d].to_vec();
+        let mut res = w.emb.row(id, d);
         let mut xz = vec![0f32; 2 * di];
         let mut xdbl = vec![0f32; r + 2 * n];
         let mut delta = vec![0f32; di];
@@ -252,7 +345,7 @@ impl Weights {
         let mut u = vec![0f32; di];
         for (li, l) in w.layers.iter().enumerate() {
             let h = rms_norm(&res, l.norm, self.eps);
-            matvec(l.in_proj, &h, &mut xz, self.threads);
+            l.in_proj.matvec(&h, &mut xz, self.threads);
             let (x, z) = xz.split_at(di);
             // Conv over the window [state (k-1), x], then shift x into the state.
             let cw = &mut conv[li];
@@ -267,10 +360,10 @@ impl Weights {
                 s[k - 2] = x[c];
                 u[c] = silu(acc);
             }
-            matvec(l.x_proj, &u, &mut xdbl, 1);
+            l.x_proj.matvec(&u, &mut xdbl, 1);
             let (dt, bc) = xdbl.split_at(r);
             let (bm, cm) = bc.split_at(n);
-            matvec(l.dt_w, dt, &mut delta, 1);
+            l.dt_w.matvec(dt, &mut delta, 1);
             let hs = &mut ssm[li];
             let mut y = vec![0f32; di];
             for c in 0..di {
@@ -285,14 +378,14 @@ impl Weights {
                 }
                 y[c] = (acc + l.d_skip[c] * u[c]) * silu(z[c]);
             }
-            matvec(l.out_proj, &y, &mut out, self.threads);
+            l.out_proj.matvec(&y, &mut out, self.threads);
             for (a, b) in res.iter_mut().zip(&out) {
                 *a += b;
             }
         }
         let h = rms_norm(&res, w.norm_f, self.eps);
         let mut logits = vec![0f32; self.vocab];
-        matvec(w.head, &h, &mut logits, self.threads);
+        w.head.matvec(&h, &mut logits, self.threads);
         logits
     }
 }

@@ -8,7 +8,7 @@
 
 mod host;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 use crate::layers::mixer::MixerState;
 use crate::layers::norm::rms_norm;
@@ -157,7 +157,7 @@ impl Decoder<'_> {
     fn candle_step(&self, ids: &[u32], layers: &mut [(Tensor, Tensor)]) -> Result<Vec<Vec<f32>>> {
         let m = self.model;
         let ids = Tensor::from_slice(ids, ids.len(), m.device())?;
-        let mut h = m.embedding.index_select(&ids, 0)?; // (b, d)
+        let mut h = m.embedding.index_select(&ids, 0)?.to_dtype(DType::F32)?; // (b, d)
         for (layer, (conv, ssm)) in m.layers.iter().zip(layers.iter_mut()) {
             let x = rms_norm(&h, &layer.norm, m.cfg.norm_eps)?;
             let mut s = MixerState {

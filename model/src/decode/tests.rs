@@ -101,3 +101,41 @@ fn prefill_and_step_reproduce_transformers_logits() {
         }
     }
 }
+
+/// bf16 matrices: the fast step and the candle step agree, and both stay close to f32.
+#[test]
+fn bf16_weights_decode_on_both_paths_close_to_f32() {
+    let cfg = Config::preset("tiny", 70).unwrap();
+    let (model, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
+    let full = model.detach();
+    let half = model.into_weight_dtype(candle_core::DType::BF16).unwrap();
+    let emb = half.tensor("backbone.embeddings.weight").unwrap();
+    assert_eq!(emb.dtype(), candle_core::DType::BF16);
+    let prompt: &[u32] = &[3, 9, 27, 4];
+    let (fast, slow, f32d) = (
+        half.decoder().unwrap(),
+        half.candle_decoder(),
+        full.decoder().unwrap(),
+    );
+    let (mut a, la) = fast.prefill(&[prompt]).unwrap();
+    let (mut b, lb) = slow.prefill(&[prompt]).unwrap();
+    let (mut c, lc) = f32d.prefill(&[prompt]).unwrap();
+    let (mut worst, mut scale) = (max_diff(&la[0], &lc[0]), 0f32);
+    assert!(max_diff(&la[0], &lb[0]) < 1e-5);
+    for t in 0..5u32 {
+        let id = [t * 7 % 70];
+        let (x, y, z) = (
+            fast.step(&id, &mut a).unwrap(),
+            slow.step(&id, &mut b).unwrap(),
+            f32d.step(&id, &mut c).unwrap(),
+        );
+        assert!(max_diff(&x[0], &y[0]) < 1e-4, "step {t}: fast vs candle");
+        worst = worst.max(max_diff(&x[0], &z[0]));
+        scale = z[0].iter().fold(scale, |m, v| m.max(v.abs()));
+    }
+    // bf16 keeps 8 bits of mantissa: logits move by a fraction of a percent of their range.
+    assert!(
+        worst > 0.0 && worst < 0.02 * scale,
+        "bf16 vs f32: {worst} of {scale}"
+    );
+}

@@ -135,6 +135,22 @@ impl Mixer {
         }
     }
 
+    /// The mixer with its four projections held in `dtype` (see
+    /// [`MambaLM::into_weight_dtype`](crate::MambaLM::into_weight_dtype)), the rest detached.
+    pub fn into_weight_dtype(self, dtype: DType) -> Result<Mixer> {
+        use crate::model::cast;
+        // The small parameters, detached (this layer's f32 projections stay alive until the
+        // end of the call: one layer's worth, not the model's).
+        let rest = self.detach();
+        Ok(Mixer {
+            in_proj: cast(self.in_proj, dtype)?,
+            x_proj: cast(self.x_proj, dtype)?,
+            dt_proj_w: cast(self.dt_proj_w, dtype)?,
+            out_proj: cast(self.out_proj, dtype)?,
+            ..rest
+        })
+    }
+
     /// A = -exp(A_log), (di, n): negative, so every channel's state decays.
     pub fn a(&self) -> Result<Tensor> {
         self.a_log.exp()?.neg()

@@ -366,13 +366,13 @@ fn bwd_task<M: Arith, const N: usize>(
 // Entry points: pick the instruction set once, then run the tasks.
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Isa {
+pub(crate) enum Isa {
     Avx512,
     Avx2,
     Base,
 }
 
-pub(super) fn isa() -> Isa {
+pub(crate) fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(detect_isa)
 }
