@@ -37,6 +37,7 @@ pub mod io;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod mamba2;
 pub mod model;
 pub mod optim;
 pub mod rng;

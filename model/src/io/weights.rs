@@ -26,7 +26,9 @@ pub const MAX_SHARD_BYTES: usize = 5_000_000_000;
 /// Every tensor of a checkpoint directory as f32 values, from the first of `model.safetensors`,
 /// a sharded `model.safetensors.index.json`, or `pytorch_model.bin` (read by a reader that
 /// accepts tensor data only and executes nothing), with the file read for errors.
-fn read_weights(dir: &Path) -> Result<(HashMap<String, HostTensor>, std::path::PathBuf)> {
+pub(crate) fn read_weights(
+    dir: &Path,
+) -> Result<(HashMap<String, HostTensor>, std::path::PathBuf)> {
     let single = dir.join(WEIGHTS_FILE);
     if single.is_file() {
         return Ok((read_f32(&single)?.0.into_iter().collect(), single));
