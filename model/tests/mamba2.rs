@@ -4,9 +4,9 @@
 mod common;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use mamba_model::mamba2::{ssd_reference, Mamba2LM};
+use mamba_model::mamba2::{ssd_chunked, ssd_reference, Mamba2LM};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -33,36 +33,119 @@ fn loads_transformers_mamba2_and_matches_its_logits() {
     assert_close("mamba2 logits", &ours, theirs, 1e-4 * scale, 1e-4);
 }
 
-/// The recurrence in f32 equals itself in f64 (the reference is dtype-generic), and a
-/// sequence split in two gives the first half's outputs unchanged (causality).
+/// Random SSD inputs: x, dt, a, B, C, D (f64), 4 heads in 2 groups.
+fn inputs(rng: &mut mamba_model::rng::SplitMix64, b: usize, l: usize) -> Vec<Tensor> {
+    let (h, p, g, n) = (4, 3, 2, 5);
+    vec![
+        randn(rng, &[b, l, h, p], 1.0),
+        randn(rng, &[b, l, h], 0.5).abs().unwrap(),
+        randn(rng, &[h], 1.0).abs().unwrap().neg().unwrap(),
+        randn(rng, &[b, l, g, n], 1.0),
+        randn(rng, &[b, l, g, n], 1.0),
+        randn(rng, &[h], 1.0),
+    ]
+}
+
+fn resets(b: usize, l: usize, at: &[usize]) -> Tensor {
+    let mut r = vec![0u8; b * l];
+    for &i in at {
+        r[i] = 1;
+    }
+    Tensor::from_vec(r, (b, l), &Device::Cpu).unwrap()
+}
+
+/// The chunked SSD equals the recurrence, in value and in every gradient (f64), at chunk
+/// sizes that divide the length and that do not, with and without documents packed inside.
 #[test]
-fn the_ssd_reference_is_causal_and_dtype_generic() {
+fn chunked_ssd_equals_the_recurrence_with_gradients() {
     let mut rng = mamba_model::rng::SplitMix64::new(4);
-    let (b, l, h, p, g, n) = (2, 9, 4, 3, 2, 5);
-    let x = f32(&randn(&mut rng, &[b, l, h, p], 1.0));
-    let dt = f32(&randn(&mut rng, &[b, l, h], 0.5)).abs().unwrap();
-    let a = f32(&randn(&mut rng, &[h], 1.0))
+    let (b, l) = (2, 11);
+    let vars: Vec<Var> = inputs(&mut rng, b, l)
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+    let coef = randn(&mut rng, &[b, l, 4, 3], 1.0);
+    // Documents start at 0, 3, 4 (one position long), 9; and at 0, 5 in the second row.
+    let docs = resets(b, l, &[3, 4, 9, l + 5]);
+    for r in [None, Some(&docs)] {
+        let want = ssd_reference(v[0], v[1], v[2], v[3], v[4], v[5], r).unwrap();
+        let gw = (&want * &coef)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for chunk in [1, 3, 4, 11, 16] {
+            let got = ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, chunk).unwrap();
+            let what = format!("chunk {chunk}, resets {}", r.is_some());
+            assert_close(&what, &got, &want, 1e-10, 1e-9);
+            let gg = (&got * &coef)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (i, var) in vars.iter().enumerate() {
+                let (a, e) = (gg.get(var).unwrap(), gw.get(var).unwrap());
+                assert_close(&format!("{what}: gradient {i}"), a, e, 1e-9, 1e-8);
+            }
+        }
+    }
+}
+
+/// Packed documents give each document's outputs as if it ran alone.
+#[test]
+fn packed_documents_never_see_each_other() {
+    let mut rng = mamba_model::rng::SplitMix64::new(5);
+    let v = inputs(&mut rng, 1, 12);
+    let r = resets(1, 12, &[5]);
+    let y = ssd_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], Some(&r), 4).unwrap();
+    let part = |t: &Tensor| t.narrow(1, 5, 7).unwrap();
+    let alone = ssd_reference(
+        &part(&v[0]),
+        &part(&v[1]),
+        &v[2],
+        &part(&v[3]),
+        &part(&v[4]),
+        &v[5],
+        None,
+    )
+    .unwrap();
+    assert_close("second document", &part(&y), &alone, 1e-12, 1e-10);
+    let mixed = ssd_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], None, 4).unwrap();
+    let diff = (part(&mixed) - &alone)
+        .unwrap()
         .abs()
         .unwrap()
-        .neg()
+        .max_all()
         .unwrap();
-    let bm = f32(&randn(&mut rng, &[b, l, g, n], 1.0));
-    let cm = f32(&randn(&mut rng, &[b, l, g, n], 1.0));
-    let d = f32(&randn(&mut rng, &[h], 1.0));
-    let y = ssd_reference(&x, &dt, &a, &bm, &cm, &d).unwrap();
-    let f64s: Vec<Tensor> = [&x, &dt, &a, &bm, &cm, &d]
-        .iter()
-        .map(|t| t.to_dtype(DType::F64).unwrap())
-        .collect();
-    let y64 = ssd_reference(&f64s[0], &f64s[1], &f64s[2], &f64s[3], &f64s[4], &f64s[5]).unwrap();
-    assert_close(
-        "f32 vs f64",
-        &y,
-        &y64.to_dtype(DType::F32).unwrap(),
-        1e-5,
-        1e-4,
+    assert!(
+        diff.to_scalar::<f64>().unwrap() > 1e-3,
+        "nothing to keep apart"
     );
+}
+
+/// The recurrence in f32 equals itself in f64 (the reference is dtype-generic), and it is
+/// causal: the first positions' outputs do not depend on later ones.
+#[test]
+fn the_ssd_reference_is_causal_and_dtype_generic() {
+    let mut rng = mamba_model::rng::SplitMix64::new(6);
+    let v = inputs(&mut rng, 2, 9);
+    let v32: Vec<Tensor> = v.iter().map(f32).collect();
+    let y = ssd_reference(&v32[0], &v32[1], &v32[2], &v32[3], &v32[4], &v32[5], None).unwrap();
+    let y64 = ssd_reference(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], None).unwrap();
+    assert_close("f32 vs f64", &y, &f32(&y64), 1e-5, 1e-4);
     let half = |t: &Tensor| t.narrow(1, 0, 4).unwrap();
-    let y4 = ssd_reference(&half(&x), &half(&dt), &a, &half(&bm), &half(&cm), &d).unwrap();
-    assert_close("causal", &y4, &half(&y), 1e-7, 1e-6);
+    let y4 = ssd_reference(
+        &half(&v[0]),
+        &half(&v[1]),
+        &v[2],
+        &half(&v[3]),
+        &half(&v[4]),
+        &v[5],
+        None,
+    )
+    .unwrap();
+    assert_close("causal", &f32(&y4), &half(&y), 1e-6, 1e-5);
 }

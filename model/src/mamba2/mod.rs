@@ -18,7 +18,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, IndexOp, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor, D};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -26,6 +26,12 @@ use crate::io::config::CONFIG_FILE;
 use crate::layers::conv::causal_conv1d;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::{linear, softplus};
+
+mod ssd;
+pub use ssd::{ssd_chunked, ssd_reference};
+
+/// Positions per chunk of the SSD (the matrix products within a chunk are CHUNK x CHUNK).
+const CHUNK: usize = 64;
 
 /// The shape of a Mamba-2 language model (transformers' `Mamba2Config`).
 #[derive(Clone, Debug, PartialEq)]
@@ -248,47 +254,10 @@ impl Mixer2 {
         let dt = softplus(&dt.broadcast_add(&self.dt_bias)?)?
             .clamp(c.dt_limit.0, c.dt_limit.1.min(f64::MAX))?;
         let a = self.a_log.exp()?.neg()?;
-        let y = ssd_reference(&x, &dt, &a, &bm, &cm, &self.d)?.reshape((b, l, di))?;
+        let y = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, None, CHUNK)?.reshape((b, l, di))?;
         let y = gated_rms_norm(&y, &z, &self.norm, di / g, c.norm_eps)?;
         linear(&y, &self.out_proj)
     }
-}
-
-/// The state-space layer of Mamba-2 one position at a time, in any float dtype (f64 for
-/// tests): x (b, l, H, P), dt (b, l, H) already discretisation-ready, a (H) negative, bm and
-/// cm (b, l, G, N), d (H) -> y (b, l, H, P). O(b H P N) memory per step, for checking only.
-pub fn ssd_reference(
-    x: &Tensor,
-    dt: &Tensor,
-    a: &Tensor,
-    bm: &Tensor,
-    cm: &Tensor,
-    d: &Tensor,
-) -> Result<Tensor> {
-    let (b, l, hn, p) = x.dims4()?;
-    let (g, n) = (bm.dim(2)?, bm.dim(3)?);
-    // Head k reads group k / (H / G): repeat each group's B and C for its heads.
-    let per = hn / g;
-    let heads = |t: &Tensor| -> Result<Tensor> {
-        t.unsqueeze(3)?
-            .broadcast_as((b, l, g, per, n))?
-            .reshape((b, l, hn, n))
-    };
-    let (bh, ch) = (heads(bm)?, heads(cm)?);
-    let mut state = Tensor::zeros((b, hn, p, n), x.dtype(), x.device())?;
-    let mut ys = Vec::with_capacity(l);
-    for t in 0..l {
-        let dt_t = dt.i((.., t))?; // (b, H)
-        let x_t = x.i((.., t))?; // (b, H, P)
-        let decay = dt_t.broadcast_mul(a)?.exp()?.reshape((b, hn, 1, 1))?;
-        let dx = x_t.broadcast_mul(&dt_t.unsqueeze(2)?)?.unsqueeze(3)?; // (b, H, P, 1)
-        let b_t = bh.i((.., t))?.unsqueeze(2)?; // (b, H, 1, N)
-        state = (state.broadcast_mul(&decay)? + dx.broadcast_mul(&b_t)?)?;
-        let c_t = ch.i((.., t))?.unsqueeze(2)?;
-        let y = state.broadcast_mul(&c_t)?.sum(D::Minus1)?; // (b, H, P)
-        ys.push((y + x_t.broadcast_mul(&d.reshape((1, hn, 1))?)?)?);
-    }
-    Tensor::stack(&ys, 1)
 }
 
 /// rms_norm over groups of `group` channels of y * silu(z), times `weight` (transformers'
