@@ -4,9 +4,9 @@
 mod common;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use common::*;
-use mamba_model::mamba2::{ssd_chunked, ssd_reference, Mamba2LM};
+use mamba_model::mamba2::{ssd_chunked, ssd_reference, Mamba2Config, Mamba2LM};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -14,7 +14,7 @@ fn fixtures() -> PathBuf {
 
 #[test]
 fn loads_transformers_mamba2_and_matches_its_logits() {
-    let model = Mamba2LM::load(fixtures().join("hf_mamba2"), &Device::Cpu).unwrap();
+    let (model, _) = Mamba2LM::load(fixtures().join("hf_mamba2"), &Device::Cpu).unwrap();
     let c = model.config();
     assert_eq!(
         (c.n_heads(), c.head_dim, c.n_groups, c.d_state),
@@ -27,7 +27,7 @@ fn loads_transformers_mamba2_and_matches_its_logits() {
     )
     .unwrap();
     let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
-    let ours = model.forward(&ids).unwrap();
+    let ours = model.forward(&ids, None).unwrap();
     let theirs = &t["logits"];
     let scale = vec(theirs).iter().fold(0f64, |m, x| m.max(x.abs()));
     assert_close("mamba2 logits", &ours, theirs, 1e-4 * scale, 1e-4);
@@ -148,4 +148,91 @@ fn the_ssd_reference_is_causal_and_dtype_generic() {
     )
     .unwrap();
     assert_close("causal", &f32(&y4), &half(&y), 1e-6, 1e-5);
+}
+
+/// Must match `mamba2_config()` in examples/make_fixture.rs.
+fn ours_config() -> Mamba2Config {
+    Mamba2Config {
+        d_model: 32,
+        n_layer: 2,
+        vocab_size: 40,
+        d_state: 8,
+        d_conv: 4,
+        expand: 2,
+        head_dim: 16,
+        n_groups: 2,
+        norm_eps: 1e-5,
+        dt_limit: (0.0, f64::INFINITY),
+        tie_embeddings: true,
+    }
+}
+
+/// Our seeded model, saved, is the committed ours_mamba2/ that transformers loaded and computed
+/// logits for (make_mamba2_fixtures.py); ours equal them.
+#[test]
+fn our_mamba2_loads_in_transformers_with_the_same_logits() {
+    let (model, _) = Mamba2LM::init(&ours_config(), 77, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        let a = std::fs::read(dir.path().join(f)).unwrap();
+        let b = std::fs::read(fixtures().join("ours_mamba2").join(f)).unwrap();
+        assert!(a == b, "{f} differs from the committed fixture");
+    }
+    let t = candle_core::safetensors::load(
+        fixtures().join("ours_mamba2_logits.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
+    let ours = model.forward(&ids, None).unwrap();
+    let scale = vec(&t["logits"]).iter().fold(0f64, |m, x| m.max(x.abs()));
+    assert_close(
+        "ours in transformers",
+        &ours,
+        &t["logits"],
+        1e-4 * scale,
+        1e-4,
+    );
+    let (back, _) = Mamba2LM::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(vec(&back.forward(&ids, None).unwrap()), vec(&ours));
+}
+
+/// Training steps lower the loss on packed documents, and a packed row gives each document the
+/// logits it has alone (conv and SSD both reset).
+#[test]
+fn mamba2_trains_on_packed_documents_kept_apart() {
+    let (model, varmap) = Mamba2LM::init(&ours_config(), 5, &Device::Cpu).unwrap();
+    let ids: Vec<u32> = (0..2 * 24).map(|i| (i * 7 + 3) % 40).collect();
+    let ids = Tensor::from_vec(ids, (2, 24), &Device::Cpu).unwrap();
+    let targets = ids.roll(-1, 1).unwrap();
+    let r = resets(2, 24, &[10, 24 + 6]);
+    let full = model.forward(&ids, Some(&r)).unwrap();
+    let alone = model
+        .forward(&ids.narrow(1, 10, 14).unwrap(), None)
+        .unwrap();
+    let got = full.narrow(1, 10, 14).unwrap();
+    assert_close(
+        "document alone",
+        &got.i(0).unwrap(),
+        &alone.i(0).unwrap(),
+        1e-5,
+        1e-4,
+    );
+    let mut opt = mamba_model::AdamW::from_varmap(
+        &varmap,
+        mamba_model::AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let losses: Vec<f32> = (0..5)
+        .map(|_| {
+            let loss = model.loss(&ids, &targets, Some(&r)).unwrap();
+            opt.backward_step(&loss).unwrap();
+            loss.to_scalar::<f32>().unwrap()
+        })
+        .collect();
+    assert!(losses[4] < losses[0] - 0.1, "{losses:?}");
 }

@@ -1,7 +1,7 @@
 //! Mamba-2 (Dao & Gu 2024, "Transformers are SSMs"), as transformers' `Mamba2ForCausalLM`
-//! computes it, in the plain recurrent form of its state-space layer: the reference that a
-//! chunked SSD implementation (the paper's section 6) must equal. Loads transformers'
-//! checkpoints; training, generation and the command line do not use it yet.
+//! computes it: loaded from and saved to its checkpoints, initialised as mamba_ssm does, and
+//! trainable (its state-space layer is the chunked SSD of [`ssd`], document resets included).
+//! Generation and the command line do not use it yet.
 //!
 //! A block is h + mixer(rms_norm(h)), the mixer:
 //!
@@ -16,9 +16,11 @@
 //! ```
 //! Head k reads group k / (H / G) of B and C.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor, Var, D};
+use candle_nn::VarMap;
 use serde_json::Value;
 
 use crate::error::Error;
@@ -26,119 +28,18 @@ use crate::io::config::CONFIG_FILE;
 use crate::layers::conv::causal_conv1d;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::{linear, softplus};
+use crate::rng::SplitMix64;
 
-mod ssd;
+mod config;
+pub mod ssd;
+pub use config::Mamba2Config;
 pub use ssd::{ssd_chunked, ssd_reference};
 
 /// Positions per chunk of the SSD (the matrix products within a chunk are CHUNK x CHUNK).
 const CHUNK: usize = 64;
 
-/// The shape of a Mamba-2 language model (transformers' `Mamba2Config`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Mamba2Config {
-    pub d_model: usize,
-    pub n_layer: usize,
-    /// Rows of the embedding.
-    pub vocab_size: usize,
-    /// N, the state size per head channel.
-    pub d_state: usize,
-    pub d_conv: usize,
-    pub expand: usize,
-    /// P, channels per head; H = expand * d_model / P heads.
-    pub head_dim: usize,
-    /// G, groups sharing B and C.
-    pub n_groups: usize,
-    pub norm_eps: f64,
-    /// dt is clamped to this range after the softplus.
-    pub dt_limit: (f64, f64),
-    pub tie_embeddings: bool,
-}
-
-impl Mamba2Config {
-    pub fn d_inner(&self) -> usize {
-        self.expand * self.d_model
-    }
-
-    pub fn n_heads(&self) -> usize {
-        self.d_inner() / self.head_dim
-    }
-
-    /// Channels of the causal conv: x, B and C.
-    pub fn conv_dim(&self) -> usize {
-        self.d_inner() + 2 * self.n_groups * self.d_state
-    }
-
-    /// Parses transformers' `Mamba2Config` JSON; errors name the file and the key.
-    pub fn from_hf(v: &Value, path: &Path) -> crate::Result<Self> {
-        let bad = |m: String| Error::file(path, m);
-        let uint = |k: &str, d: Option<u64>| -> crate::Result<usize> {
-            match v.get(k).map(|x| x.as_u64()).unwrap_or(d) {
-                Some(x) => Ok(x as usize),
-                None => Err(bad(format!("missing or bad `{k}`"))),
-            }
-        };
-        let flag = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
-        if v.get("model_type").and_then(|x| x.as_str()) != Some("mamba2") {
-            return Err(bad("model_type is not `mamba2`".into()));
-        }
-        if flag("use_bias", false) || !flag("use_conv_bias", true) {
-            return Err(bad(
-                "use_bias = true or use_conv_bias = false is not supported".into(),
-            ));
-        }
-        let limit = |x: &Value| -> Option<f64> {
-            x.as_f64()
-                .or_else(|| match x.get("__float__").and_then(|f| f.as_str()) {
-                    Some("Infinity") => Some(f64::INFINITY),
-                    _ => None,
-                })
-        };
-        let dt_limit = match v.get("time_step_limit").and_then(|x| x.as_array()) {
-            Some(a) if a.len() == 2 => match (limit(&a[0]), limit(&a[1])) {
-                (Some(lo), Some(hi)) => (lo, hi),
-                _ => return Err(bad("bad `time_step_limit`".into())),
-            },
-            _ => (0.0, f64::INFINITY),
-        };
-        let cfg = Mamba2Config {
-            d_model: uint("hidden_size", None)?,
-            n_layer: uint("num_hidden_layers", None)?,
-            vocab_size: uint("vocab_size", None)?,
-            d_state: uint("state_size", Some(128))?,
-            d_conv: uint("conv_kernel", Some(4))?,
-            expand: uint("expand", Some(2))?,
-            head_dim: uint("head_dim", Some(64))?,
-            n_groups: uint("n_groups", Some(1))?,
-            norm_eps: v
-                .get("layer_norm_epsilon")
-                .and_then(|x| x.as_f64())
-                .unwrap_or(1e-5),
-            dt_limit,
-            tie_embeddings: flag("tie_word_embeddings", false),
-        };
-        let heads = uint("num_heads", Some(cfg.n_heads() as u64))?;
-        if cfg.head_dim == 0
-            || !cfg.d_inner().is_multiple_of(cfg.head_dim)
-            || heads != cfg.n_heads()
-        {
-            return Err(bad(format!(
-                "num_heads {heads} x head_dim {} must be expand x hidden_size = {}",
-                cfg.head_dim,
-                cfg.d_inner()
-            )));
-        }
-        if cfg.n_groups == 0 || !heads.is_multiple_of(cfg.n_groups) {
-            return Err(bad(format!(
-                "n_groups {} must divide num_heads {heads}",
-                cfg.n_groups
-            )));
-        }
-        Ok(cfg)
-    }
-}
-
-/// One Mamba-2 mixer's parameters, named as in transformers (`...mixer.in_proj.weight` etc.).
-pub struct Mixer2 {
+/// One Mamba-2 mixer's parameters, in the order of [`MIXER`].
+struct Mixer2 {
     in_proj: Tensor,  // (d_inner + conv_dim + H, d)
     conv_w: Tensor,   // (conv_dim, 1, k)
     conv_b: Tensor,   // (conv_dim)
@@ -148,6 +49,18 @@ pub struct Mixer2 {
     norm: Tensor,     // (d_inner)
     out_proj: Tensor, // (d, d_inner)
 }
+
+/// The mixer's parameter names below `...mixer.`, as transformers names them.
+const MIXER: [&str; 8] = [
+    "in_proj.weight",
+    "conv1d.weight",
+    "conv1d.bias",
+    "dt_bias",
+    "A_log",
+    "D",
+    "norm.weight",
+    "out_proj.weight",
+];
 
 /// A Mamba-2 language model (embedding, blocks, final norm, head).
 pub struct Mamba2LM {
@@ -159,71 +72,173 @@ pub struct Mamba2LM {
 }
 
 impl Mamba2LM {
+    /// Every parameter's transformers name and shape, in a fixed order: the one table of them.
+    pub fn shapes(c: &Mamba2Config) -> Vec<(String, Vec<usize>)> {
+        let (d, di, h, k) = (c.d_model, c.d_inner(), c.n_heads(), c.d_conv);
+        let mixer = [
+            vec![di + c.conv_dim() + h, d],
+            vec![c.conv_dim(), 1, k],
+            vec![c.conv_dim()],
+            vec![h],
+            vec![h],
+            vec![h],
+            vec![di],
+            vec![d, di],
+        ];
+        let mut v = vec![(
+            "backbone.embeddings.weight".to_string(),
+            vec![c.vocab_size, d],
+        )];
+        for i in 0..c.n_layer {
+            let p = format!("backbone.layers.{i}");
+            v.push((format!("{p}.norm.weight"), vec![d]));
+            for (name, shape) in MIXER.iter().zip(&mixer) {
+                v.push((format!("{p}.mixer.{name}"), shape.clone()));
+            }
+        }
+        v.push(("backbone.norm_f.weight".to_string(), vec![d]));
+        if !c.tie_embeddings {
+            v.push(("lm_head.weight".to_string(), vec![c.vocab_size, d]));
+        }
+        v
+    }
+
+    /// The model over named tensors (all of [`Mamba2LM::shapes`], checked by the caller).
+    fn from_named(cfg: Mamba2Config, t: &HashMap<String, Tensor>) -> Mamba2LM {
+        let get = |n: &str| t[n].clone();
+        let layers = (0..cfg.n_layer)
+            .map(|i| {
+                let p = format!("backbone.layers.{i}");
+                let m = |n: &str| get(&format!("{p}.mixer.{n}"));
+                let mixer = Mixer2 {
+                    in_proj: m(MIXER[0]),
+                    conv_w: m(MIXER[1]),
+                    conv_b: m(MIXER[2]),
+                    dt_bias: m(MIXER[3]),
+                    a_log: m(MIXER[4]),
+                    d: m(MIXER[5]),
+                    norm: m(MIXER[6]),
+                    out_proj: m(MIXER[7]),
+                };
+                (get(&format!("{p}.norm.weight")), mixer)
+            })
+            .collect();
+        let embedding = get("backbone.embeddings.weight");
+        let head = match cfg.tie_embeddings {
+            true => embedding.clone(),
+            false => get("lm_head.weight"),
+        };
+        Mamba2LM {
+            norm_f: get("backbone.norm_f.weight"),
+            cfg,
+            embedding,
+            head,
+            layers,
+        }
+    }
+
     /// Loads a transformers `Mamba2ForCausalLM` directory (any weights layout
-    /// [`MambaLM::load`](crate::MambaLM::load) reads), as f32 tensors on `device`.
-    pub fn load(dir: impl AsRef<Path>, device: &Device) -> crate::Result<Self> {
+    /// [`MambaLM::load`](crate::MambaLM::load) reads); the parameters are `Var`s in the
+    /// returned VarMap, ready to train. Errors name the file and the tensor.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> crate::Result<(Self, VarMap)> {
         let dir = dir.as_ref();
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
         let cfg = Mamba2Config::from_hf(&v, &path)?;
         let (mut tensors, wpath) = crate::io::weights::read_weights(dir)?;
-        let (d, di, h) = (cfg.d_model, cfg.d_inner(), cfg.n_heads());
-        let mut take = |name: &str, shape: Vec<usize>| -> crate::Result<Tensor> {
+        let varmap = VarMap::new();
+        let mut named = HashMap::new();
+        for (name, shape) in Self::shapes(&cfg) {
             let t = tensors
-                .remove(name)
-                .ok_or_else(|| Error::tensor(&wpath, name, "missing"))?;
+                .remove(&name)
+                .ok_or_else(|| Error::tensor(&wpath, &name, "missing"))?;
             if t.shape != shape {
                 let msg = format!("shape {:?}, expected {shape:?} from config.json", t.shape);
-                return Err(Error::tensor(&wpath, name, msg));
+                return Err(Error::tensor(&wpath, &name, msg));
             }
-            Tensor::from_vec(t.data, shape, device).map_err(|e| Error::tensor(&wpath, name, e))
-        };
-        let embedding = take("backbone.embeddings.weight", vec![cfg.vocab_size, d])?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            let p = format!("backbone.layers.{i}");
-            let m = |n: &str| format!("{p}.mixer.{n}");
-            let norm = take(&format!("{p}.norm.weight"), vec![d])?;
-            let mixer = Mixer2 {
-                in_proj: take(&m("in_proj.weight"), vec![di + cfg.conv_dim() + h, d])?,
-                conv_w: take(&m("conv1d.weight"), vec![cfg.conv_dim(), 1, cfg.d_conv])?,
-                conv_b: take(&m("conv1d.bias"), vec![cfg.conv_dim()])?,
-                dt_bias: take(&m("dt_bias"), vec![h])?,
-                a_log: take(&m("A_log"), vec![h])?,
-                d: take(&m("D"), vec![h])?,
-                norm: take(&m("norm.weight"), vec![di])?,
-                out_proj: take(&m("out_proj.weight"), vec![d, di])?,
-            };
-            layers.push((norm, mixer));
+            let var = Var::from_vec(t.data, shape, device)
+                .map_err(|e| Error::tensor(&wpath, &name, e))?;
+            named.insert(name.clone(), var.as_tensor().clone());
+            varmap.data().lock().unwrap().insert(name, var);
         }
-        let norm_f = take("backbone.norm_f.weight", vec![d])?;
-        let head = match cfg.tie_embeddings {
-            true => embedding.clone(),
-            false => take("lm_head.weight", vec![cfg.vocab_size, d])?,
-        };
-        if let Some(name) = tensors.keys().min() {
+        if let Some(name) = tensors.keys().filter(|n| *n != "lm_head.weight").min() {
             return Err(Error::tensor(
                 &wpath,
                 name,
                 "unexpected tensor for this config",
             ));
         }
-        Ok(Mamba2LM {
-            cfg,
-            embedding,
-            head,
-            layers,
-            norm_f,
-        })
+        Ok((Self::from_named(cfg, &named), varmap))
+    }
+
+    /// A freshly initialised, trainable model, deterministic for `seed` (mamba_ssm's Mamba-2
+    /// initialisation: A = -U(1, 16), dt log-uniform in [dt_min, dt_max] through the inverse
+    /// softplus into dt_bias, D = 1; projections and conv as PyTorch's defaults, out_proj
+    /// divided by sqrt(n_layer); embedding N(0, 0.02)).
+    pub fn init(cfg: &Mamba2Config, seed: u64, device: &Device) -> crate::Result<(Self, VarMap)> {
+        let varmap = VarMap::new();
+        let mut named = HashMap::new();
+        for (name, shape) in Self::shapes(cfg) {
+            let v = init_values(cfg, &name, &shape, seed);
+            let var = Var::from_vec(v, shape, device)?;
+            named.insert(name.clone(), var.as_tensor().clone());
+            varmap.data().lock().unwrap().insert(name, var);
+        }
+        Ok((Self::from_named(cfg.clone(), &named), varmap))
     }
 
     pub fn config(&self) -> &Mamba2Config {
         &self.cfg
     }
 
-    /// Logits (b, l, vocab) of `ids` (b, l) u32.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+    /// Every parameter with its name, in the order of [`Mamba2LM::shapes`].
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut t = vec![self.embedding.clone()];
+        for (norm, m) in &self.layers {
+            t.push(norm.clone());
+            t.extend(
+                [
+                    &m.in_proj,
+                    &m.conv_w,
+                    &m.conv_b,
+                    &m.dt_bias,
+                    &m.a_log,
+                    &m.d,
+                    &m.norm,
+                    &m.out_proj,
+                ]
+                .map(Tensor::clone),
+            );
+        }
+        t.push(self.norm_f.clone());
+        if !self.cfg.tie_embeddings {
+            t.push(self.head.clone());
+        }
+        Self::shapes(&self.cfg)
+            .into_iter()
+            .map(|(n, _)| n)
+            .zip(t)
+            .collect()
+    }
+
+    /// Saves `dir/config.json` and `dir/model.safetensors` in transformers' layout.
+    pub fn save(&self, dir: impl AsRef<Path>) -> crate::Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(CONFIG_FILE);
+        let text =
+            serde_json::to_string_pretty(&self.cfg.to_hf()).map_err(|e| Error::file(&path, e))?;
+        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+        let mut named = self.named_tensors();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let max = crate::io::weights::MAX_SHARD_BYTES;
+        crate::io::safetensors::write_checkpoint_weights(dir, &named, max)
+    }
+
+    /// Logits (b, l, vocab) of `ids` (b, l) u32; `resets` (b, l), nonzero where a document
+    /// starts (the conv window and the SSD state never reach back past it).
+    pub fn forward(&self, ids: &Tensor, resets: Option<&Tensor>) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
         let mut h = self
             .embedding
@@ -231,30 +246,82 @@ impl Mamba2LM {
             .reshape((b, l, self.cfg.d_model))?;
         for (norm, mixer) in &self.layers {
             let x = rms_norm(&h, norm, self.cfg.norm_eps)?;
-            h = (&h + mixer.forward(&x, &self.cfg)?)?;
+            h = (&h + mixer.forward(&x, &self.cfg, resets)?)?;
         }
         let h = rms_norm(&h, &self.norm_f, self.cfg.norm_eps)?;
         linear(&h, &self.head)
+    }
+
+    /// Mean next-token cross-entropy of `targets` (b, l) given `ids` (b, l); differentiable.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor, resets: Option<&Tensor>) -> Result<Tensor> {
+        let logits = self.forward(ids, resets)?;
+        let v = logits.dim(2)?;
+        crate::loss::cross_entropy(&logits.reshape(((), v))?, &targets.flatten_all()?, None)
+    }
+}
+
+/// Initial value of one parameter (see [`Mamba2LM::init`]).
+fn init_values(c: &Mamba2Config, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
+    let numel: usize = shape.iter().product();
+    let mut rng = SplitMix64::for_tensor(seed, name);
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let uniform = |rng: &mut SplitMix64, lo: f64, hi: f64| -> Vec<f32> {
+        (0..numel).map(|_| rng.uniform_in(lo, hi) as f32).collect()
+    };
+    if last == "A_log" {
+        return uniform(&mut rng, 1.0, 16.0)
+            .iter()
+            .map(|a| a.ln())
+            .collect();
+    }
+    if last == "dt_bias" {
+        let (lo, hi) = (1e-3f64.ln(), 0.1f64.ln());
+        return (0..numel)
+            .map(|_| crate::init::inv_softplus(rng.uniform_in(lo, hi).exp().max(1e-4)) as f32)
+            .collect();
+    }
+    if last == "D" || name.ends_with("norm.weight") || name.ends_with("norm_f.weight") {
+        return vec![1.0; numel];
+    }
+    if name.ends_with("embeddings.weight") {
+        return (0..numel).map(|_| (rng.normal() * 0.02) as f32).collect();
+    }
+    // Linear and conv weights: U(+-1/sqrt(fan_in)); out_proj then / sqrt(n_layer).
+    let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    let scale = match name.ends_with("out_proj.weight") {
+        true => 1.0 / (c.n_layer as f64).sqrt(),
+        false => 1.0,
+    };
+    let v = uniform(&mut rng, -bound, bound);
+    match last == "bias" {
+        // The conv bias: fan_in is the window.
+        true => uniform(
+            &mut rng,
+            -1.0 / (c.d_conv as f64).sqrt(),
+            1.0 / (c.d_conv as f64).sqrt(),
+        ),
+        false => v.into_iter().map(|x| x * scale as f32).collect(),
     }
 }
 
 impl Mixer2 {
     /// h: (b, l, d_model) normalised input -> (b, l, d_model).
-    fn forward(&self, h: &Tensor, c: &Mamba2Config) -> Result<Tensor> {
+    fn forward(&self, h: &Tensor, c: &Mamba2Config, resets: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, _) = h.dims3()?;
         let (di, hn, p, g, n) = (c.d_inner(), c.n_heads(), c.head_dim, c.n_groups, c.d_state);
         let zxbcdt = linear(h, &self.in_proj)?;
         let z = zxbcdt.narrow(2, 0, di)?;
         let xbc = zxbcdt.narrow(2, di, c.conv_dim())?;
         let dt = zxbcdt.narrow(2, di + c.conv_dim(), hn)?;
-        let xbc = causal_conv1d(&xbc, &self.conv_w, &self.conv_b, None)?.silu()?;
+        let xbc = causal_conv1d(&xbc.contiguous()?, &self.conv_w, &self.conv_b, resets)?.silu()?;
         let x = xbc.narrow(2, 0, di)?.reshape((b, l, hn, p))?;
         let bm = xbc.narrow(2, di, g * n)?.reshape((b, l, g, n))?;
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
         let dt = softplus(&dt.broadcast_add(&self.dt_bias)?)?
             .clamp(c.dt_limit.0, c.dt_limit.1.min(f64::MAX))?;
         let a = self.a_log.exp()?.neg()?;
-        let y = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, None, CHUNK)?.reshape((b, l, di))?;
+        let y = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?.reshape((b, l, di))?;
         let y = gated_rms_norm(&y, &z, &self.norm, di / g, c.norm_eps)?;
         linear(&y, &self.out_proj)
     }
