@@ -236,3 +236,37 @@ fn mamba2_trains_on_packed_documents_kept_apart() {
         .collect();
     assert!(losses[4] < losses[0] - 0.1, "{losses:?}");
 }
+
+/// 50 AdamW steps from our initialisation give the losses a PyTorch training loop of
+/// transformers' Mamba2 gives on the same batches (make_mamba2_fixtures.py), within 1e-3.
+#[test]
+fn the_loss_curve_is_transformers() {
+    let t =
+        candle_core::safetensors::load(fixtures().join("mamba2_losses.safetensors"), &Device::Cpu)
+            .unwrap();
+    let batches = t["batches"].to_dtype(DType::U32).unwrap();
+    let want = t["losses"].to_vec1::<f64>().unwrap();
+    let (model, varmap) = Mamba2LM::init(&ours_config(), 77, &Device::Cpu).unwrap();
+    let cfg = mamba_model::AdamWConfig {
+        lr: 3e-3,
+        ..Default::default()
+    };
+    let mut opt = mamba_model::AdamW::from_varmap(&varmap, cfg).unwrap();
+    for (step, w) in want.iter().enumerate() {
+        let ids = batches.get(step).unwrap();
+        let (x, y) = (ids.narrow(1, 0, 16).unwrap(), ids.narrow(1, 1, 16).unwrap());
+        let loss = model.loss(&x, &y, None).unwrap();
+        let got = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (got - w).abs() <= 1e-3 * w,
+            "step {step}: {got} vs transformers' {w}"
+        );
+        opt.backward_step(&loss).unwrap();
+    }
+    assert!(
+        want[49] < want[0] - 0.5,
+        "the run learns: {} -> {}",
+        want[0],
+        want[49]
+    );
+}
