@@ -270,3 +270,69 @@ fn the_loss_curve_is_transformers() {
         want[49]
     );
 }
+
+/// Prefill then one token at a time gives the full forward's logits (prompts shorter and
+/// longer than the conv window, batched), and reproduces transformers' logits.
+#[test]
+fn prefill_and_step_equal_the_forward() {
+    let (model, _) = Mamba2LM::load(fixtures().join("hf_mamba2"), &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(
+        fixtures().join("hf_mamba2_logits.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = t["input_ids"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    let want = t["logits"].to_vec3::<f32>().unwrap();
+    let splits = [2, 9];
+    let prompts: Vec<&[u32]> = ids.iter().zip(splits).map(|(r, k)| &r[..k]).collect();
+    let (mut st, first) = model.prefill(&prompts).unwrap();
+    let mut got: Vec<Vec<Vec<f32>>> = first.into_iter().map(|l| vec![l]).collect();
+    for step in 0..8 {
+        let feed: Vec<u32> = ids.iter().zip(splits).map(|(r, k)| r[k + step]).collect();
+        for (g, l) in got.iter_mut().zip(model.step(&feed, &mut st).unwrap()) {
+            g.push(l);
+        }
+    }
+    for (row, rows) in got.iter().enumerate() {
+        for (i, g) in rows.iter().enumerate() {
+            let w = &want[row][splits[row] - 1 + i];
+            let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let d = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                d < 1e-4 * scale.max(1.0),
+                "row {row}, position {}: {d}",
+                splits[row] - 1 + i
+            );
+        }
+    }
+    assert!(model.prefill(&[&[]]).is_err());
+}
+
+/// The state after the last position, with documents packed and a length no chunk size
+/// divides, is the last document's own final state.
+#[test]
+fn the_final_state_is_the_last_documents() {
+    use mamba_model::mamba2::ssd_chunked_with_state;
+    let mut rng = mamba_model::rng::SplitMix64::new(8);
+    let v = inputs(&mut rng, 1, 11);
+    let r = resets(1, 11, &[6]);
+    let (_, packed) =
+        ssd_chunked_with_state(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], Some(&r), 4).unwrap();
+    let tail = |t: &Tensor| t.narrow(1, 6, 5).unwrap();
+    let (_, alone) = ssd_chunked_with_state(
+        &tail(&v[0]),
+        &tail(&v[1]),
+        &v[2],
+        &tail(&v[3]),
+        &tail(&v[4]),
+        &v[5],
+        None,
+        5,
+    )
+    .unwrap();
+    assert_close("final state", &packed, &alone, 1e-12, 1e-10);
+}

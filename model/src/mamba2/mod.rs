@@ -31,9 +31,11 @@ use crate::layers::ops::{linear, softplus};
 use crate::rng::SplitMix64;
 
 mod config;
+mod decode;
 pub mod ssd;
 pub use config::Mamba2Config;
-pub use ssd::{ssd_chunked, ssd_reference};
+pub use decode::Mamba2State;
+pub use ssd::{ssd_chunked, ssd_chunked_with_state, ssd_reference};
 
 /// Positions per chunk of the SSD (the matrix products within a chunk are CHUNK x CHUNK).
 const CHUNK: usize = 64;
@@ -308,22 +310,43 @@ fn init_values(c: &Mamba2Config, name: &str, shape: &[usize], seed: u64) -> Vec<
 impl Mixer2 {
     /// h: (b, l, d_model) normalised input -> (b, l, d_model).
     fn forward(&self, h: &Tensor, c: &Mamba2Config, resets: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.run(h, c, resets, false)?.0)
+    }
+
+    /// The forward, and with `state` the recurrent state after the last position: the conv
+    /// window's last d_conv - 1 inputs (b, conv_dim, d_conv - 1) and the SSD state
+    /// (b, H, P, N).
+    fn run(
+        &self,
+        h: &Tensor,
+        c: &Mamba2Config,
+        resets: Option<&Tensor>,
+        state: bool,
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (b, l, _) = h.dims3()?;
         let (di, hn, p, g, n) = (c.d_inner(), c.n_heads(), c.head_dim, c.n_groups, c.d_state);
         let zxbcdt = linear(h, &self.in_proj)?;
         let z = zxbcdt.narrow(2, 0, di)?;
-        let xbc = zxbcdt.narrow(2, di, c.conv_dim())?;
+        let xbc = zxbcdt.narrow(2, di, c.conv_dim())?.contiguous()?;
         let dt = zxbcdt.narrow(2, di + c.conv_dim(), hn)?;
-        let xbc = causal_conv1d(&xbc.contiguous()?, &self.conv_w, &self.conv_b, resets)?.silu()?;
+        let conv = match state {
+            true => Some(decode::conv_tail(&xbc, c.d_conv)?),
+            false => None,
+        };
+        let xbc = causal_conv1d(&xbc, &self.conv_w, &self.conv_b, resets)?.silu()?;
         let x = xbc.narrow(2, 0, di)?.reshape((b, l, hn, p))?;
         let bm = xbc.narrow(2, di, g * n)?.reshape((b, l, g, n))?;
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
-        let dt = softplus(&dt.broadcast_add(&self.dt_bias)?)?
-            .clamp(c.dt_limit.0, c.dt_limit.1.min(f64::MAX))?;
+        let dt = self.dt(&dt, c)?;
         let a = self.a_log.exp()?.neg()?;
-        let y = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?.reshape((b, l, di))?;
-        let y = gated_rms_norm(&y, &z, &self.norm, di / g, c.norm_eps)?;
-        linear(&y, &self.out_proj)
+        let (y, last) = ssd_chunked_with_state(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
+        let y = gated_rms_norm(&y.reshape((b, l, di))?, &z, &self.norm, di / g, c.norm_eps)?;
+        Ok((linear(&y, &self.out_proj)?, conv.map(|cv| (cv, last))))
+    }
+
+    /// dt = clamp(softplus(dt + dt_bias), dt_limit).
+    fn dt(&self, dt: &Tensor, c: &Mamba2Config) -> Result<Tensor> {
+        softplus(&dt.broadcast_add(&self.dt_bias)?)?.clamp(c.dt_limit.0, c.dt_limit.1.min(f64::MAX))
     }
 }
 

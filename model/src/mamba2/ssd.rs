@@ -99,6 +99,22 @@ pub fn ssd_chunked(
     resets: Option<&Tensor>,
     chunk: usize,
 ) -> Result<Tensor> {
+    Ok(ssd_chunked_with_state(x, dt, a, bm, cm, d, resets, chunk)?.0)
+}
+
+/// [`ssd_chunked`] and the state after the last position, (b, H, P, N): where a recurrent
+/// step continues (mamba_ssm's `return_final_states`).
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_chunked_with_state(
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    bm: &Tensor,
+    cm: &Tensor,
+    d: &Tensor,
+    resets: Option<&Tensor>,
+    chunk: usize,
+) -> Result<(Tensor, Tensor)> {
     let (b, l, hn, p) = x.dims4()?;
     let n = bm.dim(3)?;
     let t = chunk.max(1).min(l.max(1));
@@ -111,7 +127,12 @@ pub fn ssd_chunked(
             _ => v.pad_with_zeros(1, 0, pad),
         }
     };
-    let docs = padded(documents(resets, b, l, x)?)?; // (b, L)
+    // Padded positions continue the last document, so the final state keeps it.
+    let docs = documents(resets, b, l, x)?;
+    let docs = match pad {
+        0 => docs,
+        _ => Tensor::cat(&[&docs, &docs.narrow(1, l - 1, 1)?.repeat((1, pad))?], 1)?,
+    }; // (b, L)
     let xdt = padded(x.broadcast_mul(&dt.unsqueeze(3)?)?)?; // (b, L, H, P)
     let la = padded(dt.broadcast_mul(a)?)?; // (b, L, H): log of each step's decay
     let (bh, ch) = (padded(per_head(bm, hn)?)?, padded(per_head(cm, hn)?)?);
@@ -186,5 +207,6 @@ pub fn ssd_chunked(
         .permute((0, 2, 3, 1, 4))? // (b, c, T, H, P)
         .reshape((b, c * t, hn, p))?
         .narrow(1, 0, l)?;
-    y + x.broadcast_mul(&d.reshape((1, 1, hn, 1))?)?
+    let y = (y + x.broadcast_mul(&d.reshape((1, 1, hn, 1))?)?)?;
+    Ok((y, carried.transpose(2, 3)?))
 }
