@@ -104,6 +104,50 @@ fn seeded_sampling_prompts_from_everywhere_and_beams() {
     assert!(!beams.starts_with("Hello"));
 }
 
+/// `--weights bf16` generates from the same checkpoint; an unknown value is a usage error.
+/// (How close bf16 logits stay to f32 is tested in the model crate.)
+#[test]
+fn bf16_weights_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), None);
+    let ck = dir.path().to_str().unwrap();
+    let args = |w: &'static str| -> Vec<&str> {
+        vec![
+            "generate",
+            "--checkpoint",
+            ck,
+            "--prompt",
+            "The quick",
+            "--temperature",
+            "0",
+        ]
+        .into_iter()
+        .chain(["--max-new-tokens", "3", "--weights", w])
+        .collect()
+    };
+    let (f32_out, bf16_out) = (run(&args("f32"), None), run(&args("bf16"), None));
+    assert!(
+        bf16_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bf16_out.stderr)
+    );
+    assert!(stdout(&bf16_out).starts_with("The quick"));
+    assert_eq!(stdout(&f32_out).len() > 0, stdout(&bf16_out).len() > 0);
+    let bad = run(
+        &[
+            "generate",
+            "--checkpoint",
+            ck,
+            "--prompt",
+            "x",
+            "--weights",
+            "f8",
+        ],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}
+
 #[test]
 fn bad_input_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();
