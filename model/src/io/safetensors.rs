@@ -123,9 +123,11 @@ pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
         let [begin, end] = offsets[..] else {
             return Err(bad("bad data_offsets"));
         };
-        let numel: usize = shape.iter().product();
-        if end < begin || end > data_len || (end - begin) as usize != numel * dtype.size_in_bytes()
-        {
+        // Checked: a hostile header must not overflow the size computation.
+        let bytes = shape
+            .iter()
+            .try_fold(dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
+        if end < begin || end > data_len || bytes != Some((end - begin) as usize) {
             return Err(bad(
                 "data_offsets disagree with its shape or the file's length",
             ));
