@@ -384,7 +384,7 @@ impl MambaLM {
 
 /// `t` in `dtype`, detached; `t` itself is dropped, so its storage goes when nothing else
 /// holds it.
-pub(crate) fn cast(t: Tensor, dtype: DType) -> Result<Tensor> {
+fn cast(t: Tensor, dtype: DType) -> Result<Tensor> {
     Ok(t.detach().to_dtype(dtype)?.detach())
 }
 

@@ -77,7 +77,7 @@ fn chunked_ssd_equals_the_recurrence_with_gradients() {
             .backward()
             .unwrap();
         for chunk in [1, 3, 4, 11, 16] {
-            let got = ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, chunk).unwrap();
+            let (got, _) = ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, chunk).unwrap();
             let what = format!("chunk {chunk}, resets {}", r.is_some());
             assert_close(&what, &got, &want, 1e-10, 1e-9);
             let gg = (&got * &coef)
@@ -100,7 +100,7 @@ fn packed_documents_never_see_each_other() {
     let mut rng = mamba_model::rng::SplitMix64::new(5);
     let v = inputs(&mut rng, 1, 12);
     let r = resets(1, 12, &[5]);
-    let y = ssd_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], Some(&r), 4).unwrap();
+    let (y, _) = ssd_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], Some(&r), 4).unwrap();
     let part = |t: &Tensor| t.narrow(1, 5, 7).unwrap();
     let alone = ssd_reference(
         &part(&v[0]),
@@ -113,7 +113,7 @@ fn packed_documents_never_see_each_other() {
     )
     .unwrap();
     assert_close("second document", &part(&y), &alone, 1e-12, 1e-10);
-    let mixed = ssd_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], None, 4).unwrap();
+    let (mixed, _) = ssd_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], None, 4).unwrap();
     let diff = (part(&mixed) - &alone)
         .unwrap()
         .abs()
@@ -316,14 +316,12 @@ fn prefill_and_step_equal_the_forward() {
 /// divides, is the last document's own final state.
 #[test]
 fn the_final_state_is_the_last_documents() {
-    use mamba_model::mamba2::ssd_chunked_with_state;
     let mut rng = mamba_model::rng::SplitMix64::new(8);
     let v = inputs(&mut rng, 1, 11);
     let r = resets(1, 11, &[6]);
-    let (_, packed) =
-        ssd_chunked_with_state(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], Some(&r), 4).unwrap();
+    let (_, packed) = ssd_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], Some(&r), 4).unwrap();
     let tail = |t: &Tensor| t.narrow(1, 6, 5).unwrap();
-    let (_, alone) = ssd_chunked_with_state(
+    let (_, alone) = ssd_chunked(
         &tail(&v[0]),
         &tail(&v[1]),
         &v[2],

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub const CONFIG_FILE: &str = "config.json";
 
 /// `o[k]` as a count: absent or null is `None`, anything but a non-negative integer an error.
-fn uint(o: &Value, k: &str, path: &Path) -> Result<Option<usize>> {
+pub(crate) fn uint(o: &Value, k: &str, path: &Path) -> Result<Option<usize>> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
@@ -24,8 +24,16 @@ fn uint(o: &Value, k: &str, path: &Path) -> Result<Option<usize>> {
     }
 }
 
+/// `o[k]` as a dt rank: absent, null or `"auto"` is `None` (ceil(d_model / 16)).
+fn rank(o: &Value, k: &str, path: &Path) -> Result<Option<usize>> {
+    match o.get(k) {
+        Some(Value::String(s)) if s == "auto" => Ok(None),
+        _ => uint(o, k, path),
+    }
+}
+
 /// `o[k]` as a count that must be there.
-fn required(o: &Value, k: &str, path: &Path) -> Result<usize> {
+pub(crate) fn required(o: &Value, k: &str, path: &Path) -> Result<usize> {
     uint(o, k, path)?.ok_or_else(|| Error::file(path, format!("missing `{k}`")))
 }
 
@@ -99,14 +107,7 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     let d_model = req("hidden_size")?;
     let hf_vocab = req("vocab_size")?;
     let expand = get_usize("expand")?.unwrap_or(2);
-    let dt_rank = match v.get("time_step_rank") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "auto" => None,
-        Some(x) => Some(
-            x.as_u64()
-                .ok_or_else(|| bad(format!("bad `time_step_rank` {x}")))? as usize,
-        ),
-    };
+    let dt_rank = rank(v, "time_step_rank", path)?;
     // An explicit rank equal to the automatic one is stored as `auto`.
     let dt_rank = dt_rank.filter(|&r| r != d_model.div_ceil(16));
     let (vocab_size, pad) = match get_usize("unpadded_vocab_size")? {
@@ -211,14 +212,7 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
     }
     let f = |k: &str, d: f64| ssm.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
     let d_model = req("d_model")?;
-    let dt_rank = match ssm.get("dt_rank") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "auto" => None,
-        Some(x) => Some(
-            x.as_u64()
-                .ok_or_else(|| bad(format!("bad `dt_rank` {x}")))? as usize,
-        ),
-    };
+    let dt_rank = rank(&ssm, "dt_rank", path)?;
     let cfg = Config {
         arch: Arch::Mamba1,
         d_model,

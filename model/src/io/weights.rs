@@ -57,6 +57,41 @@ pub(crate) fn read_weights(
     ))
 }
 
+/// The tensors named in `shapes` as variables on `device` (made from the values read, without
+/// another copy). Errors name `path` and the tensor: one missing, of another shape, or in
+/// `tensors` but not in `shapes`.
+pub(crate) fn variables(
+    mut tensors: HashMap<String, HostTensor>,
+    shapes: Vec<(String, Vec<usize>)>,
+    path: &Path,
+    device: &Device,
+) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().unwrap();
+        for (name, shape) in shapes {
+            let t = tensors
+                .remove(&name)
+                .ok_or_else(|| Error::tensor(path, &name, "missing"))?;
+            if t.shape != shape {
+                let msg = format!("shape {:?}, expected {shape:?} from config.json", t.shape);
+                return Err(Error::tensor(path, &name, msg));
+            }
+            let var = Var::from_vec(t.data, t.shape, device)
+                .map_err(|e| Error::tensor(path, &name, e))?;
+            data.insert(name, var);
+        }
+    }
+    match tensors.keys().min() {
+        Some(name) => Err(Error::tensor(
+            path,
+            name,
+            "unexpected tensor for this config",
+        )),
+        None => Ok(varmap),
+    }
+}
+
 /// Whether two tensors hold the same shape and values.
 fn same(a: &HostTensor, b: &HostTensor) -> bool {
     a.shape == b.shape && a.data == b.data
@@ -113,33 +148,7 @@ impl MambaLM {
             })?;
             tensors.insert(LM_HEAD.into(), h);
         }
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().unwrap();
-            for (name, shape) in crate::model::MambaLM::shapes(&cfg) {
-                let t = tensors
-                    .remove(&name)
-                    .ok_or_else(|| Error::tensor(&path, &name, "missing"))?;
-                if t.shape != shape {
-                    return Err(Error::tensor(
-                        &path,
-                        &name,
-                        format!("shape {:?}, expected {:?} from config.json", t.shape, shape),
-                    ));
-                }
-                // A variable made from the values read, without another copy.
-                let var = Var::from_vec(t.data, t.shape, device)
-                    .map_err(|e| Error::tensor(&path, &name, e))?;
-                data.insert(name, var);
-            }
-        }
-        if let Some(name) = tensors.keys().min() {
-            return Err(Error::tensor(
-                &path,
-                name,
-                "unexpected tensor for this config",
-            ));
-        }
+        let varmap = variables(tensors, MambaLM::shapes(&cfg), &path, device)?;
         let model = MambaLM::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         Ok((model, varmap))
     }

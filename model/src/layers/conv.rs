@@ -115,6 +115,37 @@ pub fn causal_conv1d_silu(
     x.apply_op2(&params, ConvSiluOp { starts })
 }
 
+/// The conv window after a sequence x (b, l, ch): its last `k - 1` inputs as (b, ch, k - 1),
+/// zeros in front when the sequence is shorter (the causal conv pads with zeros too).
+pub(crate) fn conv_tail(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (b, l, ch) = x.dims3()?;
+    let keep = (k - 1).min(l);
+    let tail = x.narrow(1, l - keep, keep)?.transpose(1, 2)?; // (b, ch, keep)
+    if keep == k - 1 {
+        return tail.contiguous();
+    }
+    let pad = Tensor::zeros((b, ch, k - 1 - keep), x.dtype(), x.device())?;
+    Tensor::cat(&[&pad, &tail], 2)?.contiguous()
+}
+
+/// One position of [`causal_conv1d`] in recurrent form: x (b, ch) after the window `state`
+/// (b, ch, k - 1) of the inputs before it -> the conv output (b, ch), before any activation;
+/// `state` then holds the last k - 1 inputs, x included.
+pub(crate) fn conv_step(
+    state: &mut Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+) -> Result<Tensor> {
+    let window = Tensor::cat(&[&*state, &x.unsqueeze(2)?], 2)?; // (b, ch, k)
+    let k = window.dim(2)?;
+    *state = window.narrow(2, 1, k - 1)?.contiguous()?;
+    window
+        .broadcast_mul(&w.squeeze(1)?)?
+        .sum(candle_core::D::Minus1)?
+        .broadcast_add(bias)
+}
+
 #[derive(Clone, Debug)]
 struct ConvSiluOp {
     /// Document start of each (b, t), or None for no resets.

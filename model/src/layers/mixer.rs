@@ -15,7 +15,7 @@ use candle_nn::VarBuilder;
 use crate::config::Config;
 use crate::kernels::scan::{selective_scan, selective_scan_with_state, ScanOptions};
 use crate::kernels::ssm::{ssm_fused, SsmWeights};
-use crate::layers::conv::causal_conv1d_silu;
+use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
 use crate::layers::ops::linear;
 
 /// Parameters of one mixer, named as in transformers (`...mixer.in_proj.weight` etc.).
@@ -82,11 +82,21 @@ impl Mixer {
             .map(|(name, shape)| vb.get(shape, name))
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
-        let [in_proj, conv_w, conv_b, x_proj, dt_proj_w, dt_proj_b, a_log, d, out_proj]: [Tensor;
-            9] = t
+        let t: [Tensor; 9] = t
             .try_into()
             .map_err(|_| candle_core::Error::Msg("mixer".into()))?;
-        Ok(Mixer {
+        Ok(Self::from_tensors(
+            t,
+            cfg.d_inner(),
+            cfg.d_state,
+            cfg.dt_rank(),
+        ))
+    }
+
+    /// The mixer over parameters in the order of [`Mixer::shapes`].
+    fn from_tensors(t: [Tensor; 9], d_inner: usize, d_state: usize, dt_rank: usize) -> Mixer {
+        let [in_proj, conv_w, conv_b, x_proj, dt_proj_w, dt_proj_b, a_log, d, out_proj] = t;
+        Mixer {
             in_proj,
             conv_w,
             conv_b,
@@ -96,10 +106,10 @@ impl Mixer {
             a_log,
             d,
             out_proj,
-            d_inner: cfg.d_inner(),
-            d_state: cfg.d_state,
-            dt_rank: cfg.dt_rank(),
-        })
+            d_inner,
+            d_state,
+            dt_rank,
+        }
     }
 
     /// The parameters in the order of [`Mixer::shapes`].
@@ -120,35 +130,26 @@ impl Mixer {
     /// The same parameters (no copy) as plain tensors, outside any autograd graph.
     pub fn detach(&self) -> Mixer {
         let t = self.tensors().map(|t| t.detach());
-        let [in_proj, conv_w, conv_b, x_proj, dt_proj_w, dt_proj_b, a_log, d, out_proj] = t;
-        Mixer {
-            in_proj,
-            conv_w,
-            conv_b,
-            x_proj,
-            dt_proj_w,
-            dt_proj_b,
-            a_log,
-            d,
-            out_proj,
-            ..*self
-        }
+        Self::from_tensors(t, self.d_inner, self.d_state, self.dt_rank)
     }
 
     /// The mixer with its four projections held in `dtype` (see
     /// [`MambaLM::into_weight_dtype`](crate::MambaLM::into_weight_dtype)), the rest detached.
+    /// This layer's f32 projections stay alive until the end of the call: one layer's worth,
+    /// not the model's.
     pub fn into_weight_dtype(self, dtype: DType) -> Result<Mixer> {
-        use crate::model::cast;
-        // The small parameters, detached (this layer's f32 projections stay alive until the
-        // end of the call: one layer's worth, not the model's).
-        let rest = self.detach();
-        Ok(Mixer {
-            in_proj: cast(self.in_proj, dtype)?,
-            x_proj: cast(self.x_proj, dtype)?,
-            dt_proj_w: cast(self.dt_proj_w, dtype)?,
-            out_proj: cast(self.out_proj, dtype)?,
-            ..rest
-        })
+        // in_proj, x_proj, dt_proj.weight, out_proj in the order of `shapes`.
+        const MATRICES: [usize; 4] = [0, 3, 4, 8];
+        let mut t = self.tensors().map(|t| t.detach());
+        for i in MATRICES {
+            t[i] = t[i].to_dtype(dtype)?.detach();
+        }
+        Ok(Self::from_tensors(
+            t,
+            self.d_inner,
+            self.d_state,
+            self.dt_rank,
+        ))
     }
 
     /// A = -exp(A_log), (di, n): negative, so every channel's state decays.
@@ -248,15 +249,7 @@ impl Mixer {
         let xz = linear(h, &self.in_proj)?; // (b, 2 di)
         let x = xz.narrow(1, 0, di)?;
         let z = xz.narrow(1, di, di)?;
-        // Conv window: the previous k - 1 inputs followed by x.
-        let window = Tensor::cat(&[&st.conv, &x.unsqueeze(2)?], 2)?; // (b, di, k)
-        let k = window.dim(2)?;
-        let conv = window
-            .broadcast_mul(&self.conv_w.squeeze(1)?)?
-            .sum(candle_core::D::Minus1)?
-            .broadcast_add(&self.conv_b)?;
-        st.conv = window.narrow(2, 1, k - 1)?.contiguous()?;
-        let u = conv.silu()?; // (b, di)
+        let u = conv_step(&mut st.conv, &x, &self.conv_w, &self.conv_b)?.silu()?; // (b, di)
         let xdbl = linear(&u, &self.x_proj)?;
         let bm = xdbl.narrow(1, r, n)?;
         let cm = xdbl.narrow(1, r + n, n)?;
@@ -278,17 +271,4 @@ impl Mixer {
         let y = ((y + u.broadcast_mul(&self.d)?)? * z.silu()?)?;
         linear(&y, &self.out_proj)
     }
-}
-
-/// The conv window after a prompt: its last `k - 1` inputs as (b, di, k - 1), zeros in front
-/// when the prompt is shorter (the causal conv pads with zeros too).
-fn conv_tail(x: &Tensor, k: usize) -> Result<Tensor> {
-    let (b, l, di) = x.dims3()?;
-    let keep = (k - 1).min(l);
-    let tail = x.narrow(1, l - keep, keep)?.transpose(1, 2)?; // (b, di, keep)
-    if keep == k - 1 {
-        return tail.contiguous();
-    }
-    let pad = Tensor::zeros((b, di, k - 1 - keep), DType::F32, x.device())?;
-    Tensor::cat(&[&pad, &tail], 2)?.contiguous()
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::error::Error;
+use crate::io::config::{required, uint};
 
 /// The shape of a Mamba-2 language model (transformers' `Mamba2Config`).
 #[derive(Clone, Debug, PartialEq)]
@@ -44,12 +45,10 @@ impl Mamba2Config {
     /// Parses transformers' `Mamba2Config` JSON; errors name the file and the key.
     pub fn from_hf(v: &Value, path: &Path) -> crate::Result<Self> {
         let bad = |m: String| Error::file(path, m);
-        let uint = |k: &str, d: Option<u64>| -> crate::Result<usize> {
-            match v.get(k).map(|x| x.as_u64()).unwrap_or(d) {
-                Some(x) => Ok(x as usize),
-                None => Err(bad(format!("missing or bad `{k}`"))),
-            }
+        let uint = |k: &str, default: usize| -> crate::Result<usize> {
+            Ok(uint(v, k, path)?.unwrap_or(default))
         };
+        let req = |k: &str| required(v, k, path);
         let flag = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
         if v.get("model_type").and_then(|x| x.as_str()) != Some("mamba2") {
             return Err(bad("model_type is not `mamba2`".into()));
@@ -74,14 +73,14 @@ impl Mamba2Config {
             _ => (0.0, f64::INFINITY),
         };
         let cfg = Mamba2Config {
-            d_model: uint("hidden_size", None)?,
-            n_layer: uint("num_hidden_layers", None)?,
-            vocab_size: uint("vocab_size", None)?,
-            d_state: uint("state_size", Some(128))?,
-            d_conv: uint("conv_kernel", Some(4))?,
-            expand: uint("expand", Some(2))?,
-            head_dim: uint("head_dim", Some(64))?,
-            n_groups: uint("n_groups", Some(1))?,
+            d_model: req("hidden_size")?,
+            n_layer: req("num_hidden_layers")?,
+            vocab_size: req("vocab_size")?,
+            d_state: uint("state_size", 128)?,
+            d_conv: uint("conv_kernel", 4)?,
+            expand: uint("expand", 2)?,
+            head_dim: uint("head_dim", 64)?,
+            n_groups: uint("n_groups", 1)?,
             norm_eps: v
                 .get("layer_norm_epsilon")
                 .and_then(|x| x.as_f64())
@@ -89,7 +88,7 @@ impl Mamba2Config {
             dt_limit,
             tie_embeddings: flag("tie_word_embeddings", false),
         };
-        let heads = uint("num_heads", Some(cfg.n_heads() as u64))?;
+        let heads = uint("num_heads", cfg.n_heads())?;
         if cfg.head_dim == 0
             || !cfg.d_inner().is_multiple_of(cfg.head_dim)
             || heads != cfg.n_heads()

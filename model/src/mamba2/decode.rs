@@ -5,6 +5,7 @@
 use candle_core::{Result, Tensor, D};
 
 use super::{gated_rms_norm, Mamba2Config, Mamba2LM, Mixer2};
+use crate::layers::conv::conv_step;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::linear;
 
@@ -13,19 +14,6 @@ use crate::layers::ops::linear;
 pub struct Mamba2State {
     /// Per layer: conv window, SSD state.
     layers: Vec<(Tensor, Tensor)>,
-}
-
-/// The conv window after a prompt: its last `k - 1` inputs as (b, channels, k - 1), zeros in
-/// front when the prompt is shorter (the causal conv pads with zeros too).
-pub(super) fn conv_tail(x: &Tensor, k: usize) -> Result<Tensor> {
-    let (b, l, ch) = x.dims3()?;
-    let keep = (k - 1).min(l);
-    let tail = x.narrow(1, l - keep, keep)?.transpose(1, 2)?;
-    if keep == k - 1 {
-        return tail.contiguous();
-    }
-    let pad = Tensor::zeros((b, ch, k - 1 - keep), x.dtype(), x.device())?;
-    Tensor::cat(&[&pad, &tail], 2)?.contiguous()
 }
 
 impl Mamba2LM {
@@ -99,14 +87,7 @@ impl Mixer2 {
         let z = zxbcdt.narrow(1, 0, di)?;
         let xbc = zxbcdt.narrow(1, di, c.conv_dim())?;
         let dt = self.dt(&zxbcdt.narrow(1, di + c.conv_dim(), hn)?, c)?; // (b, H)
-                                                                         // Conv over the window [state (k - 1), x], then shift x into the state.
-        let window = Tensor::cat(&[&*conv, &xbc.unsqueeze(2)?], 2)?; // (b, conv_dim, k)
-        *conv = window.narrow(2, 1, c.d_conv - 1)?.contiguous()?;
-        let xbc = window
-            .broadcast_mul(&self.conv_w.squeeze(1)?)?
-            .sum(D::Minus1)?
-            .broadcast_add(&self.conv_b)?
-            .silu()?;
+        let xbc = conv_step(conv, &xbc, &self.conv_w, &self.conv_b)?.silu()?;
         let x = xbc.narrow(1, 0, di)?.reshape((b, hn, p))?;
         let per = hn / g;
         let heads = |t: Tensor| -> Result<Tensor> {

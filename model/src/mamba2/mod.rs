@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::io::config::CONFIG_FILE;
-use crate::layers::conv::causal_conv1d;
+use crate::layers::conv::{causal_conv1d, conv_tail};
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::{linear, softplus};
 use crate::rng::SplitMix64;
@@ -35,7 +35,7 @@ mod decode;
 pub mod ssd;
 pub use config::Mamba2Config;
 pub use decode::Mamba2State;
-pub use ssd::{ssd_chunked, ssd_chunked_with_state, ssd_reference};
+pub use ssd::{ssd_chunked, ssd_reference};
 
 /// Positions per chunk of the SSD (the matrix products within a chunk are CHUNK x CHUNK).
 const CHUNK: usize = 64;
@@ -149,28 +149,12 @@ impl Mamba2LM {
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
         let cfg = Mamba2Config::from_hf(&v, &path)?;
         let (mut tensors, wpath) = crate::io::weights::read_weights(dir)?;
-        let varmap = VarMap::new();
-        let mut named = HashMap::new();
-        for (name, shape) in Self::shapes(&cfg) {
-            let t = tensors
-                .remove(&name)
-                .ok_or_else(|| Error::tensor(&wpath, &name, "missing"))?;
-            if t.shape != shape {
-                let msg = format!("shape {:?}, expected {shape:?} from config.json", t.shape);
-                return Err(Error::tensor(&wpath, &name, msg));
-            }
-            let var = Var::from_vec(t.data, shape, device)
-                .map_err(|e| Error::tensor(&wpath, &name, e))?;
-            named.insert(name.clone(), var.as_tensor().clone());
-            varmap.data().lock().unwrap().insert(name, var);
+        if cfg.tie_embeddings {
+            // A copy of the tied head some exporters write.
+            tensors.remove("lm_head.weight");
         }
-        if let Some(name) = tensors.keys().filter(|n| *n != "lm_head.weight").min() {
-            return Err(Error::tensor(
-                &wpath,
-                name,
-                "unexpected tensor for this config",
-            ));
-        }
+        let varmap = crate::io::weights::variables(tensors, Self::shapes(&cfg), &wpath, device)?;
+        let named = named_of(&varmap);
         Ok((Self::from_named(cfg, &named), varmap))
     }
 
@@ -180,14 +164,12 @@ impl Mamba2LM {
     /// divided by sqrt(n_layer); embedding N(0, 0.02)).
     pub fn init(cfg: &Mamba2Config, seed: u64, device: &Device) -> crate::Result<(Self, VarMap)> {
         let varmap = VarMap::new();
-        let mut named = HashMap::new();
         for (name, shape) in Self::shapes(cfg) {
             let v = init_values(cfg, &name, &shape, seed);
             let var = Var::from_vec(v, shape, device)?;
-            named.insert(name.clone(), var.as_tensor().clone());
             varmap.data().lock().unwrap().insert(name, var);
         }
-        Ok((Self::from_named(cfg.clone(), &named), varmap))
+        Ok((Self::from_named(cfg.clone(), &named_of(&varmap)), varmap))
     }
 
     pub fn config(&self) -> &Mamba2Config {
@@ -262,6 +244,14 @@ impl Mamba2LM {
     }
 }
 
+/// The variables' tensors by name.
+fn named_of(varmap: &VarMap) -> HashMap<String, Tensor> {
+    let data = varmap.data().lock().unwrap();
+    data.iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
 /// Initial value of one parameter (see [`Mamba2LM::init`]).
 fn init_values(c: &Mamba2Config, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let numel: usize = shape.iter().product();
@@ -330,7 +320,7 @@ impl Mixer2 {
         let xbc = zxbcdt.narrow(2, di, c.conv_dim())?.contiguous()?;
         let dt = zxbcdt.narrow(2, di + c.conv_dim(), hn)?;
         let conv = match state {
-            true => Some(decode::conv_tail(&xbc, c.d_conv)?),
+            true => Some(conv_tail(&xbc, c.d_conv)?),
             false => None,
         };
         let xbc = causal_conv1d(&xbc, &self.conv_w, &self.conv_b, resets)?.silu()?;
@@ -339,7 +329,7 @@ impl Mixer2 {
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
         let dt = self.dt(&dt, c)?;
         let a = self.a_log.exp()?.neg()?;
-        let (y, last) = ssd_chunked_with_state(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
+        let (y, last) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
         let y = gated_rms_norm(&y.reshape((b, l, di))?, &z, &self.norm, di / g, c.norm_eps)?;
         Ok((linear(&y, &self.out_proj)?, conv.map(|cv| (cv, last))))
     }

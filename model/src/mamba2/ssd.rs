@@ -86,26 +86,11 @@ pub fn ssd_reference(
     Tensor::stack(&ys, 1)
 }
 
-/// The chunked form (see the module docs) with chunks of `chunk` positions; equal to
-/// [`ssd_reference`] up to rounding.
+/// The chunked form (see the module docs) with chunks of `chunk` positions: the outputs, equal
+/// to [`ssd_reference`] up to rounding, and the state after the last position, (b, H, P, N),
+/// where a recurrent step continues (mamba_ssm's `return_final_states`).
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_chunked(
-    x: &Tensor,
-    dt: &Tensor,
-    a: &Tensor,
-    bm: &Tensor,
-    cm: &Tensor,
-    d: &Tensor,
-    resets: Option<&Tensor>,
-    chunk: usize,
-) -> Result<Tensor> {
-    Ok(ssd_chunked_with_state(x, dt, a, bm, cm, d, resets, chunk)?.0)
-}
-
-/// [`ssd_chunked`] and the state after the last position, (b, H, P, N): where a recurrent
-/// step continues (mamba_ssm's `return_final_states`).
-#[allow(clippy::too_many_arguments)]
-pub fn ssd_chunked_with_state(
     x: &Tensor,
     dt: &Tensor,
     a: &Tensor,
