@@ -2,11 +2,13 @@
 //! the script that made it are in tests/fixtures (make_mamba2_fixtures.py).
 
 mod common;
+#[path = "common/seeded.rs"]
+mod seeded;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use common::*;
-use mamba_model::mamba2::{ssd_chunked, ssd_reference, Mamba2Config, Mamba2LM};
+use mamba_model::mamba2::{ssd_chunked, ssd_reference, Mamba2LM};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -150,28 +152,11 @@ fn the_ssd_reference_is_causal_and_dtype_generic() {
     assert_close("causal", &f32(&y4), &half(&y), 1e-6, 1e-5);
 }
 
-/// Must match `mamba2_config()` in examples/make_fixture.rs.
-fn ours_config() -> Mamba2Config {
-    Mamba2Config {
-        d_model: 32,
-        n_layer: 2,
-        vocab_size: 40,
-        d_state: 8,
-        d_conv: 4,
-        expand: 2,
-        head_dim: 16,
-        n_groups: 2,
-        norm_eps: 1e-5,
-        dt_limit: (0.0, f64::INFINITY),
-        tie_embeddings: true,
-    }
-}
-
 /// Our seeded model, saved, is the committed ours_mamba2/ that transformers loaded and computed
 /// logits for (make_mamba2_fixtures.py); ours equal them.
 #[test]
 fn our_mamba2_loads_in_transformers_with_the_same_logits() {
-    let (model, _) = Mamba2LM::init(&ours_config(), 77, &Device::Cpu).unwrap();
+    let (model, _) = Mamba2LM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     model.save(dir.path()).unwrap();
     for f in ["model.safetensors", "config.json"] {
@@ -202,7 +187,7 @@ fn our_mamba2_loads_in_transformers_with_the_same_logits() {
 /// logits it has alone (conv and SSD both reset).
 #[test]
 fn mamba2_trains_on_packed_documents_kept_apart() {
-    let (model, varmap) = Mamba2LM::init(&ours_config(), 5, &Device::Cpu).unwrap();
+    let (model, varmap) = Mamba2LM::init(&seeded::mamba2(), 5, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..2 * 24).map(|i| (i * 7 + 3) % 40).collect();
     let ids = Tensor::from_vec(ids, (2, 24), &Device::Cpu).unwrap();
     let targets = ids.roll(-1, 1).unwrap();
@@ -246,7 +231,8 @@ fn the_loss_curve_is_transformers() {
             .unwrap();
     let batches = t["batches"].to_dtype(DType::U32).unwrap();
     let want = t["losses"].to_vec1::<f64>().unwrap();
-    let (model, varmap) = Mamba2LM::init(&ours_config(), 77, &Device::Cpu).unwrap();
+    let (model, varmap) =
+        Mamba2LM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu).unwrap();
     let cfg = mamba_model::AdamWConfig {
         lr: 3e-3,
         ..Default::default()

@@ -2,11 +2,13 @@
 //! Fixtures and the script that made them: tests/fixtures/ (make_fixtures.py).
 
 mod common;
+#[path = "common/seeded.rs"]
+mod seeded;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use mamba_model::{Config, MambaLM};
+use mamba_model::MambaLM;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -37,14 +39,9 @@ fn loads_transformers_model_and_matches_logits() {
     assert_rel("logits (transformers model)", &ours, &logits);
 }
 
-/// Must match `config()` / `SEED` in examples/make_fixture.rs.
-fn ours_config() -> Config {
-    Config::new(32, 2, 61)
-}
-
 #[test]
 fn our_model_loads_in_transformers_with_same_logits() {
-    let (model, _) = MambaLM::init(&ours_config(), 1234, &Device::Cpu).unwrap();
+    let (model, _) = MambaLM::init(&seeded::mamba1(true), seeded::SEED, &Device::Cpu).unwrap();
     // The seeded model is reproduced bit for bit: saving it gives the committed files.
     let dir = tempfile::tempdir().unwrap();
     model.save(dir.path()).unwrap();
@@ -123,11 +120,8 @@ fn untied_transformers_heads_are_used() {
 /// Our untied model, saved, loads in transformers with the same logits; it trains its own head.
 #[test]
 fn our_untied_model_loads_in_transformers_and_trains_its_head() {
-    let cfg = Config {
-        tie_embeddings: false,
-        ..ours_config()
-    };
-    let (model, varmap) = MambaLM::init(&cfg, 1234, &Device::Cpu).unwrap();
+    let (model, varmap) =
+        MambaLM::init(&seeded::mamba1(false), seeded::SEED, &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     model.save(dir.path()).unwrap();
     for f in ["model.safetensors", "config.json"] {
