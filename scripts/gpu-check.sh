@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one run (under 8 minutes on one H200):
+# Everything that needs a GPU, in one run (about 2 minutes on one H200):
 #   1. the CUDA selective scan, forward and all gradients, against the CPU op (f32 and bf16
 #      inputs, document resets; two GPU runs bit-identical), and a bf16 matmul for the MFU;
-#   2. a 3-step tiny training run on the CPU and on the GPU in f32: losses within 1e-4 relative;
+#   2. a 3-step tiny training run on the CPU and on the GPU in f32, Mamba-1 and Mamba-2: losses
+#      within 1e-4 relative;
 #   3. peak GPU memory of a few training steps for each VRAM profile with its preset model;
-#   4. training speed at the 130m shape (d_model 768, 24 layers, vocab 50280, seq 2048, bf16):
-#      tokens/s and model FLOPs utilisation against the matmul of step 1;
-#   5. the same shape in mambapy (PyTorch) on the same GPU, for reference.
+#   4. training speed at the 130m shape (d_model 768, 24 layers, vocab 50280, 4 x 2048, bf16),
+#      both architectures: tokens/s, model FLOPs utilisation against the matmul of step 1, peak
+#      GPU memory (and its trace, mem-ARCH.log);
+#   5. Mamba-1 at the same shape in mambapy (PyTorch) on the same GPU, for reference.
 #
 #   scripts/gpu-check.sh [BIN_DIR]
 #
@@ -15,7 +17,8 @@
 # them to a machine without network or cargo). The CUDA libraries are taken from the machine's
 # PyTorch wheels.
 # MAMBAPY_WHEEL=path/to/mambapy-*.whl installs mambapy without a network for step 5. Results go
-# to $OUT (default /tmp/gpu-check): gpu-check.md (the table) and the logs.
+# to $OUT (default /tmp/gpu-check): gpu-check.md (the table) and the logs. Each command is
+# stopped after STEP_TIMEOUT seconds (default 150) so that one hang cannot eat a lease.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release}
@@ -30,6 +33,7 @@ work=$(mktemp -d)
 mkdir -p "$out"
 table="$out/gpu-check.md"
 fail=0
+limit=${STEP_TIMEOUT:-150}
 
 libs=$(python3 -c '
 import glob, os, nvidia
@@ -59,7 +63,7 @@ peak_mib() {
   before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 50 >"$mem" &
   local poller=$!
-  "$@" >"$log" 2>&1
+  timeout "$limit" "$@" >"$log" 2>&1
   local rc=$?
   kill "$poller" 2>/dev/null
   wait "$poller" 2>/dev/null
@@ -79,7 +83,7 @@ print(round(statistics.median(x["tokens_per_s"] for x in r[2:] or r)))' "$1"
 }
 
 echo "== 1. scan kernels against the CPU op"
-"$check" 2>&1 | tee "$out/scan.log"
+timeout "$limit" "$check" 2>&1 | tee "$out/scan.log"
 tflops=$(sed -n 's/^bf16 matmul 8192^3: \([0-9.]*\) TFLOP\/s/\1/p' "$out/scan.log")
 grep -q "^scan check: PASS" "$out/scan.log" || fail=1
 {
@@ -89,24 +93,26 @@ grep -q "^scan check: PASS" "$out/scan.log" || fail=1
   echo "| bf16 matmul 8192^3 | ${tflops:-?} TFLOP/s |"
 } >>"$table"
 
-echo "== 2. tiny training, CPU vs GPU, f32"
-"$mamba" ingest data/ "$work/shards" --quiet || fail=1
-for dev in cpu cuda; do
-  "$mamba" train --shards "$work/shards" --model-size tiny --max-steps 3 --precision fp32 \
-    --device "$dev" --checkpoint-dir "$work/ck-$dev" --eval-every 1000 --save-every 1000 \
-    --warmup-steps 1 --quiet 2>&1 | tee "$out/tiny-$dev.log"
-done
-losses=$(python3 -c '
+echo "== 2. tiny training, CPU vs GPU, f32, both architectures"
+timeout "$limit" "$mamba" ingest data/ "$work/shards" --quiet || fail=1
+for arch in mamba1 mamba2; do
+  for dev in cpu cuda; do
+    timeout "$limit" "$mamba" train --shards "$work/shards" --arch "$arch" --model-size tiny \
+      --max-steps 3 --precision fp32 --device "$dev" --checkpoint-dir "$work/ck-$arch-$dev" \
+      --eval-every 1000 --save-every 1000 --warmup-steps 1 --quiet 2>&1 | tee "$out/tiny-$arch-$dev.log"
+  done
+  losses=$(python3 -c '
 import json, sys
 load = lambda p: [json.loads(l)["loss"] for l in open(p) if "\"loss\"" in l]
 a, b = load(sys.argv[1]), load(sys.argv[2])
 rel = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
 verdict = "ok" if rel <= 1e-4 else "FAIL"
 print(f"cpu {a} gpu {b} max rel diff {rel:.2e} {verdict}")' \
-  "$work/ck-cpu/metrics.jsonl" "$work/ck-cuda/metrics.jsonl")
-echo "$losses"
-case "$losses" in *FAIL*) fail=1 ;; esac
-echo "| tiny, 3 steps, f32, losses CPU vs GPU (<= 1e-4 relative) | $losses |" >>"$table"
+    "$work/ck-$arch-cpu/metrics.jsonl" "$work/ck-$arch-cuda/metrics.jsonl")
+  echo "$arch: $losses"
+  case "$losses" in *FAIL*) fail=1 ;; esac
+  echo "| $arch tiny, 3 steps, f32, losses CPU vs GPU (<= 1e-4 relative) | $losses |" >>"$table"
+done
 
 echo "== a store with a GPT-2-sized vocabulary, for steps 3 and 4"
 # A tokenizer of 50,280 tokens needs text with that many merges: deterministic random words
@@ -117,7 +123,7 @@ import random, sys
 r = random.Random(0)
 words = ["".join(r.choice("etaoinshrdlucmfwyp") for _ in range(r.randint(2, 9))) for _ in range(400000)]
 open(sys.argv[1], "w").write(" ".join(r.choice(words) for _ in range(1500000)))' "$work/syn/text.txt"
-"$mamba" ingest "$work/syn" "$work/syn-shards" --vocab-size 50280 --quiet || fail=1
+timeout "$limit" "$mamba" ingest "$work/syn" "$work/syn-shards" --vocab-size 50280 --quiet || fail=1
 vocab=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["tokenizer"]["vocab_size"])' \
   "$work/syn-shards/manifest.json")
 echo "vocabulary: $vocab"
@@ -140,27 +146,33 @@ for pair in 8gb:small 12gb:small 16gb:medium 24gb:medium 32gb:large 48gb:large; 
   echo "| $profile | $preset | $mib MiB | $fits |" >>"$table"
 done
 
-echo "== 4. speed at the 130m shape"
-params=$("$mamba" model-info --size 130m --vocab "$vocab" | sed -n 's/^ *parameters: \([0-9]*\).*/\1/p')
-"$mamba" train --shards "$work/syn-shards" --model-size 130m --precision bf16 --batch-size 8 \
-  --seq-len 2048 --grad-accum 1 --max-steps 12 --device cuda --eval-every 1000 \
-  --save-every 1000 --checkpoint-dir "$work/ck-130m" --quiet 2>&1 | tee "$out/speed-130m.log"
-tps=$(median_tps "$work/ck-130m/metrics.jsonl")
-mfu=$(python3 -c "print(f'{6 * ${params:-0} * ${tps:-0} / (${tflops:-1} * 1e12) * 100:.1f}')")
-echo "130m: $tps tokens/s, $params parameters, MFU $mfu%"
-
-echo "== 5. mambapy, same shape, same GPU"
-[ -n "${MAMBAPY_WHEEL:-}" ] && pip install -q --no-deps "$MAMBAPY_WHEEL"
-ref=$(MAMBAPY_DEVICE=cuda MAMBAPY_SHAPE=130m python3 model/benches/mambapy_step.py 2>&1 | tee "$out/mambapy.log" |
-  sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p')
-ratio=$(python3 -c "print(f'{${tps:-0} / ${ref:-0}:.2f}x' if '${ref}' else 'n/a')")
+echo "== 4. speed at the 130m shape, both architectures (GPU memory sampled every 50 ms)"
+# Batch 4 x 2048: at 8 x 2048 mambapy's scan runs out of the H200's memory.
 {
   echo
-  echo "| 130m shape (vocabulary $vocab), bf16, batch 8 x 2048 | tokens/s | MFU | vs mambapy |"
-  echo "|---|---:|---:|---:|"
-  echo "| mamba ($params parameters) | $tps | $mfu% | $ratio |"
-  echo "| mambapy (PyTorch, same GPU) | ${ref:-failed} | | |"
+  echo "| 130m shape (vocabulary $vocab), bf16, batch 4 x 2048 | parameters | tokens/s | MFU | peak GPU memory |"
+  echo "|---|---:|---:|---:|---:|"
 } >>"$table"
+for arch in mamba1 mamba2; do
+  params=$("$mamba" model-info --arch "$arch" --size 130m --vocab "$vocab" |
+    sed -n 's/^ *parameters: \([0-9]*\).*/\1/p')
+  mib=$(peak_mib "$out/speed-$arch.log" "$mamba" train --shards "$work/syn-shards" --arch "$arch" \
+    --model-size 130m --precision bf16 --batch-size 4 --seq-len 2048 --grad-accum 1 --max-steps 12 \
+    --device cuda --eval-every 1000 --save-every 1000 --checkpoint-dir "$work/ck-130m-$arch") || fail=1
+  cp "$work/mem.log" "$out/mem-$arch.log"
+  tps=$(median_tps "$work/ck-130m-$arch/metrics.jsonl")
+  mfu=$(python3 -c "print(f'{6 * ${params:-0} * ${tps:-0} / (${tflops:-1} * 1e12) * 100:.1f}')")
+  echo "130m $arch: $tps tokens/s, $params parameters, MFU $mfu%, peak $mib MiB"
+  echo "| mamba, $arch | $params | $tps | $mfu% | $mib MiB |" >>"$table"
+  [ "$arch" = mamba1 ] && tps1=$tps
+done
+
+echo "== 5. mambapy (Mamba-1 in PyTorch), same shape, same GPU"
+[ -n "${MAMBAPY_WHEEL:-}" ] && pip install -q --no-deps "$MAMBAPY_WHEEL"
+ref=$(MAMBAPY_DEVICE=cuda MAMBAPY_SHAPE=130m timeout "$limit" python3 model/benches/mambapy_step.py 2>&1 | tee "$out/mambapy.log" |
+  sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p')
+ratio=$(python3 -c "print(f'mamba1 {${tps1:-0} / ${ref:-0}:.2f}x' if '${ref}' else 'n/a')")
+echo "| mambapy (PyTorch, same GPU) | | ${ref:-failed} | | $ratio |" >>"$table"
 cat "$table"
 rm -rf "$work"
 exit $fail

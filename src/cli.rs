@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use mamba_model::config::preset_names;
+use mamba_model::Arch;
 
 #[derive(Parser)]
 #[command(
@@ -151,6 +152,9 @@ pub struct InspectArgs {
 
 #[derive(Args)]
 pub struct ModelInfoArgs {
+    /// Architecture: mamba1 (selective SSM) or mamba2 (SSD)
+    #[arg(long, default_value = "mamba1")]
+    pub arch: Arch,
     /// Model preset (configs/models.json)
     #[arg(long, default_value = "small", value_parser = PossibleValuesParser::new(preset_names()))]
     pub size: String,
@@ -169,6 +173,10 @@ pub struct TrainArgs {
     /// Where checkpoints and metrics.jsonl go
     #[arg(long, default_value = "checkpoints", value_name = "DIR")]
     pub checkpoint_dir: PathBuf,
+    /// Architecture of a new model: mamba1 (selective SSM) or mamba2 (SSD) [default: mamba1;
+    /// --init and --resume keep the checkpoint's]
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<Arch>,
     // The help lists the names of the one preset table.
     #[arg(long, value_name = "NAME", help = format!("Model preset: {} (configs/models.json)", preset_names().join(", ")))]
     pub model_size: Option<String>,
@@ -390,6 +398,9 @@ pub struct DemoArgs {
     /// Train exactly this many steps instead (overrides --seconds)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
+    /// Architecture: mamba1 (selective SSM) or mamba2 (SSD)
+    #[arg(long, default_value = "mamba1")]
+    pub arch: Arch,
     /// Prompt of the generated sample (no trailing space: the tokenizer joins a space to the
     /// word after it)
     #[arg(long, default_value = "def")]

@@ -1,6 +1,6 @@
 //! The one-command demo end to end, with a few training steps, on the corpus it writes and on
-//! the bundled sample (`--data`): every stage runs and leaves its output, a rerun replaces the
-//! previous demo, and a folder the demo did not write is refused. How much the demo learns in
+//! the bundled sample (`--data`, with Mamba-2): every stage runs and leaves its output, a rerun
+//! replaces the previous demo, and a folder the demo did not write is refused. How much the demo learns in
 //! its full two minutes is measured by `cargo bench --bench demo`, not here.
 
 use std::path::Path;
@@ -15,7 +15,7 @@ fn demo(out: &Path, sample: bool) -> Output {
         .arg(out)
         .args(["--max-steps", "4", "--max-new-tokens", "12", "-q"]);
     if sample {
-        cmd.arg("--data").arg(data);
+        cmd.arg("--data").arg(data).args(["--arch", "mamba2"]);
     }
     cmd.output().unwrap()
 }
@@ -39,7 +39,17 @@ fn the_demo_runs_every_stage() {
             );
         }
         assert!(stdout.contains("val split of"), "{stdout}");
-        assert!(stdout.contains("train the tiny preset for 4 steps"));
+        let arch = ["Mamba-1", "Mamba-2"][run];
+        assert!(
+            stdout.contains(&format!("train the tiny preset ({arch}) for 4 steps")),
+            "{stdout}"
+        );
+        let config = std::fs::read_to_string(out.join("checkpoints/final/config.json")).unwrap();
+        let model_type = ["\"mamba\"", "\"mamba2\""][run];
+        assert!(
+            config.contains(&format!("\"model_type\": {model_type}")),
+            "{config}"
+        );
         // The first run writes its corpus; both say how the val perplexity moved.
         assert_eq!(
             stdout.contains("wrote the demo corpus"),
@@ -47,8 +57,12 @@ fn the_demo_runs_every_stage() {
             "{stdout}"
         );
         assert!(stdout.contains("learned: val perplexity "), "{stdout}");
-        // The sample follows the prompt it was given.
-        assert!(stdout.contains("\ndef "), "{stdout}");
+        // The sample starts with the prompt it was given (what follows is up to 4 steps of
+        // training).
+        assert!(
+            stdout.contains("--prompt def ") && stdout.contains("\ndef"),
+            "{stdout}"
+        );
         for f in [
             "shards/manifest.json",
             "checkpoints/final/model.safetensors",

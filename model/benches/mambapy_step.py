@@ -1,7 +1,7 @@
 """The reference point of the train_step bench: the same training step in mambapy (PyTorch,
 parallel scan). d_model 256, 4 layers, vocab 4096, seq 256, batch 4; forward, backward and
 AdamW; median of 7 steps after one warm-up step. Prints `tokens/s: N` like train_step.
-MAMBAPY_SHAPE=130m uses d_model 768, 24 layers, vocab 50280, seq 2048, batch 8 instead, and
+MAMBAPY_SHAPE=130m uses d_model 768, 24 layers, vocab 50280, seq 2048, batch 4 instead, and
 MAMBAPY_DEVICE=cuda runs on the GPU under bf16 autocast (scripts/gpu-check.sh).
 
 Needs `pip install torch mambapy`.
@@ -17,7 +17,7 @@ from mambapy.mamba import Mamba, MambaConfig, RMSNorm
 
 D, LAYERS, VOCAB, SEQ, BATCH, ITERS = 256, 4, 4096, 256, 4, 7
 if os.environ.get("MAMBAPY_SHAPE") == "130m":
-    D, LAYERS, VOCAB, SEQ, BATCH = 768, 24, 50280, 2048, 8
+    D, LAYERS, VOCAB, SEQ, BATCH = 768, 24, 50280, 2048, 4
 DEVICE = os.environ.get("MAMBAPY_DEVICE", "cpu")
 
 

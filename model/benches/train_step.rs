@@ -2,13 +2,15 @@
 //! d_model 256, 4 layers, vocab 4096, seq 256, batch 4 (1024 tokens per step).
 //!
 //! cargo bench -p mamba-model --bench train_step
-//! (env: BENCH_ITERS, default 7; BENCH_D, BENCH_LAYERS, BENCH_VOCAB, BENCH_SEQ, BENCH_BATCH)
+//! (env: BENCH_ITERS, default 7; BENCH_D, BENCH_LAYERS, BENCH_VOCAB, BENCH_SEQ, BENCH_BATCH;
+//! BENCH_ARCH=mamba2 for Mamba-2, whose d_state is 128 and head_dim 64 unless BENCH_D_STATE,
+//! BENCH_HEAD_DIM say otherwise)
 
 mod common;
 use candle_core::{Device, Tensor};
 use common::*;
 use mamba_model::rng::SplitMix64 as Rng;
-use mamba_model::{AdamW, AdamWConfig, Config, MambaLM};
+use mamba_model::{AdamW, AdamWConfig, Arch, Config, MambaLM};
 
 /// The allocator the `mamba` binary uses, so the bench measures what users run.
 #[global_allocator]
@@ -25,7 +27,15 @@ fn main() -> mamba_model::Result<()> {
     let batch = env_usize("BENCH_BATCH", 4);
     let iters = env_usize("BENCH_ITERS", 7);
     let dev = Device::Cpu;
-    let cfg = Config::new(d, layers, vocab);
+    let arch: Arch = std::env::var("BENCH_ARCH")
+        .map(|s| s.parse().expect("BENCH_ARCH is mamba1 or mamba2"))
+        .unwrap_or_default();
+    let base = Config::of(arch, d, layers, vocab);
+    let cfg = Config {
+        d_state: env_usize("BENCH_D_STATE", base.d_state),
+        head_dim: env_usize("BENCH_HEAD_DIM", base.head_dim),
+        ..base
+    };
     let (model, varmap) = MambaLM::init(&cfg, 0, &dev)?;
     let mut opt = AdamW::from_varmap(&varmap, AdamWConfig::default())?;
     let mut rng = Rng::new(1);
@@ -42,7 +52,9 @@ fn main() -> mamba_model::Result<()> {
         .collect();
     let resets = Tensor::from_vec(resets, (batch, seq), &dev)?;
     println!(
-        "train_step: d_model {d}, n_layer {layers}, vocab {vocab}, seq {seq}, batch {batch}, {} params, {} threads",
+        "train_step: {}, d_model {d}, n_layer {layers}, d_state {}, vocab {vocab}, seq {seq}, batch {batch}, {} params, {} threads",
+        arch.name(),
+        cfg.d_state,
         cfg.num_params(),
         rayon::current_num_threads()
     );

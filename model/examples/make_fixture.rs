@@ -12,7 +12,6 @@ use candle_core::Device;
 #[path = "../tests/common/seeded.rs"]
 mod seeded;
 
-use mamba_model::mamba2::Mamba2LM;
 use mamba_model::MambaLM;
 
 fn main() -> mamba_model::Result<()> {
@@ -23,7 +22,7 @@ fn main() -> mamba_model::Result<()> {
         model.save(&dir)?;
         println!("wrote {}", dir.display());
     }
-    let (m2, _) = Mamba2LM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu)?;
+    let (m2, _) = MambaLM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu)?;
     let dir = fixtures.join("ours_mamba2");
     m2.save(&dir)?;
     println!("wrote {}", dir.display());

@@ -56,13 +56,15 @@ impl Preset {
 }
 
 /// The architecture a [`Config`] describes: what the model crate computes and what
-/// `config.json`'s `model_type` names. A second architecture joins here.
+/// `config.json`'s `model_type` names. The two differ only in the mixer of a block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// Gu & Dao 2023: the selective SSM (transformers `MambaForCausalLM`).
     #[default]
     Mamba1,
+    /// Dao & Gu 2024: the state-space dual, SSD (transformers `Mamba2ForCausalLM`).
+    Mamba2,
 }
 
 impl Arch {
@@ -70,6 +72,7 @@ impl Arch {
     pub fn transformers_names(self) -> (&'static str, &'static str) {
         match self {
             Arch::Mamba1 => ("mamba", "MambaForCausalLM"),
+            Arch::Mamba2 => ("mamba2", "Mamba2ForCausalLM"),
         }
     }
 
@@ -77,6 +80,7 @@ impl Arch {
     pub fn from_model_type(model_type: &str) -> Option<Arch> {
         match model_type {
             "mamba" => Some(Arch::Mamba1),
+            "mamba2" => Some(Arch::Mamba2),
             _ => None,
         }
     }
@@ -85,17 +89,40 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Mamba1 => "Mamba-1",
+            Arch::Mamba2 => "Mamba-2",
+        }
+    }
+
+    /// Its name on the command line and in `--arch`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Arch::Mamba1 => "mamba1",
+            Arch::Mamba2 => "mamba2",
         }
     }
 }
 
-/// Hyper-parameters of a Mamba-1 language model (the `MambaLMHeadModel` / `MambaForCausalLM`
-/// computation). Only the fields below change the computation; the `dt_*` and `initializer_range`
-/// fields only affect initialisation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+impl std::str::FromStr for Arch {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Arch, String> {
+        match s {
+            "mamba1" => Ok(Arch::Mamba1),
+            "mamba2" => Ok(Arch::Mamba2),
+            _ => Err(format!(
+                "unknown architecture `{s}` (valid: mamba1, mamba2)"
+            )),
+        }
+    }
+}
+
+/// Hyper-parameters of a Mamba language model: Mamba-1 (`MambaLMHeadModel` /
+/// `MambaForCausalLM`) or Mamba-2 (`Mamba2ForCausalLM`), as `arch` says. The `dt_*`,
+/// `initializer_range` and `rescale_prenorm_residual` fields only affect initialisation;
+/// `dt_rank` is Mamba-1's, `head_dim`, `n_groups` and `dt_limit` Mamba-2's.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// The architecture (Mamba-1).
+    /// The architecture: which mixer every block has.
     pub arch: Arch,
     /// Width of the residual stream.
     pub d_model: usize,
@@ -103,7 +130,8 @@ pub struct Config {
     pub n_layer: usize,
     /// Vocabulary size of the tokenizer (unpadded). The embedding has [`Config::padded_vocab`] rows.
     pub vocab_size: usize,
-    /// SSM state size N (the CPU kernel is vectorised for 16; 4, 8, 16, 32 and 64 are supported).
+    /// SSM state size N. Mamba-1: the CPU scan is vectorised for 16; 4, 8, 16, 32 and 64 are
+    /// supported. Mamba-2: any (128 in the released models).
     pub d_state: usize,
     /// Width of the causal depthwise convolution.
     pub d_conv: usize,
@@ -127,6 +155,12 @@ pub struct Config {
     pub rescale_prenorm_residual: bool,
     /// The LM head is the embedding (mamba_ssm's models); `false`: its own `lm_head.weight`.
     pub tie_embeddings: bool,
+    /// Mamba-2: channels per head P; H = d_inner / P heads.
+    pub head_dim: usize,
+    /// Mamba-2: groups G of heads sharing B and C.
+    pub n_groups: usize,
+    /// Mamba-2: dt is clamped to this range after the softplus.
+    pub dt_limit: (f64, f64),
 }
 
 impl Default for Config {
@@ -149,26 +183,50 @@ impl Default for Config {
             initializer_range: 0.02,
             rescale_prenorm_residual: true,
             tie_embeddings: true,
+            head_dim: 64,
+            n_groups: 1,
+            dt_limit: (0.0, f64::INFINITY),
         }
     }
 }
 
 impl Config {
-    /// A config with the given width, depth and (unpadded) vocabulary, everything else default.
+    /// A Mamba-1 config with the given width, depth and (unpadded) vocabulary, everything else
+    /// default.
     pub fn new(d_model: usize, n_layer: usize, vocab_size: usize) -> Self {
-        Config {
+        Config::of(Arch::Mamba1, d_model, n_layer, vocab_size)
+    }
+
+    /// A config of `arch` with the given width, depth and (unpadded) vocabulary, everything else
+    /// as the released models of that architecture have it (Mamba-2: d_state 128, head_dim 64,
+    /// one group, tied head).
+    pub fn of(arch: Arch, d_model: usize, n_layer: usize, vocab_size: usize) -> Self {
+        let cfg = Config {
+            arch,
             d_model,
             n_layer,
             vocab_size,
             ..Default::default()
+        };
+        match arch {
+            Arch::Mamba1 => cfg,
+            Arch::Mamba2 => Config {
+                d_state: 128,
+                ..cfg
+            },
         }
     }
 
-    /// The preset `name` of `configs/models.json` (e.g. `tiny`, d 64, 2 layers, for tests;
-    /// `130m`, the shape of state-spaces/mamba-130m) with a vocabulary of `vocab`.
+    /// The Mamba-1 preset `name` of `configs/models.json` (e.g. `tiny`, d 64, 2 layers, for
+    /// tests; `130m`, the shape of state-spaces/mamba-130m) with a vocabulary of `vocab`.
     pub fn preset(name: &str, vocab: usize) -> Result<Config> {
+        Config::arch_preset(Arch::Mamba1, name, vocab)
+    }
+
+    /// The preset `name` for `arch` (the presets give width and depth; see [`Config::of`]).
+    pub fn arch_preset(arch: Arch, name: &str, vocab: usize) -> Result<Config> {
         let p = Preset::named(name)?;
-        let cfg = Config::new(p.d_model, p.n_layer, vocab);
+        let cfg = Config::of(arch, p.d_model, p.n_layer, vocab);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -176,6 +234,19 @@ impl Config {
     /// d_inner = expand * d_model.
     pub fn d_inner(&self) -> usize {
         self.expand * self.d_model
+    }
+
+    /// Mamba-2: number of heads H.
+    pub fn n_heads(&self) -> usize {
+        self.d_inner() / self.head_dim.max(1)
+    }
+
+    /// Channels of the causal conv: x (Mamba-1), or x, B and C (Mamba-2).
+    pub fn conv_dim(&self) -> usize {
+        match self.arch {
+            Arch::Mamba1 => self.d_inner(),
+            Arch::Mamba2 => self.d_inner() + 2 * self.n_groups * self.d_state,
+        }
     }
 
     /// dt_rank, resolving `auto` to ceil(d_model / 16).
@@ -198,12 +269,27 @@ impl Config {
                 self.d_model, self.n_layer, self.vocab_size, self.expand
             ));
         }
-        if !crate::kernels::scan::SUPPORTED_D_STATE.contains(&self.d_state) {
+        let supported = crate::kernels::scan::SUPPORTED_D_STATE;
+        if self.arch == Arch::Mamba1 && !supported.contains(&self.d_state) {
             return bad(format!(
-                "d_state {} not supported (use one of {:?})",
-                self.d_state,
-                crate::kernels::scan::SUPPORTED_D_STATE
+                "d_state {} not supported by Mamba-1 (use one of {supported:?})",
+                self.d_state
             ));
+        }
+        if self.arch == Arch::Mamba2 {
+            let (p, g) = (self.head_dim, self.n_groups);
+            if self.d_state == 0 || p == 0 || !self.d_inner().is_multiple_of(p) {
+                return bad(format!(
+                    "head_dim {p} must divide d_inner {} (and d_state must be positive)",
+                    self.d_inner()
+                ));
+            }
+            if g == 0 || !self.n_heads().is_multiple_of(g) {
+                return bad(format!(
+                    "n_groups {g} must divide the {} heads",
+                    self.n_heads()
+                ));
+            }
         }
         if self.d_conv == 0 {
             return bad("d_conv must be positive".into());
@@ -236,12 +322,16 @@ mod tests {
     #[test]
     fn every_preset_of_the_table_is_read() {
         let names = preset_names();
-        assert_eq!(names, ["tiny", "small", "medium", "130m", "large"]);
+        assert_eq!(
+            names,
+            ["tiny", "small", "medium", "130m", "large", "370m", "780m"]
+        );
         let p = Preset::named("130m").unwrap();
         assert_eq!((p.d_model, p.n_layer), (768, 24));
         assert_eq!(p.train["seq_len"], 2048);
         for n in names {
             Config::preset(n, 100).unwrap();
+            Config::arch_preset(Arch::Mamba2, n, 100).unwrap();
         }
     }
 }

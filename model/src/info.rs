@@ -1,6 +1,6 @@
 //! Parameter names, shapes and the printable breakdown used by `mamba model-info`.
 
-use crate::config::Config;
+use crate::config::{Arch, Config};
 use crate::model::MambaLM;
 
 fn human(n: usize) -> String {
@@ -30,15 +30,23 @@ pub fn breakdown(cfg: &Config) -> String {
         .sum();
     let mut o = String::new();
     let _ = writeln!(o, "{} language model", cfg.arch.name());
+    let own = match cfg.arch {
+        Arch::Mamba1 => format!("dt_rank {}", cfg.dt_rank()),
+        Arch::Mamba2 => format!(
+            "heads {} x head_dim {}  n_groups {}",
+            cfg.n_heads(),
+            cfg.head_dim,
+            cfg.n_groups
+        ),
+    };
     let _ = writeln!(
         o,
-        "  d_model {}  n_layer {}  d_inner {}  d_state {}  d_conv {}  dt_rank {}",
+        "  d_model {}  n_layer {}  d_inner {}  d_state {}  d_conv {}  {own}",
         cfg.d_model,
         cfg.n_layer,
         cfg.d_inner(),
         cfg.d_state,
         cfg.d_conv,
-        cfg.dt_rank()
     );
     let _ = writeln!(
         o,

@@ -8,10 +8,13 @@
 //!   dt = exp(U(log dt_min, log dt_max)) floored at dt_init_floor
 //! * A_log[c, i] = log(i + 1); D = 1; RMSNorm weights = 1
 //!
+//! and mamba_ssm's `Mamba2`, which differs in two parameters: one A per head, A_log = log(U(1, 16));
+//! dt_bias drawn as dt_proj.bias above.
+//!
 //! Every tensor has its own random stream derived from (seed, tensor name), so the values do not
 //! depend on creation order.
 
-use crate::config::Config;
+use crate::config::{Arch, Config};
 use crate::rng::SplitMix64;
 
 /// softplus^-1(y) = y + log(-expm1(-y)).
@@ -35,6 +38,10 @@ pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<
             .collect()
     } else if name.ends_with("norm.weight") || name.ends_with("norm_f.weight") || last == "D" {
         vec![1.0; numel]
+    } else if last == "A_log" && cfg.arch == Arch::Mamba2 {
+        (0..numel)
+            .map(|_| rng.uniform_in(1.0, 16.0).ln() as f32)
+            .collect()
     } else if last == "A_log" {
         let n = shape[1];
         (0..numel)
@@ -43,7 +50,7 @@ pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<
     } else if name.ends_with("dt_proj.weight") {
         let bound = cfg.dt_scale * (cfg.dt_rank() as f64).powf(-0.5);
         uniform(&mut rng, bound)
-    } else if name.ends_with("dt_proj.bias") {
+    } else if name.ends_with("dt_proj.bias") || last == "dt_bias" {
         let (lo, hi) = (cfg.dt_min.ln(), cfg.dt_max.ln());
         (0..numel)
             .map(|_| {

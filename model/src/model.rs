@@ -1,6 +1,6 @@
 //! The language model: embedding -> n_layer x (RMSNorm -> mixer -> residual add) -> RMSNorm ->
-//! LM head, tied to the embedding or its own (transformers `MambaForCausalLM`, mamba_ssm
-//! `MambaLMHeadModel`).
+//! LM head, tied to the embedding or its own (transformers `MambaForCausalLM` and
+//! `Mamba2ForCausalLM`, mamba_ssm `MambaLMHeadModel`); the mixer is the architecture's.
 //! One forward serves training, evaluation and prefill; see [`ForwardOptions`].
 
 use candle_core::backprop::GradStore;
@@ -8,20 +8,15 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::Config;
-use crate::layers::mixer::{linear_in, Mixer};
+use crate::layers::block::{Block, BlockMixer};
+use crate::layers::mixer::linear_in;
 use crate::layers::norm::rms_norm;
 
 /// Name of an untied LM head's weight in transformers' layout.
 pub const LM_HEAD: &str = "lm_head.weight";
 
-/// One residual block.
-#[derive(Clone, Debug)]
-pub(crate) struct Block {
-    pub(crate) norm: Tensor,
-    pub(crate) mixer: Mixer,
-}
-
-/// A Mamba-1 language model with f32 parameters.
+/// A Mamba language model (Mamba-1 or Mamba-2, as its config's `arch` says) with f32
+/// parameters.
 #[derive(Clone, Debug)]
 pub struct MambaLM {
     pub(crate) cfg: Config,
@@ -68,7 +63,7 @@ impl MambaLM {
         for i in 0..cfg.n_layer {
             let p = format!("backbone.layers.{i}");
             v.push((format!("{p}.norm.weight"), vec![cfg.d_model]));
-            for (name, shape) in Mixer::shapes(cfg) {
+            for (name, shape) in BlockMixer::shapes(cfg) {
                 v.push((format!("{p}.mixer.{name}"), shape));
             }
         }
@@ -90,7 +85,7 @@ impl MambaLM {
             let lv = bb.pp(format!("layers.{i}"));
             layers.push(Block {
                 norm: lv.get(cfg.d_model, "norm.weight")?,
-                mixer: Mixer::new(cfg, lv.pp("mixer"))?,
+                mixer: BlockMixer::new(cfg, lv.pp("mixer"))?,
             });
         }
         let norm_f = bb.get(cfg.d_model, "norm_f.weight")?;

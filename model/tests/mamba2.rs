@@ -8,31 +8,44 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use common::*;
-use mamba_model::mamba2::{ssd_chunked, ssd_reference, Mamba2LM};
+use mamba_model::mamba2::{ssd_chunked, ssd_reference};
+use mamba_model::{Arch, MambaLM};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// transformers' random Mamba2ForCausalLM, saved by save_pretrained and in mamba_ssm's layout
+/// (config.json with ssm_cfg.layer = Mamba2, pytorch_model.bin), gives transformers' logits.
 #[test]
 fn loads_transformers_mamba2_and_matches_its_logits() {
-    let (model, _) = Mamba2LM::load(fixtures().join("hf_mamba2"), &Device::Cpu).unwrap();
-    let c = model.config();
-    assert_eq!(
-        (c.n_heads(), c.head_dim, c.n_groups, c.d_state),
-        (4, 16, 2, 16)
-    );
-    assert_eq!(c.dt_limit, (0.0, f64::INFINITY));
     let t = candle_core::safetensors::load(
         fixtures().join("hf_mamba2_logits.safetensors"),
         &Device::Cpu,
     )
     .unwrap();
-    let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
-    let ours = model.forward(&ids, None).unwrap();
-    let theirs = &t["logits"];
-    let scale = vec(theirs).iter().fold(0f64, |m, x| m.max(x.abs()));
-    assert_close("mamba2 logits", &ours, theirs, 1e-4 * scale, 1e-4);
+    for dir in ["hf_mamba2", "mamba_ssm_mamba2"] {
+        let (model, _) = MambaLM::load(fixtures().join(dir), &Device::Cpu).unwrap();
+        let c = model.config();
+        assert_eq!(c.arch, Arch::Mamba2);
+        assert_eq!(
+            (
+                c.n_heads(),
+                c.head_dim,
+                c.n_groups,
+                c.d_state,
+                c.tie_embeddings
+            ),
+            (4, 16, 2, 16, false),
+            "{dir}"
+        );
+        assert_eq!(c.dt_limit, (0.0, f64::INFINITY));
+        let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
+        let ours = model.forward(&ids, None).unwrap();
+        let theirs = &t["logits"];
+        let scale = vec(theirs).iter().fold(0f64, |m, x| m.max(x.abs()));
+        assert_close(dir, &ours, theirs, 1e-4 * scale, 1e-4);
+    }
 }
 
 /// Random SSD inputs: x, dt, a, B, C, D (f64), 4 heads in 2 groups.
@@ -156,7 +169,7 @@ fn the_ssd_reference_is_causal_and_dtype_generic() {
 /// logits for (make_mamba2_fixtures.py); ours equal them.
 #[test]
 fn our_mamba2_loads_in_transformers_with_the_same_logits() {
-    let (model, _) = Mamba2LM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu).unwrap();
+    let (model, _) = MambaLM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     model.save(dir.path()).unwrap();
     for f in ["model.safetensors", "config.json"] {
@@ -179,7 +192,7 @@ fn our_mamba2_loads_in_transformers_with_the_same_logits() {
         1e-4 * scale,
         1e-4,
     );
-    let (back, _) = Mamba2LM::load(dir.path(), &Device::Cpu).unwrap();
+    let (back, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(vec(&back.forward(&ids, None).unwrap()), vec(&ours));
 }
 
@@ -187,7 +200,7 @@ fn our_mamba2_loads_in_transformers_with_the_same_logits() {
 /// logits it has alone (conv and SSD both reset).
 #[test]
 fn mamba2_trains_on_packed_documents_kept_apart() {
-    let (model, varmap) = Mamba2LM::init(&seeded::mamba2(), 5, &Device::Cpu).unwrap();
+    let (model, varmap) = MambaLM::init(&seeded::mamba2(), 5, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..2 * 24).map(|i| (i * 7 + 3) % 40).collect();
     let ids = Tensor::from_vec(ids, (2, 24), &Device::Cpu).unwrap();
     let targets = ids.roll(-1, 1).unwrap();
@@ -214,7 +227,7 @@ fn mamba2_trains_on_packed_documents_kept_apart() {
     .unwrap();
     let losses: Vec<f32> = (0..5)
         .map(|_| {
-            let loss = model.loss(&ids, &targets, Some(&r)).unwrap();
+            let loss = model.loss(&ids, &targets, Some(&r), None).unwrap();
             opt.backward_step(&loss).unwrap();
             loss.to_scalar::<f32>().unwrap()
         })
@@ -232,7 +245,7 @@ fn the_loss_curve_is_transformers() {
     let batches = t["batches"].to_dtype(DType::U32).unwrap();
     let want = t["losses"].to_vec1::<f64>().unwrap();
     let (model, varmap) =
-        Mamba2LM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu).unwrap();
+        MambaLM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu).unwrap();
     let cfg = mamba_model::AdamWConfig {
         lr: 3e-3,
         ..Default::default()
@@ -241,7 +254,7 @@ fn the_loss_curve_is_transformers() {
     for (step, w) in want.iter().enumerate() {
         let ids = batches.get(step).unwrap();
         let (x, y) = (ids.narrow(1, 0, 16).unwrap(), ids.narrow(1, 1, 16).unwrap());
-        let loss = model.loss(&x, &y, None).unwrap();
+        let loss = model.loss(&x, &y, None, None).unwrap();
         let got = loss.to_scalar::<f32>().unwrap() as f64;
         assert!(
             (got - w).abs() <= 1e-3 * w,
@@ -261,7 +274,7 @@ fn the_loss_curve_is_transformers() {
 /// longer than the conv window, batched), and reproduces transformers' logits.
 #[test]
 fn prefill_and_step_equal_the_forward() {
-    let (model, _) = Mamba2LM::load(fixtures().join("hf_mamba2"), &Device::Cpu).unwrap();
+    let (model, _) = MambaLM::load(fixtures().join("hf_mamba2"), &Device::Cpu).unwrap();
     let t = candle_core::safetensors::load(
         fixtures().join("hf_mamba2_logits.safetensors"),
         &Device::Cpu,
@@ -275,11 +288,12 @@ fn prefill_and_step_equal_the_forward() {
     let want = t["logits"].to_vec3::<f32>().unwrap();
     let splits = [2, 9];
     let prompts: Vec<&[u32]> = ids.iter().zip(splits).map(|(r, k)| &r[..k]).collect();
-    let (mut st, first) = model.prefill(&prompts).unwrap();
+    let decoder = model.decoder().unwrap();
+    let (mut st, first) = decoder.prefill(&prompts).unwrap();
     let mut got: Vec<Vec<Vec<f32>>> = first.into_iter().map(|l| vec![l]).collect();
     for step in 0..8 {
         let feed: Vec<u32> = ids.iter().zip(splits).map(|(r, k)| r[k + step]).collect();
-        for (g, l) in got.iter_mut().zip(model.step(&feed, &mut st).unwrap()) {
+        for (g, l) in got.iter_mut().zip(decoder.step(&feed, &mut st).unwrap()) {
             g.push(l);
         }
     }
@@ -295,7 +309,7 @@ fn prefill_and_step_equal_the_forward() {
             );
         }
     }
-    assert!(model.prefill(&[&[]]).is_err());
+    assert!(decoder.prefill(&[&[]]).is_err());
 }
 
 /// The state after the last position, with documents packed and a length no chunk size

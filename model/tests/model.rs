@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
 use mamba_model::rng::SplitMix64 as Rng;
-use mamba_model::{AdamW, AdamWConfig, Config, MambaLM, State};
+use mamba_model::{AdamW, AdamWConfig, Arch, Config, MambaLM, State};
 
 const EMB: &str = "backbone.embeddings.weight";
 
@@ -207,9 +207,18 @@ fn presets_and_info() {
     let text = mamba_model::info::breakdown(&small);
     assert!(text.contains(&small.num_params().to_string()), "{text}");
     assert!(text.contains("in_proj"), "{text}");
-    // serde round trip
-    let json = serde_json::to_string(&small).unwrap();
-    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), small);
+    // config.json round trip, both architectures
+    let path = std::path::Path::new("config.json");
+    for cfg in [
+        small,
+        Config::arch_preset(Arch::Mamba2, "small", 50257).unwrap(),
+    ] {
+        let v = mamba_model::io::config::hf_config(&cfg);
+        assert_eq!(
+            mamba_model::io::config::config_from_hf(&v, path).unwrap(),
+            cfg
+        );
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@ fn flags(a: &TrainArgs) -> Map<String, Value> {
             m.insert(k.to_string(), v);
         }
     };
+    put("arch", a.arch.map(|x| Value::from(x.key())));
     put("model_size", a.model_size.clone().map(Value::from));
     put("vram", a.vram.clone().map(Value::from));
     put("profile", a.profile.clone().map(Value::from));
@@ -115,7 +116,9 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         .as_deref()
         .and_then(|d| Manifest::load(d).ok())
         .map(|m| m.tokenizer.vocab_size);
-    let model = cfg.model_size.config(vocab.unwrap_or(DRY_RUN_VOCAB));
+    let model = cfg
+        .model_size
+        .config(cfg.arch, vocab.unwrap_or(DRY_RUN_VOCAB));
     println!("{}", serde_json::to_string_pretty(cfg)?);
     if vocab.is_none() {
         println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)");

@@ -146,9 +146,9 @@ impl ModelSize {
         self.0
     }
 
-    /// The model of this size for a vocabulary of `vocab`.
-    pub fn config(self, vocab: usize) -> mamba_model::Config {
-        mamba_model::Config::new(self.0.d_model, self.0.n_layer, vocab)
+    /// The model of this size and architecture for a vocabulary of `vocab`.
+    pub fn config(self, arch: mamba_model::Arch, vocab: usize) -> mamba_model::Config {
+        mamba_model::Config::of(arch, self.0.d_model, self.0.n_layer, vocab)
     }
 }
 

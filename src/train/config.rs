@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use super::choices::{DeviceSpec, ModelSize, Precision};
+pub use mamba_model::Arch;
 
 const VRAM: &str = include_str!("../../configs/vram.json");
 const TRAINING: &str = include_str!("../../configs/training.json");
@@ -34,6 +35,9 @@ pub enum ConfigError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// The architecture of a new model (a model given by --init or resumed keeps its own).
+    #[serde(default)]
+    pub arch: Arch,
     pub model_size: ModelSize,
     /// VRAM profile name, if one was chosen.
     pub vram: Option<String>,
@@ -73,6 +77,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            arch: Arch::Mamba1,
             model_size: ModelSize::default(),
             vram: None,
             profile: "default".into(),

@@ -1,7 +1,8 @@
 //! `--dry-run` memory estimate: parameters, gradients, optimizer moments and activations of
 //! one micro-batch, against the VRAM profile's budget.
 
-use mamba_model::Config;
+use mamba_model::mamba2::CHUNK;
+use mamba_model::{Arch, Config};
 
 use super::config::{Precision, TrainConfig};
 
@@ -23,7 +24,9 @@ impl Estimate {
 /// Parameters, gradients and both AdamW moments are f32 (low precision only changes compute,
 /// which adds a half-size copy of the weights). Activations are what backward keeps per token
 /// and layer: the residual, the norm output, in_proj's 2*d_inner, the conv and SiLU outputs,
-/// x_proj's dt_rank + 2N, dt before and after softplus, the scan output and the gate; plus the
+/// x_proj's dt_rank + 2N, dt before and after softplus, the scan output and the gate (Mamba-2:
+/// in_proj's z, xBC and dt, the conv and SiLU outputs, dt twice, the SSD's within-chunk
+/// (chunk x chunk) products per head and its chunk states, the output, gate and norm); plus the
 /// logits and their gradient. With checkpointing only each block's input is kept, and one
 /// block's activations are rebuilt at a time.
 pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
@@ -32,7 +35,19 @@ pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
     let elem: u64 = if half { 2 } else { 4 };
     let tokens = (cfg.batch_size * cfg.seq_len) as u64;
     let (d, di) = (model.d_model as u64, model.d_inner() as u64);
-    let per_layer = 3 * d + 8 * di + model.dt_rank() as u64 + 2 * model.d_state as u64;
+    let n = model.d_state as u64;
+    let per_layer = match model.arch {
+        Arch::Mamba1 => 3 * d + 8 * di + model.dt_rank() as u64 + 2 * n,
+        Arch::Mamba2 => {
+            let (h, gn, t) = (
+                model.n_heads() as u64,
+                (model.n_groups as u64) * n,
+                CHUNK as u64,
+            );
+            let states = h * model.head_dim as u64 * n / t;
+            3 * d + 6 * di + 4 * gn + 4 * h + 3 * t * h + states
+        }
+    };
     let layers = model.n_layer as u64;
     let kept = if cfg.grad_checkpointing {
         layers * d + per_layer

@@ -132,7 +132,10 @@ impl Run {
             None => {
                 let (model, vm) = match &opts.init {
                     Some(dir) => init_from(dir, &opts.shards, &manifest, &dev)?,
-                    None => MambaLM::init(&cfg.model_size.config(tok.vocab_size), cfg.seed, &dev)?,
+                    None => {
+                        let model = cfg.model_size.config(cfg.arch, tok.vocab_size);
+                        MambaLM::init(&model, cfg.seed, &dev)?
+                    }
                 };
                 let st = TrainerState {
                     step: 0,
@@ -159,6 +162,8 @@ impl Run {
         }
         let mut state = state;
         state.config = cfg.clone();
+        // A model from --init or a checkpoint keeps its architecture, whatever --arch says.
+        state.config.arch = model.config().arch;
         let eval_batches = eval_batches(val_shards, &loader_opts, cfg.eval_batches)?;
         let loader = Loader::spawn(train_shards, loader_opts, state.loader.clone());
         std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|source| TrainError::Io {

@@ -13,6 +13,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::kernels::scan::cpu::{isa, Isa};
+use crate::layers::block::BlockMixer;
 use crate::layers::ops::{contiguous, read_cpu, CpuRead};
 use crate::model::MambaLM;
 
@@ -265,15 +266,18 @@ impl Weights {
         ];
         let mut a = Vec::with_capacity(model.layers.len());
         for l in &model.layers {
+            let BlockMixer::Mamba1(mixer) = &l.mixer else {
+                candle_core::bail!("the CPU fast path decodes Mamba-1 only")
+            };
             let [in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, _, d_skip, out_proj] =
-                l.mixer.tensors();
+                mixer.tensors();
             tensors.extend(
                 [
                     &l.norm, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, d_skip, out_proj,
                 ]
                 .map(Tensor::clone),
             );
-            a.push(flat(&l.mixer.a()?)?);
+            a.push(flat(&mixer.a()?)?);
         }
         // Row-major as the step reads them (a no-op for weights as loaded or trained).
         let tensors = tensors

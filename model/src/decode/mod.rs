@@ -2,14 +2,16 @@
 //! scan also returns the state after the prompt), then every step feeds one token per sequence
 //! through the recurrent form, O(1) in time and memory whatever the context length.
 //!
-//! A [`Decoder`] steps a batch of sequences. On the CPU it uses a fast path on plain `f32`
-//! slices ([`host`]); elsewhere, and as its tested slow twin, the candle step
-//! ([`Mixer::step`](crate::layers::mixer::Mixer::step)). Both take and give a [`State`].
+//! A [`Decoder`] steps a batch of sequences. For Mamba-1 on the CPU it uses a fast path on
+//! plain `f32` slices ([`host`]); elsewhere, and as its tested slow twin, the candle step of
+//! the architecture's mixer ([`Mixer::step`](crate::layers::mixer::Mixer::step),
+//! [`Mixer2::step`](crate::mamba2::Mixer2::step)). Both take and give a [`State`].
 
 mod host;
 
 use candle_core::{DType, Result, Tensor};
 
+use crate::config::Arch;
 use crate::layers::mixer::MixerState;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::linear;
@@ -23,7 +25,7 @@ pub struct State {
 
 #[derive(Clone, Debug)]
 enum Seqs {
-    /// Per layer, conv window (b, di, d_conv - 1) and SSM state (b, di, d_state).
+    /// Per layer, conv window and SSM state (see [`MixerState`]), batch first.
     Tensors(Vec<(Tensor, Tensor)>),
     /// Per sequence, the same as plain vectors for the CPU fast path.
     Host(Vec<host::SeqState>),
@@ -70,7 +72,7 @@ pub struct Decoder<'m> {
 impl MambaLM {
     /// A decoder with the fastest step for the model's device.
     pub fn decoder(&self) -> Result<Decoder<'_>> {
-        let host = match self.device().is_cpu() {
+        let host = match self.device().is_cpu() && self.cfg.arch == Arch::Mamba1 {
             true => Some(host::Weights::new(self)?),
             false => None,
         };

@@ -1,5 +1,5 @@
-//! `config.json` of a checkpoint: transformers' `MambaConfig` (written and read) and mamba_ssm's
-//! own `MambaConfig` dataclass (read).
+//! `config.json` of a checkpoint: transformers' `MambaConfig` and `Mamba2Config` (written and
+//! read) and mamba_ssm's own `MambaConfig` dataclass (read).
 
 use std::path::Path;
 
@@ -37,49 +37,74 @@ pub(crate) fn required(o: &Value, k: &str, path: &Path) -> Result<usize> {
     uint(o, k, path)?.ok_or_else(|| Error::file(path, format!("missing `{k}`")))
 }
 
-/// The `config.json` contents for transformers' `MambaConfig`. `vocab_size` is the padded
-/// vocabulary (the embedding's rows), as in the converted state-spaces checkpoints; the unpadded
-/// size is kept in `unpadded_vocab_size` (an extra key transformers keeps but ignores).
+/// The `config.json` contents for transformers' `MambaConfig` or `Mamba2Config`, as `cfg.arch`
+/// says. `vocab_size` is the padded vocabulary (the embedding's rows), as in the converted
+/// state-spaces checkpoints; the unpadded size is kept in `unpadded_vocab_size` (an extra key
+/// transformers keeps but ignores).
 pub fn hf_config(cfg: &Config) -> Value {
     let (model_type, class) = cfg.arch.transformers_names();
-    json!({
+    let mut v = json!({
         "architectures": [class],
         "model_type": model_type,
         "vocab_size": cfg.padded_vocab(),
         "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.d_inner(),
         "state_size": cfg.d_state,
         "num_hidden_layers": cfg.n_layer,
         "layer_norm_epsilon": cfg.norm_eps,
         "expand": cfg.expand,
         "conv_kernel": cfg.d_conv,
-        "time_step_rank": cfg.dt_rank(),
         "use_bias": false,
         "use_conv_bias": true,
         "hidden_act": "silu",
         "residual_in_fp32": true,
         "tie_word_embeddings": cfg.tie_embeddings,
-        "initializer_range": cfg.initializer_range,
-        "time_step_scale": cfg.dt_scale,
-        "time_step_min": cfg.dt_min,
-        "time_step_max": cfg.dt_max,
-        "time_step_floor": cfg.dt_init_floor,
-        "time_step_init_scheme": "random",
         // Only affects initialisation; `true` makes transformers rescale out_proj of *loaded*
         // weights in from_pretrained, so it is written as false.
         "rescale_prenorm_residual": false,
         "pad_token_id": 0,
         "bos_token_id": 0,
         "eos_token_id": 0,
-        "use_cache": true,
-        "use_mambapy": false,
         "torch_dtype": "float32",
         "pad_vocab_size_multiple": cfg.pad_vocab_size_multiple,
         "unpadded_vocab_size": cfg.vocab_size,
-    })
+    });
+    let limit = |x: f64| match x.is_finite() {
+        true => json!(x),
+        false => json!({"__float__": "Infinity"}),
+    };
+    let own = match cfg.arch {
+        Arch::Mamba1 => json!({
+            "intermediate_size": cfg.d_inner(),
+            "time_step_rank": cfg.dt_rank(),
+            "initializer_range": cfg.initializer_range,
+            "time_step_scale": cfg.dt_scale,
+            "time_step_min": cfg.dt_min,
+            "time_step_max": cfg.dt_max,
+            "time_step_floor": cfg.dt_init_floor,
+            "time_step_init_scheme": "random",
+            "use_cache": true,
+            "use_mambapy": false,
+        }),
+        Arch::Mamba2 => json!({
+            "head_dim": cfg.head_dim,
+            "num_heads": cfg.n_heads(),
+            "n_groups": cfg.n_groups,
+            "time_step_limit": [limit(cfg.dt_limit.0), limit(cfg.dt_limit.1)],
+            "time_step_min": cfg.dt_min,
+            "time_step_max": cfg.dt_max,
+            "time_step_floor": cfg.dt_init_floor,
+            "initializer_range": cfg.initializer_range,
+            "chunk_size": 256,
+        }),
+    };
+    if let (Some(all), Value::Object(own)) = (v.as_object_mut(), own) {
+        all.extend(own);
+    }
+    v
 }
 
-/// Parses a transformers `MambaConfig` JSON (ours or one written by `save_pretrained`).
+/// Parses a transformers `MambaConfig` or `Mamba2Config` JSON (ours or one written by
+/// `save_pretrained`).
 pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     let bad = |m: String| Error::file(path, m);
     let get_usize = |k: &str| uint(v, k, path);
@@ -88,8 +113,11 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     let get_bool = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
     let arch = match v.get("model_type").and_then(|x| x.as_str()) {
         None => Arch::Mamba1,
-        Some(mt) => Arch::from_model_type(mt)
-            .ok_or_else(|| bad(format!("model_type is `{mt}`, expected `mamba`")))?,
+        Some(mt) => Arch::from_model_type(mt).ok_or_else(|| {
+            bad(format!(
+                "model_type is `{mt}`, expected `mamba` or `mamba2`"
+            ))
+        })?,
     };
     if get_bool("use_bias", false) {
         return Err(bad("use_bias = true is not supported".into()));
@@ -114,12 +142,10 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         Some(u) => (u, get_usize("pad_vocab_size_multiple")?.unwrap_or(8)),
         None => (hf_vocab, 1),
     };
+    let n_layer = req("num_hidden_layers")?;
+    let base = Config::of(arch, d_model, n_layer, vocab_size);
     let cfg = Config {
-        arch,
-        d_model,
-        n_layer: req("num_hidden_layers")?,
-        vocab_size,
-        d_state: get_usize("state_size")?.unwrap_or(16),
+        d_state: get_usize("state_size")?.unwrap_or(base.d_state),
         d_conv: get_usize("conv_kernel")?.unwrap_or(4),
         expand,
         dt_rank,
@@ -136,8 +162,12 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         } else {
             Config::default().initializer_range
         },
-        rescale_prenorm_residual: true,
-        tie_embeddings: get_bool("tie_word_embeddings", true),
+        // transformers' MambaConfig ties by default, its Mamba2Config does not.
+        tie_embeddings: get_bool("tie_word_embeddings", arch == Arch::Mamba1),
+        head_dim: get_usize("head_dim")?.unwrap_or(base.head_dim),
+        n_groups: get_usize("n_groups")?.unwrap_or(base.n_groups),
+        dt_limit: time_step_limit(v, path)?,
+        ..base
     };
     if cfg.padded_vocab() != hf_vocab {
         return Err(bad(format!(
@@ -153,11 +183,43 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
             )));
         }
     }
+    if arch == Arch::Mamba2 {
+        let heads = get_usize("num_heads")?.unwrap_or(cfg.n_heads());
+        if cfg.head_dim == 0 || heads * cfg.head_dim != cfg.d_inner() {
+            return Err(bad(format!(
+                "num_heads {heads} x head_dim {} must be expand x hidden_size = {}",
+                cfg.head_dim,
+                cfg.d_inner()
+            )));
+        }
+    }
     cfg.validate().map_err(|e| bad(e.to_string()))?;
     Ok(cfg)
 }
 
-/// Reads `dir/config.json`.
+/// Mamba-2's `time_step_limit` (lo, hi): numbers, or `{"__float__": "Infinity"}` as
+/// transformers writes infinity; absent is (0, inf).
+fn time_step_limit(v: &Value, path: &Path) -> Result<(f64, f64)> {
+    let limit = |x: &Value| -> Option<f64> {
+        x.as_f64()
+            .or_else(|| match x.get("__float__").and_then(|f| f.as_str()) {
+                Some("Infinity") => Some(f64::INFINITY),
+                _ => None,
+            })
+    };
+    match v.get("time_step_limit") {
+        None | Some(Value::Null) => Ok((0.0, f64::INFINITY)),
+        Some(Value::Array(a)) if a.len() == 2 => match (limit(&a[0]), limit(&a[1])) {
+            (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
+            _ => Err(Error::file(path, "bad `time_step_limit`")),
+        },
+        Some(x) => Err(Error::file(
+            path,
+            format!("`time_step_limit` must be [low, high], got {x}"),
+        )),
+    }
+}
+
 /// Reads `dir/config.json` in transformers' layout, or in mamba_ssm's (told apart by its
 /// `d_model` key).
 pub fn load_config(dir: &Path) -> Result<Config> {
@@ -172,8 +234,9 @@ pub fn load_config(dir: &Path) -> Result<Config> {
 
 /// Parses mamba_ssm's `MambaConfig` (`d_model`, `n_layer`, `vocab_size` before padding,
 /// `ssm_cfg`, `pad_vocab_size_multiple`, `tie_embeddings`, ...), as `MambaLMHeadModel` saves
-/// it. Refuses what is not a Mamba-1 language model of the shape computed here: Mamba-2 layers,
-/// attention or MLP layers, LayerNorm.
+/// it, with Mamba-1 or Mamba-2 layers (`ssm_cfg.layer`). Refuses what is not a language model
+/// of the shape computed here: other layers, attention or MLP layers, LayerNorm, a Mamba-2
+/// norm after the gate or an SSM narrower than the block.
 pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
     let bad = |m: String| Error::file(path, m);
     let num = |o: &Value, k: &str| uint(o, k, path);
@@ -183,11 +246,15 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         .get("layer")
         .and_then(|x| x.as_str())
         .unwrap_or("Mamba1");
-    if layer != "Mamba1" {
-        return Err(bad(format!(
-            "ssm_cfg.layer `{layer}` is not supported (only Mamba1)"
-        )));
-    }
+    let arch = match layer {
+        "Mamba1" => Arch::Mamba1,
+        "Mamba2" => Arch::Mamba2,
+        _ => {
+            return Err(bad(format!(
+                "ssm_cfg.layer `{layer}` is not supported (only Mamba1 and Mamba2)"
+            )))
+        }
+    };
     if num(v, "d_intermediate")?.unwrap_or(0) != 0 {
         return Err(bad(
             "d_intermediate > 0 (MLP layers) is not supported".into()
@@ -210,15 +277,17 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
             "ssm_cfg bias = true or conv_bias = false is not supported".into(),
         ));
     }
+    if !flag(&ssm, "rmsnorm", true) || flag(&ssm, "norm_before_gate", false) {
+        return Err(bad(
+            "ssm_cfg rmsnorm = false or norm_before_gate = true is not supported".into(),
+        ));
+    }
     let f = |k: &str, d: f64| ssm.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
     let d_model = req("d_model")?;
     let dt_rank = rank(&ssm, "dt_rank", path)?;
+    let base = Config::of(arch, d_model, req("n_layer")?, req("vocab_size")?);
     let cfg = Config {
-        arch: Arch::Mamba1,
-        d_model,
-        n_layer: req("n_layer")?,
-        vocab_size: req("vocab_size")?,
-        d_state: num(&ssm, "d_state")?.unwrap_or(16),
+        d_state: num(&ssm, "d_state")?.unwrap_or(base.d_state),
         d_conv: num(&ssm, "d_conv")?.unwrap_or(4),
         expand: num(&ssm, "expand")?.unwrap_or(2),
         dt_rank: dt_rank.filter(|&r| r != d_model.div_ceil(16)),
@@ -232,8 +301,22 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         dt_init_floor: f("dt_init_floor", 1e-4),
         dt_scale: f("dt_scale", 1.0),
         tie_embeddings: flag(v, "tie_embeddings", true),
-        ..Config::default()
+        head_dim: num(&ssm, "headdim")?.unwrap_or(base.head_dim),
+        n_groups: num(&ssm, "ngroups")?.unwrap_or(base.n_groups),
+        dt_limit: match ssm.get("dt_limit") {
+            Some(limit) => time_step_limit(&json!({ "time_step_limit": limit }), path)?,
+            None => base.dt_limit,
+        },
+        ..base
     };
+    if let Some(d_ssm) = num(&ssm, "d_ssm")? {
+        if d_ssm != cfg.d_inner() {
+            return Err(bad(format!(
+                "ssm_cfg.d_ssm {d_ssm} (an SSM on part of the channels) is not supported; it must be d_inner {}",
+                cfg.d_inner()
+            )));
+        }
+    }
     cfg.validate().map_err(|e| bad(e.to_string()))?;
     Ok(cfg)
 }

@@ -325,7 +325,9 @@ mod tests {
         let dev = Device::Cpu;
         let cfg = Config::new(16, 1, 32);
         let (model, _vars) = MambaLM::init(&cfg, 3, &dev)?;
-        let mixer = &model.layers[0].mixer;
+        let crate::layers::block::BlockMixer::Mamba1(mixer) = &model.layers[0].mixer else {
+            unreachable!("a Mamba-1 config")
+        };
         let (b, l, di) = (2, 9, cfg.d_inner());
         let u = Var::from_vec(rand(b * l * di, 1), (b, l, di), &dev)?;
         let z = Var::from_vec(rand(b * l * di, 2), (b, l, di), &dev)?;

@@ -36,7 +36,9 @@ pub struct Mixer {
 }
 
 /// The recurrent state of one mixer after a prompt: the last `d_conv - 1` conv inputs
-/// (b, di, d_conv - 1) and the SSM state (b, di, d_state).
+/// (b, conv channels, d_conv - 1) and the SSM state (Mamba-1: (b, di, d_state); Mamba-2:
+/// (b, heads, head_dim, d_state)).
+#[derive(Clone, Debug)]
 pub struct MixerState {
     pub conv: Tensor,
     pub ssm: Tensor,
@@ -49,6 +51,20 @@ pub(crate) fn linear_in(x: &Tensor, w: &Tensor, dt: DType) -> Result<Tensor> {
         return linear(x, w);
     }
     linear(&x.to_dtype(dt)?, &w.to_dtype(dt)?)?.to_dtype(DType::F32)
+}
+
+/// Reads the tensors of a mixer's parameter table from `vb`; errors name a missing tensor or a
+/// wrong shape.
+pub(crate) fn read_params<const N: usize>(
+    shapes: [(&'static str, Vec<usize>); N],
+    vb: VarBuilder,
+) -> Result<[Tensor; N]> {
+    let t = shapes
+        .map(|(name, shape)| vb.get(shape, name))
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    t.try_into()
+        .map_err(|_| candle_core::Error::Msg("mixer parameters".into()))
 }
 
 impl Mixer {
@@ -78,15 +94,8 @@ impl Mixer {
     /// Reads the parameters of [`Mixer::shapes`] from `vb` (below `...mixer.`); errors name a
     /// missing tensor or a wrong shape.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let t = Self::shapes(cfg)
-            .map(|(name, shape)| vb.get(shape, name))
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
-        let t: [Tensor; 9] = t
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("mixer".into()))?;
         Ok(Self::from_tensors(
-            t,
+            read_params(Self::shapes(cfg), vb)?,
             cfg.d_inner(),
             cfg.d_state,
             cfg.dt_rank(),

@@ -1,9 +1,7 @@
-//! Mamba-2 (Dao & Gu 2024, "Transformers are SSMs"), as transformers' `Mamba2ForCausalLM`
-//! computes it: loaded from and saved to its checkpoints, initialised as mamba_ssm does, and
-//! trainable (its state-space layer is the chunked SSD of [`ssd`], document resets included).
-//! Generation and the command line do not use it yet.
-//!
-//! A block is h + mixer(rms_norm(h)), the mixer:
+//! The Mamba-2 mixer (Dao & Gu 2024, "Transformers are SSMs"), as transformers' `Mamba2Mixer`
+//! and mamba_ssm's `Mamba2` compute it; its state-space layer is the chunked SSD of [`ssd`],
+//! document resets included. A Mamba-2 language model is [`MambaLM`](crate::MambaLM) with
+//! `arch: Mamba2`: the blocks, norms, head, loss and training are the same as Mamba-1's.
 //!
 //! ```text
 //! z, xBC, dt = in_proj(h)                       (d_inner, d_inner + 2 G N, H)
@@ -16,32 +14,54 @@
 //! ```
 //! Head k reads group k / (H / G) of B and C.
 
-use std::collections::HashMap;
-use std::path::Path;
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::VarBuilder;
 
-use candle_core::{Device, Result, Tensor, Var, D};
-use candle_nn::VarMap;
-use serde_json::Value;
-
-use crate::error::Error;
-use crate::io::config::CONFIG_FILE;
-use crate::layers::conv::{causal_conv1d, conv_tail};
-use crate::layers::norm::rms_norm;
+use crate::config::Config;
+use crate::layers::conv::{causal_conv1d, conv_step, conv_tail};
+use crate::layers::mixer::{linear_in, read_params, MixerState};
 use crate::layers::ops::{linear, softplus};
-use crate::rng::SplitMix64;
 
-mod config;
-mod decode;
 pub mod ssd;
-pub use config::Mamba2Config;
-pub use decode::Mamba2State;
 pub use ssd::{ssd_chunked, ssd_reference};
 
 /// Positions per chunk of the SSD (the matrix products within a chunk are CHUNK x CHUNK).
-const CHUNK: usize = 64;
+pub const CHUNK: usize = 64;
 
-/// One Mamba-2 mixer's parameters, in the order of [`MIXER`].
-struct Mixer2 {
+/// The sizes a mixer computes with (from its [`Config`]).
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    d_inner: usize,
+    heads: usize,
+    head_dim: usize,
+    groups: usize,
+    d_state: usize,
+    norm_eps: f64,
+    dt_limit: (f64, f64),
+}
+
+impl Dims {
+    fn of(c: &Config) -> Dims {
+        Dims {
+            d_inner: c.d_inner(),
+            heads: c.n_heads(),
+            head_dim: c.head_dim,
+            groups: c.n_groups,
+            d_state: c.d_state,
+            norm_eps: c.norm_eps,
+            dt_limit: c.dt_limit,
+        }
+    }
+
+    /// Channels of the conv: x, B and C.
+    fn conv_dim(&self) -> usize {
+        self.d_inner + 2 * self.groups * self.d_state
+    }
+}
+
+/// One Mamba-2 mixer's parameters, named as in transformers (`...mixer.in_proj.weight` etc.).
+#[derive(Clone, Debug)]
+pub struct Mixer2 {
     in_proj: Tensor,  // (d_inner + conv_dim + H, d)
     conv_w: Tensor,   // (conv_dim, 1, k)
     conv_b: Tensor,   // (conv_dim)
@@ -50,312 +70,185 @@ struct Mixer2 {
     d: Tensor,        // (H)
     norm: Tensor,     // (d_inner)
     out_proj: Tensor, // (d, d_inner)
-}
-
-/// The mixer's parameter names below `...mixer.`, as transformers names them.
-const MIXER: [&str; 8] = [
-    "in_proj.weight",
-    "conv1d.weight",
-    "conv1d.bias",
-    "dt_bias",
-    "A_log",
-    "D",
-    "norm.weight",
-    "out_proj.weight",
-];
-
-/// A Mamba-2 language model (embedding, blocks, final norm, head).
-pub struct Mamba2LM {
-    cfg: Mamba2Config,
-    embedding: Tensor,
-    head: Tensor,
-    layers: Vec<(Tensor, Mixer2)>,
-    norm_f: Tensor,
-}
-
-impl Mamba2LM {
-    /// Every parameter's transformers name and shape, in a fixed order: the one table of them.
-    pub fn shapes(c: &Mamba2Config) -> Vec<(String, Vec<usize>)> {
-        let (d, di, h, k) = (c.d_model, c.d_inner(), c.n_heads(), c.d_conv);
-        let mixer = [
-            vec![di + c.conv_dim() + h, d],
-            vec![c.conv_dim(), 1, k],
-            vec![c.conv_dim()],
-            vec![h],
-            vec![h],
-            vec![h],
-            vec![di],
-            vec![d, di],
-        ];
-        let mut v = vec![(
-            "backbone.embeddings.weight".to_string(),
-            vec![c.vocab_size, d],
-        )];
-        for i in 0..c.n_layer {
-            let p = format!("backbone.layers.{i}");
-            v.push((format!("{p}.norm.weight"), vec![d]));
-            for (name, shape) in MIXER.iter().zip(&mixer) {
-                v.push((format!("{p}.mixer.{name}"), shape.clone()));
-            }
-        }
-        v.push(("backbone.norm_f.weight".to_string(), vec![d]));
-        if !c.tie_embeddings {
-            v.push(("lm_head.weight".to_string(), vec![c.vocab_size, d]));
-        }
-        v
-    }
-
-    /// The model over named tensors (all of [`Mamba2LM::shapes`], checked by the caller).
-    fn from_named(cfg: Mamba2Config, t: &HashMap<String, Tensor>) -> Mamba2LM {
-        let get = |n: &str| t[n].clone();
-        let layers = (0..cfg.n_layer)
-            .map(|i| {
-                let p = format!("backbone.layers.{i}");
-                let m = |n: &str| get(&format!("{p}.mixer.{n}"));
-                let mixer = Mixer2 {
-                    in_proj: m(MIXER[0]),
-                    conv_w: m(MIXER[1]),
-                    conv_b: m(MIXER[2]),
-                    dt_bias: m(MIXER[3]),
-                    a_log: m(MIXER[4]),
-                    d: m(MIXER[5]),
-                    norm: m(MIXER[6]),
-                    out_proj: m(MIXER[7]),
-                };
-                (get(&format!("{p}.norm.weight")), mixer)
-            })
-            .collect();
-        let embedding = get("backbone.embeddings.weight");
-        let head = match cfg.tie_embeddings {
-            true => embedding.clone(),
-            false => get("lm_head.weight"),
-        };
-        Mamba2LM {
-            norm_f: get("backbone.norm_f.weight"),
-            cfg,
-            embedding,
-            head,
-            layers,
-        }
-    }
-
-    /// Loads a transformers `Mamba2ForCausalLM` directory (any weights layout
-    /// [`MambaLM::load`](crate::MambaLM::load) reads); the parameters are `Var`s in the
-    /// returned VarMap, ready to train. Errors name the file and the tensor.
-    pub fn load(dir: impl AsRef<Path>, device: &Device) -> crate::Result<(Self, VarMap)> {
-        let dir = dir.as_ref();
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
-        let cfg = Mamba2Config::from_hf(&v, &path)?;
-        let (mut tensors, wpath) = crate::io::weights::read_weights(dir)?;
-        if cfg.tie_embeddings {
-            // A copy of the tied head some exporters write.
-            tensors.remove("lm_head.weight");
-        }
-        let varmap = crate::io::weights::variables(tensors, Self::shapes(&cfg), &wpath, device)?;
-        let named = named_of(&varmap);
-        Ok((Self::from_named(cfg, &named), varmap))
-    }
-
-    /// A freshly initialised, trainable model, deterministic for `seed` (mamba_ssm's Mamba-2
-    /// initialisation: A = -U(1, 16), dt log-uniform in [dt_min, dt_max] through the inverse
-    /// softplus into dt_bias, D = 1; projections and conv as PyTorch's defaults, out_proj
-    /// divided by sqrt(n_layer); embedding N(0, 0.02)).
-    pub fn init(cfg: &Mamba2Config, seed: u64, device: &Device) -> crate::Result<(Self, VarMap)> {
-        let varmap = VarMap::new();
-        for (name, shape) in Self::shapes(cfg) {
-            let v = init_values(cfg, &name, &shape, seed);
-            let var = Var::from_vec(v, shape, device)?;
-            varmap.data().lock().unwrap().insert(name, var);
-        }
-        Ok((Self::from_named(cfg.clone(), &named_of(&varmap)), varmap))
-    }
-
-    pub fn config(&self) -> &Mamba2Config {
-        &self.cfg
-    }
-
-    /// Every parameter with its name, in the order of [`Mamba2LM::shapes`].
-    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut t = vec![self.embedding.clone()];
-        for (norm, m) in &self.layers {
-            t.push(norm.clone());
-            t.extend(
-                [
-                    &m.in_proj,
-                    &m.conv_w,
-                    &m.conv_b,
-                    &m.dt_bias,
-                    &m.a_log,
-                    &m.d,
-                    &m.norm,
-                    &m.out_proj,
-                ]
-                .map(Tensor::clone),
-            );
-        }
-        t.push(self.norm_f.clone());
-        if !self.cfg.tie_embeddings {
-            t.push(self.head.clone());
-        }
-        Self::shapes(&self.cfg)
-            .into_iter()
-            .map(|(n, _)| n)
-            .zip(t)
-            .collect()
-    }
-
-    /// Saves `dir/config.json` and `dir/model.safetensors` in transformers' layout.
-    pub fn save(&self, dir: impl AsRef<Path>) -> crate::Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(CONFIG_FILE);
-        let text =
-            serde_json::to_string_pretty(&self.cfg.to_hf()).map_err(|e| Error::file(&path, e))?;
-        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
-        let mut named = self.named_tensors();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let max = crate::io::weights::MAX_SHARD_BYTES;
-        crate::io::safetensors::write_checkpoint_weights(dir, &named, max)
-    }
-
-    /// Logits (b, l, vocab) of `ids` (b, l) u32; `resets` (b, l), nonzero where a document
-    /// starts (the conv window and the SSD state never reach back past it).
-    pub fn forward(&self, ids: &Tensor, resets: Option<&Tensor>) -> Result<Tensor> {
-        let (b, l) = ids.dims2()?;
-        let mut h = self
-            .embedding
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, l, self.cfg.d_model))?;
-        for (norm, mixer) in &self.layers {
-            let x = rms_norm(&h, norm, self.cfg.norm_eps)?;
-            h = (&h + mixer.forward(&x, &self.cfg, resets)?)?;
-        }
-        let h = rms_norm(&h, &self.norm_f, self.cfg.norm_eps)?;
-        linear(&h, &self.head)
-    }
-
-    /// Mean next-token cross-entropy of `targets` (b, l) given `ids` (b, l); differentiable.
-    pub fn loss(&self, ids: &Tensor, targets: &Tensor, resets: Option<&Tensor>) -> Result<Tensor> {
-        let logits = self.forward(ids, resets)?;
-        let v = logits.dim(2)?;
-        crate::loss::cross_entropy(&logits.reshape(((), v))?, &targets.flatten_all()?, None)
-    }
-}
-
-/// The variables' tensors by name.
-fn named_of(varmap: &VarMap) -> HashMap<String, Tensor> {
-    let data = varmap.data().lock().unwrap();
-    data.iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-        .collect()
-}
-
-/// Initial value of one parameter (see [`Mamba2LM::init`]).
-fn init_values(c: &Mamba2Config, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
-    let numel: usize = shape.iter().product();
-    let mut rng = SplitMix64::for_tensor(seed, name);
-    let last = name.rsplit('.').next().unwrap_or(name);
-    let uniform = |rng: &mut SplitMix64, lo: f64, hi: f64| -> Vec<f32> {
-        (0..numel).map(|_| rng.uniform_in(lo, hi) as f32).collect()
-    };
-    if last == "A_log" {
-        return uniform(&mut rng, 1.0, 16.0)
-            .iter()
-            .map(|a| a.ln())
-            .collect();
-    }
-    if last == "dt_bias" {
-        let (lo, hi) = (1e-3f64.ln(), 0.1f64.ln());
-        return (0..numel)
-            .map(|_| crate::init::inv_softplus(rng.uniform_in(lo, hi).exp().max(1e-4)) as f32)
-            .collect();
-    }
-    if last == "D" || name.ends_with("norm.weight") || name.ends_with("norm_f.weight") {
-        return vec![1.0; numel];
-    }
-    if name.ends_with("embeddings.weight") {
-        return (0..numel).map(|_| (rng.normal() * 0.02) as f32).collect();
-    }
-    // Linear and conv weights: U(+-1/sqrt(fan_in)); out_proj then / sqrt(n_layer).
-    let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
-    let bound = 1.0 / (fan_in as f64).sqrt();
-    let scale = match name.ends_with("out_proj.weight") {
-        true => 1.0 / (c.n_layer as f64).sqrt(),
-        false => 1.0,
-    };
-    let v = uniform(&mut rng, -bound, bound);
-    match last == "bias" {
-        // The conv bias: fan_in is the window.
-        true => uniform(
-            &mut rng,
-            -1.0 / (c.d_conv as f64).sqrt(),
-            1.0 / (c.d_conv as f64).sqrt(),
-        ),
-        false => v.into_iter().map(|x| x * scale as f32).collect(),
-    }
+    dims: Dims,
 }
 
 impl Mixer2 {
-    /// h: (b, l, d_model) normalised input -> (b, l, d_model).
-    fn forward(&self, h: &Tensor, c: &Mamba2Config, resets: Option<&Tensor>) -> Result<Tensor> {
-        Ok(self.run(h, c, resets, false)?.0)
+    /// The mixer's parameters: transformers' names (below `...mixer.`) and shapes, in the order
+    /// [`Mixer2::tensors`] returns them. The one table of them.
+    pub fn shapes(c: &Config) -> [(&'static str, Vec<usize>); 8] {
+        let (d, di, h, k) = (c.d_model, c.d_inner(), c.n_heads(), c.d_conv);
+        [
+            ("in_proj.weight", vec![di + c.conv_dim() + h, d]),
+            ("conv1d.weight", vec![c.conv_dim(), 1, k]),
+            ("conv1d.bias", vec![c.conv_dim()]),
+            ("dt_bias", vec![h]),
+            ("A_log", vec![h]),
+            ("D", vec![h]),
+            ("norm.weight", vec![di]),
+            ("out_proj.weight", vec![d, di]),
+        ]
     }
 
-    /// The forward, and with `state` the recurrent state after the last position: the conv
-    /// window's last d_conv - 1 inputs (b, conv_dim, d_conv - 1) and the SSD state
-    /// (b, H, P, N).
+    /// Reads the parameters of [`Mixer2::shapes`] from `vb` (below `...mixer.`).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(Self::from_tensors(
+            read_params(Self::shapes(cfg), vb)?,
+            Dims::of(cfg),
+        ))
+    }
+
+    fn from_tensors(t: [Tensor; 8], dims: Dims) -> Mixer2 {
+        let [in_proj, conv_w, conv_b, dt_bias, a_log, d, norm, out_proj] = t;
+        Mixer2 {
+            in_proj,
+            conv_w,
+            conv_b,
+            dt_bias,
+            a_log,
+            d,
+            norm,
+            out_proj,
+            dims,
+        }
+    }
+
+    /// The parameters in the order of [`Mixer2::shapes`].
+    pub fn tensors(&self) -> [&Tensor; 8] {
+        [
+            &self.in_proj,
+            &self.conv_w,
+            &self.conv_b,
+            &self.dt_bias,
+            &self.a_log,
+            &self.d,
+            &self.norm,
+            &self.out_proj,
+        ]
+    }
+
+    /// The same parameters (no copy) as plain tensors, outside any autograd graph.
+    pub fn detach(&self) -> Mixer2 {
+        Self::from_tensors(self.tensors().map(|t| t.detach()), self.dims)
+    }
+
+    /// The mixer with in_proj and out_proj held in `dtype`, the rest detached (see
+    /// [`MambaLM::into_weight_dtype`](crate::MambaLM::into_weight_dtype)).
+    pub fn into_weight_dtype(self, dtype: DType) -> Result<Mixer2> {
+        let mut t = self.tensors().map(|t| t.detach());
+        for i in [0, 7] {
+            t[i] = t[i].to_dtype(dtype)?.detach();
+        }
+        Ok(Self::from_tensors(t, self.dims))
+    }
+
+    /// h: (b, l, d_model) normalised input -> (b, l, d_model). `resets`: (b, l) u8, nonzero at
+    /// document starts (conv window and SSD state never reach back past them). The two
+    /// projections run in `dt`; conv, SSD and norm in f32.
+    pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
+        Ok(self.run(h, resets, dt, false)?.0)
+    }
+
+    /// The f32 forward of a prompt without resets, and the state after its last position:
+    /// the conv window's last d_conv - 1 inputs (b, conv_dim, d_conv - 1) and the SSD state
+    /// (b, H, P, N), from which [`Mixer2::step`] continues.
+    pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, MixerState)> {
+        let (out, state) = self.run(h, None, DType::F32, true)?;
+        let state = state.ok_or_else(|| candle_core::Error::Msg("no state".into()))?;
+        Ok((out, state))
+    }
+
     fn run(
         &self,
         h: &Tensor,
-        c: &Mamba2Config,
         resets: Option<&Tensor>,
-        state: bool,
-    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        compute: DType,
+        keep_state: bool,
+    ) -> Result<(Tensor, Option<MixerState>)> {
         let (b, l, _) = h.dims3()?;
-        let (di, hn, p, g, n) = (c.d_inner(), c.n_heads(), c.head_dim, c.n_groups, c.d_state);
-        let zxbcdt = linear(h, &self.in_proj)?;
+        let Dims {
+            d_inner: di,
+            heads: hn,
+            head_dim: p,
+            groups: g,
+            d_state: n,
+            ..
+        } = self.dims;
+        let zxbcdt = linear_in(h, &self.in_proj, compute)?;
         let z = zxbcdt.narrow(2, 0, di)?;
-        let xbc = zxbcdt.narrow(2, di, c.conv_dim())?.contiguous()?;
-        let dt = zxbcdt.narrow(2, di + c.conv_dim(), hn)?;
-        let conv = match state {
-            true => Some(conv_tail(&xbc, c.d_conv)?),
+        let xbc = zxbcdt.narrow(2, di, self.dims.conv_dim())?.contiguous()?;
+        let dt = zxbcdt.narrow(2, di + self.dims.conv_dim(), hn)?;
+        let conv = match keep_state {
+            true => Some(conv_tail(&xbc, self.conv_w.dim(2)?)?),
             false => None,
         };
         let xbc = causal_conv1d(&xbc, &self.conv_w, &self.conv_b, resets)?.silu()?;
         let x = xbc.narrow(2, 0, di)?.reshape((b, l, hn, p))?;
         let bm = xbc.narrow(2, di, g * n)?.reshape((b, l, g, n))?;
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
-        let dt = self.dt(&dt, c)?;
+        let dt = self.dt(&dt)?;
         let a = self.a_log.exp()?.neg()?;
-        let (y, last) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
-        let y = gated_rms_norm(&y.reshape((b, l, di))?, &z, &self.norm, di / g, c.norm_eps)?;
-        Ok((linear(&y, &self.out_proj)?, conv.map(|cv| (cv, last))))
+        let (y, ssm) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
+        let y = self.gated_norm(&y.reshape((b, l, di))?, &z)?;
+        let state = conv.map(|conv| MixerState { conv, ssm });
+        Ok((linear_in(&y, &self.out_proj, compute)?, state))
+    }
+
+    /// One position of each sequence in recurrent form: h (b, d_model) normalised input ->
+    /// (b, d_model); `st` advances by one position. Plain candle ops, on any device.
+    pub fn step(&self, h: &Tensor, st: &mut MixerState) -> Result<Tensor> {
+        let b = h.dim(0)?;
+        let Dims {
+            d_inner: di,
+            heads: hn,
+            head_dim: p,
+            groups: g,
+            d_state: n,
+            ..
+        } = self.dims;
+        let zxbcdt = linear(h, &self.in_proj)?;
+        let z = zxbcdt.narrow(1, 0, di)?;
+        let xbc = zxbcdt.narrow(1, di, self.dims.conv_dim())?;
+        let dt = self.dt(&zxbcdt.narrow(1, di + self.dims.conv_dim(), hn)?)?; // (b, H)
+        let xbc = conv_step(&mut st.conv, &xbc, &self.conv_w, &self.conv_b)?.silu()?;
+        let x = xbc.narrow(1, 0, di)?.reshape((b, hn, p))?;
+        let per = hn / g;
+        let heads = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, g, 1, n))?
+                .broadcast_as((b, g, per, n))?
+                .reshape((b, hn, 1, n))
+        };
+        let bm = heads(xbc.narrow(1, di, g * n)?)?;
+        let cm = heads(xbc.narrow(1, di + g * n, g * n)?)?;
+        // h = exp(dt A) h + dt x B^T;  y = h C + D x
+        let a = self.a_log.exp()?.neg()?;
+        let decay = dt.broadcast_mul(&a)?.exp()?.reshape((b, hn, 1, 1))?;
+        let dx = x.broadcast_mul(&dt.unsqueeze(2)?)?.unsqueeze(3)?; // (b, H, P, 1)
+        st.ssm = (st.ssm.broadcast_mul(&decay)? + dx.broadcast_mul(&bm)?)?;
+        let y = st.ssm.broadcast_mul(&cm)?.sum(D::Minus1)?; // (b, H, P)
+        let y = (y + x.broadcast_mul(&self.d.reshape((1, hn, 1))?)?)?.reshape((b, di))?;
+        linear(&self.gated_norm(&y, &z)?, &self.out_proj)
     }
 
     /// dt = clamp(softplus(dt + dt_bias), dt_limit).
-    fn dt(&self, dt: &Tensor, c: &Mamba2Config) -> Result<Tensor> {
-        softplus(&dt.broadcast_add(&self.dt_bias)?)?.clamp(c.dt_limit.0, c.dt_limit.1.min(f64::MAX))
+    fn dt(&self, dt: &Tensor) -> Result<Tensor> {
+        let (lo, hi) = self.dims.dt_limit;
+        softplus(&dt.broadcast_add(&self.dt_bias)?)?.clamp(lo, hi.min(f64::MAX))
     }
-}
 
-/// rms_norm over groups of `group` channels of y * silu(z), times `weight` (transformers'
-/// `MambaRMSNormGated` with the gate applied before the norm).
-fn gated_rms_norm(
-    y: &Tensor,
-    z: &Tensor,
-    weight: &Tensor,
-    group: usize,
-    eps: f64,
-) -> Result<Tensor> {
-    let dims = y.dims().to_vec();
-    let last = dims[dims.len() - 1];
-    let gated = (y * z.silu()?)?;
-    let mut grouped = dims[..dims.len() - 1].to_vec();
-    grouped.extend([last / group, group]);
-    let x = gated.reshape(grouped)?;
-    let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let x = x.broadcast_div(&(var + eps)?.sqrt()?)?.reshape(dims)?;
-    x.broadcast_mul(weight)
+    /// rms_norm over groups of d_inner / G channels of y * silu(z), times the norm's weight
+    /// (transformers' `MambaRMSNormGated`, the gate applied before the norm).
+    fn gated_norm(&self, y: &Tensor, z: &Tensor) -> Result<Tensor> {
+        let dims = y.dims().to_vec();
+        let last = dims[dims.len() - 1];
+        let gated = (y * z.silu()?)?;
+        let mut grouped = dims[..dims.len() - 1].to_vec();
+        grouped.extend([self.dims.groups, last / self.dims.groups]);
+        let x = gated.reshape(grouped)?;
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let x = x
+            .broadcast_div(&(var + self.dims.norm_eps)?.sqrt()?)?
+            .reshape(dims)?;
+        x.broadcast_mul(&self.norm)
+    }
 }

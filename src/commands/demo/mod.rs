@@ -1,5 +1,6 @@
 //! `mamba demo`: the whole product in one command, offline: write a corpus (see [`corpus`];
-//! or take `--data DIR`), ingest it, train the tiny preset on the CPU for about `--seconds`,
+//! or take `--data DIR`), ingest it, train the tiny preset (Mamba-1, or Mamba-2 with `--arch
+//! mamba2`) on the CPU for about `--seconds`,
 //! evaluate on the val split, write the training report, and print a generated sample and how
 //! far the val perplexity fell. Each step is the real subcommand, run with the flags printed
 //! above it, so the user can rerun any of them.
@@ -13,7 +14,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Var};
 use clap::Parser;
-use mamba_model::{Config, MambaLM};
+use mamba_model::{Arch, Config, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 
 use super::usage;
@@ -78,9 +79,9 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Seconds of one training step of the tiny preset at the demo's shape.
-fn step_seconds(vocab: usize) -> anyhow::Result<f64> {
-    let cfg = Config::preset("tiny", vocab)?;
+/// Seconds of one training step of the tiny preset of `arch` at the demo's shape.
+fn step_seconds(arch: Arch, vocab: usize) -> anyhow::Result<f64> {
+    let cfg = Config::arch_preset(arch, "tiny", vocab)?;
     let (model, vm) = MambaLM::init(&cfg, 0, &Device::Cpu)?;
     let vars: Vec<Var> = vm
         .data()
@@ -179,14 +180,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let steps = match a.max_steps {
         Some(n) => n,
         None => {
-            let t = step_seconds(manifest.tokenizer.vocab_size)?;
+            let t = step_seconds(a.arch, manifest.tokenizer.vocab_size)?;
             // At most MAX_EPOCHS passes: whole steps within them.
             let passes = MAX_EPOCHS * manifest.totals.train.tokens / (BATCH * SEQ_LEN) as u64;
             ((a.seconds as f64 / (t * RUN_OVERHEAD)) as u64).clamp(1, passes.max(1))
         }
     };
     println!(
-        "\n2/5 train the tiny preset for {steps} steps (at most {MAX_EPOCHS} passes over the corpus, at most about {} s on this CPU)",
+        "\n2/5 train the tiny preset ({}) for {steps} steps (at most {MAX_EPOCHS} passes over the corpus, at most about {} s on this CPU)",
+        a.arch.name(),
         a.seconds
     );
     let (steps_s, warmup) = (steps.to_string(), (steps / 10).max(1).to_string());
@@ -199,6 +201,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         &s(&shards),
         "--checkpoint-dir",
         &s(&ckpt),
+        "--arch",
+        a.arch.key(),
         "--model-size",
         "tiny",
         "--max-steps",
