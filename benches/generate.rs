@@ -6,13 +6,14 @@
 //! ```text
 //! nice -n -20 cargo bench --bench generate            # both prompt lengths, 3 runs each
 //! cargo bench --bench generate -- 16 1024 4096        # other prompt lengths
+//! BENCH_ARCH=mamba2 cargo bench --bench generate      # a 130m-shaped Mamba-2 (candle step)
 //! ```
 
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 use mamba::generate::sampling::argmax;
-use mamba_model::{Config, Decoder, MambaLM};
+use mamba_model::{Arch, Config, Decoder, MambaLM};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -46,11 +47,15 @@ fn main() {
     } else {
         lens
     };
-    let cfg = Config::new(768, 24, 50280);
+    let arch: Arch = std::env::var("BENCH_ARCH")
+        .map(|s| s.parse().expect("BENCH_ARCH is mamba1 or mamba2"))
+        .unwrap_or_default();
+    let cfg = Config::of(arch, 768, 24, 50280);
     let t = Instant::now();
     let (model, _) = MambaLM::init(&cfg, 0, &Device::Cpu).unwrap();
     println!(
-        "130m-shaped model: {} parameters, initialised in {:.1} s; {} threads",
+        "130m-shaped {}: {} parameters, initialised in {:.1} s; {} threads",
+        arch.name(),
         cfg.num_params(),
         t.elapsed().as_secs_f64(),
         candle_core::utils::get_num_threads()

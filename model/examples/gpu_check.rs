@@ -3,6 +3,8 @@
 //! - the CUDA selective scan, forward and every gradient, against the CPU op on the same random
 //!   inputs (with z, softplus and document resets), in f32 and with bf16 inputs, and that two
 //!   GPU runs give the same bits;
+//! - Mamba-2's SSD through the scan (N = 128) on the GPU against the CPU, value and gradients,
+//!   and the time of its forward + backward beside the chunked form at a 130m layer's shape;
 //! - the bf16 matmul throughput of this GPU (the denominator of model FLOPs utilisation).
 //!
 //! cargo run --release --features cuda -p mamba-model --example gpu_check
@@ -11,6 +13,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use mamba_model::kernels::scan::{selective_scan, ScanOptions};
+use mamba_model::mamba2::{ssd_chunked, ssd_scan};
 
 type Res<T> = candle_core::Result<T>;
 
@@ -89,7 +92,12 @@ fn run(c: &Case, dev: &Device, dtype: DType) -> Res<Vec<Tensor>> {
 fn scan_check(gpu: &Device) -> Res<bool> {
     const NAMES: [&str; 9] = ["y", "du", "ddelta", "dA", "dB", "dC", "dD", "dbias", "dz"];
     let mut ok = true;
-    for (b, l, d, n) in [(2, 300, 70, 16), (3, 129, 64, 4), (1, 2048, 96, 16)] {
+    for (b, l, d, n) in [
+        (2, 300, 70, 16),
+        (3, 129, 64, 4),
+        (1, 2048, 96, 16),
+        (2, 300, 64, 128),
+    ] {
         let c = case(b, l, d, n)?;
         let want = run(&c, &Device::Cpu, DType::F32)?;
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
@@ -126,6 +134,84 @@ fn scan_check(gpu: &Device) -> Res<bool> {
     Ok(ok)
 }
 
+/// SSD inputs x, dt, a, B, C, D (f32, CPU) of b sequences of l positions, h heads of p
+/// channels, g groups, state n, with document resets.
+fn ssd_inputs(b: usize, l: usize, h: usize, p: usize, g: usize, n: usize) -> Res<Vec<Tensor>> {
+    let cpu = Device::Cpu;
+    let r = |shape: &[usize], scale: f64| Tensor::randn(0f32, 1f32, shape, &cpu)? * scale;
+    Ok(vec![
+        r(&[b, l, h, p], 1.0)?,
+        (r(&[b, l, h], 1.0)?.exp()? * 0.05)?,
+        r(&[h], 1.0)?.abs()?.neg()?,
+        r(&[b, l, g, n], 0.3)?,
+        r(&[b, l, g, n], 0.3)?,
+        r(&[h], 1.0)?,
+    ])
+}
+
+/// Output and the gradients of the six inputs of the SSD in scan form (or chunked) on `dev`.
+fn ssd_run(t: &[Tensor], resets: &Tensor, dev: &Device, chunked: bool) -> Res<Vec<Tensor>> {
+    let vars: Vec<Var> = t
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_device(dev)?))
+        .collect::<Res<_>>()?;
+    let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+    let r = resets.to_device(dev)?;
+    let y = match chunked {
+        true => ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], Some(&r), 64)?.0,
+        false => ssd_scan(v[0], v[1], v[2], v[3], v[4], v[5], Some(&r), false)?.0,
+    };
+    let grads = y.sqr()?.sum_all()?.backward()?;
+    let mut out = vec![y];
+    for v in &vars {
+        out.push(grads.get(v.as_tensor()).cloned().unwrap_or(v.zeros_like()?));
+    }
+    Ok(out)
+}
+
+fn ssd_check(gpu: &Device) -> Res<bool> {
+    const NAMES: [&str; 7] = ["y", "dx", "ddt", "da", "dB", "dC", "dD"];
+    let mut ok = true;
+    for (b, l, h, p, g) in [(2, 300, 8, 64, 1), (1, 200, 4, 32, 2)] {
+        let t = ssd_inputs(b, l, h, p, g, 128)?;
+        let r: Vec<u8> = (0..b * l).map(|i| (i % l % 97 == 5) as u8).collect();
+        let r = Tensor::from_vec(r, (b, l), &Device::Cpu)?;
+        let want = ssd_run(&t, &r, &Device::Cpu, false)?;
+        let got = ssd_run(&t, &r, gpu, false)?;
+        let again = ssd_run(&t, &r, gpu, false)?;
+        for (i, name) in NAMES.iter().enumerate() {
+            let e = rel_err(&got[i], &want[i])?;
+            let same = rel_err(&got[i], &again[i])? == 0.0;
+            let pass = e <= 1e-5 && same;
+            ok &= pass;
+            println!(
+                "ssd scan b{b} l{l} h{h} p{p} g{g} n128 {name:3} rel err {e:.2e} (<= 1e-5) repeat bit-identical {same}: {}",
+                if pass { "ok" } else { "FAIL" }
+            );
+        }
+    }
+    // One 130m layer's SSD: 4 x 2048 positions, 24 heads of 64, state 128.
+    let t = ssd_inputs(4, 2048, 24, 64, 1, 128)?;
+    let r = Tensor::zeros((4, 2048), DType::U8, &Device::Cpu)?;
+    for (name, chunked) in [("scan", false), ("chunked", true)] {
+        ssd_run(&t, &r, gpu, chunked)?;
+        gpu.synchronize()?;
+        let mut times = vec![];
+        for _ in 0..5 {
+            let start = Instant::now();
+            ssd_run(&t, &r, gpu, chunked)?;
+            gpu.synchronize()?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "ssd {name} fwd+bwd b4 l2048 h24 p64 n128: {:.1} ms (median of 5)",
+            times[2] * 1e3
+        );
+    }
+    Ok(ok)
+}
+
 fn matmul_tflops(gpu: &Device) -> Res<f64> {
     let m = 8192;
     let a = Tensor::randn(0f32, 1f32, (m, m), gpu)?.to_dtype(DType::BF16)?;
@@ -146,7 +232,7 @@ fn matmul_tflops(gpu: &Device) -> Res<f64> {
 
 fn main() -> Res<()> {
     let gpu = Device::new_cuda(0)?;
-    let ok = scan_check(&gpu)?;
+    let ok = scan_check(&gpu)? & ssd_check(&gpu)?;
     println!("bf16 matmul 8192^3: {:.1} TFLOP/s", matmul_tflops(&gpu)?);
     println!("scan check: {}", if ok { "PASS" } else { "FAIL" });
     if !ok {

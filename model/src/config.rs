@@ -130,8 +130,8 @@ pub struct Config {
     pub n_layer: usize,
     /// Vocabulary size of the tokenizer (unpadded). The embedding has [`Config::padded_vocab`] rows.
     pub vocab_size: usize,
-    /// SSM state size N. Mamba-1: the CPU scan is vectorised for 16; 4, 8, 16, 32 and 64 are
-    /// supported. Mamba-2: any (128 in the released models).
+    /// SSM state size N: 4, 8, 16, 32, 64 or 128 (the sizes the scan kernels are compiled for;
+    /// Mamba-1 models use 16, Mamba-2 models 128).
     pub d_state: usize,
     /// Width of the causal depthwise convolution.
     pub d_conv: usize,
@@ -270,17 +270,17 @@ impl Config {
             ));
         }
         let supported = crate::kernels::scan::SUPPORTED_D_STATE;
-        if self.arch == Arch::Mamba1 && !supported.contains(&self.d_state) {
+        if !supported.contains(&self.d_state) {
             return bad(format!(
-                "d_state {} not supported by Mamba-1 (use one of {supported:?})",
+                "d_state {} not supported (use one of {supported:?})",
                 self.d_state
             ));
         }
         if self.arch == Arch::Mamba2 {
             let (p, g) = (self.head_dim, self.n_groups);
-            if self.d_state == 0 || p == 0 || !self.d_inner().is_multiple_of(p) {
+            if p == 0 || !self.d_inner().is_multiple_of(p) {
                 return bad(format!(
-                    "head_dim {p} must divide d_inner {} (and d_state must be positive)",
+                    "head_dim {p} must divide d_inner {}",
                     self.d_inner()
                 ));
             }

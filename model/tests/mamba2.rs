@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use common::*;
-use mamba_model::mamba2::{ssd_chunked, ssd_reference};
+use mamba_model::mamba2::{ssd_chunked, ssd_reference, ssd_scan};
 use mamba_model::{Arch, MambaLM};
 
 fn fixtures() -> PathBuf {
@@ -48,9 +48,14 @@ fn loads_transformers_mamba2_and_matches_its_logits() {
     }
 }
 
-/// Random SSD inputs: x, dt, a, B, C, D (f64), 4 heads in 2 groups.
+/// Random SSD inputs: x, dt, a, B, C, D (f64), 4 heads in 2 groups, state 5.
 fn inputs(rng: &mut mamba_model::rng::SplitMix64, b: usize, l: usize) -> Vec<Tensor> {
-    let (h, p, g, n) = (4, 3, 2, 5);
+    inputs_n(rng, b, l, 5)
+}
+
+/// [`inputs`] with a state of `n`.
+fn inputs_n(rng: &mut mamba_model::rng::SplitMix64, b: usize, l: usize, n: usize) -> Vec<Tensor> {
+    let (h, p, g) = (4, 3, 2);
     vec![
         randn(rng, &[b, l, h, p], 1.0),
         randn(rng, &[b, l, h], 0.5).abs().unwrap(),
@@ -104,6 +109,57 @@ fn chunked_ssd_equals_the_recurrence_with_gradients() {
             for (i, var) in vars.iter().enumerate() {
                 let (a, e) = (gg.get(var).unwrap(), gw.get(var).unwrap());
                 assert_close(&format!("{what}: gradient {i}"), a, e, 1e-9, 1e-8);
+            }
+        }
+    }
+}
+
+/// The SSD through the fused scan (the CPU's form, f32) equals the f64 recurrence in value, in
+/// every gradient and in the final state, with documents packed inside, for Mamba-2's state
+/// of 128 too.
+#[test]
+fn scan_ssd_equals_the_recurrence_with_gradients() {
+    let mut rng = mamba_model::rng::SplitMix64::new(6);
+    let (b, l) = (2, 37);
+    for n in [8, 128] {
+        let inputs = inputs_n(&mut rng, b, l, n);
+        let coef = randn(&mut rng, &[b, l, 4, 3], 1.0);
+        let docs = resets(b, l, &[3, 4, 20, l + 9]);
+        for r in [None, Some(&docs)] {
+            let grads = |dtype: DType, scan: bool| {
+                let vars: Vec<Var> = inputs
+                    .iter()
+                    .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
+                    .collect();
+                let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+                let (y, state) = match scan {
+                    // The state comes from the forward-only form of the scan (the prefill's).
+                    true => {
+                        let (_, s) = ssd_scan(v[0], v[1], v[2], v[3], v[4], v[5], r, true).unwrap();
+                        let (y, _) =
+                            ssd_scan(v[0], v[1], v[2], v[3], v[4], v[5], r, false).unwrap();
+                        (y, s.unwrap())
+                    }
+                    false => ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, 8).unwrap(),
+                };
+                let g = (y.to_dtype(DType::F64).unwrap() * &coef)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+                let gs: Vec<Tensor> = vars.iter().map(|v| f64(g.get(v).unwrap())).collect();
+                (f64(&y), f64(&state), gs)
+            };
+            let (want, want_state, want_g) = grads(DType::F64, false);
+            let (got, got_state, got_g) = grads(DType::F32, true);
+            let what = format!("n {n}, resets {}", r.is_some());
+            let rel = |t: &Tensor| 1e-5 * vec(t).iter().fold(1f64, |m, x| m.max(x.abs()));
+            assert_close(&what, &got, &want, rel(&want), 1e-4);
+            assert_close(&what, &got_state, &want_state, rel(&want_state), 1e-4);
+            for (i, (a, e)) in got_g.iter().zip(&want_g).enumerate() {
+                assert_close(&format!("{what}: gradient {i}"), a, e, rel(e), 1e-4);
             }
         }
     }

@@ -350,15 +350,15 @@ fn fused_rms_norm_matches_ops() {
     assert_close("dw", g1.get(&w).unwrap(), g2.get(&w).unwrap(), 1e-4, 1e-4);
 }
 
-/// Loss and every parameter gradient of one training step, computed inside a rayon pool of
-/// `threads` threads.
-fn step_grads(threads: usize) -> (f32, Vec<Vec<f32>>) {
+/// Loss and every parameter gradient of one training step of `arch`, computed inside a rayon
+/// pool of `threads` threads.
+fn step_grads(threads: usize, arch: Arch) -> (f32, Vec<Vec<f32>>) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        let cfg = Config::new(64, 2, 300);
+        let cfg = Config::of(arch, 64, 2, 300);
         let mut rng = Rng::new(9);
         let (b, l) = (3, 70);
         let x = ids(&mut rng, b, l, cfg.vocab_size);
@@ -384,14 +384,16 @@ fn step_grads(threads: usize) -> (f32, Vec<Vec<f32>>) {
 
 #[test]
 fn training_step_is_bit_identical_across_thread_counts() {
-    let (l1, g1) = step_grads(1);
-    let (l3, g3) = step_grads(3);
-    assert_eq!(l1.to_bits(), l3.to_bits(), "loss {l1} vs {l3}");
-    for (i, (a, b)) in g1.iter().zip(&g3).enumerate() {
-        assert!(
-            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "gradient {i} differs between 1 and 3 threads"
-        );
+    for arch in [Arch::Mamba1, Arch::Mamba2] {
+        let (l1, g1) = step_grads(1, arch);
+        let (l3, g3) = step_grads(3, arch);
+        assert_eq!(l1.to_bits(), l3.to_bits(), "{arch:?}: loss {l1} vs {l3}");
+        for (i, (a, b)) in g1.iter().zip(&g3).enumerate() {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{arch:?}: gradient {i} differs between 1 and 3 threads"
+            );
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! `--dry-run` memory estimate: parameters, gradients, optimizer moments and activations of
 //! one micro-batch, against the VRAM profile's budget.
 
-use mamba_model::mamba2::CHUNK;
 use mamba_model::{Arch, Config};
 
 use super::config::{Precision, TrainConfig};
@@ -25,10 +24,10 @@ impl Estimate {
 /// which adds a half-size copy of the weights). Activations are what backward keeps per token
 /// and layer: the residual, the norm output, in_proj's 2*d_inner, the conv and SiLU outputs,
 /// x_proj's dt_rank + 2N, dt before and after softplus, the scan output and the gate (Mamba-2:
-/// in_proj's z, xBC and dt, the conv and SiLU outputs, dt twice, the SSD's within-chunk
-/// (chunk x chunk) products per head and its chunk states, the output, gate and norm); plus the
-/// logits and their gradient. With checkpointing only each block's input is kept, and one
-/// block's activations are rebuilt at a time.
+/// in_proj's z, xBC and dt, the conv and SiLU outputs, dt per head and per channel, the scan's
+/// packed inputs and output, the gate and the norm); plus the logits and their gradient. With
+/// checkpointing only each block's input is kept, and one block's activations are rebuilt at a
+/// time.
 pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
     let p = model.num_params() as u64;
     let half = cfg.precision != Precision::Fp32;
@@ -39,13 +38,8 @@ pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
     let per_layer = match model.arch {
         Arch::Mamba1 => 3 * d + 8 * di + model.dt_rank() as u64 + 2 * n,
         Arch::Mamba2 => {
-            let (h, gn, t) = (
-                model.n_heads() as u64,
-                (model.n_groups as u64) * n,
-                CHUNK as u64,
-            );
-            let states = h * model.head_dim as u64 * n / t;
-            3 * d + 6 * di + 4 * gn + 4 * h + 3 * t * h + states
+            let (h, gn) = (model.n_heads() as u64, (model.n_groups as u64) * n);
+            3 * d + 9 * di + 6 * gn + 4 * h
         }
     };
     let layers = model.n_layer as u64;

@@ -1,6 +1,7 @@
 //! The Mamba-2 mixer (Dao & Gu 2024, "Transformers are SSMs"), as transformers' `Mamba2Mixer`
-//! and mamba_ssm's `Mamba2` compute it; its state-space layer is the chunked SSD of [`ssd`],
-//! document resets included. A Mamba-2 language model is [`MambaLM`](crate::MambaLM) with
+//! and mamba_ssm's `Mamba2` compute it; its state-space layer is the SSD of [`ssd`], document
+//! resets included: on the CPU through the fused selective scan ([`ssd_scan`]), on a GPU in the
+//! paper's chunked form ([`ssd_chunked`]). A Mamba-2 language model is [`MambaLM`](crate::MambaLM) with
 //! `arch: Mamba2`: the blocks, norms, head, loss and training are the same as Mamba-1's.
 //!
 //! ```text
@@ -23,10 +24,10 @@ use crate::layers::mixer::{linear_in, read_params, MixerState};
 use crate::layers::ops::{linear, softplus};
 
 pub mod ssd;
-pub use ssd::{ssd_chunked, ssd_reference};
+pub use ssd::{ssd_chunked, ssd_reference, ssd_scan};
 
-/// Positions per chunk of the SSD (the matrix products within a chunk are CHUNK x CHUNK).
-pub const CHUNK: usize = 64;
+/// Positions per chunk of the chunked SSD (its products within a chunk are CHUNK x CHUNK).
+const CHUNK: usize = 64;
 
 /// The sizes a mixer computes with (from its [`Config`]).
 #[derive(Clone, Copy, Debug)]
@@ -188,9 +189,20 @@ impl Mixer2 {
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
         let dt = self.dt(&dt)?;
         let a = self.a_log.exp()?.neg()?;
-        let (y, ssm) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
+        // The scan form on the CPU, the chunked one on a GPU (3.4x the scan's speed there on an
+        // H200, for 1.6x its memory; BENCHMARKS.md).
+        let (y, ssm) = match x.device().is_cpu() {
+            true => ssd_scan(&x, &dt, &a, &bm, &cm, &self.d, resets, keep_state)?,
+            false => {
+                let (y, s) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
+                (y, Some(s))
+            }
+        };
         let y = self.gated_norm(&y.reshape((b, l, di))?, &z)?;
-        let state = conv.map(|conv| MixerState { conv, ssm });
+        let state = match (conv, ssm) {
+            (Some(conv), Some(ssm)) => Some(MixerState { conv, ssm }),
+            _ => None,
+        };
         Ok((linear_in(&y, &self.out_proj, compute)?, state))
     }
 

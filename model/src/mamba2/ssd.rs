@@ -6,6 +6,7 @@
 //! y_t = h_t C_t + D x_t
 //! ```
 //! [`ssd_reference`] runs the recurrence one position at a time (the definition);
+//! [`ssd_scan`] runs it through Mamba-1's fused scan, channel by channel (the CPU's form);
 //! [`ssd_chunked`] is the paper's block decomposition (Dao & Gu 2024, section 6): within a chunk
 //! of T positions the outputs are a masked (T, T) matrix product, like attention with a decay
 //! mask; each chunk's final state is another product; states pass from chunk to chunk by the
@@ -16,6 +17,8 @@
 //! position of a document (mamba_ssm's `seq_idx`: documents never see each other).
 
 use candle_core::{IndexOp, Result, Tensor, D};
+
+use crate::kernels::scan::{selective_scan, selective_scan_with_state, ScanOptions};
 
 /// B or C per head: (b, l, G, N) -> (b, l, H, N).
 fn per_head(t: &Tensor, heads: usize) -> Result<Tensor> {
@@ -194,4 +197,66 @@ pub fn ssd_chunked(
         .narrow(1, 0, l)?;
     let y = (y + x.broadcast_mul(&d.reshape((1, 1, hn, 1))?)?)?;
     Ok((y, carried.transpose(2, 3)?))
+}
+
+/// The SSD through the fused selective scan of Mamba-1 (CPU, f32): each of the H P channels is
+/// a scalar-input SSM, h_t = exp(dt_t a) h_{t-1} + dt_t x_t B_t, y_t = <h_t, C_t> + D x_t,
+/// with its head's dt, a and D and its group's B and C, which is the recurrence above channel
+/// by channel. On a CPU this is the fast form: the recurrence costs 4 P N per head and
+/// position against the chunked form's 2 T (N + P) + 4 P N, whose matrix products pay off on
+/// tensor cores, not here; and the scan is one fused op with its own backward that never holds
+/// a (b, l, H, P, N) tensor and gives the same bits at any thread count. With `last_state`,
+/// also the state after the last position, (b, H, P, N), and then no gradient (the prefill's
+/// form). Resets as in [`ssd_chunked`].
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_scan(
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    bm: &Tensor,
+    cm: &Tensor,
+    d: &Tensor,
+    resets: Option<&Tensor>,
+    last_state: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (b, l, hn, p) = x.dims4()?;
+    let (g, n) = (bm.dim(2)?, bm.dim(3)?);
+    let per = hn / g;
+    // Per channel: dt (b, l, H, P), a (H, P, N), D (H, P).
+    let dt = dt.unsqueeze(3)?.broadcast_as((b, l, hn, p))?;
+    let a = a.reshape((hn, 1, 1))?.broadcast_as((hn, p, n))?;
+    let d = d.reshape((hn, 1))?.broadcast_as((hn, p))?;
+    let opts = ScanOptions {
+        delta_bias: None,
+        delta_softplus: false,
+        z: None,
+        resets,
+        chunk: 0,
+    };
+    let (mut ys, mut states) = (Vec::with_capacity(g), Vec::with_capacity(g));
+    for k in 0..g {
+        // The heads reading group k, as per * P channels.
+        let channels = |t: &Tensor, dim: usize, shape: &[usize]| -> Result<Tensor> {
+            t.narrow(dim, k * per, per)?.reshape(shape)?.contiguous()
+        };
+        let u = channels(x, 2, &[b, l, per * p])?;
+        let delta = channels(&dt, 2, &[b, l, per * p])?;
+        let a = channels(&a, 0, &[per * p, n])?;
+        let d = channels(&d, 0, &[per * p])?;
+        let group = |t: &Tensor| t.narrow(2, k, 1)?.reshape((b, l, n))?.contiguous();
+        let (bk, ck) = (group(bm)?, group(cm)?);
+        if last_state {
+            let (y, h) = selective_scan_with_state(&u, &delta, &a, &bk, &ck, &d, &opts)?;
+            ys.push(y);
+            states.push(h.reshape((b, per, p, n))?);
+        } else {
+            ys.push(selective_scan(&u, &delta, &a, &bk, &ck, &d, &opts)?);
+        }
+    }
+    let y = Tensor::cat(&ys, 2)?.reshape((b, l, hn, p))?;
+    let state = match last_state {
+        true => Some(Tensor::cat(&states, 1)?),
+        false => None,
+    };
+    Ok((y, state))
 }

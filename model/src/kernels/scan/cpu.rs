@@ -75,6 +75,20 @@ unsafe fn store_lanes(p: SendPtr, off: usize, cnt: usize, v: &Lanes) {
     std::ptr::copy_nonoverlapping(v.as_ptr(), p.0.add(off), cnt);
 }
 
+/// exp(dt A_k) for every k. A channel whose A is one value repeated (Mamba-2's per-head A, run
+/// through this scan channel by channel) takes one exp instead of N, with the same bits.
+#[inline(always)]
+fn decay<M: Arith, const N: usize>(dt: f32, a: &[f32; N], scalar: bool) -> [f32; N] {
+    if scalar {
+        return [exp_f::<M>(dt * a[0]); N];
+    }
+    let mut da = [0f32; N];
+    for k in 0..N {
+        da[k] = exp_f::<M>(dt * a[k]);
+    }
+    da
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 
@@ -117,6 +131,7 @@ fn fwd_task<M: Arith, const N: usize>(
     for j in 0..cnt {
         let c = c0 + j;
         let a: [f32; N] = load_n(x.params, c * np);
+        let scalar = a.iter().all(|&v| v == a[0]);
         let dskip = x.params[c * np + N];
         let mut h = [0f32; N];
         for t in 0..l {
@@ -132,9 +147,9 @@ fn fwd_task<M: Arith, const N: usize>(
             let bb: [f32; N] = load_n(x.bc, boff);
             let cc: [f32; N] = load_n(x.bc, boff + N);
             let mut hc = [0f32; N];
+            let da = decay::<M, N>(dt, &a, scalar);
             for k in 0..N {
-                let da = exp_f::<M>(dt * a[k]);
-                h[k] = M::fma(da, h[k], du * bb[k]);
+                h[k] = M::fma(da[k], h[k], du * bb[k]);
                 hc[k] = h[k] * cc[k];
             }
             yb[t][j] = M::fma(dskip, u, hsum(hc));
@@ -236,6 +251,7 @@ fn bwd_task<M: Arith, const N: usize>(
     for j in 0..cnt {
         let c = c0 + j;
         let a: [f32; N] = load_n(x.params, c * np);
+        let scalar = a.iter().all(|&v| v == a[0]);
         let dskip = x.params[c * np + N];
         // Pass 1: checkpoints (state at the end of each chunk but the last).
         if nchunks > 1 {
@@ -247,8 +263,9 @@ fn bwd_task<M: Arith, const N: usize>(
                 let dt = dtb[t][j];
                 let du = dt * ub[t][j];
                 let bb: [f32; N] = load_n(x.bc, (bi * l + t) * 2 * N);
+                let da = decay::<M, N>(dt, &a, scalar);
                 for k in 0..N {
-                    h[k] = M::fma(exp_f::<M>(dt * a[k]), h[k], du * bb[k]);
+                    h[k] = M::fma(da[k], h[k], du * bb[k]);
                 }
                 if (t + 1) % kc == 0 {
                     ckpt[t / kc] = h;
@@ -275,10 +292,9 @@ fn bwd_task<M: Arith, const N: usize>(
                 let boff = (bi * l + t) * 2 * N;
                 let bb: [f32; N] = load_n(x.bc, boff);
                 let cc: [f32; N] = load_n(x.bc, boff + N);
-                let mut da = [0f32; N];
+                let da = decay::<M, N>(dt, &a, scalar);
                 let mut hc = [0f32; N];
                 for k in 0..N {
-                    da[k] = exp_f::<M>(dt * a[k]);
                     h[k] = M::fma(da[k], h[k], du * bb[k]);
                     hc[k] = h[k] * cc[k];
                 }
@@ -479,6 +495,7 @@ pub fn forward(dm: &Dims, x: &Inputs, last: Option<&mut [f32]>) -> Vec<f32> {
         16 => fwd_n::<16>(dm, x, last),
         32 => fwd_n::<32>(dm, x, last),
         64 => fwd_n::<64>(dm, x, last),
+        128 => fwd_n::<128>(dm, x, last),
         n => panic!("unsupported d_state {n}"),
     }
 }
@@ -554,6 +571,7 @@ pub fn backward(dm: &Dims, x: &Inputs, dout: &[f32]) -> Vec<f32> {
         16 => bwd_n::<16>(dm, x, dout),
         32 => bwd_n::<32>(dm, x, dout),
         64 => bwd_n::<64>(dm, x, dout),
+        128 => bwd_n::<128>(dm, x, dout),
         n => panic!("unsupported d_state {n}"),
     }
 }
