@@ -1,6 +1,7 @@
 //! Decode benchmark: tokens/s of generation on the CPU for a 130m-shaped Mamba (d_model 768,
 //! 24 layers, vocab 50280, random weights), batch 1, 64 new tokens after a prompt of 16 and
-//! of 1024 tokens, with f32 weights and then with bf16 matrices (`generate --weights bf16`). The total time counts the prefill, as transformers' `generate` does; the
+//! of 1024 tokens, with f32 weights, then with bf16 matrices (`generate --weights bf16`), then
+//! decoding from 8-bit copies of them (`--weights int8`). The total time counts the prefill, as transformers' `generate` does; the
 //! per-token decode time is the recurrent step alone and should not depend on the prompt.
 //!
 //! ```text
@@ -62,22 +63,32 @@ fn main() {
     );
     let f32_model = model.detach();
     let bf16_model = model.into_weight_dtype(DType::BF16).unwrap();
-    for (weights, model) in [("f32", &f32_model), ("bf16", &bf16_model)] {
+    for (weights, model, int8) in [
+        ("f32", &f32_model, false),
+        ("bf16", &bf16_model, false),
+        ("int8", &bf16_model, true),
+    ] {
+        if int8 && arch != Arch::Mamba1 {
+            continue;
+        }
         println!("{weights} weights");
-        run(model, &lens);
+        let dec = match int8 {
+            true => model.decoder_int8().unwrap(),
+            false => model.decoder().unwrap(),
+        };
+        run(model, &dec, &lens);
     }
 }
 
-/// The runs of every prompt length with one model.
-fn run(model: &MambaLM, lens: &[usize]) {
-    let dec = model.decoder().unwrap();
+/// The runs of every prompt length with one model and decoder.
+fn run(model: &MambaLM, dec: &Decoder, lens: &[usize]) {
     println!("prompt  new  run   prefill s  decode ms/token   total s   tokens/s (with prefill)");
     for &len in lens {
         let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % 50280).collect();
-        generate_once(model, &dec, &prompt[..len.min(8)]); // warm-up
+        generate_once(model, dec, &prompt[..len.min(8)]); // warm-up
         let mut best = f64::INFINITY;
         for run in 0..RUNS {
-            let (prefill, decode) = generate_once(model, &dec, &prompt);
+            let (prefill, decode) = generate_once(model, dec, &prompt);
             let total = prefill + decode;
             best = best.min(total);
             println!(

@@ -104,10 +104,10 @@ fn seeded_sampling_prompts_from_everywhere_and_beams() {
     assert!(!beams.starts_with("Hello"));
 }
 
-/// `--weights bf16` generates from the same checkpoint; an unknown value is a usage error.
-/// (How close bf16 logits stay to f32 is tested in the model crate.)
+/// `--weights bf16` and `int8` generate from the same checkpoint; an unknown value is a usage
+/// error. (How close their logits stay to f32 is tested in the model crate.)
 #[test]
-fn bf16_weights_generate() {
+fn reduced_weights_generate() {
     let dir = tempfile::tempdir().unwrap();
     checkpoint(dir.path(), None);
     let ck = dir.path().to_str().unwrap();
@@ -125,7 +125,7 @@ fn bf16_weights_generate() {
         .chain(["--max-new-tokens", "3", "--weights", w])
         .collect()
     };
-    for w in ["f32", "bf16"] {
+    for w in ["f32", "bf16", "int8"] {
         let out = run(&args(w), None);
         assert!(
             out.status.success(),

@@ -5,12 +5,12 @@
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use super::usage;
 use crate::cli::GenerateArgs;
 use mamba::generate::sampling::SamplingConfig;
-use mamba::generate::{generate, Checkpoint, GenerateError, GenerateOptions};
+use mamba::generate::{generate, Checkpoint, GenerateError, GenerateOptions, Weights};
 
 /// The prompts in order: `--prompt`s, then `--prompt-file`s, or stdin when neither is given.
 fn prompts(a: &GenerateArgs) -> Result<Vec<String>, String> {
@@ -61,8 +61,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     opts.sampling.validate().map_err(usage)?;
     let prompts = prompts(&a).map_err(|e| usage(anyhow::Error::msg(e)))?;
     let weights = match a.weights.as_str() {
-        "f32" => DType::F32,
-        _ => DType::BF16,
+        "f32" => Weights::F32,
+        "bf16" => Weights::Bf16,
+        _ => Weights::Int8,
     };
     let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu, weights).map_err(usage)?;
     // One prompt streams as it is made; several are printed whole, one after the other.

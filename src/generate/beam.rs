@@ -4,7 +4,7 @@
 //! are plain sums of log-probabilities (no length penalty).
 
 use candle_core::Result;
-use mamba_model::MambaLM;
+use mamba_model::Decoder;
 
 /// One finished or cut-off continuation (without the prompt).
 #[derive(Clone, Debug, PartialEq)]
@@ -30,16 +30,16 @@ fn log_probs(logits: &[Vec<f32>], vocab: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The `num_beams` best continuations of `prompt` of at most `max_new` tokens, best first.
+/// The `num_beams` best continuations of `prompt` of at most `max_new` tokens, best first,
+/// over the first `vocab` tokens.
 pub fn beam_search(
-    model: &MambaLM,
+    decoder: &Decoder,
+    vocab: usize,
     prompt: &[u32],
     num_beams: usize,
     max_new: usize,
     eos: Option<u32>,
 ) -> Result<Vec<Beam>> {
-    let vocab = model.config().vocab_size;
-    let decoder = model.decoder()?;
     let (mut state, logits) = decoder.prefill(&[prompt])?;
     let mut rows = log_probs(&logits, vocab);
     let mut beams = vec![Beam {
@@ -95,7 +95,7 @@ pub fn beam_search(
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
-    use mamba_model::Config;
+    use mamba_model::{Config, MambaLM};
 
     /// Sum of log p(seq | prompt) from one full forward over prompt + seq.
     fn score(model: &MambaLM, prompt: &[u32], seq: &[u32], vocab: usize) -> f64 {
@@ -146,7 +146,8 @@ mod tests {
             let mut all = brute_force(&model, &prompt, len, vocab, eos);
             all.sort_by(|a, b| b.1.total_cmp(&a.1));
             // vocab^(len-1) beams hold every prefix: the search is exhaustive.
-            let beams = beam_search(&model, &prompt, vocab * vocab, len, Some(eos)).unwrap();
+            let dec = model.decoder().unwrap();
+            let beams = beam_search(&dec, vocab, &prompt, vocab * vocab, len, Some(eos)).unwrap();
             assert_eq!(beams[0].tokens, all[0].0, "seed {seed}");
             assert!((beams[0].score - all[0].1).abs() < 1e-4);
             assert_eq!(beams[0].done, all[0].0.last() == Some(&eos));
@@ -156,7 +157,7 @@ mod tests {
                 assert!((b.score - s).abs() < 1e-4);
             }
             // One beam is greedy decoding.
-            let greedy = beam_search(&model, &prompt, 1, len, None).unwrap();
+            let greedy = beam_search(&dec, vocab, &prompt, 1, len, None).unwrap();
             let mut seq = Vec::new();
             for _ in 0..len {
                 let all: Vec<u32> = prompt.iter().chain(&seq).copied().collect();

@@ -10,7 +10,7 @@ pub mod stream;
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use mamba_model::MambaLM;
+use mamba_model::{Decoder, MambaLM};
 use mamba_pipeline::tokenize::Vocab;
 
 use crate::train;
@@ -61,18 +61,34 @@ impl From<CheckpointError> for GenerateError {
     }
 }
 
+/// How generation holds the model's matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    F32,
+    /// Half the bytes per decode step; logits move by well under 1%.
+    Bf16,
+    /// The decode step reads 8-bit copies (blocks of 32 with a scale, as llama.cpp's q8_0),
+    /// the prefill bf16 ones: Mamba-1 on the CPU.
+    Int8,
+}
+
 /// A model and its tokenizer, loaded from a checkpoint or a transformers model directory.
 pub struct Checkpoint {
     pub model: MambaLM,
     pub vocab: Vocab,
+    /// The decode step reads 8-bit copies of the matrices.
+    pub int8: bool,
 }
 
 impl Checkpoint {
     /// Opens `dir` ([`train::checkpoint::Checkpoint::open`]), which must hold a
-    /// `tokenizer.json` with a model row for every token. `weights` is the dtype the model's
-    /// matrices are held in (f32, or bf16 for half the bytes per decode step; see
-    /// [`MambaLM::into_weight_dtype`]).
-    pub fn load(dir: &Path, device: &Device, weights: DType) -> Result<Checkpoint, GenerateError> {
+    /// `tokenizer.json` with a model row for every token. `weights` says how the model's
+    /// matrices are held (see [`Weights`] and [`MambaLM::into_weight_dtype`]).
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Checkpoint, GenerateError> {
         let shown = dir.display().to_string();
         let ck = train::checkpoint::Checkpoint::open(dir, device)?;
         let Some(tok) = &ck.tokenizer else {
@@ -82,7 +98,11 @@ impl Checkpoint {
         // Plain tensors (generation records no autograd graph); the variables go first, so
         // a bf16 copy replaces each f32 matrix rather than adding to it.
         drop(ck.varmap);
-        let model = ck.model.into_weight_dtype(weights)?;
+        let dtype = match weights {
+            Weights::F32 => DType::F32,
+            Weights::Bf16 | Weights::Int8 => DType::BF16,
+        };
+        let model = ck.model.into_weight_dtype(dtype)?;
         let (tokens, size) = (vocab.vocab_size(), model.config().vocab_size);
         if tokens > size {
             return Err(GenerateError::Mismatch {
@@ -91,7 +111,18 @@ impl Checkpoint {
                 vocab: size,
             });
         }
-        Ok(Checkpoint { model, vocab })
+        let int8 = weights == Weights::Int8;
+        let ck = Checkpoint { model, vocab, int8 };
+        ck.decoder()?; // 8-bit weights where the model has no 8-bit step: said before any text
+        Ok(ck)
+    }
+
+    /// The model's decoder, with 8-bit matrices when loaded so.
+    pub fn decoder(&self) -> Result<Decoder<'_>, GenerateError> {
+        Ok(match self.int8 {
+            true => self.model.decoder_int8()?,
+            false => self.model.decoder()?,
+        })
     }
 }
 
@@ -156,12 +187,19 @@ pub fn generate(
     }
     let eos = opts.stop_at_eos.then_some(ck.vocab.eos_id);
     if opts.num_beams > 1 {
+        let (decoder, vocab) = (ck.decoder()?, ck.model.config().vocab_size);
         return ids
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let best =
-                    beam::beam_search(&ck.model, p, opts.num_beams, opts.max_new_tokens, eos)?;
+                let best = beam::beam_search(
+                    &decoder,
+                    vocab,
+                    p,
+                    opts.num_beams,
+                    opts.max_new_tokens,
+                    eos,
+                )?;
                 let tokens = best.first().map(|b| b.tokens.clone()).unwrap_or_default();
                 let mut s = TextStream::new(&ck.vocab, &opts.stop);
                 let mut stopped = best.first().is_some_and(|b| b.done);
@@ -195,7 +233,7 @@ fn sample_batch(
     let model = &ck.model;
     let vocab = model.config().vocab_size;
     let n = ids.len();
-    let decoder = model.decoder()?;
+    let decoder = ck.decoder()?;
     let prompts: Vec<&[u32]> = ids.iter().map(|p| p.as_slice()).collect();
     let (mut state, mut logits) = decoder.prefill(&prompts)?;
     // One generator per prompt, so a prompt's text does not depend on its neighbours.

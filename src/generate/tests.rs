@@ -14,7 +14,11 @@ fn checkpoint(seed: u64) -> Checkpoint {
     let vocab = Vocab::train(texts.iter(), 300).unwrap();
     let cfg = Config::preset("tiny", vocab.vocab_size()).unwrap();
     let (model, _) = MambaLM::init(&cfg, seed, &Device::Cpu).unwrap();
-    Checkpoint { model, vocab }
+    Checkpoint {
+        model,
+        vocab,
+        int8: false,
+    }
 }
 
 fn opts(temperature: f32, seed: u64) -> GenerateOptions {

@@ -13,6 +13,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::kernels::scan::cpu::{isa, Isa};
+use crate::kernels::scan::exp_sub_inplace;
 use crate::layers::block::BlockMixer;
 use crate::layers::ops::{contiguous, read_cpu, CpuRead};
 use crate::model::MambaLM;
@@ -28,11 +29,16 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
 const LAYER_TENSORS: usize = 9;
 
 /// The model's weights for the step: the model's own tensors (no copy; read in place each
-/// step), plus A = -exp(A_log) per layer, computed once.
+/// step), plus A = -exp(A_log) per layer, computed once; with 8-bit weights, an 8-bit copy of
+/// every matrix, read instead.
 pub(super) struct Weights {
     /// embedding, head, norm_f, then per layer: norm, in_proj, conv_w, conv_b, x_proj, dt_w,
     /// dt_b, D, out_proj. Contiguous f32 on the CPU.
     tensors: Vec<Tensor>,
+    /// The 8-bit copies of the matrices among `tensors`, at the same index.
+    q8: Vec<Option<Q8>>,
+    /// The head is the embedding.
+    tied: bool,
     /// Per layer, A = -exp(A_log), (di, n).
     a: Vec<Vec<f32>>,
     d: usize,
@@ -143,11 +149,44 @@ impl Elem for bf16 {
     }
 }
 
+/// Values per block of an 8-bit matrix row (llama.cpp's q8_0 uses 32 too).
+const Q8_BLOCK: usize = 32;
+
+/// An 8-bit copy of a weight matrix: each row cut into blocks of [`Q8_BLOCK`] values (the last
+/// may be shorter), each block stored as i8 times one f32 scale, max |w| / 127 (round to
+/// nearest). A quarter of f32's bytes per step, plus the scales.
+pub(super) struct Q8 {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    cols: usize,
+}
+
+impl Q8 {
+    fn new(m: Mat, rows: usize, cols: usize) -> Q8 {
+        let blocks = cols.div_ceil(Q8_BLOCK);
+        let (mut q, mut scales) = (
+            Vec::with_capacity(rows * cols),
+            Vec::with_capacity(rows * blocks),
+        );
+        for i in 0..rows {
+            for block in m.row(i, cols).chunks(Q8_BLOCK) {
+                let max = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let scale = max / 127.0;
+                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                q.extend(block.iter().map(|v| (v * inv).round() as i8));
+                scales.push(scale);
+            }
+        }
+        Q8 { q, scales, cols }
+    }
+}
+
 /// A weight matrix as stored, row-major.
 #[derive(Clone, Copy)]
 enum Mat<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
+    Q8(&'a Q8),
 }
 
 impl<'a> Mat<'a> {
@@ -164,6 +203,7 @@ impl<'a> Mat<'a> {
         match self {
             Mat::F32(w) => matvec(w, x, y, threads),
             Mat::Bf16(w) => matvec(w, x, y, threads),
+            Mat::Q8(w) => matvec_q8(w, x, y, threads),
         }
     }
 
@@ -175,8 +215,164 @@ impl<'a> Mat<'a> {
                 .iter()
                 .map(|v| v.widen())
                 .collect(),
+            Mat::Q8(w) => {
+                let blocks = cols.div_ceil(Q8_BLOCK);
+                let q = &w.q[i * cols..(i + 1) * cols];
+                let s = &w.scales[i * blocks..(i + 1) * blocks];
+                q.chunks(Q8_BLOCK)
+                    .zip(s)
+                    .flat_map(|(b, &s)| b.iter().map(move |&v| v as f32 * s))
+                    .collect()
+            }
         }
     }
+}
+
+/// Whether the CPU has 8-bit integer dot products on 256-bit vectors (AVX-512 VNNI).
+fn vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    #[cfg(target_arch = "x86_64")]
+    return *VNNI.get_or_init(|| {
+        isa() == Isa::Avx512
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// x cut into blocks as the weight rows are, each block as i8 times a scale (max |x| / 127):
+/// the second operand of the integer dot products, as llama.cpp's q8_0 x q8_0.
+fn quantize_x(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(x.len());
+    let mut s = Vec::with_capacity(x.len().div_ceil(Q8_BLOCK));
+    for block in x.chunks(Q8_BLOCK) {
+        let max = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+        q.extend(block.iter().map(|v| (v * inv).round() as i8));
+        s.push(max / 127.0);
+    }
+    (q, s)
+}
+
+/// y = W x for an 8-bit W, split across `threads` when large (as [`matvec`]). With AVX-512
+/// VNNI, x is quantized too and each full block is one integer dot product; else W is widened
+/// to f32 block by block.
+fn matvec_q8(w: &Q8, x: &[f32], y: &mut [f32], threads: usize) {
+    let cols = w.cols;
+    let blocks = cols.div_ceil(Q8_BLOCK);
+    let isa = isa();
+    let xq = match vnni() {
+        true => Some(quantize_x(x)),
+        false => None,
+    };
+    let body = |q: &[i8], s: &[f32], y: &mut [f32]| match (isa, &xq) {
+        // Safety: the CPU has the features (checked at run time by `isa` and `vnni`).
+        #[cfg(target_arch = "x86_64")]
+        (_, Some((xq, xs))) => unsafe { rows_q8_vnni(q, s, xq, xs, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, _) => unsafe { rows_q8_avx512(q, s, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, _) => unsafe { rows_q8_avx2(q, s, x, y) },
+        _ => rows_q8(q, s, x, y),
+    };
+    if threads < 2 || y.len() * cols < PARALLEL_WEIGHTS {
+        return body(&w.q, &w.scales, y);
+    }
+    let per = y.len().div_ceil(threads);
+    w.q.par_chunks(per * cols)
+        .zip(w.scales.par_chunks(per * blocks))
+        .zip(y.par_chunks_mut(per))
+        .for_each(|((q, s), y)| body(q, s, y));
+}
+
+/// y[i] = <row i of the 8-bit matrix (q, s), x>: per block, the scale times the block's x
+/// folded into sixteen lanes.
+#[inline(always)]
+fn rows_q8(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
+    let cols = x.len();
+    let blocks = cols.div_ceil(Q8_BLOCK);
+    let full = cols / Q8_BLOCK;
+    for (i, o) in y.iter_mut().enumerate() {
+        let row = &q[i * cols..(i + 1) * cols];
+        let scales = &s[i * blocks..(i + 1) * blocks];
+        let mut acc = [0f32; 16];
+        for (bi, &sc) in scales[..full].iter().enumerate() {
+            // Fixed-length blocks, so the widening and the products vectorise.
+            let off = bi * Q8_BLOCK;
+            let qb = &row[off..off + Q8_BLOCK];
+            let xb = &x[off..off + Q8_BLOCK];
+            for j in 0..16 {
+                acc[j] += sc * (qb[j] as f32 * xb[j] + qb[j + 16] as f32 * xb[j + 16]);
+            }
+        }
+        let off = full * Q8_BLOCK;
+        let tail: f32 = match scales.get(full) {
+            Some(&sc) => {
+                sc * row[off..]
+                    .iter()
+                    .zip(&x[off..])
+                    .map(|(&a, b)| a as f32 * b)
+                    .sum::<f32>()
+            }
+            None => 0.0,
+        };
+        *o = acc.iter().sum::<f32>() + tail;
+    }
+}
+
+/// [`rows_q8`] with x quantized too (`xq`, `xs` from [`quantize_x`]): per full block, one
+/// 8-bit dot product (|w| times x with w's sign, as unsigned by signed bytes) scaled by both
+/// blocks' scales; a shorter last block in f32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512vnni,avx512vl,avx512f,avx2,fma")]
+unsafe fn rows_q8_vnni(q: &[i8], s: &[f32], xq: &[i8], xs: &[f32], x: &[f32], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let cols = x.len();
+    let (blocks, full) = (cols.div_ceil(Q8_BLOCK), cols / Q8_BLOCK);
+    for (i, o) in y.iter_mut().enumerate() {
+        let row = &q[i * cols..(i + 1) * cols];
+        let sc = &s[i * blocks..(i + 1) * blocks];
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..full {
+            // Safety: block b < full lies within the row and within xq.
+            let w = _mm256_loadu_si256(row.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+            let v = _mm256_loadu_si256(xq.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+            let abs_w = _mm256_sign_epi8(w, w);
+            let signed_v = _mm256_sign_epi8(v, w);
+            let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, signed_v);
+            let scale = _mm256_set1_ps(sc[b] * xs[b]);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let off = full * Q8_BLOCK;
+        let tail: f32 = match sc.get(full) {
+            Some(&c) => {
+                c * row[off..]
+                    .iter()
+                    .zip(&x[off..])
+                    .map(|(&a, b)| a as f32 * b)
+                    .sum::<f32>()
+            }
+            None => 0.0,
+        };
+        *o = lanes.iter().sum::<f32>() + tail;
+    }
+}
+
+/// [`rows_q8`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_q8_avx512(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
+    rows_q8(q, s, x, y)
+}
+
+/// [`rows_q8`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_q8_avx2(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
+    rows_q8(q, s, x, y)
 }
 
 /// y = W x for W (rows, cols) row-major.
@@ -257,7 +453,8 @@ fn softplus(x: f32) -> f32 {
 }
 
 impl Weights {
-    pub(super) fn new(model: &MambaLM) -> Result<Weights> {
+    /// The weights of `model`; with `int8`, the step reads 8-bit copies of its matrices.
+    pub(super) fn new(model: &MambaLM, int8: bool) -> Result<Weights> {
         let c = model.config();
         let mut tensors = vec![
             model.embedding.clone(),
@@ -284,8 +481,24 @@ impl Weights {
             .iter()
             .map(|t| t.contiguous())
             .collect::<Result<Vec<_>>>()?;
+        let tied = c.tie_embeddings;
+        let q8 = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let matrix = i < 2 || (i >= 3 && [1, 4, 5, 8].contains(&((i - 3) % LAYER_TENSORS)));
+                if !int8 || !matrix || (tied && i == 1) {
+                    return Ok(None);
+                }
+                let (rows, cols) = t.dims2()?;
+                let read = read_cpu(t, "decode");
+                Ok(Some(Q8::new(Mat::of(&read)?, rows, cols)))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Weights {
             tensors,
+            q8,
+            tied,
             a,
             d: c.d_model,
             di: c.d_inner(),
@@ -302,11 +515,18 @@ impl Weights {
     /// padded vocabulary.
     pub(super) fn step(&self, ids: &[u32], seqs: &mut [SeqState]) -> Result<Vec<Vec<f32>>> {
         let reads: Vec<_> = self.tensors.iter().map(|t| read_cpu(t, "decode")).collect();
-        let m = reads.iter().map(Mat::of).collect::<Result<Vec<_>>>()?;
-        // Vectors are always f32 (only matrices are held in bf16).
+        let m = reads
+            .iter()
+            .zip(&self.q8)
+            .map(|(r, q)| match q {
+                Some(q) => Ok(Mat::Q8(q)),
+                None => Mat::of(r),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Vectors are always f32 (only matrices are held in bf16 or 8 bits).
         let v = |i: usize| match m[i] {
             Mat::F32(s) => Ok(s),
-            Mat::Bf16(_) => candle_core::bail!("decode: a vector weight is not f32"),
+            _ => candle_core::bail!("decode: a vector weight is not f32"),
         };
         let layers = (0..self.a.len())
             .map(|i| {
@@ -327,7 +547,7 @@ impl Weights {
             .collect::<Result<Vec<_>>>()?;
         let view = View {
             emb: m[0],
-            head: m[1],
+            head: if self.tied { m[0] } else { m[1] },
             norm_f: v(2)?,
             layers,
         };
@@ -338,7 +558,51 @@ impl Weights {
             .collect())
     }
 
+    /// One step of one sequence, its elementwise loops (conv, decays, state) compiled for the
+    /// widest vectors the CPU has.
     fn step_one(&self, w: &View, id: u32, conv: &mut [Vec<f32>], ssm: &mut [Vec<f32>]) -> Vec<f32> {
+        match isa() {
+            // Safety: the CPU has the features (checked at run time by `isa`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.step_one_avx512(w, id, conv, ssm) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.step_one_avx2(w, id, conv, ssm) },
+            _ => self.step_body(w, id, conv, ssm),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn step_one_avx512(
+        &self,
+        w: &View,
+        id: u32,
+        conv: &mut [Vec<f32>],
+        ssm: &mut [Vec<f32>],
+    ) -> Vec<f32> {
+        self.step_body(w, id, conv, ssm)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn step_one_avx2(
+        &self,
+        w: &View,
+        id: u32,
+        conv: &mut [Vec<f32>],
+        ssm: &mut [Vec<f32>],
+    ) -> Vec<f32> {
+        self.step_body(w, id, conv, ssm)
+    }
+
+    #[inline(always)]
+    fn step_body(
+        &self,
+        w: &View,
+        id: u32,
+        conv: &mut [Vec<f32>],
+        ssm: &mut [Vec<f32>],
+    ) -> Vec<f32> {
         let (d, di, n, r, k) = (self.d, self.di, self.n, self.r, self.k);
         let id = (id as usize).min(self.vocab - 1);
         let mut res = w.emb.row(id, d);
@@ -347,6 +611,7 @@ impl Weights {
         let mut delta = vec![0f32; di];
         let mut out = vec![0f32; d];
         let mut u = vec![0f32; di];
+        let mut decay = vec![0f32; di * n];
         for (li, l) in w.layers.iter().enumerate() {
             let h = rms_norm(&res, l.norm, self.eps);
             l.in_proj.matvec(&h, &mut xz, self.threads);
@@ -368,16 +633,24 @@ impl Weights {
             let (dt, bc) = xdbl.split_at(r);
             let (bm, cm) = bc.split_at(n);
             l.dt_w.matvec(dt, &mut delta, 1);
+            // The layer's decays exp(dt A) in one vectorised pass (one exp per state element:
+            // as a scalar loop they were a quarter of the step).
+            for c in 0..di {
+                delta[c] = softplus(delta[c] + l.dt_b[c]);
+                for j in 0..n {
+                    decay[c * n + j] = delta[c] * l.a[c * n + j];
+                }
+            }
+            exp_sub_inplace(&mut decay, 0.0);
             let hs = &mut ssm[li];
             let mut y = vec![0f32; di];
             for c in 0..di {
-                let dtc = softplus(delta[c] + l.dt_b[c]);
-                let du = dtc * u[c];
-                let a = &l.a[c * n..(c + 1) * n];
+                let du = delta[c] * u[c];
+                let da = &decay[c * n..(c + 1) * n];
                 let hrow = &mut hs[c * n..(c + 1) * n];
                 let mut acc = 0f32;
                 for j in 0..n {
-                    hrow[j] = (dtc * a[j]).exp() * hrow[j] + du * bm[j];
+                    hrow[j] = da[j] * hrow[j] + du * bm[j];
                     acc += hrow[j] * cm[j];
                 }
                 y[c] = (acc + l.d_skip[c] * u[c]) * silu(z[c]);

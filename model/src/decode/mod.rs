@@ -73,10 +73,23 @@ impl MambaLM {
     /// A decoder with the fastest step for the model's device.
     pub fn decoder(&self) -> Result<Decoder<'_>> {
         let host = match self.device().is_cpu() && self.cfg.arch == Arch::Mamba1 {
-            true => Some(host::Weights::new(self)?),
+            true => Some(host::Weights::new(self, false)?),
             false => None,
         };
         Ok(Decoder { model: self, host })
+    }
+
+    /// A decoder whose step reads 8-bit copies of the matrices (blocks of 32 values with one
+    /// scale each, as llama.cpp's q8_0): about half of bf16's bytes per token. The prefill
+    /// runs on the model's own weights. The CPU fast path only: Mamba-1 on the CPU.
+    pub fn decoder_int8(&self) -> Result<Decoder<'_>> {
+        if !self.device().is_cpu() || self.cfg.arch != Arch::Mamba1 {
+            candle_core::bail!("8-bit weights decode Mamba-1 on the CPU only")
+        }
+        Ok(Decoder {
+            model: self,
+            host: Some(host::Weights::new(self, true)?),
+        })
     }
 
     /// A decoder that always takes the candle step (the slow twin of the CPU fast path).

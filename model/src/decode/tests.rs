@@ -139,3 +139,43 @@ fn bf16_weights_decode_on_both_paths_close_to_f32() {
         "bf16 vs f32: {worst} of {scale}"
     );
 }
+
+/// 8-bit copies of the matrices (from f32 and from bf16 weights, tied and untied heads):
+/// the step's logits stay within 2% of their range of the f32 step's. Mamba-2 has no 8-bit
+/// step.
+#[test]
+fn int8_weights_decode_close_to_f32() {
+    for tie_embeddings in [true, false] {
+        let cfg = Config {
+            tie_embeddings,
+            ..Config::preset("tiny", 70).unwrap()
+        };
+        let (model, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
+        let full = model.detach();
+        let half = model.into_weight_dtype(candle_core::DType::BF16).unwrap();
+        let prompt: &[u32] = &[3, 9, 27, 4, 61];
+        let f32d = full.decoder().unwrap();
+        for q in [full.decoder_int8().unwrap(), half.decoder_int8().unwrap()] {
+            let (mut a, la) = q.prefill(&[prompt]).unwrap();
+            let (mut c, lc) = f32d.prefill(&[prompt]).unwrap();
+            let (mut worst, mut scale) = (0f32, lc[0].iter().fold(0f32, |m, v| m.max(v.abs())));
+            for t in 0..8u32 {
+                let id = [t * 11 % 70];
+                let (x, z) = (
+                    q.step(&id, &mut a).unwrap(),
+                    f32d.step(&id, &mut c).unwrap(),
+                );
+                worst = worst.max(max_diff(&x[0], &z[0]));
+                scale = z[0].iter().fold(scale, |m, v| m.max(v.abs()));
+            }
+            assert!(max_diff(&la[0], &lc[0]) < 0.02 * scale);
+            assert!(
+                worst > 0.0 && worst < 0.02 * scale,
+                "int8 vs f32 (tied {tie_embeddings}): {worst} of {scale}"
+            );
+        }
+    }
+    let cfg = Config::arch_preset(crate::Arch::Mamba2, "tiny", 70).unwrap();
+    let (m2, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
+    assert!(m2.decoder_int8().is_err());
+}
