@@ -306,18 +306,23 @@ fn rows_q8(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
                 acc[j] += sc * (qb[j] as f32 * xb[j] + qb[j + 16] as f32 * xb[j + 16]);
             }
         }
-        let off = full * Q8_BLOCK;
-        let tail: f32 = match scales.get(full) {
-            Some(&sc) => {
-                sc * row[off..]
-                    .iter()
-                    .zip(&x[off..])
-                    .map(|(&a, b)| a as f32 * b)
-                    .sum::<f32>()
-            }
-            None => 0.0,
-        };
-        *o = acc.iter().sum::<f32>() + tail;
+        *o = acc.iter().sum::<f32>() + q8_tail(row, scales, x, full);
+    }
+}
+
+/// The product of a row's last block when it is shorter than [`Q8_BLOCK`] (0 when none is).
+#[inline(always)]
+fn q8_tail(row: &[i8], scales: &[f32], x: &[f32], full: usize) -> f32 {
+    let off = full * Q8_BLOCK;
+    match scales.get(full) {
+        Some(&sc) => {
+            sc * row[off..]
+                .iter()
+                .zip(&x[off..])
+                .map(|(&a, b)| a as f32 * b)
+                .sum::<f32>()
+        }
+        None => 0.0,
     }
 }
 
@@ -346,18 +351,7 @@ unsafe fn rows_q8_vnni(q: &[i8], s: &[f32], xq: &[i8], xs: &[f32], x: &[f32], y:
         }
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        let off = full * Q8_BLOCK;
-        let tail: f32 = match sc.get(full) {
-            Some(&c) => {
-                c * row[off..]
-                    .iter()
-                    .zip(&x[off..])
-                    .map(|(&a, b)| a as f32 * b)
-                    .sum::<f32>()
-            }
-            None => 0.0,
-        };
-        *o = lanes.iter().sum::<f32>() + tail;
+        *o = lanes.iter().sum::<f32>() + q8_tail(row, sc, x, full);
     }
 }
 

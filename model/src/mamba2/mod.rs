@@ -54,6 +54,17 @@ impl Dims {
         }
     }
 
+    /// (d_inner, heads, head_dim, groups, d_state).
+    fn sizes(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.d_inner,
+            self.heads,
+            self.head_dim,
+            self.groups,
+            self.d_state,
+        )
+    }
+
     /// Channels of the conv: x, B and C.
     fn conv_dim(&self) -> usize {
         self.d_inner + 2 * self.groups * self.d_state
@@ -167,14 +178,7 @@ impl Mixer2 {
         keep_state: bool,
     ) -> Result<(Tensor, Option<MixerState>)> {
         let (b, l, _) = h.dims3()?;
-        let Dims {
-            d_inner: di,
-            heads: hn,
-            head_dim: p,
-            groups: g,
-            d_state: n,
-            ..
-        } = self.dims;
+        let (di, hn, p, g, n) = self.dims.sizes();
         let zxbcdt = linear_in(h, &self.in_proj, compute)?;
         let z = zxbcdt.narrow(2, 0, di)?;
         let xbc = zxbcdt.narrow(2, di, self.dims.conv_dim())?.contiguous()?;
@@ -210,14 +214,7 @@ impl Mixer2 {
     /// (b, d_model); `st` advances by one position. Plain candle ops, on any device.
     pub fn step(&self, h: &Tensor, st: &mut MixerState) -> Result<Tensor> {
         let b = h.dim(0)?;
-        let Dims {
-            d_inner: di,
-            heads: hn,
-            head_dim: p,
-            groups: g,
-            d_state: n,
-            ..
-        } = self.dims;
+        let (di, hn, p, g, n) = self.dims.sizes();
         let zxbcdt = linear(h, &self.in_proj)?;
         let z = zxbcdt.narrow(1, 0, di)?;
         let xbc = zxbcdt.narrow(1, di, self.dims.conv_dim())?;
