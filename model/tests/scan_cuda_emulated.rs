@@ -54,8 +54,15 @@ fn cuda_kernels_match_the_cpu_kernel() {
     );
 
     // d = 40: a full warp and a partial one; chunk 32 over l = 70: three backward chunks.
-    // Small, because every emulated shuffle is two thread barriers.
-    let (b, l, d, n, chunk) = (2, 70, 40, 4, 32);
+    // Mamba-2's state of 128: one warp, chunk 4 over l = 8. Small, because every emulated
+    // shuffle is two thread barriers.
+    for (b, l, d, n, chunk) in [(2, 70, 40, 4, 32), (1, 8, 32, 128, 4)] {
+        check(&exe, dir, b, l, d, n, chunk);
+    }
+}
+
+/// Runs the emulated kernels on random inputs of these sizes and compares them with the CPU's.
+fn check(exe: &Path, dir: &Path, b: usize, l: usize, d: usize, n: usize, chunk: usize) {
     let mut rng = Rng::new(7);
     let mut rand = |len: usize, scale: f32, shift: f32| -> Vec<f32> {
         (0..len)
@@ -82,7 +89,7 @@ fn cuda_kernels_match_the_cpu_kernel() {
     write_f32(&dir.join("dout.f32"), &dout);
     std::fs::write(dir.join("resets.u8"), &resets).unwrap();
     let args = [b, l, d, n, 1, 1, 1, chunk].map(|v| v.to_string());
-    let ran = Command::new(&exe).arg(dir).args(&args).output().unwrap();
+    let ran = Command::new(exe).arg(dir).args(&args).output().unwrap();
     assert!(
         ran.status.success(),
         "{}",
