@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use candle_core::Device;
+use mamba_model::Arch;
 
 use super::usage;
 use crate::cli::GenerateArgs;
@@ -66,6 +67,10 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         _ => Weights::Int8,
     };
     let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu, weights).map_err(usage)?;
+    if weights == Weights::Bf16 && ck.model.config().arch == Arch::Mamba2 {
+        // Mamba-2 decodes through candle's step, which widens each bf16 matrix every token.
+        eprintln!("note: --weights bf16 saves memory but decodes Mamba-2 slower than f32");
+    }
     // One prompt streams as it is made; several are printed whole, one after the other.
     let single = prompts.len() == 1;
     let mut out = std::io::stdout().lock();
