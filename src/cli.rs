@@ -52,7 +52,7 @@ pub enum Command {
     Report(ReportArgs),
     /// Write a pretrained checkpoint (mamba_ssm layout, sharded, f16/bf16) in transformers' layout
     #[command(
-        after_help = "Example:\n  mamba convert state-spaces-mamba-130m/ mamba-130m-hf/\n\nReads what `train --init`, `generate` and `eval` read: transformers' MambaForCausalLM\n(model.safetensors or shards with an index, f32/f16/bf16) or mamba_ssm's config.json +\npytorch_model.bin. Writes config.json, f32 model.safetensors (sharded past --max-shard-mb)\nand tokenizer.json when SRC has one."
+        after_help = "Example:\n  mamba convert state-spaces-mamba-130m/ mamba-130m-hf/\n\nReads what `train --init`, `generate` and `eval` read: transformers' MambaForCausalLM or\nMamba2ForCausalLM (model.safetensors or shards with an index, f32/f16/bf16) or mamba_ssm's\nconfig.json + pytorch_model.bin (Mamba1 or Mamba2 layers). Writes config.json, f32 model.safetensors (sharded past --max-shard-mb)\nand tokenizer.json when SRC has one."
     )]
     Convert(ConvertArgs),
     /// Loss and perplexity of a checkpoint on a shard store's val split or on text
@@ -320,8 +320,8 @@ pub struct GenerateArgs {
     pub device: String,
     /// How the model's matrices are held: bf16 halves the bytes each token reads (faster
     /// decoding, half the memory) and moves logits by well under 1%; int8 (Mamba-1) decodes
-    /// from 8-bit copies (blocks of 32 with a scale, as llama.cpp's q8_0), a quarter of f32's
-    /// bytes, logits within ~2%; the math stays f32
+    /// from 8-bit copies (blocks of 32 with a scale, as llama.cpp's q8_0; the prefill reads a
+    /// bf16 copy, so ~3 bytes per parameter in all), logits within ~2%; the math stays f32
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "int8"])]
     pub weights: String,
 }

@@ -1,8 +1,10 @@
-//! Mamba-1 language model on candle: a trainable `MambaForCausalLM` with a fused selective scan
-//! (CPU kernel with its own backward), document resets inside packed sequences,
+//! Mamba language models on candle, Mamba-1 (`MambaForCausalLM`) and Mamba-2
+//! (`Mamba2ForCausalLM`): trainable, with a fused selective scan (CPU and CUDA kernels with
+//! their own backward), Mamba-2's SSD, document resets inside packed sequences,
 //! transformers-compatible weights, recurrent generation and a checkpointable AdamW.
 //!
-//! The one place the model is computed: [`layers`] (conv, norm, projections, the mixer),
+//! The one place the model is computed: [`layers`] (conv, norm, projections, the Mamba-1
+//! mixer, the block), [`mamba2`] (the Mamba-2 mixer and the SSD),
 //! [`kernels`] (fused ops with their own backward), [`model`] (the forward for training, eval
 //! and prefill), [`decode`] (recurrent generation) and [`io`] (checkpoints).
 //!

@@ -15,6 +15,32 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// transformers 4.x writes Mamba-2's time-step limit with Python's bare `Infinity` (not JSON):
+/// such a config.json loads, with the limit it says; the word inside a string stays text.
+#[test]
+fn a_config_with_python_infinity_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("hf_mamba2");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let compact: String = text.split_whitespace().collect();
+    let limit = "\"time_step_limit\":[0.0,{\"__float__\":\"Infinity\"}]";
+    assert!(compact.contains(limit), "{compact}");
+    let python = compact.replace(
+        limit,
+        "\"time_step_limit\":[0.001,Infinity],\"note\":\"Infinity \\\"NaN\\\"\"",
+    );
+    std::fs::write(dir.path().join("config.json"), python).unwrap();
+    let (model, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(model.config().dt_limit, (0.001, f64::INFINITY));
+    // A config that is not JSON even so is refused by name.
+    std::fs::write(dir.path().join("config.json"), "{\"vocab_size\": Infinit}").unwrap();
+    let e = MambaLM::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("config.json"), "{e}");
+}
+
 /// transformers' random Mamba2ForCausalLM, saved by save_pretrained and in mamba_ssm's layout
 /// (config.json with ssm_cfg.layer = Mamba2, pytorch_model.bin), gives transformers' logits.
 #[test]

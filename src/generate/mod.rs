@@ -10,7 +10,7 @@ pub mod stream;
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use mamba_model::{Decoder, MambaLM};
+use mamba_model::{Arch, Decoder, MambaLM};
 use mamba_pipeline::tokenize::Vocab;
 
 use crate::train;
@@ -37,6 +37,8 @@ pub enum GenerateError {
     EmptyPrompt(usize),
     #[error("--num-beams must be at least 1")]
     Beams,
+    #[error("--weights int8 decodes Mamba-1 on the CPU only; this model is {0}: use f32 or bf16")]
+    Int8(&'static str),
     #[error(transparent)]
     Sampling(#[from] SamplingError),
     #[error(transparent)]
@@ -112,9 +114,10 @@ impl Checkpoint {
             });
         }
         let int8 = weights == Weights::Int8;
-        let ck = Checkpoint { model, vocab, int8 };
-        ck.decoder()?; // 8-bit weights where the model has no 8-bit step: said before any text
-        Ok(ck)
+        if int8 && (model.config().arch != Arch::Mamba1 || !model.device().is_cpu()) {
+            return Err(GenerateError::Int8(model.config().arch.name()));
+        }
+        Ok(Checkpoint { model, vocab, int8 })
     }
 
     /// The model's decoder, with 8-bit matrices when loaded so.

@@ -3,7 +3,7 @@
 
 use mamba_model::{Arch, Config};
 
-use super::config::{Precision, TrainConfig};
+use super::config::{DeviceSpec, Precision, TrainConfig};
 
 /// Bytes of each part of a training step's memory.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,7 +39,13 @@ pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
         Arch::Mamba1 => 3 * d + 8 * di + model.dt_rank() as u64 + 2 * n,
         Arch::Mamba2 => {
             let (h, gn) = (model.n_heads() as u64, (model.n_groups as u64) * n);
-            3 * d + 9 * di + 6 * gn + 4 * h
+            let scan = 3 * d + 9 * di + 6 * gn + 4 * h;
+            // On a GPU (or sized for one) the chunked SSD also keeps its (chunk x chunk)
+            // products per head and its chunk states.
+            match cfg.device == DeviceSpec::Cpu && cfg.vram.is_none() {
+                true => scan,
+                false => scan + 4 * h * mamba_model::mamba2::CHUNK as u64 + 6 * di,
+            }
         }
     };
     let layers = model.n_layer as u64;

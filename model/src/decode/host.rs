@@ -113,6 +113,12 @@ impl SeqState {
     /// The inverse of [`SeqState::from_tensors`], on the model's device.
     pub(super) fn to_tensors(seqs: &[SeqState], model: &MambaLM) -> Result<Vec<(Tensor, Tensor)>> {
         let c = model.config();
+        if c.arch != crate::Arch::Mamba1 {
+            candle_core::bail!(
+                "decode: a Mamba-1 state cannot continue in a {}",
+                c.arch.name()
+            )
+        }
         let (b, di, dev) = (seqs.len(), c.d_inner(), model.device());
         let stack = |f: &dyn Fn(&SeqState) -> &Vec<f32>, w: usize| -> Result<Tensor> {
             let v: Vec<f32> = seqs.iter().flat_map(|s| f(s).iter().copied()).collect();

@@ -89,7 +89,6 @@ pub fn hf_config(cfg: &Config) -> Value {
             "head_dim": cfg.head_dim,
             "num_heads": cfg.n_heads(),
             "n_groups": cfg.n_groups,
-            "time_step_limit": [limit(cfg.dt_limit.0), limit(cfg.dt_limit.1)],
             "time_step_min": cfg.dt_min,
             "time_step_max": cfg.dt_max,
             "time_step_floor": cfg.dt_init_floor,
@@ -99,6 +98,12 @@ pub fn hf_config(cfg: &Config) -> Value {
     };
     if let (Some(all), Value::Object(own)) = (v.as_object_mut(), own) {
         all.extend(own);
+        // (0, inf) is every version's default: left out, since transformers 4.x reads back
+        // neither infinity's JSON spelling of version 5 nor plain JSON's lack of one.
+        if cfg.arch == Arch::Mamba2 && cfg.dt_limit != (0.0, f64::INFINITY) {
+            let (lo, hi) = cfg.dt_limit;
+            all.insert("time_step_limit".into(), json!([limit(lo), limit(hi)]));
+        }
     }
     v
 }
@@ -165,7 +170,11 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         // transformers' MambaConfig ties by default, its Mamba2Config does not.
         tie_embeddings: get_bool("tie_word_embeddings", arch == Arch::Mamba1),
         head_dim: get_usize("head_dim")?.unwrap_or(base.head_dim),
-        n_groups: get_usize("n_groups")?.unwrap_or(base.n_groups),
+        // transformers' Mamba2Config defaults to 8 groups (mamba_ssm's models have 1).
+        n_groups: get_usize("n_groups")?.unwrap_or(match arch {
+            Arch::Mamba1 => base.n_groups,
+            Arch::Mamba2 => 8,
+        }),
         dt_limit: time_step_limit(v, path)?,
         ..base
     };
@@ -198,12 +207,14 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
 }
 
 /// Mamba-2's `time_step_limit` (lo, hi): numbers, or `{"__float__": "Infinity"}` as
-/// transformers writes infinity; absent is (0, inf).
+/// transformers 5 writes infinity (4.x's bare `Infinity` is made that by [`parse_json`]);
+/// absent is (0, inf).
 fn time_step_limit(v: &Value, path: &Path) -> Result<(f64, f64)> {
     let limit = |x: &Value| -> Option<f64> {
         x.as_f64()
             .or_else(|| match x.get("__float__").and_then(|f| f.as_str()) {
                 Some("Infinity") => Some(f64::INFINITY),
+                Some("-Infinity") => Some(f64::NEG_INFINITY),
                 _ => None,
             })
     };
@@ -220,12 +231,38 @@ fn time_step_limit(v: &Value, path: &Path) -> Result<(f64, f64)> {
     }
 }
 
+/// Parses JSON as Python's `json` module writes it: the bare `Infinity`, `-Infinity` and `NaN`
+/// it allows outside strings (transformers 4.x writes Mamba-2's `time_step_limit` so) become
+/// `{"__float__": "Infinity"}` etc., the form transformers 5 writes.
+fn parse_json(text: &str) -> serde_json::Result<Value> {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            (in_string, escaped) = (escaped || c != '"', !escaped && c == '\\');
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))
+        {
+            out.push_str(&format!("{{\"__float__\": \"{word}\"}}"));
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    serde_json::from_str(&out)
+}
+
 /// Reads `dir/config.json` in transformers' layout, or in mamba_ssm's (told apart by its
 /// `d_model` key).
 pub fn load_config(dir: &Path) -> Result<Config> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, e))?;
+    let v = parse_json(&text).map_err(|e| Error::file(&path, e))?;
     if v.get("d_model").is_some() && v.get("hidden_size").is_none() {
         return config_from_mamba_ssm(&v, &path);
     }
@@ -277,9 +314,13 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
             "ssm_cfg bias = true or conv_bias = false is not supported".into(),
         ));
     }
-    if !flag(&ssm, "rmsnorm", true) || flag(&ssm, "norm_before_gate", false) {
+    if !flag(&ssm, "rmsnorm", true)
+        || flag(&ssm, "norm_before_gate", false)
+        || flag(&ssm, "D_has_hdim", false)
+    {
         return Err(bad(
-            "ssm_cfg rmsnorm = false or norm_before_gate = true is not supported".into(),
+            "ssm_cfg rmsnorm = false, norm_before_gate = true or D_has_hdim = true is not supported"
+                .into(),
         ));
     }
     let f = |k: &str, d: f64| ssm.get(k).and_then(|x| x.as_f64()).unwrap_or(d);

@@ -1,5 +1,6 @@
 //! Saving and loading a checkpoint directory in the layout of transformers'
-//! `MambaForCausalLM` (`config.json` + `model.safetensors`, or shards with an index), and
+//! `MambaForCausalLM` / `Mamba2ForCausalLM` (`config.json` + `model.safetensors`, or shards
+//! with an index), and
 //! loading the layouts people publish besides: f16/bf16 weights, and mamba_ssm's own
 //! `config.json` + `pytorch_model.bin`.
 

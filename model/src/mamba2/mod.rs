@@ -27,7 +27,7 @@ pub mod ssd;
 pub use ssd::{ssd_chunked, ssd_reference, ssd_scan};
 
 /// Positions per chunk of the chunked SSD (its products within a chunk are CHUNK x CHUNK).
-const CHUNK: usize = 64;
+pub const CHUNK: usize = 64;
 
 /// The sizes a mixer computes with (from its [`Config`]).
 #[derive(Clone, Copy, Debug)]
