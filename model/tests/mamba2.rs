@@ -37,7 +37,10 @@ fn a_config_with_python_infinity_loads() {
     assert_eq!(model.config().dt_limit, (0.001, f64::INFINITY));
     // A config that is not JSON even so is refused by name.
     std::fs::write(dir.path().join("config.json"), "{\"vocab_size\": Infinit}").unwrap();
-    let e = MambaLM::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    let e = MambaLM::load(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("config.json"), "{e}");
 }
 
