@@ -136,6 +136,37 @@ fn dry_run_prints_the_resolved_config_and_memory() {
     }
 }
 
+/// With --init the dry run sizes the model it was given (a transformers Mamba-2 here), not the
+/// preset: its parameters are the file's; a missing one is a usage error.
+#[test]
+fn dry_run_of_an_init_model_sizes_that_model() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/fixtures/hf_mamba2");
+    let o = ok(&[
+        "train",
+        "--dry-run",
+        "--init",
+        s(&dir),
+        "--model-size",
+        "small",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let params: usize = tensors.values().map(|t| t.elem_count()).sum();
+    assert!(out.contains("Mamba-2"), "{out}");
+    assert!(
+        out.contains(&format!("memory estimate ({params} parameters)")),
+        "{params} parameters expected in:\n{out}"
+    );
+    let o = bin()
+        .args(["train", "--dry-run", "--init", "/no/such/model"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
 #[test]
 fn a_small_default_val_split_is_still_evaluated() {
     // `mamba ingest data/` at the default --val-fraction puts one short document in val,

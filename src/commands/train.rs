@@ -4,11 +4,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use mamba_model::io::config::load_config;
 use mamba_pipeline::shard::manifest::Manifest;
 use serde_json::{Map, Value};
 
 use super::usage;
 use crate::cli::TrainArgs;
+use mamba::train::checkpoint::latest;
 use mamba::train::config::{self, TrainConfig};
 use mamba::train::{gpu, memory, RunOptions};
 
@@ -116,12 +118,26 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         .as_deref()
         .and_then(|d| Manifest::load(d).ok())
         .map(|m| m.tokenizer.vocab_size);
-    let model = cfg
-        .model_size
-        .config(cfg.arch, vocab.unwrap_or(DRY_RUN_VOCAB));
+    // A model given by --init or --resume is what the run trains: its own shape and
+    // architecture, whatever --model-size and --arch say.
+    let given = match (&args.init, &args.resume) {
+        (Some(dir), _) | (None, Some(Some(dir))) => Some(dir.clone()),
+        (None, Some(None)) => latest(&args.checkpoint_dir).ok(),
+        (None, None) => None,
+    };
+    let model = match &given {
+        Some(dir) => load_config(dir).map_err(usage)?,
+        None => cfg
+            .model_size
+            .config(cfg.arch, vocab.unwrap_or(DRY_RUN_VOCAB)),
+    };
     println!("{}", serde_json::to_string_pretty(cfg)?);
-    if vocab.is_none() {
-        println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)");
+    match &given {
+        Some(dir) => println!("(the model of {}: {})", dir.display(), model.arch.name()),
+        None if vocab.is_none() => {
+            println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)")
+        }
+        None => {}
     }
     println!(
         "tokens per step: {} ({} x {} x {})",
