@@ -6,7 +6,6 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use candle_core::Device;
-use mamba_model::Arch;
 
 use super::usage;
 use crate::cli::GenerateArgs;
@@ -67,9 +66,10 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         _ => Weights::Int8,
     };
     let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu, weights).map_err(usage)?;
-    if weights == Weights::Bf16 && ck.model.config().arch == Arch::Mamba2 {
-        // Mamba-2 decodes through candle's step, which widens each bf16 matrix every token.
-        eprintln!("note: --weights bf16 saves memory but decodes Mamba-2 slower than f32");
+    if weights == Weights::Bf16 && !ck.model.has_fast_step() {
+        // Without the fast step, candle's step widens each bf16 matrix every token.
+        let arch = ck.model.config().arch.name();
+        eprintln!("note: --weights bf16 saves memory but decodes {arch} slower than f32");
     }
     // One prompt streams as it is made; several are printed whole, one after the other.
     let single = prompts.len() == 1;

@@ -10,7 +10,7 @@ pub mod stream;
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use mamba_model::{Arch, Decoder, MambaLM};
+use mamba_model::{Decoder, MambaLM};
 use mamba_pipeline::tokenize::Vocab;
 
 use crate::train;
@@ -114,7 +114,7 @@ impl Checkpoint {
             });
         }
         let int8 = weights == Weights::Int8;
-        if int8 && (model.config().arch != Arch::Mamba1 || !model.device().is_cpu()) {
+        if int8 && !model.has_fast_step() {
             return Err(GenerateError::Int8(model.config().arch.name()));
         }
         Ok(Checkpoint { model, vocab, int8 })

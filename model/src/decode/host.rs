@@ -175,13 +175,9 @@ impl Q8 {
             Vec::with_capacity(rows * blocks),
         );
         for i in 0..rows {
-            for block in m.row(i, cols).chunks(Q8_BLOCK) {
-                let max = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let scale = max / 127.0;
-                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                q.extend(block.iter().map(|v| (v * inv).round() as i8));
-                scales.push(scale);
-            }
+            let (qr, sr) = quantize(&m.row(i, cols));
+            q.extend(qr);
+            scales.extend(sr);
         }
         Q8 { q, scales, cols }
     }
@@ -247,9 +243,9 @@ fn vnni() -> bool {
     false
 }
 
-/// x cut into blocks as the weight rows are, each block as i8 times a scale (max |x| / 127):
-/// the second operand of the integer dot products, as llama.cpp's q8_0 x q8_0.
-fn quantize_x(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
+/// `x` (a weight row, or the vector of a product) cut into blocks of [`Q8_BLOCK`], each block as
+/// i8 times a scale, max |x| / 127, rounded to nearest: llama.cpp's q8_0.
+fn quantize(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
     let mut q = Vec::with_capacity(x.len());
     let mut s = Vec::with_capacity(x.len().div_ceil(Q8_BLOCK));
     for block in x.chunks(Q8_BLOCK) {
@@ -269,7 +265,7 @@ fn matvec_q8(w: &Q8, x: &[f32], y: &mut [f32], threads: usize) {
     let blocks = cols.div_ceil(Q8_BLOCK);
     let isa = isa();
     let xq = match vnni() {
-        true => Some(quantize_x(x)),
+        true => Some(quantize(x)),
         false => None,
     };
     let body = |q: &[i8], s: &[f32], y: &mut [f32]| match (isa, &xq) {
@@ -282,14 +278,27 @@ fn matvec_q8(w: &Q8, x: &[f32], y: &mut [f32], threads: usize) {
         (Isa::Avx2, _) => unsafe { rows_q8_avx2(q, s, x, y) },
         _ => rows_q8(q, s, x, y),
     };
+    split_rows(y, cols, threads, |r, y| {
+        let rows = r..r + y.len();
+        body(
+            &w.q[rows.start * cols..rows.end * cols],
+            &w.scales[rows.start * blocks..rows.end * blocks],
+            y,
+        )
+    });
+}
+
+/// Calls `body(first row, rows of y)` on all of y, or, for a product of at least
+/// [`PARALLEL_WEIGHTS`] weights, on `threads` slices of it on rayon's pool (spawning threads
+/// per product cost ~150 spawns per token).
+fn split_rows(y: &mut [f32], cols: usize, threads: usize, body: impl Fn(usize, &mut [f32]) + Sync) {
     if threads < 2 || y.len() * cols < PARALLEL_WEIGHTS {
-        return body(&w.q, &w.scales, y);
+        return body(0, y);
     }
     let per = y.len().div_ceil(threads);
-    w.q.par_chunks(per * cols)
-        .zip(w.scales.par_chunks(per * blocks))
-        .zip(y.par_chunks_mut(per))
-        .for_each(|((q, s), y)| body(q, s, y));
+    y.par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(i, y)| body(i * per, y));
 }
 
 /// y[i] = <row i of the 8-bit matrix (q, s), x>: per block, the scale times the block's x
@@ -332,7 +341,7 @@ fn q8_tail(row: &[i8], scales: &[f32], x: &[f32], full: usize) -> f32 {
     }
 }
 
-/// [`rows_q8`] with x quantized too (`xq`, `xs` from [`quantize_x`]): per full block, one
+/// [`rows_q8`] with x quantized too (`xq`, `xs` from [`quantize`]): per full block, one
 /// 8-bit dot product (|w| times x with w's sign, as unsigned by signed bytes) scaled by both
 /// blocks' scales; a shorter last block in f32.
 #[cfg(target_arch = "x86_64")]
@@ -377,7 +386,7 @@ unsafe fn rows_q8_avx2(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
 
 /// y = W x for W (rows, cols) row-major.
 fn matvec<T: Elem>(w: &[T], x: &[f32], y: &mut [f32], threads: usize) {
-    let (cols, n_rows) = (x.len(), y.len());
+    let cols = x.len();
     let isa = isa();
     let body = |w: &[T], y: &mut [f32]| match isa {
         // Safety: the CPU has the features (checked at run time by `isa`).
@@ -387,14 +396,9 @@ fn matvec<T: Elem>(w: &[T], x: &[f32], y: &mut [f32], threads: usize) {
         Isa::Avx2 => unsafe { rows_avx2(w, x, y) },
         _ => rows(w, x, y),
     };
-    if threads < 2 || n_rows * cols < PARALLEL_WEIGHTS {
-        return body(w, y);
-    }
-    // On rayon's pool: spawning threads per product cost ~150 spawns per token.
-    let per = n_rows.div_ceil(threads);
-    w.par_chunks(per * cols)
-        .zip(y.par_chunks_mut(per))
-        .for_each(|(wc, yc)| body(wc, yc));
+    split_rows(y, cols, threads, |r, y| {
+        body(&w[r * cols..(r + y.len()) * cols], y)
+    });
 }
 
 /// y[i] = <row i of w, x>.
@@ -486,8 +490,9 @@ impl Weights {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let matrix = i < 2 || (i >= 3 && [1, 4, 5, 8].contains(&((i - 3) % LAYER_TENSORS)));
-                if !int8 || !matrix || (tied && i == 1) {
+                // The matrices are the 2-D tensors (conv_w is (di, 1, k)); a tied head is the
+                // embedding's copy.
+                if !int8 || t.rank() != 2 || (tied && i == 1) {
                     return Ok(None);
                 }
                 let (rows, cols) = t.dims2()?;

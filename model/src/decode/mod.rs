@@ -70,9 +70,15 @@ pub struct Decoder<'m> {
 }
 
 impl MambaLM {
+    /// Whether decoding takes the CPU fast path (and 8-bit weights can be had): Mamba-1 on
+    /// the CPU.
+    pub fn has_fast_step(&self) -> bool {
+        self.device().is_cpu() && self.cfg.arch == Arch::Mamba1
+    }
+
     /// A decoder with the fastest step for the model's device.
     pub fn decoder(&self) -> Result<Decoder<'_>> {
-        let host = match self.device().is_cpu() && self.cfg.arch == Arch::Mamba1 {
+        let host = match self.has_fast_step() {
             true => Some(host::Weights::new(self, false)?),
             false => None,
         };
@@ -81,9 +87,9 @@ impl MambaLM {
 
     /// A decoder whose step reads 8-bit copies of the matrices (blocks of 32 values with one
     /// scale each, as llama.cpp's q8_0): about half of bf16's bytes per token. The prefill
-    /// runs on the model's own weights. The CPU fast path only: Mamba-1 on the CPU.
+    /// runs on the model's own weights. Only where [`MambaLM::has_fast_step`].
     pub fn decoder_int8(&self) -> Result<Decoder<'_>> {
-        if !self.device().is_cpu() || self.cfg.arch != Arch::Mamba1 {
+        if !self.has_fast_step() {
             candle_core::bail!("8-bit weights decode Mamba-1 on the CPU only")
         }
         Ok(Decoder {

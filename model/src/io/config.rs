@@ -175,7 +175,7 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
             Arch::Mamba1 => base.n_groups,
             Arch::Mamba2 => 8,
         }),
-        dt_limit: time_step_limit(v, path)?,
+        dt_limit: time_step_limit(v.get("time_step_limit"), path)?,
         ..base
     };
     if cfg.padded_vocab() != hf_vocab {
@@ -206,10 +206,10 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Mamba-2's `time_step_limit` (lo, hi): numbers, or `{"__float__": "Infinity"}` as
-/// transformers 5 writes infinity (4.x's bare `Infinity` is made that by [`parse_json`]);
-/// absent is (0, inf).
-fn time_step_limit(v: &Value, path: &Path) -> Result<(f64, f64)> {
+/// Mamba-2's time-step limit (lo, hi) from transformers' `time_step_limit` or mamba_ssm's
+/// `dt_limit`: numbers, or `{"__float__": "Infinity"}` as transformers 5 writes infinity (4.x's
+/// bare `Infinity` is made that by [`parse_json`]); absent is (0, inf).
+fn time_step_limit(limits: Option<&Value>, path: &Path) -> Result<(f64, f64)> {
     let limit = |x: &Value| -> Option<f64> {
         x.as_f64()
             .or_else(|| match x.get("__float__").and_then(|f| f.as_str()) {
@@ -218,7 +218,7 @@ fn time_step_limit(v: &Value, path: &Path) -> Result<(f64, f64)> {
                 _ => None,
             })
     };
-    match v.get("time_step_limit") {
+    match limits {
         None | Some(Value::Null) => Ok((0.0, f64::INFINITY)),
         Some(Value::Array(a)) if a.len() == 2 => match (limit(&a[0]), limit(&a[1])) {
             (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
@@ -344,10 +344,7 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         tie_embeddings: flag(v, "tie_embeddings", true),
         head_dim: num(&ssm, "headdim")?.unwrap_or(base.head_dim),
         n_groups: num(&ssm, "ngroups")?.unwrap_or(base.n_groups),
-        dt_limit: match ssm.get("dt_limit") {
-            Some(limit) => time_step_limit(&json!({ "time_step_limit": limit }), path)?,
-            None => base.dt_limit,
-        },
+        dt_limit: time_step_limit(ssm.get("dt_limit"), path)?,
         ..base
     };
     if let Some(d_ssm) = num(&ssm, "d_ssm")? {

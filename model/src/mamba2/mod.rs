@@ -221,11 +221,9 @@ impl Mixer2 {
         let dt = self.dt(&zxbcdt.narrow(1, di + self.dims.conv_dim(), hn)?)?; // (b, H)
         let xbc = conv_step(&mut st.conv, &xbc, &self.conv_w, &self.conv_b)?.silu()?;
         let x = xbc.narrow(1, 0, di)?.reshape((b, hn, p))?;
-        let per = hn / g;
+        // One position's B or C (b, G N) -> (b, H, 1, N), each head its group's.
         let heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, g, 1, n))?
-                .broadcast_as((b, g, per, n))?
-                .reshape((b, hn, 1, n))
+            ssd::per_head(&t.reshape((b, 1, g, n))?, hn)?.reshape((b, hn, 1, n))
         };
         let bm = heads(xbc.narrow(1, di, g * n)?)?;
         let cm = heads(xbc.narrow(1, di + g * n, g * n)?)?;

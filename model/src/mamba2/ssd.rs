@@ -21,7 +21,7 @@ use candle_core::{IndexOp, Result, Tensor, D};
 use crate::kernels::scan::{selective_scan, selective_scan_with_state, ScanOptions};
 
 /// B or C per head: (b, l, G, N) -> (b, l, H, N).
-fn per_head(t: &Tensor, heads: usize) -> Result<Tensor> {
+pub(crate) fn per_head(t: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, l, g, n) = t.dims4()?;
     t.unsqueeze(3)?
         .broadcast_as((b, l, g, heads / g, n))?
