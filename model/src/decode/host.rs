@@ -278,27 +278,14 @@ fn matvec_q8(w: &Q8, x: &[f32], y: &mut [f32], threads: usize) {
         (Isa::Avx2, _) => unsafe { rows_q8_avx2(q, s, x, y) },
         _ => rows_q8(q, s, x, y),
     };
-    split_rows(y, cols, threads, |r, y| {
-        let rows = r..r + y.len();
-        body(
-            &w.q[rows.start * cols..rows.end * cols],
-            &w.scales[rows.start * blocks..rows.end * blocks],
-            y,
-        )
-    });
-}
-
-/// Calls `body(first row, rows of y)` on all of y, or, for a product of at least
-/// [`PARALLEL_WEIGHTS`] weights, on `threads` slices of it on rayon's pool (spawning threads
-/// per product cost ~150 spawns per token).
-fn split_rows(y: &mut [f32], cols: usize, threads: usize, body: impl Fn(usize, &mut [f32]) + Sync) {
     if threads < 2 || y.len() * cols < PARALLEL_WEIGHTS {
-        return body(0, y);
+        return body(&w.q, &w.scales, y);
     }
     let per = y.len().div_ceil(threads);
-    y.par_chunks_mut(per)
-        .enumerate()
-        .for_each(|(i, y)| body(i * per, y));
+    w.q.par_chunks(per * cols)
+        .zip(w.scales.par_chunks(per * blocks))
+        .zip(y.par_chunks_mut(per))
+        .for_each(|((q, s), y)| body(q, s, y));
 }
 
 /// y[i] = <row i of the 8-bit matrix (q, s), x>: per block, the scale times the block's x
@@ -396,9 +383,14 @@ fn matvec<T: Elem>(w: &[T], x: &[f32], y: &mut [f32], threads: usize) {
         Isa::Avx2 => unsafe { rows_avx2(w, x, y) },
         _ => rows(w, x, y),
     };
-    split_rows(y, cols, threads, |r, y| {
-        body(&w[r * cols..(r + y.len()) * cols], y)
-    });
+    if threads < 2 || y.len() * cols < PARALLEL_WEIGHTS {
+        return body(w, y);
+    }
+    // On rayon's pool: spawning threads per product cost ~150 spawns per token.
+    let per = y.len().div_ceil(threads);
+    w.par_chunks(per * cols)
+        .zip(y.par_chunks_mut(per))
+        .for_each(|(wc, yc)| body(wc, yc));
 }
 
 /// y[i] = <row i of w, x>.
