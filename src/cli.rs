@@ -22,9 +22,12 @@ pub struct Cli {
 pub enum Command {
     /// Turn folders of PDFs, text, code, configs and datasets into a tokenizer and shards
     #[command(
-        after_help = "Example:\n  mamba ingest data/ shards/\n  mamba ingest ~/papers ~/code shards/ --tokenizer tokenizer.json --threads 4"
+        after_help = "Example:\n  mamba ingest data/ shards/\n  mamba ingest ~/papers ~/code shards/ --tokenizer tokenizer.json --threads 4\n  mamba ingest data/ part-2/ --tokenizer tokenizer.json --part 2/8\n  mamba ingest --merge shards/ part-1/ part-2/ ... part-8/"
     )]
     Ingest(IngestArgs),
+    /// Make a tokenizer for `ingest --tokenizer` (shared by the parts of a partitioned run)
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
     /// Print a model preset's parameter count and breakdown
     #[command(
         after_help = "Example:\n  mamba model-info --size small\n  mamba model-info --size large --vocab 32768"
@@ -67,7 +70,8 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct IngestArgs {
-    /// Input files or folders, then the output folder
+    /// Input files or folders, then the output folder (with --merge: the output folder, then
+    /// the parts)
     #[arg(required = true, num_args = 2.., value_name = "INPUT... OUT_DIR")]
     pub paths: Vec<PathBuf>,
     /// A Hugging Face tokenizer.json (or a model directory holding one) to use instead of
@@ -80,21 +84,41 @@ pub struct IngestArgs {
     /// Vocabulary size of the trained byte-level BPE (with <|endoftext|>)
     #[arg(long, default_value_t = 32768, value_parser = clap::value_parser!(u32).range(260..=1_000_000))]
     pub vocab_size: u32,
-    /// Worker threads per stage [default: the number of cores]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub threads: Option<u16>,
     /// Share of documents held out for validation, chosen by a hash of the document
     #[arg(long, default_value_t = 0.01, value_parser = fraction)]
     pub val_fraction: f64,
-    /// Largest chunk of text, in bytes; longer documents are cut (code at definitions)
-    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..))]
-    pub chunk_bytes: u32,
     /// Tokens per shard before a new shard is started
     #[arg(long, default_value_t = 50_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_tokens: u64,
     /// Tokens per Parquet row group (the unit the trainer streams)
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub row_group_tokens: u64,
+    /// Read only part I of N of the files (chosen by a hash of each path) into a partial
+    /// store, for `--merge` [default in a Slurm array job: its task's part]; needs --tokenizer
+    #[arg(long, value_name = "I/N", value_parser = part)]
+    pub part: Option<(u32, u32)>,
+    /// Merge the parts of a partitioned run: `mamba ingest --merge OUT_DIR PART_DIR...`
+    #[arg(long, conflicts_with_all = ["tokenizer", "part"])]
+    pub merge: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Exit with status 1 if any input failed
+    #[arg(long)]
+    pub strict: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// How files are read and cut into chunks (shared by `ingest` and `tokenizer train`).
+#[derive(Args)]
+pub struct ReadArgs {
+    /// Worker threads per stage [default: the number of cores]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+    /// Largest chunk of text, in bytes; longer documents are cut (code at definitions)
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..))]
+    pub chunk_bytes: u32,
     /// Files larger than this are skipped (datasets are streamed and exempt)
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_mb: u64,
@@ -108,12 +132,34 @@ pub struct IngestArgs {
     /// Follow symbolic links (loops are detected and reported)
     #[arg(long)]
     pub follow_symlinks: bool,
-    /// Exit with status 1 if any input failed
-    #[arg(long)]
-    pub strict: bool,
-    /// No progress bar
-    #[arg(long, short)]
-    pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE on files (or a sample of them), to give every part of a
+    /// partitioned ingest with --tokenizer
+    #[command(
+        after_help = "Example:\n  mamba tokenizer train data/ -o tokenizer.json\n  mamba tokenizer train ~/papers ~/code -o tokenizer.json --sample-mb 500"
+    )]
+    Train(TokenizerTrainArgs),
+}
+
+#[derive(Args)]
+pub struct TokenizerTrainArgs {
+    /// Input files or folders
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Where the tokenizer.json goes
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Vocabulary size (with <|endoftext|>)
+    #[arg(long, default_value_t = 32768, value_parser = clap::value_parser!(u32).range(260..=1_000_000))]
+    pub vocab_size: u32,
+    /// Train on about this many MB of the files, chosen by a hash of each path [default: all]
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample_mb: Option<u64>,
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 #[derive(Args)]
@@ -420,6 +466,11 @@ fn fraction(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s} is not a fraction in [0, 1)")),
     }
+}
+
+fn part(s: &str) -> Result<(u32, u32), String> {
+    mamba_pipeline::ingest::parse_part(s)
+        .ok_or_else(|| format!("{s} is not I/N with 1 <= I <= N (e.g. 2/8)"))
 }
 
 fn seconds(s: &str) -> Result<f64, String> {

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         cli::Command::Ingest(args) => commands::ingest::run(args),
+        cli::Command::Tokenizer(command) => commands::tokenizer::run(command),
         cli::Command::ModelInfo(args) => commands::model_info::run(args),
         cli::Command::Inspect(args) => commands::inspect::run(args),
         cli::Command::Train(args) => commands::train::run(*args),

@@ -39,7 +39,10 @@ pub enum DatasetFormat {
 /// One path met by the walk: a file to read (its format and size), or why it is skipped.
 #[derive(Debug)]
 pub struct Found {
+    /// The file's number among those emitted (what the writer orders by).
     pub index: usize,
+    /// The file's number in the walk over all inputs: `index` when every file is read.
+    pub number: usize,
     pub path: PathBuf,
     /// Path relative to its input root, with `/` separators: the `source` column.
     pub source: String,
@@ -188,22 +191,49 @@ fn classify(path: &Path, name: &str) -> Result<(Format, u64), Skip> {
     Ok((by_name.unwrap_or(Format::Text), size))
 }
 
-/// Walks `roots` (files or folders) in sorted order, calling `emit` for every file met.
+/// Which of the walked files a run reads: all of them, one part of several, or a sample.
+///
+/// Parts and samples are chosen by a hash of the file's `source`, so a file's part depends on
+/// its path alone: adding files moves none of the others.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Select {
+    All,
+    /// Part `index` of `count`, counted from 1.
+    Part {
+        index: u32,
+        count: u32,
+    },
+    /// About this fraction of the files.
+    Sample {
+        fraction: f64,
+    },
+}
+
+impl Select {
+    pub fn keeps(self, source: &str) -> bool {
+        let hash = xxhash_rust::xxh3::xxh3_64(source.as_bytes());
+        match self {
+            Select::All => true,
+            Select::Part { index, count } => hash % u64::from(count.max(1)) + 1 == u64::from(index),
+            Select::Sample { fraction } => (hash as f64) < fraction * u64::MAX as f64,
+        }
+    }
+}
+
+/// Walks `roots` (files or folders) in sorted order, calling `emit` for every file met that
+/// `select` keeps, numbered both among those and over the whole walk (see [`Found`]).
 ///
 /// Symlinks are skipped unless `follow_links`; when followed, a link back to an ancestor is
 /// reported instead of looping. Anything under `exclude` (the output folder) is not entered.
-pub fn walk(roots: &[PathBuf], follow_links: bool, exclude: &Path, mut emit: impl FnMut(Found)) {
+pub fn walk(
+    roots: &[PathBuf],
+    follow_links: bool,
+    exclude: &Path,
+    select: Select,
+    mut emit: impl FnMut(Found),
+) {
     let exclude = fs::canonicalize(exclude).ok();
-    let mut index = 0;
-    let mut push = |path: PathBuf, source: String, verdict| {
-        emit(Found {
-            index,
-            path,
-            source,
-            verdict,
-        });
-        index += 1;
-    };
+    let (mut index, mut number) = (0, 0);
     for root in roots {
         let prefix = if roots.len() > 1 {
             root_name(root)
@@ -218,40 +248,44 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, exclude: &Path, mut emit: imp
                 exclude.is_none() || fs::canonicalize(e.path()).ok() != exclude || e.depth() == 0
             });
         for entry in walker {
-            let entry = match entry {
-                Ok(entry) => entry,
+            // A file to classify (its name), or why it is not read.
+            let (path, met): (PathBuf, Result<String, Skip>) = match entry {
+                Ok(e) if e.path_is_symlink() && !follow_links => {
+                    let reason = "symlink (pass --follow-symlinks to read it)";
+                    (e.into_path(), Err(Skip::Skipped(reason.into())))
+                }
+                Ok(e) if e.file_type().is_file() => {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (e.into_path(), Ok(name))
+                }
+                Ok(e) if e.file_type().is_dir() => continue,
+                Ok(e) => (
+                    e.into_path(),
+                    Err(Skip::Skipped("not a regular file".into())),
+                ),
                 Err(err) => {
-                    let path = err
-                        .path()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| root.clone());
-                    let source = relative(root, &path, &prefix);
+                    let path = err.path().map(Path::to_path_buf);
                     let reason = match err.loop_ancestor() {
                         Some(a) => Skip::Skipped(format!("symlink loop back to {}", a.display())),
                         None => Skip::Failed(format!("unreadable: {err}")),
                     };
-                    push(path, source, Err(reason));
-                    continue;
+                    (path.unwrap_or_else(|| root.clone()), Err(reason))
                 }
             };
-            let path = entry.path().to_path_buf();
-            if entry.path_is_symlink() && !follow_links {
-                let source = relative(root, &path, &prefix);
-                let reason = "symlink (pass --follow-symlinks to read it)";
-                push(path, source, Err(Skip::Skipped(reason.into())));
-            } else if entry.file_type().is_file() {
-                let source = relative(root, &path, &prefix);
-                let name = entry.file_name().to_string_lossy();
-                let verdict = classify(&path, &name);
-                push(path, source, verdict);
-            } else if !entry.file_type().is_dir() {
-                let source = relative(root, &path, &prefix);
-                push(
-                    path,
-                    source,
-                    Err(Skip::Skipped("not a regular file".into())),
-                );
+            let source = relative(root, &path, &prefix);
+            number += 1;
+            if !select.keeps(&source) {
+                continue;
             }
+            let verdict = met.and_then(|name| classify(&path, &name));
+            emit(Found {
+                index,
+                number: number - 1,
+                path,
+                source,
+                verdict,
+            });
+            index += 1;
         }
     }
 }
@@ -288,6 +322,7 @@ mod tests {
             &[root.to_path_buf()],
             follow,
             Path::new("/nonexistent-out"),
+            Select::All,
             |f| out.push(f),
         );
         out
@@ -381,6 +416,7 @@ mod tests {
             &[dir.path().to_path_buf()],
             false,
             &dir.path().join("shards"),
+            Select::All,
             |f| out.push(f),
         );
         let sources: Vec<_> = out.iter().map(|f| f.source.as_str()).collect();

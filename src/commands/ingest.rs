@@ -3,12 +3,16 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+use mamba_pipeline::discover::Select;
 use mamba_pipeline::extract::{pdf::PdfLimits, ExtractOptions};
 use mamba_pipeline::ingest::{self, IngestOptions, StageOptions, TokenizerSource};
 use mamba_pipeline::shard::manifest::Manifest;
 use mamba_pipeline::shard::writer::ShardLimits;
 
-use crate::cli::IngestArgs;
+use super::usage;
+use crate::cli::{IngestArgs, ReadArgs};
 
 /// Rows per batch when streaming a dataset file.
 const DATASET_BATCH_ROWS: usize = 1024;
@@ -18,12 +22,22 @@ const PDF_SHARE_OF_BUDGET: f64 = 0.9;
 const ZSTD_LEVEL: i32 = 3;
 
 pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    if args.merge {
+        return merge(args);
+    }
     let mut inputs = args.paths;
     let out = inputs.pop().context("missing OUT_DIR")?;
-    let threads = args
-        .threads
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let part = match args.part {
+        Some(part) => Some(part),
+        None => slurm_part().map_err(usage)?,
+    };
+    if part.is_some() && args.tokenizer.is_none() {
+        return Err(usage(ingest::IngestError::PartNeedsTokenizer));
+    }
+    let select = match part {
+        Some((index, count)) => Select::Part { index, count },
+        None => Select::All,
+    };
     let tokenizer = match args.tokenizer {
         // A model directory stands for its tokenizer.json.
         Some(path) => TokenizerSource::File {
@@ -37,27 +51,8 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             vocab_size: args.vocab_size as usize,
         },
     };
-    let file_timeout = std::time::Duration::from_secs_f64(args.file_timeout);
     let opts = IngestOptions {
-        stages: StageOptions {
-            inputs,
-            exclude: out.clone(),
-            follow_symlinks: args.follow_symlinks,
-            threads,
-            max_file_bytes: args.max_file_mb << 20,
-            chunk_bytes: args.chunk_bytes as usize,
-            file_timeout,
-            extract: ExtractOptions {
-                text_column: args.text_column,
-                batch_rows: DATASET_BATCH_ROWS,
-                // The PDF reader checks most of the same budget itself, so a slow PDF
-                // usually stops cleanly before the watchdog has to abandon its thread.
-                pdf: PdfLimits {
-                    deadline: file_timeout.mul_f64(PDF_SHARE_OF_BUDGET),
-                    ..PdfLimits::default()
-                },
-            },
-        },
+        stages: stage_options(args.read, inputs, out.clone(), select),
         out: out.clone(),
         tokenizer,
         val_fraction: args.val_fraction,
@@ -68,15 +63,29 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         },
         progress: !args.quiet,
     };
-    let summary = ingest::run(&opts)?;
+    finish(ingest::run(&opts)?, &out, args.strict)
+}
+
+/// `ingest --merge OUT PART...`: the parts of a partitioned run into one store.
+fn merge(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let (out, parts) = args.paths.split_first().context("missing OUT_DIR")?;
+    let summary = ingest::merge(out, parts).map_err(|e| match e {
+        ingest::IngestError::Merge(_) => usage(e),
+        e => e.into(),
+    })?;
+    finish(summary, out, args.strict)
+}
+
+/// Prints the tally; with `strict`, failed inputs make the exit status 1.
+fn finish(summary: ingest::Summary, out: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     print_tally(
         &summary.manifest,
-        &out,
+        out,
         summary.elapsed.as_secs_f64(),
         summary.bytes_read,
     );
     let failed = summary.manifest.totals.files.failed;
-    Ok(if args.strict && failed > 0 {
+    Ok(if strict && failed > 0 {
         eprintln!(
             "error: {failed} input(s) failed (--strict); see {}",
             out.join(ingest::REPORT_FILE).display()
@@ -85,6 +94,69 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How the stages read `inputs` (shared with `tokenizer train`).
+pub fn stage_options(
+    read: ReadArgs,
+    inputs: Vec<PathBuf>,
+    exclude: PathBuf,
+    select: Select,
+) -> StageOptions {
+    let threads = read
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let file_timeout = std::time::Duration::from_secs_f64(read.file_timeout);
+    StageOptions {
+        inputs,
+        select,
+        exclude,
+        follow_symlinks: read.follow_symlinks,
+        threads,
+        max_file_bytes: read.max_file_mb << 20,
+        chunk_bytes: read.chunk_bytes as usize,
+        file_timeout,
+        extract: ExtractOptions {
+            text_column: read.text_column,
+            batch_rows: DATASET_BATCH_ROWS,
+            // The PDF reader checks most of the same budget itself, so a slow PDF usually
+            // stops cleanly before the watchdog has to abandon its thread.
+            pdf: PdfLimits {
+                deadline: file_timeout.mul_f64(PDF_SHARE_OF_BUDGET),
+                ..PdfLimits::default()
+            },
+        },
+    }
+}
+
+/// The part of a Slurm array job's task (`--array=1-8` gives parts 1/8 .. 8/8), when this
+/// runs in one with more than one task.
+fn slurm_part() -> anyhow::Result<Option<(u32, u32)>> {
+    let var = |name: &str| std::env::var(name).ok().map(|v| (name.to_string(), v));
+    let Some((_, count)) = var("SLURM_ARRAY_TASK_COUNT") else {
+        return Ok(None);
+    };
+    let number = |(name, value): (String, String)| {
+        value
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("{name}={value} is not a task number; pass --part I/N"))
+    };
+    let count = number(("SLURM_ARRAY_TASK_COUNT".into(), count))?;
+    let id = number(var("SLURM_ARRAY_TASK_ID").context("SLURM_ARRAY_TASK_ID is not set")?)?;
+    let min = var("SLURM_ARRAY_TASK_MIN").map(number).transpose()?;
+    let index = id.checked_sub(min.unwrap_or(0)).map(|i| i + 1);
+    match index {
+        _ if count <= 1 => Ok(None),
+        Some(index) if index <= count => {
+            eprintln!("ingest: part {index}/{count} of the Slurm array job (--part overrides)");
+            Ok(Some((index, count)))
+        }
+        _ => anyhow::bail!(
+            "SLURM_ARRAY_TASK_ID={id} is not one of {count} consecutive tasks; pass --part I/N"
+        ),
+    }
 }
 
 fn print_tally(m: &Manifest, out: &std::path::Path, secs: f64, bytes: u64) {

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod inspect;
 pub mod model_info;
 pub mod report;
+pub mod tokenizer;
 pub mod train;
 
 /// A mistake in how a command was called (a flag's value, a path, a checkpoint or store that

@@ -27,6 +27,7 @@ pub fn threads() -> usize {
 pub fn stage_options(dir: PathBuf, out: PathBuf) -> StageOptions {
     StageOptions {
         inputs: vec![dir],
+        select: mamba_pipeline::discover::Select::All,
         exclude: out,
         follow_symlinks: false,
         threads: threads(),

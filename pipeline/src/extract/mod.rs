@@ -33,6 +33,19 @@ impl Kind {
             Kind::Dataset => "dataset",
         }
     }
+
+    /// The kind named by [`Kind::as_str`].
+    pub fn parse(name: &str) -> Option<Kind> {
+        [
+            Kind::Pdf,
+            Kind::Text,
+            Kind::Code,
+            Kind::Config,
+            Kind::Dataset,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
 }
 
 /// One extracted document, before chunking.

@@ -4,7 +4,9 @@
 //! pass extracts, chunks, tokenizes and writes. The output folder is made safe first: an old
 //! manifest is removed before anything is written, and the new one is written last.
 
+mod merge;
 mod order;
+mod part;
 mod stages;
 mod tally;
 mod watchdog;
@@ -14,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use merge::{merge, parse_part, PART_SETTING};
+pub use part::PART_LOG;
 pub use stages::StageOptions;
 
+use crate::discover::Select;
 use crate::report::Report;
 use crate::shard::manifest::{Manifest, ShardEntry, TokenizerEntry, Totals};
 use crate::shard::writer::{ShardLimits, WriteError};
@@ -53,6 +58,10 @@ pub enum IngestError {
     Tokenizer(#[from] TokenizeError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error("--part needs --tokenizer: every part must share one tokenizer (make one with `mamba tokenizer train INPUT... -o tokenizer.json`)")]
+    PartNeedsTokenizer,
+    #[error("cannot merge: {0}")]
+    Merge(String),
 }
 
 /// What a run produced.
@@ -69,15 +78,23 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
             return Err(IngestError::MissingInput(input.display().to_string()));
         }
     }
+    let part = match opts.stages.select {
+        Select::Part { index, count } => Some(format!("{index}/{count}")),
+        _ => None,
+    };
+    if part.is_some() && matches!(opts.tokenizer, TokenizerSource::Train { .. }) {
+        return Err(IngestError::PartNeedsTokenizer);
+    }
     prepare_output(&opts.out)?;
     let (vocab, origin) = match &opts.tokenizer {
         TokenizerSource::File { path, eos } => (
             Vocab::load(path, eos.as_deref())?,
             path.display().to_string(),
         ),
-        TokenizerSource::Train { vocab_size } => {
-            (train(&opts.stages, *vocab_size)?, "trained".to_string())
-        }
+        TokenizerSource::Train { vocab_size } => (
+            train_tokenizer(&opts.stages, *vocab_size)?,
+            "trained".to_string(),
+        ),
     };
     let tokenizer_json = vocab.to_json()?;
     let (totals, report, shards, bytes_read) = write_shards(opts, &vocab)?;
@@ -101,7 +118,7 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
         },
         shards,
         totals,
-        settings: settings(opts),
+        settings: settings(opts, part),
     };
     manifest.save(&opts.out).map_err(out_err)?;
     Ok(Summary {
@@ -111,14 +128,15 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
     })
 }
 
-/// The settings recorded in the manifest: everything that shapes the shards.
-fn settings(opts: &IngestOptions) -> serde_json::Value {
+/// The settings recorded in the manifest: everything that shapes the shards, and which part
+/// of a partitioned run this is.
+fn settings(opts: &IngestOptions, part: Option<String>) -> serde_json::Value {
     let s = &opts.stages;
     let tokenizer = match &opts.tokenizer {
         TokenizerSource::File { eos, .. } => serde_json::json!({ "eos_token": eos }),
         TokenizerSource::Train { vocab_size } => serde_json::json!({ "vocab_size": vocab_size }),
     };
-    serde_json::json!({
+    let mut settings = serde_json::json!({
         "val_fraction": opts.val_fraction,
         "chunk_bytes": s.chunk_bytes,
         "max_file_bytes": s.max_file_bytes,
@@ -128,7 +146,11 @@ fn settings(opts: &IngestOptions) -> serde_json::Value {
         "row_group_tokens": opts.limits.row_group_tokens,
         "zstd_level": opts.limits.zstd_level,
         "tokenizer": tokenizer,
-    })
+    });
+    if let (Some(part), Some(map)) = (part, settings.as_object_mut()) {
+        map.insert(PART_SETTING.into(), part.into());
+    }
+    settings
 }
 
 /// Removes what a previous run left that a new manifest would not vouch for: the manifest
@@ -149,8 +171,9 @@ fn prepare_output(out: &Path) -> Result<(), IngestError> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        let ours = name.starts_with("train-") || name.starts_with("val-") || name == REPORT_FILE;
-        if name.ends_with(".tmp") || (ours && (name.ends_with(".parquet") || name == REPORT_FILE)) {
+        let shard =
+            (name.starts_with("train-") || name.starts_with("val-")) && name.ends_with(".parquet");
+        if name.ends_with(".tmp") || shard || name == REPORT_FILE || name == PART_LOG {
             std::fs::remove_file(out.join(&name)).map_err(fail)?;
         }
     }
@@ -162,9 +185,32 @@ pub fn chunk_texts(stages: &StageOptions) -> Vec<String> {
     with_chunks(stages, |chunks| chunks.collect())
 }
 
-/// First pass: extract and chunk everything, feeding the chunks to the BPE trainer.
-fn train(stages: &StageOptions, vocab_size: usize) -> Result<Vocab, TokenizeError> {
+/// A byte-level BPE trained on the chunks of the files `stages` selects (the first pass of
+/// an ingest without `--tokenizer`, and `mamba tokenizer train`).
+pub fn train_tokenizer(stages: &StageOptions, vocab_size: usize) -> Result<Vocab, TokenizeError> {
     with_chunks(stages, |chunks| Vocab::train(chunks, vocab_size))
+}
+
+/// The sample of about `bytes` of the files `stages` reads, as a [`Select`] (all of them
+/// when they are fewer).
+pub fn sample(stages: &StageOptions, bytes: u64) -> Select {
+    let mut total = 0u64;
+    let (inputs, exclude) = (&stages.inputs, &stages.exclude);
+    crate::discover::walk(
+        inputs,
+        stages.follow_symlinks,
+        exclude,
+        Select::All,
+        |found| {
+            if let Ok((_, size)) = found.verdict {
+                total += size;
+            }
+        },
+    );
+    match bytes as f64 / total.max(1) as f64 {
+        f if f >= 1.0 => Select::All,
+        fraction => Select::Sample { fraction },
+    }
 }
 
 /// Runs discovery and extraction without ordering or dedup, handing `consume` the chunk
@@ -195,7 +241,10 @@ fn write_shards(
     let seen = stages::SeenFiles::default();
     let bar = progress_bar(opts.progress);
     let started = Instant::now();
-    let mut tally = tally::Tally::new(&opts.out, opts.limits, opts.val_fraction);
+    let mut tally = match stages.select {
+        Select::Part { .. } => tally::Tally::part(&opts.out, opts.limits, opts.val_fraction)?,
+        _ => tally::Tally::new(&opts.out, opts.limits, opts.val_fraction),
+    };
     let result = std::thread::scope(|scope| {
         let extracted = stages::spawn_extract(scope, stages, Some(&order), Some(&seen));
         let tokenized = stages::spawn_tokenize(scope, stages.threads, vocab, extracted);

@@ -3,6 +3,7 @@
 //! Stages talk through bounded channels, so memory is bounded by channel depth times piece
 //! size, never by corpus size. Pieces carry `(file, seq)` so the writer can restore order.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use crate::tokenize::{Encoder, Vocab};
 /// Settings the stages need.
 pub struct StageOptions {
     pub inputs: Vec<PathBuf>,
+    /// Which of the files met are read (all, one part of several, a sample).
+    pub select: discover::Select,
     pub exclude: PathBuf,
     pub follow_symlinks: bool,
     pub threads: usize,
@@ -62,6 +65,8 @@ impl SeenFiles {
 /// the file ended.
 pub struct Piece {
     pub file: usize,
+    /// The file's number in the walk over all inputs (see [`discover::Found`]).
+    pub number: usize,
     pub seq: u32,
     pub source: Arc<str>,
     pub kind: Option<Kind>,
@@ -74,7 +79,7 @@ pub struct Doc {
     /// Hash of the whole text: the document's identity for dedup, id and split.
     pub hash: u128,
     pub kind: Kind,
-    pub lang: &'static str,
+    pub lang: Cow<'static, str>,
     pub chunks: Vec<String>,
     pub tokens: Vec<Vec<u32>>,
 }
@@ -92,6 +97,7 @@ impl Piece {
     fn empty_like(&self) -> Piece {
         Piece {
             file: self.file,
+            number: self.number,
             seq: 0,
             source: self.source.clone(),
             kind: self.kind,
@@ -127,12 +133,19 @@ pub fn spawn_extract<'s>(
     let (found_tx, found_rx) = bounded::<Found>(depth);
     let (piece_tx, piece_rx) = bounded::<Piece>(depth);
     scope.spawn(move || {
-        discover::walk(&opts.inputs, opts.follow_symlinks, &opts.exclude, |found| {
-            if order.is_some_and(|o| !o.acquire()) {
-                return;
-            }
-            let _ = found_tx.send(found);
-        })
+        let (inputs, exclude) = (&opts.inputs, &opts.exclude);
+        discover::walk(
+            inputs,
+            opts.follow_symlinks,
+            exclude,
+            opts.select,
+            |found| {
+                if order.is_some_and(|o| !o.acquire()) {
+                    return;
+                }
+                let _ = found_tx.send(found);
+            },
+        )
     });
     for _ in 0..opts.threads.max(1) {
         let (found_rx, piece_tx) = (found_rx.clone(), piece_tx.clone());
@@ -196,12 +209,14 @@ fn extract_file(
 ) -> bool {
     let Found {
         index,
+        number,
         path,
         source,
         verdict,
     } = found;
     let mut piece = Piece {
         file: index,
+        number,
         seq: 0,
         source: source.into(),
         kind: None,
@@ -365,7 +380,7 @@ fn chunk_doc(doc: Document, budget: usize) -> Doc {
     Doc {
         hash,
         kind: doc.kind,
-        lang: doc.lang,
+        lang: Cow::Borrowed(doc.lang),
         chunks,
         tokens: Vec::new(),
     }

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use std::sync::Arc;
 
+use super::part::{PartLog, PieceRecord};
 use super::stages::{Doc, End, Piece};
 use crate::report::{Report, Status};
 use crate::shard::manifest::{Outcomes, ShardEntry, Totals};
@@ -33,6 +34,9 @@ pub struct Tally {
     duplicate_of: Option<std::sync::Arc<str>>,
     /// The train document closest to val, with its source, written last (see the module doc).
     held: Option<(Doc, Arc<str>)>,
+    /// A part of a partitioned run: no document is held (the merge decides), and every
+    /// piece is logged.
+    log: Option<PartLog>,
     pub bytes_done: u64,
 }
 
@@ -49,13 +53,24 @@ impl Tally {
             kept_in_file: 0,
             duplicate_of: None,
             held: None,
+            log: None,
             bytes_done: 0,
         }
+    }
+
+    /// The tally of one part of a partitioned run, logging into `out` (see [`super::part`]).
+    pub fn part(out: &Path, limits: ShardLimits, val_fraction: f64) -> Result<Tally, WriteError> {
+        let log = Some(PartLog::create(out)?);
+        Ok(Tally {
+            log,
+            ..Tally::new(out, limits, val_fraction)
+        })
     }
 
     /// Takes the next piece in input order.
     pub fn add(&mut self, piece: Piece) -> Result<(), WriteError> {
         let kind = piece.kind.map_or("other", |k| k.as_str());
+        let mut record = self.log.as_ref().map(|_| PieceRecord::of(&piece));
         for doc in piece.docs {
             let fresh = match doc.kind {
                 crate::extract::Kind::Dataset => self.rows_seen.insert(doc.hash),
@@ -70,6 +85,9 @@ impl Tally {
                     }
                 },
             };
+            if let Some(record) = &mut record {
+                record.push(&doc, fresh);
+            }
             if !fresh {
                 self.totals.duplicates += 1;
                 continue;
@@ -77,12 +95,12 @@ impl Tally {
             if self.kept_in_file == 0 {
                 let t = &mut self.totals;
                 t.by_kind.entry(doc.kind.as_str().into()).or_default().files += 1;
-                t.by_lang.entry(doc.lang.into()).or_default().files += 1;
+                t.by_lang.entry(doc.lang.to_string()).or_default().files += 1;
             }
             self.kept_in_file += 1;
             match Split::of(doc.hash, self.val_fraction) {
                 Split::Val => self.write(&doc, &piece.source, Split::Val)?,
-                Split::Train if self.val_fraction == 0.0 => {
+                Split::Train if self.val_fraction == 0.0 || self.log.is_some() => {
                     self.write(&doc, &piece.source, Split::Train)?
                 }
                 Split::Train => {
@@ -101,7 +119,10 @@ impl Tally {
         if let Some(end) = &piece.end {
             self.end_file(&piece.source, kind, end, piece.bytes);
         }
-        Ok(())
+        match (&mut self.log, record) {
+            (Some(log), Some(record)) => log.write(&record),
+            _ => Ok(()),
+        }
     }
 
     /// Writes one document's chunks to `split` and counts them.
@@ -116,7 +137,7 @@ impl Tally {
                 chunk: i as u32,
                 source,
                 kind: doc.kind.as_str(),
-                lang: doc.lang,
+                lang: &doc.lang,
                 tokens: chunk,
             };
             writer.push(row)?;
@@ -134,7 +155,7 @@ impl Tally {
         for group in [
             split_group,
             t.by_kind.entry(doc.kind.as_str().into()).or_default(),
-            t.by_lang.entry(doc.lang.into()).or_default(),
+            t.by_lang.entry(doc.lang.to_string()).or_default(),
         ] {
             group.documents += 1;
             group.chunks += chunks;
@@ -207,6 +228,9 @@ impl Tally {
         }
         let mut shards = self.train.finish()?;
         shards.extend(self.val.finish()?);
+        if let Some(log) = self.log {
+            log.finish()?;
+        }
         Ok((self.totals, self.report, shards))
     }
 }

@@ -12,6 +12,7 @@ fn options(input: &Path, out: &Path, threads: usize, tokenizer: TokenizerSource)
     IngestOptions {
         stages: StageOptions {
             inputs: vec![input.to_path_buf()],
+            select: crate::discover::Select::All,
             exclude: out.to_path_buf(),
             follow_symlinks: false,
             threads,

@@ -1,0 +1,367 @@
+//! Partitioned ingest (`--part I/N`, `--merge`) and `mamba tokenizer train`: parts merged
+//! must be the store one run over the whole folder makes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mamba(args: &[&str]) -> Output {
+    mamba_with_env(args, &[])
+}
+
+fn mamba_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mamba"));
+    for name in [
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_COUNT",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command.args(args).output().expect("run mamba")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The one line a bad call prints, after checking it exits with status 2.
+fn usage_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// Every file in `dir`, by name, with its bytes.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Small shards and chunks, so a small corpus spreads over several of each.
+const FLAGS: [&str; 8] = [
+    "--chunk-bytes",
+    "512",
+    "--row-group-tokens",
+    "700",
+    "--shard-tokens",
+    "3000",
+    "--val-fraction",
+    "0.2",
+];
+
+/// The sample corpus with copies of some of its files (the same document in several places,
+/// which parts can only find out about at the merge), and a tokenizer trained on it.
+fn corpus(tmp: &Path) -> (PathBuf, PathBuf) {
+    let data = tmp.join("data");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(&repo.join("data"), &data);
+    for copy in ["a-copy.pdf", "m-copy.pdf", "z-copy.pdf"] {
+        fs::copy(data.join("sample.pdf"), data.join(copy)).unwrap();
+    }
+    let notes = fs::read(data.join("notes/getting-started.md")).unwrap();
+    fs::write(data.join("z-copy.md"), &notes).unwrap();
+    // The same document after reading (a byte-order mark is dropped), not the same bytes.
+    fs::write(
+        data.join("zz-bom.md"),
+        [&b"\xef\xbb\xbf"[..], &notes].concat(),
+    )
+    .unwrap();
+    let tokenizer = tmp.join("tokenizer.json");
+    let train = [
+        "tokenizer",
+        "train",
+        s(&data),
+        "-o",
+        s(&tokenizer),
+        "--vocab-size",
+        "1000",
+        "--chunk-bytes",
+        "512",
+    ];
+    ok(&mamba(&train));
+    (data, tokenizer)
+}
+
+fn ingest_part(data: &Path, out: &Path, tokenizer: &Path, part: &str) -> Output {
+    let mut args = vec![
+        "ingest",
+        "--quiet",
+        s(data),
+        s(out),
+        "--tokenizer",
+        s(tokenizer),
+    ];
+    if !part.is_empty() {
+        args.extend(["--part", part]);
+    }
+    args.extend(FLAGS);
+    mamba(&args)
+}
+
+#[test]
+fn three_parts_merged_are_the_store_of_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, tokenizer) = corpus(tmp.path());
+    let one = tmp.path().join("one");
+    ok(&ingest_part(&data, &one, &tokenizer, ""));
+
+    let parts: Vec<PathBuf> = (1..=3)
+        .map(|i| tmp.path().join(format!("part-{i}")))
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        ok(&ingest_part(
+            &data,
+            part,
+            &tokenizer,
+            &format!("{}/3", i + 1),
+        ));
+    }
+    let of_parts = |key: &str| -> u64 {
+        let total = |p: &PathBuf| manifest(p)["totals"][key].as_u64().unwrap();
+        parts.iter().map(total).sum()
+    };
+    let single = manifest(&one);
+    // Every file is read by exactly one part, and each part read some.
+    let files_of = |m: &serde_json::Value| {
+        let f = &m["totals"]["files"];
+        ["ingested", "skipped", "failed"]
+            .map(|k| f[k].as_u64().unwrap())
+            .iter()
+            .sum::<u64>()
+    };
+    let part_files: Vec<u64> = parts.iter().map(|p| files_of(&manifest(p))).collect();
+    assert!(part_files.iter().all(|&n| n > 0), "{part_files:?}");
+    assert_eq!(part_files.iter().sum::<u64>(), files_of(&single));
+    // Some copies landed in different parts: only the merge can drop them.
+    assert!(
+        of_parts("duplicates") < single["totals"]["duplicates"].as_u64().unwrap(),
+        "no duplicate across parts; the test corpus no longer exercises the merge's dedup"
+    );
+
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["ingest", "--merge", s(&merged)];
+    args.extend(parts.iter().rev().map(|p| s(p)));
+    ok(&mamba(&args));
+    let (a, b) = (files(&one), files(&merged));
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    assert!(a.iter().filter(|(n, _)| n.ends_with(".parquet")).count() > 2);
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            x == y,
+            "{name} of the merged parts differs from the single run's"
+        );
+    }
+    let verify = mamba(&["inspect", s(&merged), "--verify"]);
+    ok(&verify);
+    assert!(String::from_utf8_lossy(&verify.stderr).starts_with("ok: "));
+}
+
+#[test]
+fn a_slurm_array_task_is_its_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, tokenizer) = corpus(tmp.path());
+    let (flag, env) = (tmp.path().join("flag"), tmp.path().join("env"));
+    ok(&ingest_part(&data, &flag, &tokenizer, "2/3"));
+    let mut args = vec![
+        "ingest",
+        "--quiet",
+        s(&data),
+        s(&env),
+        "--tokenizer",
+        s(&tokenizer),
+    ];
+    args.extend(FLAGS);
+    let slurm = [
+        ("SLURM_ARRAY_TASK_ID", "5"),
+        ("SLURM_ARRAY_TASK_MIN", "4"),
+        ("SLURM_ARRAY_TASK_COUNT", "3"),
+    ];
+    let run = mamba_with_env(&args, &slurm);
+    ok(&run);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("part 2/3"));
+    assert_eq!(files(&flag), files(&env));
+    // Without a tokenizer a part cannot run: the message says how to make one.
+    let untokenized = mamba_with_env(&["ingest", s(&data), s(&tmp.path().join("x"))], &slurm);
+    assert!(usage_error(&untokenized).contains("mamba tokenizer train"));
+}
+
+#[test]
+fn parts_that_do_not_belong_together_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, tokenizer) = corpus(tmp.path());
+    let part = |name: &str, part: &str| {
+        let dir = tmp.path().join(name);
+        ok(&ingest_part(&data, &dir, &tokenizer, part));
+        dir
+    };
+    let (p1, p2) = (part("p1", "1/2"), part("p2", "2/2"));
+    let merge = |parts: &[&Path]| {
+        let out = tmp.path().join("merged");
+        let mut args = vec!["ingest", "--merge", s(&out)];
+        args.extend(parts.iter().map(|p| s(p)));
+        usage_error(&mamba(&args))
+    };
+    assert!(merge(&[&p1]).contains("part 2/2 is missing"));
+    assert!(merge(&[&p1, &p1, &p2]).contains("given twice"));
+    let other = part("other", "2/3");
+    assert!(merge(&[&p1, &other]).contains("a part of 2 but"));
+    let whole = part("whole", "");
+    assert!(merge(&[&p1, &whole]).contains("not a part of a partitioned run"));
+
+    // A part made with another tokenizer or other flags.
+    let retrained = tmp.path().join("other-tokenizer.json");
+    let train = [
+        "tokenizer",
+        "train",
+        s(&data),
+        "-o",
+        s(&retrained),
+        "--vocab-size",
+        "900",
+    ];
+    ok(&mamba(&train));
+    let p2b = tmp.path().join("p2b");
+    ok(&ingest_part(&data, &p2b, &retrained, "2/2"));
+    assert!(merge(&[&p1, &p2b]).contains("different tokenizers"));
+    let p2c = tmp.path().join("p2c");
+    let mut args = vec![
+        "ingest",
+        "-q",
+        s(&data),
+        s(&p2c),
+        "--tokenizer",
+        s(&tokenizer),
+    ];
+    args.extend(["--part", "2/2", "--chunk-bytes", "600"]);
+    ok(&mamba(&args));
+    assert!(merge(&[&p1, &p2c]).contains("different chunk_bytes"));
+
+    for bad in ["0/3", "4/3", "2", "a/b"] {
+        let out = ingest_part(&data, &tmp.path().join("bad"), &tokenizer, bad);
+        assert!(usage_error(&out).contains("I/N"), "{bad}");
+    }
+}
+
+#[test]
+fn tokenizer_train_gives_what_ingest_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let tokenizer = tmp.path().join("tokenizer.json");
+    let train = [
+        "tokenizer",
+        "train",
+        s(&data),
+        "-o",
+        s(&tokenizer),
+        "--vocab-size",
+        "1200",
+        "--chunk-bytes",
+        "512",
+    ];
+    ok(&mamba(&train));
+    let shards = tmp.path().join("shards");
+    let ingest = [
+        "ingest",
+        "-q",
+        s(&data),
+        s(&shards),
+        "--vocab-size",
+        "1200",
+        "--chunk-bytes",
+        "512",
+    ];
+    ok(&mamba(&ingest));
+    assert!(
+        fs::read(&tokenizer).unwrap() == fs::read(shards.join("tokenizer.json")).unwrap(),
+        "tokenizer train and ingest trained different tokenizers on the same files"
+    );
+}
+
+#[test]
+fn a_tokenizer_sample_is_about_its_size_and_the_same_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Forty files of 100 KB: a 1 MB sample is about a quarter of them.
+    let data = tmp.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    let words = [
+        "river", "stone", "lantern", "orbit", "meadow", "copper", "harbor", "quartz",
+    ];
+    for f in 0..40usize {
+        let mut text = String::new();
+        let mut i = f;
+        while text.len() < 100_000 {
+            i = i
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                >> 1;
+            text.push_str(words[i % words.len()]);
+            text.push_str(if i % 11 == 0 { ".\n" } else { " " });
+        }
+        fs::write(data.join(format!("doc-{f:02}.txt")), text).unwrap();
+    }
+    let train = |name: &str| {
+        let out = tmp.path().join(name);
+        let args = [
+            "tokenizer",
+            "train",
+            s(&data),
+            "-o",
+            s(&out),
+            "--vocab-size",
+            "300",
+            "--sample-mb",
+            "1",
+        ];
+        (ok(&mamba(&args)), fs::read(&out).unwrap())
+    };
+    let (said, first) = train("a.json");
+    let (_, second) = train("b.json");
+    assert!(first == second, "two samples of the same files differ");
+    let percent: f64 = said
+        .split(" (a ")
+        .nth(1)
+        .and_then(|t| t.split('%').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no sample share in {said:?}"));
+    assert!((20.0..30.0).contains(&percent), "{said}");
+}
