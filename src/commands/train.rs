@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use super::usage;
 use crate::cli::TrainArgs;
 use mamba::train::checkpoint::latest;
-use mamba::train::config::{self, TrainConfig};
+use mamba::train::config::{self, DeviceSpec, TrainConfig};
+use mamba::train::ranks::Ranks;
 use mamba::train::{gpu, memory, RunOptions};
 
 /// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
@@ -80,10 +81,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .map_err(usage)?
         .iter()
         .for_each(|n| eprintln!("note: {n}"));
-    let cfg = config::resolve(&file, &flags).map_err(usage)?;
+    let mut cfg = config::resolve(&file, &flags).map_err(usage)?;
     if args.dry_run {
         dry_run(&cfg, &args)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    let ranks = Ranks::join().map_err(|e| usage(anyhow::anyhow!(e)))?;
+    cfg.ranks = ranks.size();
+    if let (DeviceSpec::Cuda(None), Some(local)) = (cfg.device, ranks.local_rank()) {
+        // One GPU per rank on each machine.
+        cfg.device = DeviceSpec::Cuda(Some(local));
     }
     let opts = RunOptions {
         shards: args.shards.clone().unwrap_or_default(),
@@ -91,8 +98,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         resume: args.resume.clone(),
         init: args.init.clone(),
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        ranks: ranks.clone(),
     };
-    match mamba::train::train(&cfg, &opts) {
+    let result = mamba::train::train(&cfg, &opts);
+    if let (Err(e), true) = (&result, ranks.size() > 1) {
+        // The other ranks wait in the next reduction: stop them all, naming this one.
+        let code = if e.is_usage() { 2 } else { 1 };
+        eprintln!(
+            "error: rank {} of {}: {e}; stopping every rank",
+            ranks.rank(),
+            ranks.size()
+        );
+        ranks.abort(code);
+    }
+    match result {
+        Ok(_) if !ranks.is_root() => Ok(ExitCode::SUCCESS),
         Ok(s) => {
             let val = s
                 .last_val_loss

@@ -47,7 +47,12 @@ pub struct TrainConfig {
     /// GPU sold as "8 GB" has 8.
     pub vram_gb: Option<f64>,
     pub seq_len: usize,
+    /// Windows per micro-batch on each rank.
     pub batch_size: usize,
+    /// Processes training data-parallel, each on `batch_size` windows of every global batch
+    /// (set from the MPI launcher, not by a flag).
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
     pub grad_accum: usize,
     pub precision: Precision,
     pub grad_checkpointing: bool,
@@ -84,6 +89,7 @@ impl Default for TrainConfig {
             vram_gb: None,
             seq_len: 1024,
             batch_size: 8,
+            ranks: 1,
             grad_accum: 1,
             precision: Precision::Fp32,
             grad_checkpointing: false,
@@ -107,6 +113,17 @@ impl Default for TrainConfig {
             doc_reset: true,
             device: DeviceSpec::Cpu,
         }
+    }
+}
+
+fn one_rank() -> usize {
+    1
+}
+
+impl TrainConfig {
+    /// Windows per micro-batch over all ranks: what decides the batches a run sees.
+    pub fn global_batch(&self) -> usize {
+        self.batch_size * self.ranks.max(1)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metrics;
 pub mod pack;
 pub mod plan;
+pub mod ranks;
 pub mod scaler;
 pub mod schedule;
 pub mod setup;
@@ -88,6 +89,8 @@ pub struct RunOptions {
     pub resume: Option<Option<PathBuf>>,
     pub init: Option<PathBuf>,
     pub progress: bool,
+    /// The ranks of a data-parallel run (one by default).
+    pub ranks: ranks::Ranks,
 }
 
 /// How a run ended.
@@ -100,6 +103,7 @@ pub struct Summary {
     pub final_dir: PathBuf,
 }
 
+/// The next global batch (keeping the loader state it carries); the caller takes its share.
 fn next(loader: &Loader, snapshot: &mut Option<loader::LoaderState>) -> Result<Item, TrainError> {
     let mut item = loader.recv().ok_or(TrainError::StreamEnded)??;
     if let Some(s) = item.state.take() {
@@ -108,26 +112,37 @@ fn next(loader: &Loader, snapshot: &mut Option<loader::LoaderState>) -> Result<I
     Ok(item)
 }
 
-/// Trains until `max_steps`, checkpointing on the way; returns the summary.
+/// Trains until `max_steps`, checkpointing on the way; returns the summary. With several
+/// ranks, every rank calls this; rank 0 alone writes.
 pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError> {
+    let ranks = &opts.ranks;
     let mut run = setup::Run::new(cfg, opts)?;
     let (model, vars) = (&run.model, &run.vars);
     let mut st = run.state.clone();
     let mut snapshot = Some(st.loader.clone());
-    let mut metrics = Metrics::open(&run.metrics_path).map_err(|source| TrainError::Io {
-        path: run.metrics_path.display().to_string(),
-        source,
-    })?;
-    let bar = setup::progress_bar(opts.progress, st.step, cfg.max_steps);
+    let mut metrics = match ranks.is_root() {
+        true => Some(
+            Metrics::open(&run.metrics_path).map_err(|source| TrainError::Io {
+                path: run.metrics_path.display().to_string(),
+                source,
+            })?,
+        ),
+        false => None,
+    };
+    let bar = setup::progress_bar(opts.progress && ranks.is_root(), st.step, cfg.max_steps);
+    let say = |line: &str| {
+        if ranks.is_root() {
+            setup::say(&bar, line)
+        }
+    };
     if run.eval_batches.is_empty() {
-        setup::say(
-            &bar,
+        say(
             "note: the val split is empty or shorter than one window; no evaluation (ingest with a larger --val-fraction)",
         );
     }
     let plan = plan::Plan::new(cfg, st.step, run.train_tokens);
     for line in std::iter::once(plan.line(cfg)).chain(plan.warnings(cfg)) {
-        setup::say(&bar, &line);
+        say(&line);
     }
     let mut clock = plan::Clock::new(cfg.max_steps);
     let (mut last_loss, mut last_val, mut bad) = (f64::NAN, None, 0u64);
@@ -139,7 +154,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         run.opt.set_lr(st.lr);
         let mut epoch = 0;
         let micro = (0..cfg.grad_accum)
-            .map(|_| next(&run.loader, &mut snapshot).map(|i| (epoch = i.epoch, i.batch).1))
+            .map(|_| {
+                next(&run.loader, &mut snapshot).map(|i| (epoch = i.epoch, ranks.share(i.batch)).1)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let o = step::StepOptions {
             doc_reset: cfg.doc_reset,
@@ -148,8 +165,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             loss_scale: scaler.scale,
         };
         let (loss, mut grads) = step::accumulate(model, vars, &micro, &o)?;
+        // The mean over the ranks is the loss of the global batch; every rank sees the same.
+        let loss = ranks.mean(loss);
         let gnorm = match loss.is_finite() {
-            true => clip_grad_norm(&mut grads, vars, cfg.grad_clip)?,
+            true => {
+                ranks.average(&mut grads, vars)?;
+                clip_grad_norm(&mut grads, vars, cfg.grad_clip)?
+            }
             false => f64::NAN,
         };
         // A non-finite loss or gradient is never trained on: the step is skipped and logged.
@@ -174,7 +196,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         (st.loss_scale, st.scale_good_steps) = (scaler.scale, scaler.good_steps);
         drop(grads);
         st.step += 1;
-        let step_tokens: usize = micro.iter().map(|b| b.tokens()).sum();
+        let step_tokens = ranks.size() * micro.iter().map(|b| b.tokens()).sum::<usize>();
         st.tokens += step_tokens as u64;
         last_loss = loss;
         let pace = clock.tick(st.step, st.tokens);
@@ -194,10 +216,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         };
         run.write(&mut metrics, &rec)?;
         if st.step.is_multiple_of(cfg.log_every) || skipped {
-            setup::say(&bar, &rec.line(cfg.max_steps));
+            say(&rec.line(cfg.max_steps));
         }
         if let Some(pace) = pace.filter(|_| clock.first_report(st.step)) {
-            setup::say(&bar, &pace.line(cfg.max_steps - st.step));
+            say(&pace.line(cfg.max_steps - st.step));
         }
         bar.set_position(st.step);
         bar.set_message(format!(
@@ -214,7 +236,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
                 val_ppl: Some(val_loss.exp()),
             };
             run.write(&mut metrics, &rec)?;
-            setup::say(&bar, &rec.line());
+            say(&rec.line());
             last_val = Some(val_loss);
         }
         if st.step.is_multiple_of(cfg.save_every) || last {
@@ -225,10 +247,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
                 checkpoint::step_name(st.step)
             };
             let dir = run.save(&name, &st)?;
-            if !last {
+            if !last && ranks.is_root() {
                 checkpoint::prune(&opts.checkpoint_dir, cfg.keep_last)?;
             }
-            setup::say(&bar, &format!("saved {}", dir.display()));
+            say(&format!("saved {}", dir.display()));
         }
     }
     bar.finish_and_clear();
@@ -247,14 +269,24 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
 }
 
 impl setup::Run {
-    fn write(&self, m: &mut Metrics, rec: &impl serde::Serialize) -> Result<(), TrainError> {
+    /// Appends a record to the metrics (which only rank 0 holds).
+    fn write(
+        &self,
+        m: &mut Option<Metrics>,
+        rec: &impl serde::Serialize,
+    ) -> Result<(), TrainError> {
+        let Some(m) = m else { return Ok(()) };
         m.write(rec).map_err(|source| TrainError::Io {
             path: self.metrics_path.display().to_string(),
             source,
         })
     }
 
+    /// Saves checkpoint `name` (on rank 0; the other ranks hold the same state).
     fn save(&self, name: &str, st: &TrainerState) -> Result<PathBuf, TrainError> {
+        if !self.root {
+            return Ok(self.checkpoint_dir.join(name));
+        }
         Ok(checkpoint::save(
             &self.checkpoint_dir,
             name,

@@ -146,8 +146,7 @@ impl Batch {
         Ok((ids, targets, resets))
     }
 
-    /// Rows `from..to` of this batch (a micro-batch of a larger one).
-    #[cfg(test)]
+    /// Rows `from..to` of this batch (a micro-batch, or one rank's share, of a larger one).
     pub fn rows(&self, from: usize, to: usize) -> Batch {
         let l = self.seq_len;
         Batch {

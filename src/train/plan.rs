@@ -29,7 +29,7 @@ pub struct Plan {
 impl Plan {
     pub fn new(cfg: &TrainConfig, start_step: u64, train_tokens: u64) -> Plan {
         Plan {
-            tokens_per_step: (cfg.batch_size * cfg.grad_accum * cfg.seq_len) as u64,
+            tokens_per_step: (cfg.global_batch() * cfg.grad_accum * cfg.seq_len) as u64,
             max_steps: cfg.max_steps,
             start_step,
             train_tokens,
@@ -53,11 +53,14 @@ impl Plan {
             0 => String::new(),
             s => format!(", resumed at step {s}"),
         };
+        let batch = match cfg.ranks {
+            0 | 1 => cfg.batch_size.to_string(),
+            n => format!("{} x {n} ranks", cfg.batch_size),
+        };
         format!(
-            "plan: {} steps x {} tokens (batch {} x accumulation {} x seq {}) = {} tokens, {:.1} passes over the train split ({} tokens){from}",
+            "plan: {} steps x {} tokens (batch {batch} x accumulation {} x seq {}) = {} tokens, {:.1} passes over the train split ({} tokens){from}",
             self.max_steps,
             self.tokens_per_step,
-            cfg.batch_size,
             cfg.grad_accum,
             cfg.seq_len,
             self.tokens(),

@@ -31,6 +31,8 @@ pub struct Run {
     pub tokenizer: PathBuf,
     /// Tokens in the store's train split.
     pub train_tokens: u64,
+    /// Rank 0 of the run's ranks: the one that writes.
+    pub root: bool,
     accum: u64,
 }
 
@@ -57,7 +59,10 @@ fn stream_settings(c: &TrainConfig) -> Vec<(&'static str, String)> {
     vec![
         ("model_size", c.model_size.to_string()),
         ("seq_len", c.seq_len.to_string()),
-        ("batch_size", c.batch_size.to_string()),
+        (
+            "global batch (batch_size x ranks)",
+            c.global_batch().to_string(),
+        ),
         ("grad_accum", c.grad_accum.to_string()),
         ("seed", c.seed.to_string()),
         ("shuffle_buffer", c.shuffle_buffer.to_string()),
@@ -79,7 +84,7 @@ impl Run {
         let tok = &manifest.tokenizer;
         let tokenizer = opts.shards.join(&tok.file);
         let train_tokens: u64 = manifest.shards(Split::Train).map(|s| s.tokens).sum();
-        let need = (cfg.batch_size * (cfg.seq_len + 1)) as u64;
+        let need = (cfg.global_batch() * (cfg.seq_len + 1)) as u64;
         if train_tokens < need {
             return Err(LoadError::TooSmall {
                 split: "train",
@@ -105,7 +110,8 @@ impl Run {
         };
         let loader_opts = LoaderOptions {
             seq_len: cfg.seq_len,
-            batch_size: cfg.batch_size,
+            // Every rank reads the whole stream and keeps its share of each batch.
+            batch_size: cfg.global_batch(),
             eos: tok.eos_id,
             seed: cfg.seed,
             shuffle_buffer: cfg.shuffle_buffer,
@@ -181,6 +187,7 @@ impl Run {
             checkpoint_dir: opts.checkpoint_dir.clone(),
             tokenizer,
             train_tokens: manifest.totals.train.tokens,
+            root: opts.ranks.is_root(),
             accum: cfg.grad_accum as u64,
         })
     }

@@ -1,0 +1,165 @@
+//! Data-parallel training: `mpirun -np N mamba train ...` runs N ranks that each train on
+//! their share of every global batch and average their gradients before every step.
+//!
+//! Every rank runs the same loader over the whole stream and keeps its rows of each batch of
+//! `N * --batch-size` windows: the loader's position is global, so a checkpoint resumes at
+//! any rank count with the same global batch, and N ranks see exactly the batches one process
+//! with N times the batch sees. Reductions gather every rank's values and sum them in rank
+//! order, so a run reproduces whatever the network's timing. Rank 0 alone writes checkpoints,
+//! metrics and the progress bar. Without the `mpi` feature there is one rank.
+
+use std::rc::Rc;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+
+use super::pack::Batch;
+
+#[cfg(feature = "mpi")]
+#[path = "ranks_mpi.rs"]
+mod group;
+
+/// The ranks of this run: a cheap handle, one rank unless started by an MPI launcher. Not
+/// `Send`: only the thread that joined calls MPI.
+#[derive(Clone, Default)]
+pub struct Ranks {
+    #[cfg(feature = "mpi")]
+    group: Option<Rc<group::Group>>,
+    #[cfg(not(feature = "mpi"))]
+    group: Option<Rc<std::convert::Infallible>>,
+}
+
+impl std::fmt::Debug for Ranks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rank {} of {}", self.rank(), self.size())
+    }
+}
+
+/// The environment variables MPI launchers (Open MPI's mpirun, MPICH's and Slurm's PMI, PMIx)
+/// give each process, with the world size.
+const LAUNCHER_SIZE_VARS: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"];
+
+/// The number of processes a launcher started, if this process was started by one.
+fn launched_size() -> Option<usize> {
+    LAUNCHER_SIZE_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
+impl Ranks {
+    /// Joins the launcher's ranks when started by one (initialising MPI; it is finalised
+    /// when the last handle is dropped), else a single rank.
+    pub fn join() -> Result<Ranks, String> {
+        match launched_size() {
+            None | Some(0 | 1) => Ok(Ranks::default()),
+            #[cfg(feature = "mpi")]
+            Some(_) => Ok(Ranks {
+                group: Some(Rc::new(group::Group::init()?)),
+            }),
+            #[cfg(not(feature = "mpi"))]
+            Some(n) => Err(format!(
+                "started as {n} MPI processes, but this build has no MPI: each would train \
+                 alone; build with `cargo build --release --features mpi`"
+            )),
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        match &self.group {
+            #[cfg(feature = "mpi")]
+            Some(g) => g.rank(),
+            _ => 0,
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        match &self.group {
+            #[cfg(feature = "mpi")]
+            Some(g) => g.size(),
+            _ => 1,
+        }
+    }
+
+    /// This rank's number among the ranks on its machine (from the launcher), with several.
+    pub fn local_rank(&self) -> Option<usize> {
+        if self.size() == 1 {
+            return None;
+        }
+        [
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            "MPI_LOCALRANKID",
+            "SLURM_LOCALID",
+        ]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    }
+
+    /// Rank 0 writes checkpoints, metrics and the progress bar.
+    pub fn is_root(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// This rank's rows of a global batch.
+    pub fn share(&self, batch: Batch) -> Batch {
+        let n = self.size();
+        if n == 1 {
+            return batch;
+        }
+        let rows = batch.batch_size / n;
+        batch.rows(self.rank() * rows, (self.rank() + 1) * rows)
+    }
+
+    /// The mean of `value` over the ranks (the same on every rank).
+    pub fn mean(&self, value: f64) -> f64 {
+        match &self.group {
+            #[cfg(feature = "mpi")]
+            Some(g) => g.sum_f64(value) / g.size() as f64,
+            _ => value,
+        }
+    }
+
+    /// Replaces every gradient by its mean over the ranks. A variable without a gradient on
+    /// this rank counts as zeros, so every rank sends the same layout.
+    pub fn average(&self, grads: &mut GradStore, vars: &[Var]) -> candle_core::Result<()> {
+        let n = self.size();
+        if n == 1 {
+            return Ok(());
+        }
+        let mut flat = Vec::new();
+        for v in vars {
+            match grads.get(v.as_tensor()) {
+                Some(g) => flat.extend(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+                None => flat.resize(flat.len() + v.elem_count(), 0.0),
+            }
+        }
+        self.sum_f32(&mut flat)?;
+        let scale = 1.0 / n as f32;
+        let mut at = 0;
+        for v in vars {
+            let t = v.as_tensor();
+            let count = t.elem_count();
+            let mean: Vec<f32> = flat[at..at + count].iter().map(|x| x * scale).collect();
+            at += count;
+            let grad = Tensor::from_vec(mean, t.shape(), t.device())?.to_dtype(t.dtype())?;
+            grads.insert(t, grad);
+        }
+        Ok(())
+    }
+
+    fn sum_f32(&self, _values: &mut [f32]) -> candle_core::Result<()> {
+        match &self.group {
+            #[cfg(feature = "mpi")]
+            Some(g) => g.sum_f32(_values).map_err(candle_core::Error::msg),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops every rank (an error on one would leave the others waiting forever).
+    pub fn abort(&self, code: i32) {
+        #[cfg(feature = "mpi")]
+        if let Some(g) = &self.group {
+            g.abort(code);
+        }
+        let _ = code;
+    }
+}

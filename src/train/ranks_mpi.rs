@@ -1,0 +1,63 @@
+//! The MPI side of [`super::Ranks`]: the world communicator and the fixed-order sums.
+
+use mpi::collective::CommunicatorCollectives;
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::Threading;
+
+/// Values gathered per round when summing gradients: bounds the buffer to this many floats
+/// per rank (64 MB at 4 ranks), whatever the model's size.
+const CHUNK: usize = 1 << 22;
+
+pub struct Group {
+    world: SimpleCommunicator,
+    // Dropped after `world`: dropping the universe finalises MPI.
+    _universe: Universe,
+}
+
+impl Group {
+    pub fn init() -> Result<Group, String> {
+        // Only the training loop's thread calls MPI.
+        let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)
+            .ok_or("MPI is already initialised")?;
+        Ok(Group {
+            world: universe.world(),
+            _universe: universe,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+
+    pub fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+
+    /// The sum of every rank's `value`, added in rank order.
+    pub fn sum_f64(&self, value: f64) -> f64 {
+        let mut all = vec![0.0f64; self.size()];
+        self.world.all_gather_into(&value, &mut all[..]);
+        all.iter().sum()
+    }
+
+    /// Replaces `values` by their sum over the ranks, added in rank order (an all-gather, not
+    /// MPI's all-reduce, whose order of addition is the library's choice).
+    pub fn sum_f32(&self, values: &mut [f32]) -> Result<(), String> {
+        let n = self.size();
+        let mut gathered = vec![0.0f32; n * CHUNK.min(values.len())];
+        for chunk in values.chunks_mut(CHUNK) {
+            let len = chunk.len();
+            let all = &mut gathered[..n * len];
+            self.world.all_gather_into(&*chunk, all);
+            for (i, x) in chunk.iter_mut().enumerate() {
+                *x = (0..n).map(|r| all[r * len + i]).sum();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}
