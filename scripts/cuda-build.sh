@@ -5,6 +5,7 @@
 #
 #   scripts/cuda-build.sh [DIR]          # DIR defaults to .cuda-toolchain (git-ignored)
 #   scripts/cuda-build.sh DIR --env      # only set up DIR and print the environment to source
+#   FEATURES=nccl scripts/cuda-build.sh   # also data-parallel training on GPUs (NCCL, MPI)
 #
 # Then target/release/mamba runs on any machine with an NVIDIA driver for CUDA 13 (R580 or
 # newer) and these libraries on LD_LIBRARY_PATH: libcublas.so.13, libcublasLt.so.13,
@@ -18,7 +19,8 @@ dir=$(mkdir -p "${1:-.cuda-toolchain}" && cd "${1:-.cuda-toolchain}" && pwd)
 # 13.0 exactly: a newer nvcc writes PTX that an R580 driver cannot load.
 "$dir/venv/bin/pip" install -q nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 \
   nvidia-nvvm==13.0.88 nvidia-cuda-runtime==13.0.88 nvidia-cuda-cccl==13.0.85 \
-  nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 >&2
+  nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 \
+  nvidia-nccl-cu13==2.32.3 >&2
 cu=$("$dir/venv/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')
 home="$dir/cuda"
 mkdir -p "$home/lib64/stubs"
@@ -27,6 +29,10 @@ for lib in cudart.so.13 cublas.so.13 cublasLt.so.13 curand.so.10 nvrtc.so.13; do
   ln -sfn "$cu/lib/lib$lib" "$home/lib64/lib$lib"
   ln -sfn "$cu/lib/lib$lib" "$home/lib64/lib${lib%.so.*}.so"
 done
+# NCCL, for `--features nccl` (data-parallel training on GPUs).
+nccl=$("$dir/venv/bin/python" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))')
+ln -sfn "$nccl/libnccl.so.2" "$home/lib64/libnccl.so.2"
+ln -sfn "$nccl/libnccl.so.2" "$home/lib64/libnccl.so"
 # The driver stand-in: every driver function cudarc binds, each returning
 # CUDA_ERROR_STUB_LIBRARY (34). Only for linking; the real driver is used at run time.
 if [ ! -f "$home/lib64/stubs/libcuda.so" ]; then
@@ -42,13 +48,13 @@ fi
 env="export PATH=\"$cu/bin:\$PATH\" CUDA_HOME=\"$home\" CUDA_PATH=\"$home\"
 export CUDA_COMPUTE_CAP=\${CUDA_COMPUTE_CAP:-90} CUDARC_CUDA_VERSION=13000
 export LIBRARY_PATH=\"$home/lib64:$home/lib64/stubs:\${LIBRARY_PATH:-}\"
-export LD_LIBRARY_PATH=\"$cu/lib:$home/lib64/stubs:\${LD_LIBRARY_PATH:-}\""
+export LD_LIBRARY_PATH=\"$cu/lib:$nccl:$home/lib64/stubs:\${LD_LIBRARY_PATH:-}\""
 if [ "${2:-}" = "--env" ]; then
   echo "$env"
   exit 0
 fi
 eval "$env"
-cargo build --release --features cuda --bin mamba
+cargo build --release --features "cuda ${FEATURES:-}" --bin mamba
 cargo build --release --features cuda -p mamba-model --example gpu_check
 # The kernels compile with NVRTC (no GPU needed for that).
 cargo test --release --features cuda -p mamba-model --test cuda_kernels

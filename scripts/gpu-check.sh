@@ -9,7 +9,9 @@
 #   4. training speed at the 130m shape (d_model 768, 24 layers, vocab 50280, 4 x 2048, bf16),
 #      both architectures: tokens/s, model FLOPs utilisation against the matmul of step 1, peak
 #      GPU memory (and its trace, mem-ARCH.log);
-#   5. Mamba-1 at the same shape in mambapy (PyTorch) on the same GPU, for reference.
+#   5. Mamba-1 at the same shape in mambapy (PyTorch) on the same GPU, for reference;
+#   6. with two GPUs and mpirun (a build with --features nccl): two ranks over NCCL against one
+#      GPU with twice the batch.
 #
 #   scripts/gpu-check.sh [BIN_DIR]
 #
@@ -83,6 +85,17 @@ r = [json.loads(l) for l in open(sys.argv[1]) if "tokens_per_s" in l]
 print(round(statistics.median(x["tokens_per_s"] for x in r[2:] or r)))' "$1"
 }
 
+# The step losses of two runs (NAME_A DIR_A NAME_B DIR_B), and ok when within 1e-4 relative.
+compare_losses() {
+  python3 -c '
+import json, sys
+load = lambda p: [json.loads(l)["loss"] for l in open(p + "/metrics.jsonl") if "\"loss\"" in l]
+a, b = load(sys.argv[2]), load(sys.argv[4])
+rel = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+verdict = "ok" if rel <= 1e-4 else "FAIL"
+print(f"{sys.argv[1]} {a} {sys.argv[3]} {b} max rel diff {rel:.2e} {verdict}")' "$@"
+}
+
 echo "== 1. scan kernels against the CPU op"
 timeout "$limit" "$check" 2>&1 | tee "$out/scan.log"
 tflops=$(sed -n 's/^bf16 matmul 8192^3: \([0-9.]*\) TFLOP\/s/\1/p' "$out/scan.log")
@@ -103,14 +116,7 @@ for arch in mamba1 mamba2; do
       --max-steps 3 --precision fp32 --device "$dev" --checkpoint-dir "$work/ck-$arch-$dev" \
       --eval-every 1000 --save-every 1000 --warmup-steps 1 --quiet 2>&1 | tee "$out/tiny-$arch-$dev.log"
   done
-  losses=$(python3 -c '
-import json, sys
-load = lambda p: [json.loads(l)["loss"] for l in open(p) if "\"loss\"" in l]
-a, b = load(sys.argv[1]), load(sys.argv[2])
-rel = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
-verdict = "ok" if rel <= 1e-4 else "FAIL"
-print(f"cpu {a} gpu {b} max rel diff {rel:.2e} {verdict}")' \
-    "$work/ck-$arch-cpu/metrics.jsonl" "$work/ck-$arch-cuda/metrics.jsonl")
+  losses=$(compare_losses cpu "$work/ck-$arch-cpu" gpu "$work/ck-$arch-cuda")
   echo "$arch: $losses"
   case "$losses" in *FAIL*) fail=1 ;; esac
   echo "| $arch tiny, 3 steps, f32, losses CPU vs GPU (<= 1e-4 relative) | $losses |" >>"$table"
@@ -175,6 +181,23 @@ ref=$(MAMBAPY_DEVICE=cuda MAMBAPY_SHAPE=130m timeout "$limit" python3 model/benc
   sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p')
 ratio=$(python3 -c "print(f'mamba1 {${tps1:-0} / ${ref:-0}:.2f}x' if '${ref}' else 'n/a')")
 echo "| mambapy (PyTorch, same GPU) | | ${ref:-failed} | | $ratio |" >>"$table"
+echo "== 6. two GPUs, data-parallel over NCCL (a build with --features nccl, mpirun)"
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ "$gpus" -ge 2 ] && command -v mpirun >/dev/null; then
+  dp() { # RANKS BATCH DIR
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout "$limit" mpirun -np "$1" \
+      "$mamba" train --shards "$work/shards" --model-size tiny --max-steps 5 --precision fp32 \
+      --device cuda --batch-size "$2" --checkpoint-dir "$3" --eval-every 1000 --save-every 1000 \
+      --warmup-steps 1 --quiet 2>&1 | tee "$3.log"
+  }
+  dp 1 8 "$work/dp-1" && dp 2 4 "$work/dp-2"
+  losses=$(compare_losses "1 GPU x 8" "$work/dp-1" "2 GPUs x 4" "$work/dp-2")
+  case "$losses" in *FAIL*) fail=1 ;; esac
+  echo "| 2 GPUs over NCCL vs 1 GPU, tiny, 5 steps, f32 (<= 1e-4 relative) | $losses |" >>"$table"
+else
+  echo "| 2 GPUs over NCCL | not run: $gpus GPU(s)$(command -v mpirun >/dev/null || echo ', no mpirun') |" >>"$table"
+fi
+
 cat "$table"
 rm -rf "$work"
 exit $fail

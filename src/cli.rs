@@ -97,7 +97,8 @@ pub struct IngestArgs {
     /// store, for `--merge` [default in a Slurm array job: its task's part]; needs --tokenizer
     #[arg(long, value_name = "I/N", value_parser = part)]
     pub part: Option<(u32, u32)>,
-    /// Merge the parts of a partitioned run: `mamba ingest --merge OUT_DIR PART_DIR...`
+    /// Merge the parts of a partitioned run: `mamba ingest --merge OUT_DIR PART_DIR...` (the
+    /// settings are the parts')
     #[arg(long, conflicts_with_all = ["tokenizer", "part"])]
     pub merge: bool,
     #[command(flatten)]

@@ -4,105 +4,50 @@
 #![cfg(feature = "mpi")]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
+#[path = "train/common.rs"]
+mod common;
+use common::*;
+
+fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_mamba")
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "stderr: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-/// `mpirun -np N mamba ARGS`, two ranks on this machine's cores whatever their number.
-fn mpirun(n: usize, args: &[&str]) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "-np", &n.to_string(), bin()])
-        .args(args)
-        // Tests may run as root (in CI they do); Open MPI refuses that unless told.
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+/// `mamba ARGS` on `ranks` ranks: under `mpirun -np N` past one (on this machine's cores
+/// whatever their number), with the environment of the train tests' runs (one thread each).
+fn launch(ranks: usize, args: &[&str]) -> Command {
+    let mut c = bin();
+    if ranks > 1 {
+        let envs: Vec<_> = c
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+            .collect();
+        c = Command::new("mpirun");
+        c.envs(envs)
+            .args(["--oversubscribe", "-np", &ranks.to_string(), exe()])
+            // Tests may run as root (in CI they do); Open MPI refuses that unless told.
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    c.args(args);
     c
 }
 
-/// A shard store of the sample corpus, made once per test.
-fn shards(tmp: &Path) -> PathBuf {
-    let out = tmp.join("shards");
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    let ingest = [
-        "ingest",
-        "-q",
-        s(&data),
-        s(&out),
-        "--vocab-size",
-        "1000",
-        "--val-fraction",
-        "0.2",
-    ];
-    ok(&Command::new(bin()).args(ingest).output().unwrap());
+fn succeeded(out: Output) -> Output {
+    assert!(out.status.success(), "{}", stderr(&out));
     out
 }
 
-/// Six steps, a checkpoint and an eval at step 3.
-const SHORT: [&str; 6] = ["--max-steps", "6", "--save-every", "3", "--eval-every", "3"];
-
-/// Flags of a run of `steps` (e.g. [`SHORT`]); `batch` is per rank.
-fn train_args<'a>(
-    shards: &'a Path,
-    ck: &'a Path,
-    batch: &'a str,
-    steps: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = vec![
-        "train",
-        "-q",
-        "--shards",
-        s(shards),
-        "--checkpoint-dir",
-        s(ck),
-    ];
-    args.extend([
-        "--model-size",
-        "tiny",
-        "--seq-len",
-        "64",
-        "--batch-size",
-        batch,
-    ]);
-    args.extend(["--lr", "2e-3", "--warmup-steps", "2", "--seed", "7"]);
-    args.extend(steps);
+/// The train tests' flags with `batch` windows per rank and `steps` steps (a checkpoint and an
+/// eval every 5).
+fn args<'a>(shards: &'a Path, ck: &'a Path, batch: &'a str, steps: &'a str) -> Vec<&'a str> {
+    let mut args = train_args(shards, ck, steps);
+    let at = args.iter().position(|a| *a == "--batch-size").unwrap();
+    args[at + 1] = batch;
     args
-}
-
-/// (step, loss) pairs.
-type Curve = Vec<(u64, f64)>;
-
-/// (step, loss) of every step record and (step, val loss) of every eval record.
-fn losses(ck: &Path) -> (Curve, Curve) {
-    let text = fs::read_to_string(ck.join("metrics.jsonl")).unwrap();
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for line in text.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        let step = r["step"].as_u64().unwrap();
-        if let Some(l) = r["loss"].as_f64() {
-            train.push((step, l));
-        }
-        if let Some(l) = r["val_loss"].as_f64() {
-            val.push((step, l));
-        }
-    }
-    (train, val)
 }
 
 fn assert_close(a: &[(u64, f64)], b: &[(u64, f64)], what: &str) {
@@ -120,70 +65,57 @@ fn assert_close(a: &[(u64, f64)], b: &[(u64, f64)], what: &str) {
 #[test]
 fn two_ranks_train_like_one_process_with_twice_the_batch_and_resume_at_any_count() {
     let tmp = tempfile::tempdir().unwrap();
-    let shards = shards(tmp.path());
+    let shards = ingest(tmp.path(), 1000);
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    ok(&Command::new(bin())
-        .args(train_args(&shards, &one, "4", &SHORT))
-        .output()
-        .unwrap());
-    let run = mpirun(2, &train_args(&shards, &two, "2", &SHORT))
-        .output()
-        .unwrap();
-    ok(&run);
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(stdout.contains("batch 2 x 2 ranks"), "{stdout}");
-    // Rank 0 alone logs: one line per step.
-    assert_eq!(stdout.matches("step      1/6").count(), 1, "{stdout}");
-    let (a, b) = (losses(&one), losses(&two));
-    assert_eq!(a.0.len(), 6);
-    assert_close(&a.0, &b.0, "train loss");
-    assert_close(&a.1, &b.1, "val loss");
-    // The global batch is 8 windows, not 4, so the losses are not the same as a run of one
-    // process at the per-rank batch (the comparison above would catch a rank training alone).
+    ok(&args(&shards, &one, "4", "10"));
+    let run = succeeded(launch(2, &args(&shards, &two, "2", "10")).output().unwrap());
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(said.contains("batch 2 x 2 ranks"), "{said}");
+    // Rank 0 alone writes: one record per step and eval.
+    let (a, b) = (metrics(&one), metrics(&two));
+    assert_eq!(losses(&a).len(), 10);
+    assert_close(&losses(&a), &losses(&b), "train loss");
+    let (va, vb) = (val_losses(&a), val_losses(&b));
+    assert_eq!(va.len(), 2);
+    let with_steps = |v: &[f64]| v.iter().map(|&x| (0, x)).collect::<Vec<_>>();
+    assert_close(&with_steps(&va), &with_steps(&vb), "val loss");
+    // A rank training alone on a batch of 2 would not give the losses of a batch of 4.
     let half = tmp.path().join("half");
-    ok(&Command::new(bin())
-        .args(train_args(&shards, &half, "2", &SHORT))
-        .output()
-        .unwrap());
-    let different = losses(&half)
-        .0
+    ok(&args(&shards, &half, "2", "10"));
+    let differ = losses(&metrics(&half))
         .iter()
-        .zip(&a.0)
+        .zip(losses(&a))
         .any(|(x, y)| (x.1 - y.1).abs() > 1e-4);
-    assert!(different, "a batch of 2 gave the losses of a batch of 4");
+    assert!(differ, "a batch of 2 gave the losses of a batch of 4");
 
-    // Resume the one-process run's step 3 on two ranks, and the two ranks' step 3 on one
-    // process: both continue exactly as the uninterrupted run.
+    // Resume the one process's step 5 on two ranks, and the two ranks' step 5 on one process:
+    // both go on exactly as the uninterrupted run.
     for (from, ranks, batch, name) in [
         (&one, 2, "2", "one-then-two"),
         (&two, 1, "4", "two-then-one"),
     ] {
         let ck = tmp.path().join(name);
-        let step3 = from.join("step-000003");
-        let mut args = train_args(&shards, &ck, batch, &SHORT);
-        args.extend(["--resume", s(&step3)]);
-        let out = match ranks {
-            1 => Command::new(bin()).args(&args).output().unwrap(),
-            n => mpirun(n, &args).output().unwrap(),
-        };
-        ok(&out);
-        assert_close(&a.0[3..], &losses(&ck).0, name);
+        let step5 = from.join("step-000005");
+        let mut resume = args(&shards, &ck, batch, "10");
+        resume.extend(["--resume", s(&step5)]);
+        succeeded(launch(ranks, &resume).output().unwrap());
+        assert_close(&losses(&a)[5..], &losses(&metrics(&ck)), name);
     }
-    // Another global batch would see other batches: refused.
+    // Another global batch would see other batches: refused, naming it.
     let other = tmp.path().join("other");
-    let mut args = train_args(&shards, &other, "4", &SHORT);
-    let step3 = two.join("step-000003");
-    args.extend(["--resume", s(&step3)]);
-    let refused = mpirun(2, &args).output().unwrap();
+    let step5 = two.join("step-000005");
+    let mut resume = args(&shards, &other, "4", "10");
+    resume.extend(["--resume", s(&step5)]);
+    let refused = launch(2, &resume).output().unwrap();
     assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let e = stderr(&refused);
     assert!(
-        stderr.contains("global batch (batch_size x ranks) is 4 in the checkpoint but 8"),
-        "{stderr}"
+        e.contains("global batch (batch_size x ranks) is 4 in the checkpoint but 8"),
+        "{e}"
     );
 }
 
-/// The pid of rank `rank` of the processes whose command line names `marker`.
+/// The pid of rank `rank` among the processes whose command line names `marker`.
 fn rank_pid(marker: &str, rank: usize) -> Option<u32> {
     let want = format!("OMPI_COMM_WORLD_RANK={rank}");
     let fields = |bytes: Vec<u8>| -> Vec<String> {
@@ -196,7 +128,7 @@ fn rank_pid(marker: &str, rank: usize) -> Option<u32> {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = fields(fs::read(e.path().join("cmdline")).ok()?);
         let environ = fields(fs::read(e.path().join("environ")).ok()?);
-        let ours = cmdline.first().is_some_and(|c| c == bin())
+        let ours = cmdline.first().is_some_and(|c| c == exe())
             && cmdline.iter().any(|a| a.contains(marker))
             && environ.contains(&want);
         ours.then_some(pid)
@@ -206,24 +138,15 @@ fn rank_pid(marker: &str, rank: usize) -> Option<u32> {
 #[test]
 fn a_rank_that_dies_stops_the_job_which_resumes_from_its_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let shards = shards(tmp.path());
+    let shards = ingest(tmp.path(), 1000);
     let ck = tmp.path().join("killed");
-    let long = [
-        "--max-steps",
-        "100000",
-        "--save-every",
-        "2",
-        "--eval-every",
-        "100000",
-    ];
-    let args = train_args(&shards, &ck, "2", &long);
-    let mut job = mpirun(2, &args)
+    let mut job = launch(2, &args(&shards, &ck, "2", "100000"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !ck.join("step-000004").join("trainer_state.json").exists() {
+    while !ck.join("step-000010").join("trainer_state.json").exists() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no checkpoint after 2 min"
@@ -252,11 +175,11 @@ fn a_rank_that_dies_stops_the_job_which_resumes_from_its_last_checkpoint() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut job.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("rank 1"), "{stderr}");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut job.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(said.contains("rank 1"), "{said}");
 
-    // Resume from the last checkpoint it saved, for two more steps.
+    // Resume from the last checkpoint it saved, for five more steps.
     let latest = fs::read_dir(&ck)
         .unwrap()
         .flatten()
@@ -270,20 +193,14 @@ fn a_rank_that_dies_stops_the_job_which_resumes_from_its_last_checkpoint() {
         })
         .max()
         .unwrap();
-    let until = (latest + 2).to_string();
-    let mut args = train_args(
-        &shards,
-        &ck,
-        "2",
-        &["--max-steps", &until, "--save-every", "2"],
-    );
-    args.push("--resume");
-    let resumed = mpirun(2, &args).output().unwrap();
-    ok(&resumed);
-    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    let until = (latest + 5).to_string();
+    let mut resume = args(&shards, &ck, "2", &until);
+    resume.push("--resume");
+    let resumed = succeeded(launch(2, &resume).output().unwrap());
+    let said = String::from_utf8_lossy(&resumed.stdout);
     assert!(
-        stdout.contains(&format!("resumed at step {latest}")),
-        "{stdout}"
+        said.contains(&format!("resumed at step {latest}")),
+        "{said}"
     );
     assert!(ck.join("final").join("trainer_state.json").exists());
 }

@@ -1,19 +1,11 @@
 //! End-to-end tests of `mamba ingest` on the sample corpus and on bad inputs.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn mamba(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mamba"))
-        .args(args)
-        .output()
-        .expect("run mamba")
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{data_with_copies, files, mamba, manifest, ok, repo, SMALL_SHARDS};
 
 fn ingest(inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<&str> = vec!["ingest", "--quiet"];
@@ -21,35 +13,6 @@ fn ingest(inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {
     args.push(out.to_str().unwrap());
     args.extend_from_slice(extra);
     mamba(&args)
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "stderr: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-fn manifest(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap()
-}
-
-/// Every file in `dir`, by name, with its bytes.
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut all: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    all.sort();
-    all
 }
 
 fn check_with_pyarrow(shards: &Path, root: &Path) -> String {
@@ -100,46 +63,13 @@ fn sample_corpus_gives_a_store_that_pyarrow_and_tokenizers_read() {
     assert!(report.starts_with("ok:"), "{report}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn shards_are_byte_identical_at_any_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
-    // The sample corpus plus copies: byte-identical ones (skipped unread) and one that differs
-    // only by a byte-order mark (the same document, found a duplicate after reading).
     let data = tmp.path().join("data");
-    copy_dir(&repo().join("data"), &data);
-    let notes = data.join("notes/getting-started.md");
-    fs::copy(data.join("sample.pdf"), data.join("a-copy.pdf")).unwrap();
-    fs::copy(data.join("sample.pdf"), data.join("z-copy.pdf")).unwrap();
-    fs::copy(&notes, data.join("z-copy.md")).unwrap();
-    fs::write(
-        data.join("zz-bom.md"),
-        [&b"\xef\xbb\xbf"[..], &fs::read(&notes).unwrap()].concat(),
-    )
-    .unwrap();
+    data_with_copies(&data);
     let (one, four) = (tmp.path().join("one"), tmp.path().join("four"));
-    let flags = [
-        "--vocab-size",
-        "1000",
-        "--chunk-bytes",
-        "512",
-        "--row-group-tokens",
-        "700",
-        "--shard-tokens",
-        "3000",
-    ];
+    let flags = [&["--vocab-size", "1000"], &SMALL_SHARDS[..]].concat();
     ok(&ingest(
         &[&data],
         &one,

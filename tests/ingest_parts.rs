@@ -5,12 +5,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn mamba(args: &[&str]) -> Output {
-    mamba_with_env(args, &[])
-}
+mod common;
+use common::{bin, data_with_copies, files, mamba, manifest, ok, repo, s, SMALL_SHARDS};
 
 fn mamba_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mamba"));
+    let mut command = Command::new(bin());
     for name in [
         "SLURM_ARRAY_TASK_ID",
         "SLURM_ARRAY_TASK_MIN",
@@ -22,16 +21,6 @@ fn mamba_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.args(args).output().expect("run mamba")
 }
 
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The one line a bad call prints, after checking it exits with status 2.
 fn usage_error(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -39,86 +28,33 @@ fn usage_error(out: &Output) -> String {
     stderr
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// Small shards, and a val split large enough to hold several documents.
+fn flags() -> Vec<&'static str> {
+    [&SMALL_SHARDS[..], &["--val-fraction", "0.2"]].concat()
 }
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
-fn manifest(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap()
-}
-
-/// Every file in `dir`, by name, with its bytes.
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut all: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    all.sort();
-    all
-}
-
-/// Small shards and chunks, so a small corpus spreads over several of each.
-const FLAGS: [&str; 8] = [
-    "--chunk-bytes",
-    "512",
-    "--row-group-tokens",
-    "700",
-    "--shard-tokens",
-    "3000",
-    "--val-fraction",
-    "0.2",
-];
 
 /// The sample corpus with copies of some of its files (the same document in several places,
 /// which parts can only find out about at the merge), and a tokenizer trained on it.
 fn corpus(tmp: &Path) -> (PathBuf, PathBuf) {
     let data = tmp.join("data");
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    copy_dir(&repo.join("data"), &data);
-    for copy in ["a-copy.pdf", "m-copy.pdf", "z-copy.pdf"] {
-        fs::copy(data.join("sample.pdf"), data.join(copy)).unwrap();
-    }
-    let notes = fs::read(data.join("notes/getting-started.md")).unwrap();
-    fs::write(data.join("z-copy.md"), &notes).unwrap();
-    // The same document after reading (a byte-order mark is dropped), not the same bytes.
-    fs::write(
-        data.join("zz-bom.md"),
-        [&b"\xef\xbb\xbf"[..], &notes].concat(),
-    )
-    .unwrap();
+    data_with_copies(&data);
     let tokenizer = tmp.join("tokenizer.json");
-    let train = [
+    train_tokenizer(&data, &tokenizer, &["--vocab-size", "1000"]);
+    (data, tokenizer)
+}
+
+/// `mamba tokenizer train` with the chunking of [`flags`] and `extra` flags; its stdout.
+fn train_tokenizer(data: &Path, out: &Path, extra: &[&str]) -> String {
+    let args = [
         "tokenizer",
         "train",
-        s(&data),
+        s(data),
         "-o",
-        s(&tokenizer),
-        "--vocab-size",
-        "1000",
+        s(out),
         "--chunk-bytes",
         "512",
     ];
-    ok(&mamba(&train));
-    (data, tokenizer)
+    ok(&mamba(&[&args[..], extra].concat()))
 }
 
 fn ingest_part(data: &Path, out: &Path, tokenizer: &Path, part: &str) -> Output {
@@ -133,7 +69,7 @@ fn ingest_part(data: &Path, out: &Path, tokenizer: &Path, part: &str) -> Output 
     if !part.is_empty() {
         args.extend(["--part", part]);
     }
-    args.extend(FLAGS);
+    args.extend(flags());
     mamba(&args)
 }
 
@@ -210,7 +146,7 @@ fn a_slurm_array_task_is_its_part() {
         "--tokenizer",
         s(&tokenizer),
     ];
-    args.extend(FLAGS);
+    args.extend(flags());
     let slurm = [
         ("SLURM_ARRAY_TASK_ID", "5"),
         ("SLURM_ARRAY_TASK_MIN", "4"),
@@ -250,16 +186,7 @@ fn parts_that_do_not_belong_together_are_refused() {
 
     // A part made with another tokenizer or other flags.
     let retrained = tmp.path().join("other-tokenizer.json");
-    let train = [
-        "tokenizer",
-        "train",
-        s(&data),
-        "-o",
-        s(&retrained),
-        "--vocab-size",
-        "900",
-    ];
-    ok(&mamba(&train));
+    train_tokenizer(&data, &retrained, &["--vocab-size", "900"]);
     let p2b = tmp.path().join("p2b");
     ok(&ingest_part(&data, &p2b, &retrained, "2/2"));
     assert!(merge(&[&p1, &p2b]).contains("different tokenizers"));
@@ -285,20 +212,9 @@ fn parts_that_do_not_belong_together_are_refused() {
 #[test]
 fn tokenizer_train_gives_what_ingest_trains() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let data = repo().join("data");
     let tokenizer = tmp.path().join("tokenizer.json");
-    let train = [
-        "tokenizer",
-        "train",
-        s(&data),
-        "-o",
-        s(&tokenizer),
-        "--vocab-size",
-        "1200",
-        "--chunk-bytes",
-        "512",
-    ];
-    ok(&mamba(&train));
+    train_tokenizer(&data, &tokenizer, &["--vocab-size", "1200"]);
     let shards = tmp.path().join("shards");
     let ingest = [
         "ingest",
@@ -341,18 +257,8 @@ fn a_tokenizer_sample_is_about_its_size_and_the_same_every_time() {
     }
     let train = |name: &str| {
         let out = tmp.path().join(name);
-        let args = [
-            "tokenizer",
-            "train",
-            s(&data),
-            "-o",
-            s(&out),
-            "--vocab-size",
-            "300",
-            "--sample-mb",
-            "1",
-        ];
-        (ok(&mamba(&args)), fs::read(&out).unwrap())
+        let said = train_tokenizer(&data, &out, &["--vocab-size", "300", "--sample-mb", "1"]);
+        (said, fs::read(&out).unwrap())
     };
     let (said, first) = train("a.json");
     let (_, second) = train("b.json");

@@ -18,6 +18,9 @@ use super::pack::Batch;
 #[cfg(feature = "mpi")]
 #[path = "ranks_mpi.rs"]
 mod group;
+#[cfg(feature = "nccl")]
+#[path = "ranks_nccl.rs"]
+mod nccl;
 
 /// The ranks of this run: a cheap handle, one rank unless started by an MPI launcher. Not
 /// `Send`: only the thread that joined calls MPI.
@@ -125,6 +128,12 @@ impl Ranks {
         if n == 1 {
             return Ok(());
         }
+        #[cfg(feature = "nccl")]
+        if let (Some(g), Some(v)) = (&self.group, vars.first()) {
+            if let candle_core::Device::Cuda(dev) = v.device() {
+                return self.average_on_gpus(g, dev, grads, vars);
+            }
+        }
         let mut flat = Vec::new();
         for v in vars {
             match grads.get(v.as_tensor()) {
@@ -142,6 +151,40 @@ impl Ranks {
             at += count;
             let grad = Tensor::from_vec(mean, t.shape(), t.device())?.to_dtype(t.dtype())?;
             grads.insert(t, grad);
+        }
+        Ok(())
+    }
+
+    /// [`Ranks::average`] with NCCL: the gradients never leave the GPUs.
+    #[cfg(feature = "nccl")]
+    fn average_on_gpus(
+        &self,
+        g: &group::Group,
+        dev: &candle_core::CudaDevice,
+        grads: &mut GradStore,
+        vars: &[Var],
+    ) -> candle_core::Result<()> {
+        let nccl = match g.nccl.get() {
+            Some(nccl) => nccl,
+            None => {
+                let made = nccl::Nccl::new(g, dev).map_err(candle_core::Error::msg)?;
+                g.nccl.get_or_init(|| made)
+            }
+        };
+        let flat = vars
+            .iter()
+            .map(|v| match grads.get(v.as_tensor()) {
+                Some(grad) => grad.to_dtype(DType::F32)?.flatten_all(),
+                None => Tensor::zeros(v.elem_count(), DType::F32, v.device()),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mean = (nccl.sum(&Tensor::cat(&flat, 0)?)? / self.size() as f64)?;
+        let mut at = 0;
+        for v in vars {
+            let t = v.as_tensor();
+            let grad = mean.narrow(0, at, t.elem_count())?.reshape(t.shape())?;
+            at += t.elem_count();
+            grads.insert(t, grad.to_dtype(t.dtype())?);
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! The MPI side of [`super::Ranks`]: the world communicator and the fixed-order sums.
 
 use mpi::collective::CommunicatorCollectives;
+#[cfg(feature = "nccl")]
+use mpi::collective::Root as _;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
@@ -11,6 +13,9 @@ const CHUNK: usize = 1 << 22;
 
 pub struct Group {
     world: SimpleCommunicator,
+    /// The GPUs' communicator, made at the first sum of gradients on a GPU.
+    #[cfg(feature = "nccl")]
+    pub nccl: std::cell::OnceCell<super::nccl::Nccl>,
     // Dropped after `world`: dropping the universe finalises MPI.
     _universe: Universe,
 }
@@ -22,6 +27,8 @@ impl Group {
             .ok_or("MPI is already initialised")?;
         Ok(Group {
             world: universe.world(),
+            #[cfg(feature = "nccl")]
+            nccl: std::cell::OnceCell::new(),
             _universe: universe,
         })
     }
@@ -55,6 +62,13 @@ impl Group {
             }
         }
         Ok(())
+    }
+
+    /// Overwrites `bytes` with rank 0's.
+    #[cfg(feature = "nccl")]
+    pub fn broadcast_from_root(&self, bytes: &mut [u8]) {
+        use mpi::topology::Communicator as _;
+        self.world.process_at_rank(0).broadcast_into(bytes);
     }
 
     pub fn abort(&self, code: i32) -> ! {
