@@ -16,22 +16,32 @@ fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_mamba")
 }
 
-/// `mamba ARGS` on `ranks` ranks: under `mpirun -np N` past one (on this machine's cores
-/// whatever their number), with the environment of the train tests' runs (one thread each).
+/// `mpirun` with the environment of the train tests' runs (one thread per rank), allowed to
+/// put more ranks than cores on this machine.
+fn mpirun() -> Command {
+    let envs: Vec<_> = bin()
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    let mut c = Command::new("mpirun");
+    c.envs(envs)
+        .arg("--oversubscribe")
+        // Tests may run as root (in CI they do); Open MPI refuses that unless told.
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
+}
+
+/// `mamba ARGS` on `ranks` ranks (under mpirun past one).
 fn launch(ranks: usize, args: &[&str]) -> Command {
-    let mut c = bin();
-    if ranks > 1 {
-        let envs: Vec<_> = c
-            .get_envs()
-            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-            .collect();
-        c = Command::new("mpirun");
-        c.envs(envs)
-            .args(["--oversubscribe", "-np", &ranks.to_string(), exe()])
-            // Tests may run as root (in CI they do); Open MPI refuses that unless told.
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
-    }
+    let mut c = match ranks {
+        1 => bin(),
+        n => {
+            let mut c = mpirun();
+            c.args(["-np", &n.to_string(), exe()]);
+            c
+        }
+    };
     c.args(args);
     c
 }
@@ -203,4 +213,25 @@ fn a_rank_that_dies_stops_the_job_which_resumes_from_its_last_checkpoint() {
         "{said}"
     );
     assert!(ck.join("final").join("trainer_state.json").exists());
+}
+
+#[test]
+fn ranks_with_different_settings_are_refused_and_every_rank_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = ingest(tmp.path(), 1000);
+    let ck = tmp.path().join("mixed");
+    // One launch, two programs: rank 0 with batches of 2, rank 1 with batches of 3.
+    let (a, b) = (args(&shards, &ck, "2", "10"), args(&shards, &ck, "3", "10"));
+    let mut all = vec!["-np", "1", exe()];
+    all.extend(&a);
+    all.extend([":", "-np", "1", exe()]);
+    all.extend(&b);
+    let c = mpirun().args(&all).output().unwrap();
+    assert!(!c.status.success());
+    let e = stderr(&c);
+    assert!(
+        e.contains("rank 1 resolved other settings than rank 0"),
+        "{e}"
+    );
+    assert!(!ck.join("metrics.jsonl").exists(), "a rank trained");
 }

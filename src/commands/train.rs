@@ -104,11 +104,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let (Err(e), true) = (&result, ranks.size() > 1) {
         // The other ranks wait in the next reduction: stop them all, naming this one.
         let code = if e.is_usage() { 2 } else { 1 };
-        eprintln!(
-            "error: rank {} of {}: {e}; stopping every rank",
+        // One write, so that the ranks' lines do not interleave.
+        let line = format!(
+            "error: rank {} of {}: {e}; stopping every rank\n",
             ranks.rank(),
             ranks.size()
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         ranks.abort(code);
     }
     match result {

@@ -125,6 +125,22 @@ impl TrainConfig {
     pub fn global_batch(&self) -> usize {
         self.batch_size * self.ranks.max(1)
     }
+
+    /// A hash of every setting but the device (ranks use one GPU each), to check that
+    /// data-parallel ranks agree.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let same = TrainConfig {
+            device: DeviceSpec::Cpu,
+            ..self.clone()
+        };
+        // DefaultHasher::new() has fixed keys: the same in every process of one build.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&same)
+            .unwrap_or_default()
+            .hash(&mut h);
+        h.finish()
+    }
 }
 
 /// The VRAM profiles and their sizes in GiB (configs/vram.json).

@@ -116,6 +116,13 @@ fn next(loader: &Loader, snapshot: &mut Option<loader::LoaderState>) -> Result<I
 /// ranks, every rank calls this; rank 0 alone writes.
 pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError> {
     let ranks = &opts.ranks;
+    if let Some(rank) = ranks.first_different(cfg.fingerprint()) {
+        // Different batch sizes or models would pair up the wrong gradients.
+        return Err(TrainError::Mismatch(format!(
+            "rank {rank} resolved other settings than rank 0 (a different --config, flags, or \
+             --vram auto on another GPU?); give every rank the same settings"
+        )));
+    }
     let mut run = setup::Run::new(cfg, opts)?;
     let (model, vars) = (&run.model, &run.vars);
     let mut st = run.state.clone();

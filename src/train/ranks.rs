@@ -102,6 +102,21 @@ impl Ranks {
         self.rank() == 0
     }
 
+    /// The first rank whose `value` differs from rank 0's, if any (every rank must call it).
+    pub fn first_different(&self, value: u64) -> Option<usize> {
+        match &self.group {
+            #[cfg(feature = "mpi")]
+            Some(g) => {
+                let all = g.gather_u64(value);
+                all.iter().position(|v| *v != all[0])
+            }
+            _ => {
+                let _ = value;
+                None
+            }
+        }
+    }
+
     /// This rank's rows of a global batch.
     pub fn share(&self, batch: Batch) -> Batch {
         let n = self.size();

@@ -41,6 +41,13 @@ impl Group {
         self.world.size() as usize
     }
 
+    /// Every rank's `value`, in rank order.
+    pub fn gather_u64(&self, value: u64) -> Vec<u64> {
+        let mut all = vec![0u64; self.size()];
+        self.world.all_gather_into(&value, &mut all[..]);
+        all
+    }
+
     /// The sum of every rank's `value`, added in rank order.
     pub fn sum_f64(&self, value: f64) -> f64 {
         let mut all = vec![0.0f64; self.size()];
