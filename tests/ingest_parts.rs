@@ -202,6 +202,11 @@ fn parts_that_do_not_belong_together_are_refused() {
     args.extend(["--part", "2/2", "--chunk-bytes", "600"]);
     ok(&mamba(&args));
     assert!(merge(&[&p1, &p2c]).contains("different chunk_bytes"));
+    // A part whose files were changed after it was made.
+    fs::write(p1.join("tokenizer.json"), b"{}").unwrap();
+    assert!(merge(&[&p1, &p2]).contains("does not match its manifest's sha256"));
+    fs::remove_file(p2.join("part.jsonl")).unwrap();
+    assert!(merge(&[&p2, &p1]).contains("cannot read part.jsonl"));
 
     for bad in ["0/3", "4/3", "2", "a/b"] {
         let out = ingest_part(&data, &tmp.path().join("bad"), &tokenizer, bad);

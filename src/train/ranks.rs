@@ -38,15 +38,13 @@ impl std::fmt::Debug for Ranks {
     }
 }
 
-/// The environment variables MPI launchers (Open MPI's mpirun, MPICH's and Slurm's PMI, PMIx)
-/// give each process, with the world size.
-const LAUNCHER_SIZE_VARS: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"];
-
-/// The number of processes a launcher started, if this process was started by one.
+/// The number of processes an MPI launcher started, if this process was started by one:
+/// Open MPI's mpirun, MPICH's (PMI), or Slurm's srun (its task count, with PMIx or PMI-2).
 fn launched_size() -> Option<usize> {
-    LAUNCHER_SIZE_VARS
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    let var = |name: &str| std::env::var(name).ok()?.trim().parse::<usize>().ok();
+    var("OMPI_COMM_WORLD_SIZE")
+        .or_else(|| var("PMI_SIZE"))
+        .or_else(|| var("SLURM_STEP_NUM_TASKS").filter(|_| var("SLURM_PROCID").is_some()))
 }
 
 impl Ranks {

@@ -137,22 +137,17 @@ pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
     entries.sort_by_key(|e| e.0);
     let mut out = Vec::with_capacity(entries.len());
     for (begin, name, dtype, shape) in entries {
-        f.seek(SeekFrom::Start(8 + n + begin)).map_err(io)?;
+        let at = 8 + n + begin;
         let numel: usize = shape.iter().product();
         let data = match dtype {
             DType::F32 => {
                 let mut v = vec![0f32; numel];
-                // Safety: any bytes are a valid f32; the buffer is exactly numel * 4 bytes.
-                let bytes =
-                    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, numel * 4) };
-                f.read_exact(bytes).map_err(io)?;
-                // The format is little-endian (a no-op on the machines we run on).
-                v.iter_mut()
-                    .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+                read_f32_at(&f, at, &mut v).map_err(io)?;
                 v
             }
             _ => {
                 let mut bytes = vec![0u8; numel * dtype.size_in_bytes()];
+                f.seek(SeekFrom::Start(at)).map_err(io)?;
                 f.read_exact(&mut bytes).map_err(io)?;
                 Tensor::from_raw_buffer(&bytes, dtype, &[numel], &Device::Cpu)
                     .and_then(|t| t.to_dtype(DType::F32))
@@ -163,6 +158,27 @@ pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
         out.push((name, HostTensor { data, shape }));
     }
     Ok((out, meta))
+}
+
+/// Fills `v` with the little-endian f32 values at byte `at` of `f`, in pieces read side by side
+/// on the thread pool: the first write to each fresh page of `v` makes the kernel zero it, most
+/// of the time of a load, and that work splits across cores.
+fn read_f32_at(f: &std::fs::File, at: u64, v: &mut [f32]) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    use std::os::unix::fs::FileExt;
+    const PIECE: usize = 1 << 20; // values: 4 MiB
+    v.par_chunks_mut(PIECE).enumerate().try_for_each(|(i, piece)| {
+        // Safety: any bytes are a valid f32; the slice covers exactly the piece's bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(piece.as_mut_ptr() as *mut u8, piece.len() * 4)
+        };
+        f.read_exact_at(bytes, at + (i * PIECE * 4) as u64)?;
+        // The format is little-endian (a no-op on the machines we run on).
+        piece
+            .iter_mut()
+            .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+        Ok(())
+    })
 }
 
 /// Reads every tensor of a safetensors file as f32 on `device` (f16/bf16/f64 are converted).

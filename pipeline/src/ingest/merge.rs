@@ -19,44 +19,48 @@ use super::{prepare_output, IngestError, Summary, REPORT_FILE, TOKENIZER_FILE};
 use crate::shard::manifest::Manifest;
 use crate::shard::reader::{Row, ShardReader};
 use crate::shard::writer::ShardLimits;
-use crate::shard::{write_atomic, Split};
+use crate::shard::{write_atomic, Split, SCHEMA_VERSION};
 
 /// The `part` entry of a partial store's settings: `"I/N"`.
 pub const PART_SETTING: &str = "part";
 
 pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Summary, IngestError> {
     let started = Instant::now();
-    let parts = dirs
+    let mut parts = dirs
         .iter()
         .map(|dir| Part::open(dir))
         .collect::<Result<Vec<_>, _>>()?;
-    let first = parts.first().ok_or_else(|| merge_error("no parts given"))?;
     check_agreement(&parts)?;
-    for part in &parts {
-        if same_dir(&part.dir, out) {
-            let shown = out.display();
-            return Err(merge_error(format!(
-                "OUT {shown} is one of the parts; merge into a new folder"
-            )));
-        }
+    if parts.iter().any(|p| same_dir(&p.dir, out)) {
+        let shown = out.display();
+        return Err(merge_error(format!(
+            "OUT {shown} is one of the parts; merge into a new folder"
+        )));
     }
-    let settings = first.manifest.settings.clone();
-    let val_fraction = setting_f64(&settings, "val_fraction", &first.dir)?;
+    let first = parts.first().ok_or_else(|| merge_error("no parts given"))?;
+    let (dir, entry) = (&first.dir, first.manifest.tokenizer.clone());
+    let mut settings = first.manifest.settings.clone();
+    let val_fraction = setting_f64(&settings, "val_fraction", dir)?;
     let limits = ShardLimits {
-        row_group_tokens: setting_f64(&settings, "row_group_tokens", &first.dir)? as usize,
-        shard_tokens: setting_f64(&settings, "shard_tokens", &first.dir)? as usize,
-        zstd_level: setting_f64(&settings, "zstd_level", &first.dir)? as i32,
+        row_group_tokens: setting_f64(&settings, "row_group_tokens", dir)? as usize,
+        shard_tokens: setting_f64(&settings, "shard_tokens", dir)? as usize,
+        zstd_level: setting_f64(&settings, "zstd_level", dir)? as i32,
     };
-    let tokenizer = std::fs::read(first.dir.join(&first.manifest.tokenizer.file))
-        .map_err(|e| merge_error(format!("{}: {e}", first.dir.display())))?;
-    let (tokenizer_entry, mut settings) = (first.manifest.tokenizer.clone(), settings);
     if let Some(map) = settings.as_object_mut() {
         map.remove(PART_SETTING);
+    }
+    let tokenizer = std::fs::read(dir.join(&entry.file))
+        .map_err(|e| merge_error(format!("{}: {e}", dir.display())))?;
+    if crate::shard::hex(&<sha2::Sha256 as sha2::Digest>::digest(&tokenizer)) != entry.sha256 {
+        let shown = dir.join(&entry.file);
+        return Err(merge_error(format!(
+            "{} does not match its manifest's sha256; ingest that part again",
+            shown.display()
+        )));
     }
 
     prepare_output(out)?;
     let mut tally = Tally::new(out, limits, val_fraction);
-    let mut parts = parts;
     for part in &mut parts {
         part.advance()?;
     }
@@ -93,8 +97,8 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Summary, IngestError> {
     write_atomic(&out.join(TOKENIZER_FILE), &tokenizer).map_err(out_err)?;
     write_atomic(&out.join(REPORT_FILE), report.as_bytes()).map_err(out_err)?;
     let manifest = Manifest {
-        schema_version: first_schema(&parts),
-        tokenizer: tokenizer_entry,
+        schema_version: SCHEMA_VERSION,
+        tokenizer: entry,
         shards,
         totals,
         settings,
@@ -105,12 +109,6 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Summary, IngestError> {
         elapsed: started.elapsed(),
         bytes_read,
     })
-}
-
-fn first_schema(parts: &[Part]) -> u32 {
-    parts
-        .first()
-        .map_or(crate::shard::SCHEMA_VERSION, |p| p.manifest.schema_version)
 }
 
 fn merge_error(message: impl Into<String>) -> IngestError {
