@@ -167,18 +167,20 @@ fn read_f32_at(f: &std::fs::File, at: u64, v: &mut [f32]) -> std::io::Result<()>
     use rayon::prelude::*;
     use std::os::unix::fs::FileExt;
     const PIECE: usize = 1 << 20; // values: 4 MiB
-    v.par_chunks_mut(PIECE).enumerate().try_for_each(|(i, piece)| {
-        // Safety: any bytes are a valid f32; the slice covers exactly the piece's bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(piece.as_mut_ptr() as *mut u8, piece.len() * 4)
-        };
-        f.read_exact_at(bytes, at + (i * PIECE * 4) as u64)?;
-        // The format is little-endian (a no-op on the machines we run on).
-        piece
-            .iter_mut()
-            .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
-        Ok(())
-    })
+    v.par_chunks_mut(PIECE)
+        .enumerate()
+        .try_for_each(|(i, piece)| {
+            // Safety: any bytes are a valid f32; the slice covers exactly the piece's bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(piece.as_mut_ptr() as *mut u8, piece.len() * 4)
+            };
+            f.read_exact_at(bytes, at + (i * PIECE * 4) as u64)?;
+            // The format is little-endian (a no-op on the machines we run on).
+            piece
+                .iter_mut()
+                .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+            Ok(())
+        })
 }
 
 /// Reads every tensor of a safetensors file as f32 on `device` (f16/bf16/f64 are converted).
