@@ -5,8 +5,9 @@
 //! `N * --batch-size` windows: the loader's position is global, so a checkpoint resumes at
 //! any rank count with the same global batch, and N ranks see exactly the batches one process
 //! with N times the batch sees. Reductions gather every rank's values and sum them in rank
-//! order, so a run reproduces whatever the network's timing. Rank 0 alone writes checkpoints,
-//! metrics and the progress bar. Without the `mpi` feature there is one rank.
+//! order, so a run reproduces whatever the network's timing; with the `nccl` feature,
+//! gradients on GPUs are summed by NCCL instead. Rank 0 alone writes checkpoints, metrics and
+//! the progress bar. Without the `mpi` feature there is one rank.
 
 use std::rc::Rc;
 
