@@ -216,22 +216,41 @@ fn a_rank_that_dies_stops_the_job_which_resumes_from_its_last_checkpoint() {
 }
 
 #[test]
-fn ranks_with_different_settings_are_refused_and_every_rank_stops() {
+fn ranks_with_different_settings_or_states_are_refused_and_every_rank_stops() {
     let tmp = tempfile::tempdir().unwrap();
     let shards = ingest(tmp.path(), 1000);
+    // One launch, two programs (`mpirun -np 1 A : -np 1 B`); the error that must come out.
+    let mixed = |name: &str, a: Vec<&str>, b: Vec<&str>, error: &str| {
+        let mut all = vec!["-np", "1", exe()];
+        all.extend(&a);
+        all.extend([":", "-np", "1", exe()]);
+        all.extend(&b);
+        let c = mpirun().args(&all).output().unwrap();
+        assert!(!c.status.success(), "{name}");
+        let e = stderr(&c);
+        assert!(e.contains(error), "{name}: {e}");
+    };
     let ck = tmp.path().join("mixed");
-    // One launch, two programs: rank 0 with batches of 2, rank 1 with batches of 3.
     let (a, b) = (args(&shards, &ck, "2", "10"), args(&shards, &ck, "3", "10"));
-    let mut all = vec!["-np", "1", exe()];
-    all.extend(&a);
-    all.extend([":", "-np", "1", exe()]);
-    all.extend(&b);
-    let c = mpirun().args(&all).output().unwrap();
-    assert!(!c.status.success());
-    let e = stderr(&c);
-    assert!(
-        e.contains("rank 1 resolved other settings than rank 0"),
-        "{e}"
+    mixed(
+        "batch 2 and 3",
+        a,
+        b,
+        "rank 1 resolved other settings than rank 0",
     );
     assert!(!ck.join("metrics.jsonl").exists(), "a rank trained");
+
+    // Same settings, but rank 1 resumes a checkpoint that rank 0 does not see.
+    let first = tmp.path().join("first");
+    ok(&args(&shards, &first, "4", "5"));
+    let final_dir = first.join("final");
+    let mut resumed = args(&shards, &ck, "2", "10");
+    resumed.extend(["--resume", s(&final_dir)]);
+    let fresh = args(&shards, &ck, "2", "10");
+    mixed(
+        "fresh and resumed",
+        fresh,
+        resumed,
+        "rank 1 starts from another state than rank 0",
+    );
 }

@@ -127,6 +127,31 @@ fn three_parts_merged_are_the_store_of_one_run() {
             "{name} of the merged parts differs from the single run's"
         );
     }
+    // Training on a part says that it is one.
+    let ck = tmp.path().join("ck");
+    let train = [
+        "train",
+        "--shards",
+        s(&parts[0]),
+        "--checkpoint-dir",
+        s(&ck),
+        "--max-steps",
+        "1",
+    ];
+    let small = [
+        "--model-size",
+        "tiny",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "1",
+        "-q",
+    ];
+    let said = ok(&mamba(&[&train[..], &small].concat()));
+    assert!(
+        said.contains("this store is part 1/3 of a partitioned ingest"),
+        "{said}"
+    );
     let verify = mamba(&["inspect", s(&merged), "--verify"]);
     ok(&verify);
     assert!(String::from_utf8_lossy(&verify.stderr).starts_with("ok: "));
@@ -207,6 +232,16 @@ fn parts_that_do_not_belong_together_are_refused() {
     assert!(merge(&[&p1, &p2]).contains("does not match its manifest's sha256"));
     fs::remove_file(p2.join("part.jsonl")).unwrap();
     assert!(merge(&[&p2, &p1]).contains("cannot read part.jsonl"));
+
+    // A part of a folder that changed in between (or of other inputs).
+    let before = part("p1c", "1/2");
+    fs::write(
+        data.join("notes/added-later.md"),
+        "A note added after part 1 was made.\n",
+    )
+    .unwrap();
+    let p2d = part("p2d", "2/2");
+    assert!(merge(&[&before, &p2d]).contains("walked different files"));
 
     for bad in ["0/3", "4/3", "2", "a/b"] {
         let out = ingest_part(&data, &tmp.path().join("bad"), &tokenizer, bad);

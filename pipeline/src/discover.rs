@@ -207,6 +207,16 @@ pub enum Select {
     Sample {
         fraction: f64,
     },
+    /// None: the walk only counts and names the files (see [`Walked`]).
+    Nothing,
+}
+
+/// What a walk met, read or not: the number of paths and a hash of their sources in walk
+/// order. Equal for two walks of the same, unchanged inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walked {
+    pub files: usize,
+    pub hash: u64,
 }
 
 impl Select {
@@ -216,12 +226,14 @@ impl Select {
             Select::All => true,
             Select::Part { index, count } => hash % u64::from(count.max(1)) + 1 == u64::from(index),
             Select::Sample { fraction } => (hash as f64) < fraction * u64::MAX as f64,
+            Select::Nothing => false,
         }
     }
 }
 
 /// Walks `roots` (files or folders) in sorted order, calling `emit` for every file met that
-/// `select` keeps, numbered both among those and over the whole walk (see [`Found`]).
+/// `select` keeps, numbered both among those and over the whole walk (see [`Found`]); returns
+/// what the whole walk met.
 ///
 /// Symlinks are skipped unless `follow_links`; when followed, a link back to an ancestor is
 /// reported instead of looping. Anything under `exclude` (the output folder) is not entered.
@@ -231,9 +243,10 @@ pub fn walk(
     exclude: &Path,
     select: Select,
     mut emit: impl FnMut(Found),
-) {
+) -> Walked {
     let exclude = fs::canonicalize(exclude).ok();
     let (mut index, mut number) = (0, 0);
+    let mut names = xxhash_rust::xxh3::Xxh3Default::new();
     for root in roots {
         let prefix = if roots.len() > 1 {
             root_name(root)
@@ -274,6 +287,8 @@ pub fn walk(
             };
             let source = relative(root, &path, &prefix);
             number += 1;
+            names.update(source.as_bytes());
+            names.update(b"\n");
             if !select.keeps(&source) {
                 continue;
             }
@@ -287,6 +302,10 @@ pub fn walk(
             });
             index += 1;
         }
+    }
+    Walked {
+        files: number,
+        hash: names.digest(),
     }
 }
 

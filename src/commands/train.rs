@@ -88,9 +88,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let ranks = Ranks::join().map_err(|e| usage(anyhow::anyhow!(e)))?;
     cfg.ranks = ranks.size();
-    if let (DeviceSpec::Cuda(None), Some(local)) = (cfg.device, ranks.local_rank()) {
+    if let (DeviceSpec::Cuda(None), Some(gpu)) = (cfg.device, ranks.local_gpu()) {
         // One GPU per rank on each machine.
-        cfg.device = DeviceSpec::Cuda(Some(local));
+        cfg.device = DeviceSpec::Cuda(Some(gpu));
     }
     let opts = RunOptions {
         shards: args.shards.clone().unwrap_or_default(),

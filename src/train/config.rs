@@ -126,12 +126,15 @@ impl TrainConfig {
         self.batch_size * self.ranks.max(1)
     }
 
-    /// A hash of every setting but the device (ranks use one GPU each), to check that
+    /// A hash of every setting but the GPU's number (ranks use one GPU each), to check that
     /// data-parallel ranks agree.
     pub fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let same = TrainConfig {
-            device: DeviceSpec::Cpu,
+            device: match self.device {
+                DeviceSpec::Cpu => DeviceSpec::Cpu,
+                DeviceSpec::Cuda(_) => DeviceSpec::Cuda(None),
+            },
             ..self.clone()
         };
         // DefaultHasher::new() has fixed keys: the same in every process of one build.

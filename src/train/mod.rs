@@ -124,6 +124,19 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         )));
     }
     let mut run = setup::Run::new(cfg, opts)?;
+    if let Some(rank) = ranks.first_different(run.fingerprint()?) {
+        return Err(TrainError::Mismatch(format!(
+            "rank {rank} starts from another state than rank 0 (another step, loader position \
+             or weights): every rank must read the same --resume or --init checkpoint; put \
+             --checkpoint-dir on storage all ranks share"
+        )));
+    }
+    // Each rank evaluates its share of every eval batch (all of it when a batch is too small
+    // to split); the mean over the ranks is the loss of the whole batches.
+    run.eval_batches = std::mem::take(&mut run.eval_batches)
+        .into_iter()
+        .map(|b| ranks.share_whole(b))
+        .collect();
     let (model, vars) = (&run.model, &run.vars);
     let mut st = run.state.clone();
     let mut snapshot = Some(st.loader.clone());
@@ -146,6 +159,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         say(
             "note: the val split is empty or shorter than one window; no evaluation (ingest with a larger --val-fraction)",
         );
+    }
+    if let Some(part) = &run.part_of_store {
+        say(&format!(
+            "note: this store is part {part} of a partitioned ingest; `mamba ingest --merge` \
+             its parts to train on all of them"
+        ));
     }
     let plan = plan::Plan::new(cfg, st.step, run.train_tokens);
     for line in std::iter::once(plan.line(cfg)).chain(plan.warnings(cfg)) {
@@ -235,7 +254,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         ));
         let last = st.step == cfg.max_steps;
         if !run.eval_batches.is_empty() && (st.step.is_multiple_of(cfg.eval_every) || last) {
-            let val_loss = step::eval_loss(model, &run.eval_batches, &o)?;
+            let val_loss = ranks.mean(step::eval_loss(model, &run.eval_batches, &o)?);
             let rec = EvalRecord {
                 step: st.step,
                 tokens: st.tokens,
@@ -276,6 +295,22 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
 }
 
 impl setup::Run {
+    /// A hash of where this run starts (step, tokens, loader position and the weights'
+    /// sums), to check that data-parallel ranks start together.
+    fn fingerprint(&self) -> Result<u64, TrainError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.state.step, self.state.tokens).hash(&mut h);
+        serde_json::to_string(&self.state.loader)
+            .unwrap_or_default()
+            .hash(&mut h);
+        for v in &self.vars {
+            let sum = v.as_tensor().sum_all()?.to_dtype(candle_core::DType::F64)?;
+            sum.to_scalar::<f64>()?.to_bits().hash(&mut h);
+        }
+        Ok(h.finish())
+    }
+
     /// Appends a record to the metrics (which only rank 0 holds).
     fn write(
         &self,

@@ -55,9 +55,20 @@ impl Ranks {
         match launched_size() {
             None | Some(0 | 1) => Ok(Ranks::default()),
             #[cfg(feature = "mpi")]
-            Some(_) => Ok(Ranks {
-                group: Some(Rc::new(group::Group::init()?)),
-            }),
+            Some(n) => {
+                let group = group::Group::init()?;
+                if group.size() != n {
+                    // Each process would be a world of its own and train alone.
+                    return Err(format!(
+                        "the launcher started {n} processes but MPI joined {} of them: is this \
+                         build's MPI the launcher's (srun needs --mpi=pmix with Open MPI)?",
+                        group.size()
+                    ));
+                }
+                Ok(Ranks {
+                    group: Some(Rc::new(group)),
+                })
+            }
             #[cfg(not(feature = "mpi"))]
             Some(n) => Err(format!(
                 "started as {n} MPI processes, but this build has no MPI: each would train \
@@ -82,18 +93,22 @@ impl Ranks {
         }
     }
 
-    /// This rank's number among the ranks on its machine (from the launcher), with several.
-    pub fn local_rank(&self) -> Option<usize> {
+    /// The GPU of this rank among those it sees: its number among the ranks on its machine
+    /// (from the launcher), modulo the GPUs `CUDA_VISIBLE_DEVICES` leaves it; with one rank,
+    /// none.
+    pub fn local_gpu(&self) -> Option<usize> {
         if self.size() == 1 {
             return None;
         }
-        [
+        let local: usize = [
             "OMPI_COMM_WORLD_LOCAL_RANK",
             "MPI_LOCALRANKID",
             "SLURM_LOCALID",
         ]
         .iter()
-        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())?;
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").map(|v| v.split(',').count());
+        Some(local % visible.unwrap_or(usize::MAX).max(1))
     }
 
     /// Rank 0 writes checkpoints, metrics and the progress bar.
@@ -124,6 +139,14 @@ impl Ranks {
         }
         let rows = batch.batch_size / n;
         batch.rows(self.rank() * rows, (self.rank() + 1) * rows)
+    }
+
+    /// This rank's share of `batch` when its rows split evenly over the ranks, else all of it.
+    pub fn share_whole(&self, batch: Batch) -> Batch {
+        match batch.batch_size.is_multiple_of(self.size()) {
+            true => self.share(batch),
+            false => batch,
+        }
     }
 
     /// The mean of `value` over the ranks (the same on every rank).

@@ -25,6 +25,15 @@ impl Group {
         // Only the training loop's thread calls MPI.
         let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)
             .ok_or("MPI is already initialised")?;
+        let (rank, size) = (universe.world().rank(), universe.world().size());
+        // A panic on one rank (on any thread) must not leave the others waiting in a
+        // collective: after the usual message, every rank is stopped.
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            eprintln!("error: rank {rank} of {size} panicked; stopping every rank");
+            SimpleCommunicator::world().abort(101);
+        }));
         Ok(Group {
             world: universe.world(),
             #[cfg(feature = "nccl")]

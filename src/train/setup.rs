@@ -33,6 +33,8 @@ pub struct Run {
     pub train_tokens: u64,
     /// Rank 0 of the run's ranks: the one that writes.
     pub root: bool,
+    /// `I/N` when the store is one part of a partitioned ingest (not yet merged).
+    pub part_of_store: Option<String>,
     accum: u64,
 }
 
@@ -188,6 +190,9 @@ impl Run {
             tokenizer,
             train_tokens: manifest.totals.train.tokens,
             root: opts.ranks.is_root(),
+            part_of_store: manifest.settings[mamba_pipeline::ingest::PART_SETTING]
+                .as_str()
+                .map(str::to_string),
             accum: cfg.grad_accum as u64,
         })
     }

@@ -15,14 +15,26 @@ use std::time::Instant;
 
 use super::part::{PieceRecord, PART_LOG};
 use super::tally::Tally;
-use super::{prepare_output, IngestError, Summary, REPORT_FILE, TOKENIZER_FILE};
+use super::{prepare_output, IngestError, Summary};
 use crate::shard::manifest::Manifest;
 use crate::shard::reader::{Row, ShardReader};
 use crate::shard::writer::ShardLimits;
-use crate::shard::{write_atomic, Split, SCHEMA_VERSION};
+use crate::shard::{Split, SCHEMA_VERSION};
 
 /// The `part` entry of a partial store's settings: `"I/N"`.
 pub const PART_SETTING: &str = "part";
+/// What the part's walk met (`{"files": n, "hash": "..."}`): the same for every part of a run.
+pub const WALKED_SETTING: &str = "walked";
+
+/// A part's settings without what differs between the parts of one run.
+fn shared_settings(m: &Manifest) -> serde_json::Value {
+    let mut s = m.settings.clone();
+    if let Some(map) = s.as_object_mut() {
+        map.remove(PART_SETTING);
+        map.remove(WALKED_SETTING);
+    }
+    s
+}
 
 pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Summary, IngestError> {
     let started = Instant::now();
@@ -39,25 +51,15 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Summary, IngestError> {
     }
     let first = parts.first().ok_or_else(|| merge_error("no parts given"))?;
     let (dir, entry) = (&first.dir, first.manifest.tokenizer.clone());
-    let mut settings = first.manifest.settings.clone();
+    let settings = shared_settings(&first.manifest);
     let val_fraction = setting_f64(&settings, "val_fraction", dir)?;
     let limits = ShardLimits {
         row_group_tokens: setting_f64(&settings, "row_group_tokens", dir)? as usize,
         shard_tokens: setting_f64(&settings, "shard_tokens", dir)? as usize,
         zstd_level: setting_f64(&settings, "zstd_level", dir)? as i32,
     };
-    if let Some(map) = settings.as_object_mut() {
-        map.remove(PART_SETTING);
-    }
     let tokenizer = std::fs::read(dir.join(&entry.file))
         .map_err(|e| merge_error(format!("{}: {e}", dir.display())))?;
-    if crate::shard::hex(&<sha2::Sha256 as sha2::Digest>::digest(&tokenizer)) != entry.sha256 {
-        let shown = dir.join(&entry.file);
-        return Err(merge_error(format!(
-            "{} does not match its manifest's sha256; ingest that part again",
-            shown.display()
-        )));
-    }
 
     prepare_output(out)?;
     let mut tally = Tally::new(out, limits, val_fraction);
@@ -89,13 +91,6 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Summary, IngestError> {
     }
     let bytes_read = tally.bytes_done;
     let (totals, report, shards) = tally.finish()?;
-
-    let out_err = |e: std::io::Error| IngestError::Output {
-        path: out.display().to_string(),
-        reason: e.to_string(),
-    };
-    write_atomic(&out.join(TOKENIZER_FILE), &tokenizer).map_err(out_err)?;
-    write_atomic(&out.join(REPORT_FILE), report.as_bytes()).map_err(out_err)?;
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         tokenizer: entry,
@@ -103,7 +98,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Summary, IngestError> {
         totals,
         settings,
     };
-    manifest.save(out).map_err(out_err)?;
+    super::write_store(out, &tokenizer, &report, &manifest)?;
     Ok(Summary {
         manifest,
         elapsed: started.elapsed(),
@@ -167,6 +162,22 @@ impl Part {
                 "{shown}: cannot read {PART_LOG} ({e}); ingest that part again"
             ))
         })?;
+        // What is read must be what the part's manifest vouches for.
+        let files = std::iter::once(&manifest.tokenizer.file)
+            .chain(manifest.shards.iter().map(|e| &e.file));
+        let sums = std::iter::once(&manifest.tokenizer.sha256)
+            .chain(manifest.shards.iter().map(|e| &e.sha256));
+        for (file, sha256) in files.zip(sums) {
+            let path = dir.join(file);
+            let sum = crate::shard::sha256_file(&path)
+                .map_err(|e| merge_error(format!("{}: {e}", path.display())))?;
+            if &sum != sha256 {
+                return Err(merge_error(format!(
+                    "{} does not match its manifest's sha256; ingest that part again",
+                    path.display()
+                )));
+            }
+        }
         let rows = |split| Rows {
             dir: dir.to_path_buf(),
             files: manifest.shards(split).map(|s| s.file.clone()).collect(),
@@ -291,14 +302,8 @@ fn check_agreement(parts: &[Part]) -> Result<(), IngestError> {
         return Ok(());
     };
     let count = first.number.1;
-    let without_part = |m: &Manifest| {
-        let mut s = m.settings.clone();
-        if let Some(map) = s.as_object_mut() {
-            map.remove(PART_SETTING);
-        }
-        s
-    };
-    let settings = without_part(&first.manifest);
+    let settings = shared_settings(&first.manifest);
+    let walked = |m: &Manifest| m.settings.get(WALKED_SETTING).cloned();
     let (a, shown_a) = (&first.manifest, first.dir.display());
     for part in &parts[1..] {
         let (b, shown_b) = (&part.manifest, part.dir.display());
@@ -314,7 +319,17 @@ fn check_agreement(parts: &[Part]) -> Result<(), IngestError> {
                  part with the same --tokenizer"
             )));
         }
-        let other = without_part(b);
+        if walked(b) != walked(a) {
+            let files = |m: &Manifest| walked(m).and_then(|w| w["files"].as_u64()).unwrap_or(0);
+            return Err(merge_error(format!(
+                "{shown_a} and {shown_b} walked different files ({} and {} paths, or other \
+                 names): were they made from the same inputs, unchanged, with every part's \
+                 output outside them?",
+                files(a),
+                files(b)
+            )));
+        }
+        let other = shared_settings(b);
         if other != settings {
             let key = settings
                 .as_object()

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub use merge::{merge, parse_part, PART_SETTING};
+pub use merge::{merge, parse_part, PART_SETTING, WALKED_SETTING};
 pub use part::PART_LOG;
 pub use stages::StageOptions;
 
-use crate::discover::Select;
+use crate::discover::{Select, Walked};
 use crate::report::Report;
 use crate::shard::manifest::{Manifest, ShardEntry, TokenizerEntry, Totals};
 use crate::shard::writer::{ShardLimits, WriteError};
@@ -79,7 +79,10 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
         }
     }
     let part = match opts.stages.select {
-        Select::Part { index, count } => Some(format!("{index}/{count}")),
+        Select::Part { index, count } => Some(PartOf {
+            part: format!("{index}/{count}"),
+            walked: surveyed(&opts.stages),
+        }),
         _ => None,
     };
     if part.is_some() && matches!(opts.tokenizer, TokenizerSource::Train { .. }) {
@@ -98,20 +101,11 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
     };
     let tokenizer_json = vocab.to_json()?;
     let (totals, report, shards, bytes_read) = write_shards(opts, &vocab)?;
-
-    let out_err = |e: std::io::Error| IngestError::Output {
-        path: opts.out.display().to_string(),
-        reason: e.to_string(),
-    };
-    write_atomic(&opts.out.join(TOKENIZER_FILE), tokenizer_json.as_bytes()).map_err(out_err)?;
-    write_atomic(&opts.out.join(REPORT_FILE), report.as_bytes()).map_err(out_err)?;
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         tokenizer: TokenizerEntry {
             file: TOKENIZER_FILE.into(),
-            sha256: shard::hex(&<sha2::Sha256 as sha2::Digest>::digest(
-                tokenizer_json.as_bytes(),
-            )),
+            sha256: shard::sha256_hex(tokenizer_json.as_bytes()),
             vocab_size: vocab.vocab_size(),
             eos_id: vocab.eos_id,
             origin,
@@ -120,7 +114,7 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
         totals,
         settings: settings(opts, part),
     };
-    manifest.save(&opts.out).map_err(out_err)?;
+    write_store(&opts.out, tokenizer_json.as_bytes(), &report, &manifest)?;
     Ok(Summary {
         manifest,
         elapsed: started.elapsed(),
@@ -128,9 +122,44 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
     })
 }
 
+/// Writes the files that go with the shards, the manifest last (see the module doc).
+fn write_store(
+    out: &Path,
+    tokenizer_json: &[u8],
+    report: &Report,
+    manifest: &Manifest,
+) -> Result<(), IngestError> {
+    let out_err = |e: std::io::Error| IngestError::Output {
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    };
+    write_atomic(&out.join(TOKENIZER_FILE), tokenizer_json).map_err(out_err)?;
+    write_atomic(&out.join(REPORT_FILE), report.as_bytes()).map_err(out_err)?;
+    manifest.save(out).map_err(out_err)
+}
+
+/// Which part of a partitioned run a store is, and what the part's walk met (all parts of one
+/// run meet the same files).
+struct PartOf {
+    part: String,
+    walked: Walked,
+}
+
+/// The walk of the inputs without reading a file: what every part of a run must agree on.
+fn surveyed(stages: &StageOptions) -> Walked {
+    let (inputs, exclude) = (&stages.inputs, &stages.exclude);
+    crate::discover::walk(
+        inputs,
+        stages.follow_symlinks,
+        exclude,
+        Select::Nothing,
+        |_| {},
+    )
+}
+
 /// The settings recorded in the manifest: everything that shapes the shards, and which part
 /// of a partitioned run this is.
-fn settings(opts: &IngestOptions, part: Option<String>) -> serde_json::Value {
+fn settings(opts: &IngestOptions, part: Option<PartOf>) -> serde_json::Value {
     let s = &opts.stages;
     let tokenizer = match &opts.tokenizer {
         TokenizerSource::File { eos, .. } => serde_json::json!({ "eos_token": eos }),
@@ -147,8 +176,10 @@ fn settings(opts: &IngestOptions, part: Option<String>) -> serde_json::Value {
         "zstd_level": opts.limits.zstd_level,
         "tokenizer": tokenizer,
     });
-    if let (Some(part), Some(map)) = (part, settings.as_object_mut()) {
-        map.insert(PART_SETTING.into(), part.into());
+    if let (Some(p), Some(map)) = (part, settings.as_object_mut()) {
+        map.insert(PART_SETTING.into(), p.part.into());
+        let walked = serde_json::json!({ "files": p.walked.files, "hash": format!("{:016x}", p.walked.hash) });
+        map.insert(WALKED_SETTING.into(), walked);
     }
     settings
 }
