@@ -31,9 +31,6 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         Some(part) => Some(part),
         None => slurm_part().map_err(usage)?,
     };
-    if part.is_some() && args.tokenizer.is_none() {
-        return Err(usage(ingest::IngestError::PartNeedsTokenizer));
-    }
     let select = match part {
         Some((index, count)) => Select::Part { index, count },
         None => Select::All,
@@ -63,7 +60,11 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         },
         progress: !args.quiet,
     };
-    finish(ingest::run(&opts)?, &out, args.strict)
+    let summary = ingest::run(&opts).map_err(|e| match e {
+        ingest::IngestError::PartNeedsTokenizer => usage(e),
+        e => e.into(),
+    })?;
+    finish(summary, &out, args.strict)
 }
 
 /// `ingest --merge OUT PART...`: the parts of a partitioned run into one store.

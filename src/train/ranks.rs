@@ -121,7 +121,7 @@ impl Ranks {
         match &self.group {
             #[cfg(feature = "mpi")]
             Some(g) => {
-                let all = g.gather_u64(value);
+                let all = g.gather(value);
                 all.iter().position(|v| *v != all[0])
             }
             _ => {

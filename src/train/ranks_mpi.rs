@@ -3,6 +3,7 @@
 use mpi::collective::CommunicatorCollectives;
 #[cfg(feature = "nccl")]
 use mpi::collective::Root as _;
+use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
@@ -51,17 +52,15 @@ impl Group {
     }
 
     /// Every rank's `value`, in rank order.
-    pub fn gather_u64(&self, value: u64) -> Vec<u64> {
-        let mut all = vec![0u64; self.size()];
+    pub fn gather<T: Equivalence + Copy + Default>(&self, value: T) -> Vec<T> {
+        let mut all = vec![T::default(); self.size()];
         self.world.all_gather_into(&value, &mut all[..]);
         all
     }
 
     /// The sum of every rank's `value`, added in rank order.
     pub fn sum_f64(&self, value: f64) -> f64 {
-        let mut all = vec![0.0f64; self.size()];
-        self.world.all_gather_into(&value, &mut all[..]);
-        all.iter().sum()
+        self.gather(value).iter().sum()
     }
 
     /// Replaces `values` by their sum over the ranks, added in rank order (an all-gather, not
