@@ -207,8 +207,6 @@ pub enum Select {
     Sample {
         fraction: f64,
     },
-    /// None: the walk only counts and names the files (see [`Walked`]).
-    Nothing,
 }
 
 /// What a walk met, read or not: the number of paths and a hash of their sources in walk
@@ -226,7 +224,6 @@ impl Select {
             Select::All => true,
             Select::Part { index, count } => hash % u64::from(count.max(1)) + 1 == u64::from(index),
             Select::Sample { fraction } => (hash as f64) < fraction * u64::MAX as f64,
-            Select::Nothing => false,
         }
     }
 }

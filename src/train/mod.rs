@@ -116,7 +116,7 @@ fn next(loader: &Loader, snapshot: &mut Option<loader::LoaderState>) -> Result<I
 /// ranks, every rank calls this; rank 0 alone writes.
 pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError> {
     let ranks = &opts.ranks;
-    if let Some(rank) = ranks.first_different(cfg.fingerprint()) {
+    if let Some(rank) = ranks.first_different(|| Ok::<_, TrainError>(cfg.fingerprint()))? {
         // Different batch sizes or models would pair up the wrong gradients.
         return Err(TrainError::Mismatch(format!(
             "rank {rank} resolved other settings than rank 0 (a different --config, flags, or \
@@ -124,7 +124,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         )));
     }
     let mut run = setup::Run::new(cfg, opts)?;
-    if let Some(rank) = ranks.first_different(run.fingerprint()?) {
+    if let Some(rank) = ranks.first_different(|| run.fingerprint())? {
         return Err(TrainError::Mismatch(format!(
             "rank {rank} starts from another state than rank 0 (another step, loader position \
              or weights): every rank must read the same --resume or --init checkpoint; put \

@@ -116,17 +116,22 @@ impl Ranks {
         self.rank() == 0
     }
 
-    /// The first rank whose `value` differs from rank 0's, if any (every rank must call it).
-    pub fn first_different(&self, value: u64) -> Option<usize> {
+    /// The first rank whose `value()` differs from rank 0's, if any (every rank must call it;
+    /// with one rank `value` is not computed).
+    pub fn first_different<E>(
+        &self,
+        value: impl FnOnce() -> Result<u64, E>,
+    ) -> Result<Option<usize>, E> {
         match &self.group {
             #[cfg(feature = "mpi")]
             Some(g) => {
-                let all = g.gather(value);
-                all.iter().position(|v| *v != all[0])
+                let all = g.gather(value()?);
+                Ok(all.iter().position(|v| *v != all[0]))
             }
+            // One rank: nothing to compare, nothing to compute.
             _ => {
                 let _ = value;
-                None
+                Ok(None)
             }
         }
     }

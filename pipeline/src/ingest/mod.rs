@@ -79,10 +79,7 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
         }
     }
     let part = match opts.stages.select {
-        Select::Part { index, count } => Some(PartOf {
-            part: format!("{index}/{count}"),
-            walked: surveyed(&opts.stages),
-        }),
+        Select::Part { index, count } => Some(format!("{index}/{count}")),
         _ => None,
     };
     if part.is_some() && matches!(opts.tokenizer, TokenizerSource::Train { .. }) {
@@ -100,7 +97,11 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
         ),
     };
     let tokenizer_json = vocab.to_json()?;
-    let (totals, report, shards, bytes_read) = write_shards(opts, &vocab)?;
+    let written = write_shards(opts, &vocab)?;
+    let part = part.map(|part| PartOf {
+        part,
+        walked: written.walked,
+    });
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         tokenizer: TokenizerEntry {
@@ -110,15 +111,20 @@ pub fn run(opts: &IngestOptions) -> Result<Summary, IngestError> {
             eos_id: vocab.eos_id,
             origin,
         },
-        shards,
-        totals,
+        shards: written.shards,
+        totals: written.totals,
         settings: settings(opts, part),
     };
-    write_store(&opts.out, tokenizer_json.as_bytes(), &report, &manifest)?;
+    write_store(
+        &opts.out,
+        tokenizer_json.as_bytes(),
+        &written.report,
+        &manifest,
+    )?;
     Ok(Summary {
         manifest,
         elapsed: started.elapsed(),
-        bytes_read,
+        bytes_read: written.bytes_read,
     })
 }
 
@@ -143,18 +149,6 @@ fn write_store(
 struct PartOf {
     part: String,
     walked: Walked,
-}
-
-/// The walk of the inputs without reading a file: what every part of a run must agree on.
-fn surveyed(stages: &StageOptions) -> Walked {
-    let (inputs, exclude) = (&stages.inputs, &stages.exclude);
-    crate::discover::walk(
-        inputs,
-        stages.follow_symlinks,
-        exclude,
-        Select::Nothing,
-        |_| {},
-    )
 }
 
 /// The settings recorded in the manifest: everything that shapes the shards, and which part
@@ -251,7 +245,7 @@ fn with_chunks<R>(
     consume: impl FnOnce(Box<dyn Iterator<Item = String> + Send + '_>) -> R,
 ) -> R {
     std::thread::scope(|scope| {
-        let pieces = stages::spawn_extract(scope, stages, None, None);
+        let (pieces, _) = stages::spawn_extract(scope, stages, None, None);
         consume(Box::new(
             pieces
                 .into_iter()
@@ -261,11 +255,17 @@ fn with_chunks<R>(
     })
 }
 
+/// What the second pass wrote, and what its walk met.
+struct Written {
+    totals: Totals,
+    report: Report,
+    shards: Vec<ShardEntry>,
+    bytes_read: u64,
+    walked: Walked,
+}
+
 /// Second pass: the full pipeline, consumed here in input order.
-fn write_shards(
-    opts: &IngestOptions,
-    vocab: &Vocab,
-) -> Result<(Totals, Report, Vec<ShardEntry>, u64), IngestError> {
+fn write_shards(opts: &IngestOptions, vocab: &Vocab) -> Result<Written, IngestError> {
     let stages = &opts.stages;
     let window = 4 * stages.threads.max(1) + 4;
     let order = order::Order::new(window);
@@ -277,7 +277,7 @@ fn write_shards(
         _ => tally::Tally::new(&opts.out, opts.limits, opts.val_fraction),
     };
     let result = std::thread::scope(|scope| {
-        let extracted = stages::spawn_extract(scope, stages, Some(&order), Some(&seen));
+        let (extracted, walk) = stages::spawn_extract(scope, stages, Some(&order), Some(&seen));
         let tokenized = stages::spawn_tokenize(scope, stages.threads, vocab, extracted);
         let mut reorder = order::Reorder::default();
         for piece in tokenized {
@@ -285,7 +285,7 @@ fn write_shards(
             for (file, piece, last) in reorder.push(file, seq, last, piece) {
                 if let Err(e) = tally.add(piece) {
                     order.abort();
-                    return Err(e);
+                    return Err(IngestError::from(e));
                 }
                 if last {
                     order.finished(file);
@@ -300,13 +300,23 @@ fn write_shards(
                 }
             }
         }
-        Ok(())
+        // The pieces have all come, so discovery has ended: its thread only returns.
+        walk.join().map_err(|_| IngestError::Output {
+            path: opts.out.display().to_string(),
+            reason: "the discovery thread panicked".into(),
+        })
     });
     bar.finish_and_clear();
-    result?;
-    let bytes = tally.bytes_done;
+    let walked = result?;
+    let bytes_read = tally.bytes_done;
     let (totals, report, shards) = tally.finish()?;
-    Ok((totals, report, shards, bytes))
+    Ok(Written {
+        totals,
+        report,
+        shards,
+        bytes_read,
+        walked,
+    })
 }
 
 fn progress_bar(show: bool) -> ProgressBar {

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread::ScopedJoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -14,7 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::order::Order;
 use super::watchdog::Watchdog;
 use crate::chunk;
-use crate::discover::{self, DatasetFormat, Format, Found, Skip};
+use crate::discover::{self, DatasetFormat, Format, Found, Skip, Walked};
 use crate::extract::{self, dataset, Document, ExtractOptions, Kind, Repair};
 use crate::tokenize::{Encoder, Vocab};
 
@@ -118,7 +119,8 @@ pub fn kind_of(format: Format) -> Kind {
     }
 }
 
-/// Starts discovery and the extract workers inside `scope`; returns their pieces.
+/// Starts discovery and the extract workers inside `scope`; returns their pieces, and the
+/// discovery thread, which ends with what the whole walk met.
 ///
 /// With `order`, files enter under its credits and stream under its turnstile (for an
 /// ordered consumer); without, they flow as fast as they are read. With `seen`, copies of
@@ -128,11 +130,11 @@ pub fn spawn_extract<'s>(
     opts: &'s StageOptions,
     order: Option<&'s Order>,
     seen: Option<&'s SeenFiles>,
-) -> Receiver<Piece> {
+) -> (Receiver<Piece>, ScopedJoinHandle<'s, Walked>) {
     let depth = 2 * opts.threads.max(1);
     let (found_tx, found_rx) = bounded::<Found>(depth);
     let (piece_tx, piece_rx) = bounded::<Piece>(depth);
-    scope.spawn(move || {
+    let walked = scope.spawn(move || {
         let (inputs, exclude) = (&opts.inputs, &opts.exclude);
         discover::walk(
             inputs,
@@ -158,7 +160,7 @@ pub fn spawn_extract<'s>(
             }
         });
     }
-    piece_rx
+    (piece_rx, walked)
 }
 
 /// Starts the tokenize workers: pieces in, pieces with token ids out.
