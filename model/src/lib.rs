@@ -47,6 +47,7 @@ pub mod rng;
 pub use config::{Arch, Config, PRESETS};
 pub use decode::{Decoder, State};
 pub use error::{Error, Result};
+pub use io::mapped::MapAware;
 pub use kernels::scan::{selective_scan, ScanOptions};
 pub use loss::cross_entropy;
 pub use model::{ForwardOptions, MambaLM};

@@ -1,25 +1,19 @@
-//! The recurrent decode step on plain `f32` slices: the CPU fast path of
-//! [`Decoder`](super::Decoder). At batch 1 a step is a chain of matrix-vector products that
-//! reads every weight once: memory-bound work that a general matmul serves badly (it packs the
-//! whole weight matrix per call). Here each product streams the weight rows once, dot products
-//! in sixteen lanes (compiled for AVX-512 or AVX2 when the CPU has them), split across
-//! threads by rows. Same arithmetic as
-//! [`Mixer::step`](crate::layers::mixer::Mixer::step), tested against it.
+//! The recurrent form on plain `f32` slices: the CPU fast path of [`Decoder`](super::Decoder).
+//! At batch 1 a step is a chain of matrix-vector products that reads every weight once
+//! ([`super::matvec`]). A short prompt runs the same way, its tokens through each matrix
+//! together (the weights stream once for the prompt) and through the conv and the scan one
+//! after another: a general matmul packs every weight matrix per call, which costs more than
+//! the whole product at a few rows. Same arithmetic as
+//! [`Mixer::step`](crate::layers::mixer::Mixer::step), tested against it and the forward.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
-use candle_core::CpuStorage;
-use half::bf16;
-use rayon::prelude::*;
-
+use super::matvec::{Mat, Q8};
 use crate::kernels::scan::cpu::{isa, Isa};
 use crate::kernels::scan::exp_sub_inplace;
 use crate::layers::block::BlockMixer;
-use crate::layers::ops::{contiguous, read_cpu, CpuRead};
+use crate::layers::ops::read_cpu;
 use crate::model::MambaLM;
-
-/// Matrix-vector products above this many weights are split across threads.
-const PARALLEL_WEIGHTS: usize = 1 << 20;
 
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
@@ -49,6 +43,9 @@ pub(super) struct Weights {
     vocab: usize,
     eps: f32,
     threads: usize,
+    /// Prompts up to this many tokens run here ([`Weights::prefill`]); longer ones through the
+    /// full forward, whose matmuls win past it.
+    pub(super) short_prompt: usize,
 }
 
 /// One layer's weights, row-major as stored.
@@ -135,305 +132,6 @@ impl SeqState {
     }
 }
 
-/// A weight element the step reads: f32, or bf16 (half the bytes per step) widened on the fly.
-trait Elem: Copy + Sync {
-    fn widen(self) -> f32;
-}
-
-impl Elem for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
-}
-
-impl Elem for bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        // bf16 is the top half of an f32.
-        f32::from_bits((self.to_bits() as u32) << 16)
-    }
-}
-
-/// Values per block of an 8-bit matrix row (llama.cpp's q8_0 uses 32 too).
-const Q8_BLOCK: usize = 32;
-
-/// An 8-bit copy of a weight matrix: each row cut into blocks of [`Q8_BLOCK`] values (the last
-/// may be shorter), each block stored as i8 times one f32 scale, max |w| / 127 (round to
-/// nearest). A quarter of f32's bytes per step, plus the scales.
-pub(super) struct Q8 {
-    q: Vec<i8>,
-    scales: Vec<f32>,
-    cols: usize,
-}
-
-impl Q8 {
-    fn new(m: Mat, rows: usize, cols: usize) -> Q8 {
-        let blocks = cols.div_ceil(Q8_BLOCK);
-        let (mut q, mut scales) = (
-            Vec::with_capacity(rows * cols),
-            Vec::with_capacity(rows * blocks),
-        );
-        for i in 0..rows {
-            let (qr, sr) = quantize(&m.row(i, cols));
-            q.extend(qr);
-            scales.extend(sr);
-        }
-        Q8 { q, scales, cols }
-    }
-}
-
-/// A weight matrix as stored, row-major.
-#[derive(Clone, Copy)]
-enum Mat<'a> {
-    F32(&'a [f32]),
-    Bf16(&'a [bf16]),
-    Q8(&'a Q8),
-}
-
-impl<'a> Mat<'a> {
-    fn of(r: &'a CpuRead) -> Result<Mat<'a>> {
-        let (s, l) = r.storage()?;
-        Ok(match s {
-            CpuStorage::BF16(_) => Mat::Bf16(contiguous::<bf16>(s, l, "decode")?),
-            _ => Mat::F32(contiguous::<f32>(s, l, "decode")?),
-        })
-    }
-
-    /// y = W x, split across `threads` when large.
-    fn matvec(self, x: &[f32], y: &mut [f32], threads: usize) {
-        match self {
-            Mat::F32(w) => matvec(w, x, y, threads),
-            Mat::Bf16(w) => matvec(w, x, y, threads),
-            Mat::Q8(w) => matvec_q8(w, x, y, threads),
-        }
-    }
-
-    /// Row `i` of a matrix with `cols` columns, as f32.
-    fn row(self, i: usize, cols: usize) -> Vec<f32> {
-        match self {
-            Mat::F32(w) => w[i * cols..(i + 1) * cols].to_vec(),
-            Mat::Bf16(w) => w[i * cols..(i + 1) * cols]
-                .iter()
-                .map(|v| v.widen())
-                .collect(),
-            Mat::Q8(w) => {
-                let blocks = cols.div_ceil(Q8_BLOCK);
-                let q = &w.q[i * cols..(i + 1) * cols];
-                let s = &w.scales[i * blocks..(i + 1) * blocks];
-                q.chunks(Q8_BLOCK)
-                    .zip(s)
-                    .flat_map(|(b, &s)| b.iter().map(move |&v| v as f32 * s))
-                    .collect()
-            }
-        }
-    }
-}
-
-/// Whether the CPU has 8-bit integer dot products on 256-bit vectors (AVX-512 VNNI).
-fn vnni() -> bool {
-    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    #[cfg(target_arch = "x86_64")]
-    return *VNNI.get_or_init(|| {
-        isa() == Isa::Avx512
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
-    });
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// `x` (a weight row, or the vector of a product) cut into blocks of [`Q8_BLOCK`], each block as
-/// i8 times a scale, max |x| / 127, rounded to nearest: llama.cpp's q8_0.
-fn quantize(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
-    let mut q = Vec::with_capacity(x.len());
-    let mut s = Vec::with_capacity(x.len().div_ceil(Q8_BLOCK));
-    for block in x.chunks(Q8_BLOCK) {
-        let max = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-        q.extend(block.iter().map(|v| (v * inv).round() as i8));
-        s.push(max / 127.0);
-    }
-    (q, s)
-}
-
-/// y = W x for an 8-bit W, split across `threads` when large (as [`matvec`]). With AVX-512
-/// VNNI, x is quantized too and each full block is one integer dot product; else W is widened
-/// to f32 block by block.
-fn matvec_q8(w: &Q8, x: &[f32], y: &mut [f32], threads: usize) {
-    let cols = w.cols;
-    let blocks = cols.div_ceil(Q8_BLOCK);
-    let isa = isa();
-    let xq = match vnni() {
-        true => Some(quantize(x)),
-        false => None,
-    };
-    let body = |q: &[i8], s: &[f32], y: &mut [f32]| match (isa, &xq) {
-        // Safety: the CPU has the features (checked at run time by `isa` and `vnni`).
-        #[cfg(target_arch = "x86_64")]
-        (_, Some((xq, xs))) => unsafe { rows_q8_vnni(q, s, xq, xs, x, y) },
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, _) => unsafe { rows_q8_avx512(q, s, x, y) },
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, _) => unsafe { rows_q8_avx2(q, s, x, y) },
-        _ => rows_q8(q, s, x, y),
-    };
-    if threads < 2 || y.len() * cols < PARALLEL_WEIGHTS {
-        return body(&w.q, &w.scales, y);
-    }
-    let per = y.len().div_ceil(threads);
-    w.q.par_chunks(per * cols)
-        .zip(w.scales.par_chunks(per * blocks))
-        .zip(y.par_chunks_mut(per))
-        .for_each(|((q, s), y)| body(q, s, y));
-}
-
-/// y[i] = <row i of the 8-bit matrix (q, s), x>: per block, the scale times the block's x
-/// folded into sixteen lanes.
-#[inline(always)]
-fn rows_q8(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
-    let cols = x.len();
-    let blocks = cols.div_ceil(Q8_BLOCK);
-    let full = cols / Q8_BLOCK;
-    for (i, o) in y.iter_mut().enumerate() {
-        let row = &q[i * cols..(i + 1) * cols];
-        let scales = &s[i * blocks..(i + 1) * blocks];
-        let mut acc = [0f32; 16];
-        for (bi, &sc) in scales[..full].iter().enumerate() {
-            // Fixed-length blocks, so the widening and the products vectorise.
-            let off = bi * Q8_BLOCK;
-            let qb = &row[off..off + Q8_BLOCK];
-            let xb = &x[off..off + Q8_BLOCK];
-            for j in 0..16 {
-                acc[j] += sc * (qb[j] as f32 * xb[j] + qb[j + 16] as f32 * xb[j + 16]);
-            }
-        }
-        *o = acc.iter().sum::<f32>() + q8_tail(row, scales, x, full);
-    }
-}
-
-/// The product of a row's last block when it is shorter than [`Q8_BLOCK`] (0 when none is).
-#[inline(always)]
-fn q8_tail(row: &[i8], scales: &[f32], x: &[f32], full: usize) -> f32 {
-    let off = full * Q8_BLOCK;
-    match scales.get(full) {
-        Some(&sc) => {
-            sc * row[off..]
-                .iter()
-                .zip(&x[off..])
-                .map(|(&a, b)| a as f32 * b)
-                .sum::<f32>()
-        }
-        None => 0.0,
-    }
-}
-
-/// [`rows_q8`] with x quantized too (`xq`, `xs` from [`quantize`]): per full block, one
-/// 8-bit dot product (|w| times x with w's sign, as unsigned by signed bytes) scaled by both
-/// blocks' scales; a shorter last block in f32.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512vnni,avx512vl,avx512f,avx2,fma")]
-unsafe fn rows_q8_vnni(q: &[i8], s: &[f32], xq: &[i8], xs: &[f32], x: &[f32], y: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let cols = x.len();
-    let (blocks, full) = (cols.div_ceil(Q8_BLOCK), cols / Q8_BLOCK);
-    for (i, o) in y.iter_mut().enumerate() {
-        let row = &q[i * cols..(i + 1) * cols];
-        let sc = &s[i * blocks..(i + 1) * blocks];
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..full {
-            // Safety: block b < full lies within the row and within xq.
-            let w = _mm256_loadu_si256(row.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-            let v = _mm256_loadu_si256(xq.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-            let abs_w = _mm256_sign_epi8(w, w);
-            let signed_v = _mm256_sign_epi8(v, w);
-            let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, signed_v);
-            let scale = _mm256_set1_ps(sc[b] * xs[b]);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
-        }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        *o = lanes.iter().sum::<f32>() + q8_tail(row, sc, x, full);
-    }
-}
-
-/// [`rows_q8`] compiled for AVX-512.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn rows_q8_avx512(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
-    rows_q8(q, s, x, y)
-}
-
-/// [`rows_q8`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_q8_avx2(q: &[i8], s: &[f32], x: &[f32], y: &mut [f32]) {
-    rows_q8(q, s, x, y)
-}
-
-/// y = W x for W (rows, cols) row-major.
-fn matvec<T: Elem>(w: &[T], x: &[f32], y: &mut [f32], threads: usize) {
-    let cols = x.len();
-    let isa = isa();
-    let body = |w: &[T], y: &mut [f32]| match isa {
-        // Safety: the CPU has the features (checked at run time by `isa`).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { rows_avx512(w, x, y) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { rows_avx2(w, x, y) },
-        _ => rows(w, x, y),
-    };
-    if threads < 2 || y.len() * cols < PARALLEL_WEIGHTS {
-        return body(w, y);
-    }
-    // On rayon's pool: spawning threads per product cost ~150 spawns per token.
-    let per = y.len().div_ceil(threads);
-    w.par_chunks(per * cols)
-        .zip(y.par_chunks_mut(per))
-        .for_each(|(wc, yc)| body(wc, yc));
-}
-
-/// y[i] = <row i of w, x>.
-#[inline(always)]
-fn rows<T: Elem>(w: &[T], x: &[f32], y: &mut [f32]) {
-    for (o, row) in y.iter_mut().zip(w.chunks_exact(x.len())) {
-        *o = dot(row, x);
-    }
-}
-
-/// [`rows`] compiled for AVX-512 (the default target has only SSE2).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn rows_avx512<T: Elem>(w: &[T], x: &[f32], y: &mut [f32]) {
-    rows(w, x, y)
-}
-
-/// [`rows`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2<T: Elem>(w: &[T], x: &[f32], y: &mut [f32]) {
-    rows(w, x, y)
-}
-
-/// Dot product in sixteen independent lanes (so the compiler vectorises it).
-#[inline(always)]
-fn dot<T: Elem>(a: &[T], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x.widen() * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..16 {
-            acc[i] += x[i].widen() * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let inv = 1.0 / (ms + eps).sqrt();
@@ -505,18 +203,54 @@ impl Weights {
             vocab: c.padded_vocab(),
             eps: c.norm_eps as f32,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Measured (benches/generate.rs, 130m-shaped): the forward's matmuls catch up near
+            // 48 tokens in f32, near 128 in bf16 (candle's bf16 matmul is slower).
+            short_prompt: match (int8, model.embedding.dtype()) {
+                (false, DType::F32) => 48,
+                _ => 128,
+            },
         })
     }
 
     /// Feeds `ids[i]` to sequence `i`; returns each sequence's next-token logits over the
     /// padded vocabulary.
     pub(super) fn step(&self, ids: &[u32], seqs: &mut [SeqState]) -> Result<Vec<Vec<f32>>> {
+        self.with_view(|view| {
+            ids.iter()
+                .zip(seqs)
+                .map(|(&id, st)| self.run(view, &[id], st))
+                .collect()
+        })
+    }
+
+    /// Runs each prompt (at least one token each) from an empty state; returns their states
+    /// and each one's next-token logits. Equal bit for bit to stepping the prompt token by
+    /// token.
+    pub(super) fn prefill(&self, prompts: &[&[u32]]) -> Result<(Vec<SeqState>, Vec<Vec<f32>>)> {
+        let (di, k, n) = (self.di, self.k, self.n);
+        let empty = SeqState {
+            conv: vec![vec![0f32; di * (k - 1)]; self.a.len()],
+            ssm: vec![vec![0f32; di * n]; self.a.len()],
+        };
+        self.with_view(|view| {
+            let mut states = vec![empty.clone(); prompts.len()];
+            let logits = prompts
+                .iter()
+                .zip(&mut states)
+                .map(|(ids, st)| self.run(view, ids, st))
+                .collect();
+            (states, logits)
+        })
+    }
+
+    /// `f` with every weight borrowed as the step reads it.
+    fn with_view<T>(&self, f: impl FnOnce(&View) -> T) -> Result<T> {
         let reads: Vec<_> = self.tensors.iter().map(|t| read_cpu(t, "decode")).collect();
         let m = reads
             .iter()
             .zip(&self.q8)
             .map(|(r, q)| match q {
-                Some(q) => Ok(Mat::Q8(q)),
+                Some(q) => Ok(Mat::Q8(q.view())),
                 None => Mat::of(r),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -548,138 +282,103 @@ impl Weights {
             norm_f: v(2)?,
             layers,
         };
-        Ok(ids
-            .iter()
-            .zip(seqs)
-            .map(|(&id, st)| self.step_one(&view, id, &mut st.conv, &mut st.ssm))
-            .collect())
+        Ok(f(&view))
     }
 
-    /// One step of one sequence, its elementwise loops (conv, decays, state) compiled for the
-    /// widest vectors the CPU has.
-    fn step_one(&self, w: &View, id: u32, conv: &mut [Vec<f32>], ssm: &mut [Vec<f32>]) -> Vec<f32> {
+    /// Feeds the tokens `ids` (at least one) to one sequence; returns the logits after the
+    /// last. The elementwise loops (conv, decays, state) are compiled for the widest vectors
+    /// the CPU has.
+    fn run(&self, w: &View, ids: &[u32], st: &mut SeqState) -> Vec<f32> {
         match isa() {
             // Safety: the CPU has the features (checked at run time by `isa`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.step_one_avx512(w, id, conv, ssm) },
+            Isa::Avx512 => unsafe { self.run_avx512(w, ids, st) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.step_one_avx2(w, id, conv, ssm) },
-            _ => self.step_body(w, id, conv, ssm),
+            Isa::Avx2 => unsafe { self.run_avx2(w, ids, st) },
+            _ => self.run_body(w, ids, st),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn step_one_avx512(
-        &self,
-        w: &View,
-        id: u32,
-        conv: &mut [Vec<f32>],
-        ssm: &mut [Vec<f32>],
-    ) -> Vec<f32> {
-        self.step_body(w, id, conv, ssm)
+    unsafe fn run_avx512(&self, w: &View, ids: &[u32], st: &mut SeqState) -> Vec<f32> {
+        self.run_body(w, ids, st)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn step_one_avx2(
-        &self,
-        w: &View,
-        id: u32,
-        conv: &mut [Vec<f32>],
-        ssm: &mut [Vec<f32>],
-    ) -> Vec<f32> {
-        self.step_body(w, id, conv, ssm)
+    unsafe fn run_avx2(&self, w: &View, ids: &[u32], st: &mut SeqState) -> Vec<f32> {
+        self.run_body(w, ids, st)
     }
 
+    /// Per layer: every token through each matrix at once, then through the conv and the
+    /// scan one token after another.
     #[inline(always)]
-    fn step_body(
-        &self,
-        w: &View,
-        id: u32,
-        conv: &mut [Vec<f32>],
-        ssm: &mut [Vec<f32>],
-    ) -> Vec<f32> {
+    fn run_body(&self, w: &View, ids: &[u32], st: &mut SeqState) -> Vec<f32> {
         let (d, di, n, r, k) = (self.d, self.di, self.n, self.r, self.k);
-        let id = (id as usize).min(self.vocab - 1);
-        let mut res = w.emb.row(id, d);
-        let mut xz = vec![0f32; 2 * di];
-        let mut xdbl = vec![0f32; r + 2 * n];
-        let mut delta = vec![0f32; di];
-        let mut out = vec![0f32; d];
-        let mut u = vec![0f32; di];
+        let rows = |width: usize| vec![vec![0f32; width]; ids.len()];
+        let mut res: Vec<Vec<f32>> = ids
+            .iter()
+            .map(|&id| w.emb.row((id as usize).min(self.vocab - 1), d))
+            .collect();
+        let (mut xz, mut u, mut y) = (rows(2 * di), rows(di), rows(di));
+        let (mut xdbl, mut delta, mut out) = (rows(r + 2 * n), rows(di), rows(d));
         let mut decay = vec![0f32; di * n];
         for (li, l) in w.layers.iter().enumerate() {
-            let h = rms_norm(&res, l.norm, self.eps);
-            l.in_proj.matvec(&h, &mut xz, self.threads);
-            let (x, z) = xz.split_at(di);
-            // Conv over the window [state (k-1), x], then shift x into the state.
-            let cw = &mut conv[li];
-            for c in 0..di {
-                let w = &l.conv_w[c * k..(c + 1) * k];
-                let s = &mut cw[c * (k - 1)..(c + 1) * (k - 1)];
-                let mut acc = l.conv_b[c] + w[k - 1] * x[c];
-                for j in 0..k - 1 {
-                    acc += w[j] * s[j];
-                }
-                s.copy_within(1.., 0);
-                s[k - 2] = x[c];
-                u[c] = silu(acc);
-            }
-            l.x_proj.matvec(&u, &mut xdbl, 1);
-            let (dt, bc) = xdbl.split_at(r);
-            let (bm, cm) = bc.split_at(n);
-            l.dt_w.matvec(dt, &mut delta, 1);
-            // The layer's decays exp(dt A) in one vectorised pass (one exp per state element:
-            // as a scalar loop they were a quarter of the step).
-            for c in 0..di {
-                delta[c] = softplus(delta[c] + l.dt_b[c]);
-                for j in 0..n {
-                    decay[c * n + j] = delta[c] * l.a[c * n + j];
+            let h: Vec<Vec<f32>> = res.iter().map(|x| rms_norm(x, l.norm, self.eps)).collect();
+            l.in_proj.matmul(&h, &mut xz, self.threads);
+            for (xz, u) in xz.iter().zip(u.iter_mut()) {
+                // Conv over the window [state (k-1), x], then shift x into the state.
+                let cw = &mut st.conv[li];
+                for c in 0..di {
+                    let w = &l.conv_w[c * k..(c + 1) * k];
+                    let s = &mut cw[c * (k - 1)..(c + 1) * (k - 1)];
+                    let mut acc = l.conv_b[c] + w[k - 1] * xz[c];
+                    for j in 0..k - 1 {
+                        acc += w[j] * s[j];
+                    }
+                    s.copy_within(1.., 0);
+                    s[k - 2] = xz[c];
+                    u[c] = silu(acc);
                 }
             }
-            exp_sub_inplace(&mut decay, 0.0);
-            let hs = &mut ssm[li];
-            let mut y = vec![0f32; di];
-            for c in 0..di {
-                let du = delta[c] * u[c];
-                let da = &decay[c * n..(c + 1) * n];
-                let hrow = &mut hs[c * n..(c + 1) * n];
-                let mut acc = 0f32;
-                for j in 0..n {
-                    hrow[j] = da[j] * hrow[j] + du * bm[j];
-                    acc += hrow[j] * cm[j];
+            l.x_proj.matmul(&u, &mut xdbl, 1);
+            let dts: Vec<Vec<f32>> = xdbl.iter().map(|v| v[..r].to_vec()).collect();
+            l.dt_w.matmul(&dts, &mut delta, 1);
+            for t in 0..ids.len() {
+                let (bm, cm) = xdbl[t][r..].split_at(n);
+                let (delta, u, z) = (&mut delta[t], &u[t], &xz[t][di..]);
+                // The layer's decays exp(dt A) in one vectorised pass (one exp per state
+                // element: as a scalar loop they were a quarter of the step).
+                for c in 0..di {
+                    delta[c] = softplus(delta[c] + l.dt_b[c]);
+                    for j in 0..n {
+                        decay[c * n + j] = delta[c] * l.a[c * n + j];
+                    }
                 }
-                y[c] = (acc + l.d_skip[c] * u[c]) * silu(z[c]);
+                exp_sub_inplace(&mut decay, 0.0);
+                let hs = &mut st.ssm[li];
+                for c in 0..di {
+                    let du = delta[c] * u[c];
+                    let da = &decay[c * n..(c + 1) * n];
+                    let hrow = &mut hs[c * n..(c + 1) * n];
+                    let mut acc = 0f32;
+                    for j in 0..n {
+                        hrow[j] = da[j] * hrow[j] + du * bm[j];
+                        acc += hrow[j] * cm[j];
+                    }
+                    y[t][c] = (acc + l.d_skip[c] * u[c]) * silu(z[c]);
+                }
             }
-            l.out_proj.matvec(&y, &mut out, self.threads);
-            for (a, b) in res.iter_mut().zip(&out) {
-                *a += b;
+            l.out_proj.matmul(&y, &mut out, self.threads);
+            for (res, out) in res.iter_mut().zip(&out) {
+                res.iter_mut().zip(out).for_each(|(a, b)| *a += b);
             }
         }
-        let h = rms_norm(&res, w.norm_f, self.eps);
+        let last = res.last().map_or(&[][..], Vec::as_slice);
+        let h = rms_norm(last, w.norm_f, self.eps);
         let mut logits = vec![0f32; self.vocab];
         w.head.matvec(&h, &mut logits, self.threads);
         logits
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn threaded_matvec_equals_the_plain_one() {
-        let (rows, cols) = (1500, 1000);
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
-            .collect();
-        let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 / 7.0).collect();
-        let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
-        matvec(&w, &x, &mut a, 1);
-        matvec(&w, &x, &mut b, 3);
-        assert_eq!(a, b);
-        let naive: f32 = w[..cols].iter().zip(&x).map(|(p, q)| p * q).sum();
-        assert!((a[0] - naive).abs() < 1e-3 * naive.abs().max(1.0));
     }
 }

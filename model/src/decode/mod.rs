@@ -8,6 +8,7 @@
 //! [`Mixer2::step`](crate::mamba2::Mixer2::step)). Both take and give a [`State`].
 
 mod host;
+mod matvec;
 
 use candle_core::{DType, Result, Tensor};
 
@@ -113,14 +114,33 @@ impl Decoder<'_> {
     /// vocabulary.
     pub fn prefill(&self, prompts: &[&[u32]]) -> Result<(State, Vec<Vec<f32>>)> {
         let m = self.model;
+        if prompts.iter().any(|p| p.is_empty()) {
+            candle_core::bail!("prefill: empty prompt")
+        }
+        let vocab = m.cfg.padded_vocab();
+        if let Some(bad) = prompts
+            .iter()
+            .flat_map(|p| p.iter())
+            .find(|&&t| t as usize >= vocab)
+        {
+            candle_core::bail!("prefill: token {bad} is past the vocabulary ({vocab})")
+        }
+        if let Some(w) = self.host.as_ref() {
+            if prompts.iter().all(|p| p.len() <= w.short_prompt) {
+                let (seqs, logits) = w.prefill(prompts)?;
+                return Ok((
+                    State {
+                        seqs: Seqs::Host(seqs),
+                    },
+                    logits,
+                ));
+            }
+        }
         let (eps, d) = (m.cfg.norm_eps, m.cfg.d_model);
         let mut layers: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![Default::default(); m.layers.len()];
         let mut logits = Vec::with_capacity(prompts.len());
         for ids in prompts {
             let l = ids.len();
-            if l == 0 {
-                candle_core::bail!("prefill: empty prompt")
-            }
             let ids = Tensor::from_slice(ids, (1, l), m.device())?;
             let mut h = m.embed(&ids)?;
             for (layer, st) in m.layers.iter().zip(layers.iter_mut()) {

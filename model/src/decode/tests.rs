@@ -179,3 +179,41 @@ fn int8_weights_decode_close_to_f32() {
     let (m2, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
     assert!(m2.decoder_int8().is_err());
 }
+
+/// A short prompt runs through the fast path's own arithmetic: the same logits and state as
+/// feeding it one token at a time, bit for bit, with f32, bf16 and 8-bit matrices (several
+/// prompts at once, lengths around the groups of four the products take). A prompt past the
+/// limit goes through the full forward and agrees within float error (bf16's, as in the tests
+/// above, where candle's bf16 forward rounds every product to bf16).
+#[test]
+fn short_prompts_equal_stepping_bit_for_bit() {
+    let cfg = Config::preset("tiny", 70).unwrap();
+    let (model, _) = MambaLM::init(&cfg, 3, &Device::Cpu).unwrap();
+    let full = model.detach();
+    let half = model.into_weight_dtype(candle_core::DType::BF16).unwrap();
+    let long: Vec<u32> = (0..200).map(|i| (i * 17 + 2) % 70).collect();
+    for (dec, tol) in [
+        (full.decoder().unwrap(), 1e-4),
+        (half.decoder().unwrap(), 2e-2),
+        (half.decoder_int8().unwrap(), 2e-2),
+    ] {
+        let limit = dec.host.as_ref().unwrap().short_prompt;
+        for len in [1, 4, 7, limit, limit + 1] {
+            let prompt = &long[..len];
+            let (mut st, first) = dec.prefill(&[prompt, &prompt[..1]]).unwrap();
+            let (mut one, mut want) = dec.prefill(&[&prompt[..1]]).unwrap();
+            for &t in &prompt[1..] {
+                want = dec.step(&[t], &mut one).unwrap();
+            }
+            let next = dec.step(&[5, 5], &mut st).unwrap();
+            let want_next = dec.step(&[5], &mut one).unwrap();
+            let scale = want[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+            if len <= limit {
+                assert_eq!((&first[0], &next[0]), (&want[0], &want_next[0]), "{len}");
+            } else {
+                let d = max_diff(&first[0], &want[0]);
+                assert!(d < tol * scale, "{len}: {d} of {scale}");
+            }
+        }
+    }
+}

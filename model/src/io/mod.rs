@@ -2,5 +2,6 @@
 //! layouts pretrained Mamba checkpoints come in.
 
 pub mod config;
+pub mod mapped;
 pub mod safetensors;
 pub mod weights;

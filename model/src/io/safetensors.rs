@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::mapped::Mapping;
 use crate::error::{Error, Result};
 
 /// Writes named f32 tensors to a safetensors file with `{"format": "pt"}` metadata (what
@@ -43,7 +44,10 @@ pub fn write_safetensors(
     }
     let bytes =
         safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::file(path, e))?;
-    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    // A new file renamed over the old one: a reader that maps the old file keeps it whole.
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn tensors_shape(tensors: &[(String, Tensor)], name: &str) -> Vec<usize> {
@@ -70,7 +74,7 @@ const MAX_HEADER: u64 = 100_000_000;
 
 /// Reads every tensor of a safetensors file as f32 values (f16, bf16 and f64 are converted),
 /// one tensor at a time straight from the file, so memory holds the values once and never the
-/// whole file besides. Also returns the header's `__metadata__`. Errors name the file and,
+/// whole file besides; f32 values stay in a map of the file where [`super::mapped`] can. Also returns the header's `__metadata__`. Errors name the file and,
 /// where it is one tensor's fault, the tensor.
 pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
     use std::io::{Read, Seek, SeekFrom};
@@ -135,17 +139,20 @@ pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
         entries.push((begin, name.clone(), dtype, shape));
     }
     entries.sort_by_key(|e| e.0);
+    let map = Mapping::new(&f, file_len);
     let mut out = Vec::with_capacity(entries.len());
     for (begin, name, dtype, shape) in entries {
         let at = 8 + n + begin;
         let numel: usize = shape.iter().product();
-        let data = match dtype {
-            DType::F32 => {
+        let mapped = map.as_ref().filter(|_| dtype == DType::F32);
+        let data = match (dtype, mapped.and_then(|m| m.f32s(at as usize, numel))) {
+            (_, Some(v)) => v,
+            (DType::F32, None) => {
                 let mut v = vec![0f32; numel];
                 read_f32_at(&f, at, &mut v).map_err(io)?;
                 v
             }
-            _ => {
+            (_, None) => {
                 let mut bytes = vec![0u8; numel * dtype.size_in_bytes()];
                 f.seek(SeekFrom::Start(at)).map_err(io)?;
                 f.read_exact(&mut bytes).map_err(io)?;
