@@ -17,7 +17,7 @@ built-in GPT-NeoX vocabulary; token ids are passed in directly, so the vocabular
 What is timed, per contender:
   mamba         the whole `mamba generate --max-new-tokens 1` process (start, load, tokenize,
                 prefill, one token); decode = (64 more tokens' process time - that) / 64;
-                with f32 weights and with `--weights bf16`
+                with f32 weights, `--weights bf16` and `--weights int8`
   transformers  from_pretrained + generate(max_new_tokens=1) inside the process (imports
                 not counted); decode from generate(max_new_tokens=65) the same way
   llama.cpp     Llama(...) load + eval of the prompt ids inside the process; decode = one
@@ -133,6 +133,8 @@ def main():
         for name, f in [("mamba", lambda: (ours(a.ckpt, 1), ours(a.ckpt, 1 + NEW))),
                         ("mamba --weights bf16", lambda: (ours(a.ckpt, 1, "bf16"),
                                                           ours(a.ckpt, 1 + NEW, "bf16"))),
+                        ("mamba --weights int8", lambda: (ours(a.ckpt, 1, "int8"),
+                                                          ours(a.ckpt, 1 + NEW, "int8"))),
                         ("transformers", lambda: (transformers(a.ckpt, ids_arg, 1),
                                                   transformers(a.ckpt, ids_arg, 1 + NEW)))]:
             (t1, rss), (tn, _) = f()

@@ -20,7 +20,7 @@ use mamba_model::{Arch, Config, Decoder, MambaLM};
 
 #[global_allocator]
 static GLOBAL: mamba_model::MapAware<mimalloc::MiMalloc> =
-    mamba_model::MapAware(mimalloc::MiMalloc);
+    unsafe { mamba_model::MapAware::new(mimalloc::MiMalloc) };
 
 const NEW_TOKENS: usize = 64;
 const RUNS: usize = 3;

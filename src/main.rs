@@ -15,7 +15,7 @@ use clap::Parser;
 /// checkpoint's weights in a map of its file.
 #[global_allocator]
 static GLOBAL: mamba_model::MapAware<mimalloc::MiMalloc> =
-    mamba_model::MapAware(mimalloc::MiMalloc);
+    unsafe { mamba_model::MapAware::new(mimalloc::MiMalloc) };
 
 /// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_e` in its v2 and v3 headers).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

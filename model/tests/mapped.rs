@@ -1,17 +1,18 @@
 //! Loading with the checkpoint file mapped (`MapAware` installed, as the `mamba` binary does):
 //! the weights equal the file's as the safetensors crate reads them, training writes never
-//! reach the file, a save over the mapped file leaves the loaded model whole, and the maps go
-//! when the last tensor does. One test: the count of live maps is process-wide.
+//! reach the file, a save over the mapped file leaves the loaded model whole, a mapped tensor
+//! that grows moves out, and the maps go when the last tensor does, on whatever thread. One
+//! test: the count of live maps is process-wide.
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use mamba_model::io::mapped::live_maps;
-use mamba_model::io::safetensors::read_f32;
+use mamba_model::io::safetensors::{read_f32, Load};
 use mamba_model::{AdamW, AdamWConfig, Config, MambaLM, MapAware};
 
 #[global_allocator]
-static GLOBAL: MapAware<std::alloc::System> = MapAware(std::alloc::System);
+static GLOBAL: MapAware<std::alloc::System> = unsafe { MapAware::new(std::alloc::System) };
 
 fn logits(model: &MambaLM) -> Vec<f32> {
     let ids = Tensor::new(&[[3u32, 1, 4, 1, 5, 9, 2, 6]], &Device::Cpu).unwrap();
@@ -57,9 +58,11 @@ fn weights_stay_in_a_map_of_the_file() {
     let (original, _) = MambaLM::init(&cfg, 9, &Device::Cpu).unwrap();
     original.save(dir.path()).unwrap();
     let on_disk = std::fs::read(dir.path().join("model.safetensors")).unwrap();
-    assert_eq!(live_maps(), 0);
+    let (read, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(live_maps(), 0, "a plain load reads");
+    assert_eq!(model_tensors(&read), file_tensors(dir.path()));
 
-    let (model, varmap) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    let (model, varmap) = MambaLM::load_mapped(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(live_maps(), 1, "the loaded weights map the file");
     assert_eq!(model_tensors(&model), file_tensors(dir.path()));
     let before = logits(&model);
@@ -78,14 +81,29 @@ fn weights_stay_in_a_map_of_the_file() {
     // Saving over the mapped file replaces it; the loaded model still reads its own weights.
     model.save(dir.path()).unwrap();
     assert_eq!(logits(&model), trained);
-    let (reloaded, _) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    let (reloaded, _) = MambaLM::load_mapped(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(live_maps(), 2);
     assert_eq!(logits(&reloaded), trained);
-    drop((model, varmap, opt, reloaded));
+    std::thread::spawn(move || drop((model, varmap, opt, reloaded)))
+        .join()
+        .unwrap();
     assert_eq!(live_maps(), 0, "the maps go with their last tensor");
 
+    // A mapped tensor that grows is moved into the allocator's memory, values intact.
+    let (mut tensors, _) = read_f32(&dir.path().join("model.safetensors"), Load::Map).unwrap();
+    assert_eq!(live_maps(), 1);
+    let first = tensors.remove(0).1.data;
+    let mut grown = first.clone();
+    grown.push(7.0);
+    drop(tensors);
+    assert_eq!(live_maps(), 1, "`first` still maps the file");
+    let mut moved = first;
+    moved.push(7.0);
+    assert_eq!(live_maps(), 0);
+    assert_eq!(moved, grown);
+
     // bf16 copies: the f32 matrices go, the vectors keep the map until they go too.
-    let (model, varmap) = MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    let (model, varmap) = MambaLM::load_mapped(dir.path(), &Device::Cpu).unwrap();
     drop(varmap);
     let half = model.into_weight_dtype(DType::BF16).unwrap();
     assert_eq!(live_maps(), 1);
@@ -100,7 +118,7 @@ fn weights_stay_in_a_map_of_the_file() {
         .filter(|e| e.as_ref().unwrap().path().extension() == Some("safetensors".as_ref()))
         .count();
     assert!(shards > 1);
-    let (model, _) = MambaLM::load(&sharded, &Device::Cpu).unwrap();
+    let (model, _) = MambaLM::load_mapped(&sharded, &Device::Cpu).unwrap();
     assert_eq!(live_maps(), shards);
     assert_eq!(logits(&model), logits(&original));
     drop(model);
@@ -116,7 +134,7 @@ fn weights_stay_in_a_map_of_the_file() {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(&odd, bytes).unwrap();
-    let (read, _) = read_f32(&odd).unwrap();
+    let (read, _) = read_f32(&odd, Load::Map).unwrap();
     assert_eq!(read[0].1.data, [1.5, -2.0, 0.25]);
     assert_eq!(live_maps(), 0);
 }

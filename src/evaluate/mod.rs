@@ -83,7 +83,7 @@ pub struct Loaded {
 
 /// Opens `dir` and takes the run settings from its `trainer_state.json` when it has one.
 pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
-    let ck = Checkpoint::open(dir, device)?;
+    let ck = Checkpoint::open_mapped(dir, device)?;
     let shape = match ck.state.map(|s| s.config) {
         Some(c) => Shape {
             seq_len: c.seq_len,

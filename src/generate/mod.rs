@@ -83,7 +83,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens `dir` ([`train::checkpoint::Checkpoint::open`]), which must hold a
+    /// Opens `dir` ([`train::checkpoint::Checkpoint::open_mapped`]), which must hold a
     /// `tokenizer.json` with a model row for every token. `weights` says how the model's
     /// matrices are held (see [`Weights`] and [`MambaLM::into_weight_dtype`]).
     pub fn load(
@@ -92,7 +92,7 @@ impl Checkpoint {
         weights: Weights,
     ) -> Result<Checkpoint, GenerateError> {
         let shown = dir.display().to_string();
-        let ck = train::checkpoint::Checkpoint::open(dir, device)?;
+        let ck = train::checkpoint::Checkpoint::open_mapped(dir, device)?;
         let Some(tok) = &ck.tokenizer else {
             return Err(GenerateError::NoTokenizer(shown));
         };

@@ -84,10 +84,23 @@ impl Checkpoint {
     /// Loads `dir`'s model onto `device`, and its trainer state when `dir` has one (a state
     /// file that does not parse is an error naming it, never ignored).
     pub fn open(dir: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
+        Self::open_with(dir, device, false)
+    }
+
+    /// [`Checkpoint::open`] for a run that reads the weights (generate, eval): they may stay
+    /// in a map of the file ([`MambaLM::load_mapped`]).
+    pub fn open_mapped(dir: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
+        Self::open_with(dir, device, true)
+    }
+
+    fn open_with(dir: &Path, device: &Device, map: bool) -> Result<Checkpoint, CheckpointError> {
         if !dir.is_dir() {
             return Err(CheckpointError::NotFound(dir.display().to_string()));
         }
-        let (model, varmap) = MambaLM::load(dir, device)?;
+        let (model, varmap) = match map {
+            true => MambaLM::load_mapped(dir, device)?,
+            false => MambaLM::load(dir, device)?,
+        };
         let tokenizer = Some(dir.join(TOKENIZER_FILE)).filter(|p| p.is_file());
         let state = match dir.join(STATE_FILE).exists() {
             true => Some(load_state(dir)?),

@@ -8,8 +8,10 @@
 //! using each map and unmaps it when the last one goes. Without it (a program that does not
 //! install it) nothing is mapped and files are read as before.
 //!
-//! A file rewritten in place while mapped (truncated) would fault the reader; our own writers
-//! write a temporary file and rename it, which leaves a mapped file as it was.
+//! Only for runs that read the weights (generate, eval): training writes every parameter, and
+//! each first write to a page of the map copies that page alone. A file rewritten in place
+//! while mapped (`cp` over it, truncated) changes or faults the reader; our own writers write a
+//! temporary file and rename it, which leaves a mapped file as it was.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::fs::File;
@@ -22,26 +24,67 @@ use std::sync::Mutex;
 ///
 /// ```ignore
 /// #[global_allocator]
-/// static GLOBAL: mamba_model::MapAware<std::alloc::System> = mamba_model::MapAware(std::alloc::System);
+/// static GLOBAL: MapAware<System> = unsafe { MapAware::new(System) };
 /// ```
-pub struct MapAware<A>(pub A);
+pub struct MapAware<A>(A);
+
+impl<A> MapAware<A> {
+    /// # Safety
+    /// Only as the program's `#[global_allocator]`: its first allocation turns mapping on,
+    /// and the memory of a map must then reach this allocator's `dealloc`, no other.
+    pub const unsafe fn new(inner: A) -> MapAware<A> {
+        MapAware(inner)
+    }
+}
 
 /// Set by the first allocation through [`MapAware`]: mapping is safe only then.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+fn installed() {
+    // Read first: a store on every allocation would bounce the line between cores.
+    if !INSTALLED.load(SeqCst) {
+        INSTALLED.store(true, SeqCst);
+    }
+}
 
 /// Live maps, at most this many at once (a load past it reads instead).
 const SLOTS: usize = 64;
 
 /// One live map: its address range and how many `Vec`s (plus the [`Mapping`] itself while
-/// open) still use it. `start == 0` marks a free slot.
+/// open) still use it. `start == 0` marks a free slot. `version` is odd while the range
+/// changes, so a reader never pairs one map's start with another's length.
 struct Slot {
+    version: AtomicUsize,
     start: AtomicUsize,
     len: AtomicUsize,
     users: AtomicUsize,
 }
 
+impl Slot {
+    /// The range, as one consistent pair.
+    fn range(&self) -> (usize, usize) {
+        loop {
+            let v = self.version.load(SeqCst);
+            let range = (self.start.load(SeqCst), self.len.load(SeqCst));
+            if v.is_multiple_of(2) && self.version.load(SeqCst) == v {
+                return range;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Sets the range (only under [`TAKE`], or by the slot's last user).
+    fn set(&self, start: usize, len: usize) {
+        self.version.fetch_add(1, SeqCst);
+        self.len.store(len, SeqCst);
+        self.start.store(start, SeqCst);
+        self.version.fetch_add(1, SeqCst);
+    }
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
 const FREE: Slot = Slot {
+    version: AtomicUsize::new(0),
     start: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     users: AtomicUsize::new(0),
@@ -49,18 +92,21 @@ const FREE: Slot = Slot {
 static SLOT: [Slot; SLOTS] = [FREE; SLOTS];
 /// How many slots are in use: the allocator's fast path when none is.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Slots below this have ever been used: the allocator looks no further.
+static USED: AtomicUsize = AtomicUsize::new(0);
 /// Serialises taking a slot (never held by the allocator's own paths).
 static TAKE: Mutex<()> = Mutex::new(());
 
-/// The slot of the map that holds `ptr`, if any.
+/// The slot of the map that holds `ptr`, if any. A pointer of the inner allocator never
+/// matches: at any instant its memory and a live map are disjoint.
 fn owner(ptr: *mut u8) -> Option<&'static Slot> {
     if LIVE.load(SeqCst) == 0 {
         return None;
     }
     let p = ptr as usize;
-    SLOT.iter().find(|s| {
-        let start = s.start.load(SeqCst);
-        start != 0 && p >= start && p < start + s.len.load(SeqCst)
+    SLOT[..USED.load(SeqCst)].iter().find(|s| {
+        let (start, len) = s.range();
+        start != 0 && p >= start && p < start + len
     })
 }
 
@@ -80,8 +126,8 @@ fn forget_pages(ptr: *mut u8, len: usize) {
 /// One user of `slot` is done; the last one unmaps it.
 fn release(slot: &Slot) {
     if slot.users.fetch_sub(1, SeqCst) == 1 {
-        let (start, len) = (slot.start.load(SeqCst), slot.len.load(SeqCst));
-        slot.start.store(0, SeqCst);
+        let (start, len) = slot.range();
+        slot.set(0, 0);
         LIVE.fetch_sub(1, SeqCst);
         // Safety: the range is the map this slot took; nothing uses it any more.
         unsafe { libc::munmap(start as *mut libc::c_void, len) };
@@ -90,14 +136,12 @@ fn release(slot: &Slot) {
 
 unsafe impl<A: GlobalAlloc> GlobalAlloc for MapAware<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Read first: a store on every allocation would bounce the line between cores.
-        if !INSTALLED.load(SeqCst) {
-            INSTALLED.store(true, SeqCst);
-        }
+        installed();
         self.0.alloc(layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        installed();
         self.0.alloc_zeroed(layout)
     }
 
@@ -121,6 +165,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for MapAware<A> {
             .alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
         if !new.is_null() {
             std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            forget_pages(ptr, layout.size());
             release(slot);
         }
         new
@@ -143,7 +188,8 @@ impl Mapping {
         }
         let len = usize::try_from(len).ok()?;
         let _taking = TAKE.lock().ok()?;
-        let slot = SLOT.iter().find(|s| s.start.load(SeqCst) == 0)?;
+        let index = SLOT.iter().position(|s| s.range().0 == 0)?;
+        let slot = &SLOT[index];
         // Safety: a fresh private map of an open file; the kernel picks the address.
         let base = unsafe {
             libc::mmap(
@@ -158,15 +204,21 @@ impl Mapping {
         if base == libc::MAP_FAILED {
             return None;
         }
+        // The file changed size since its length was read: read it instead.
+        if f.metadata().map(|m| m.len()).ok() != Some(len as u64) {
+            // Safety: the map just made, not handed out.
+            unsafe { libc::munmap(base, len) };
+            return None;
+        }
         // Page tables for the whole file in one call, without breaking copy-on-write (a plain
         // MAP_POPULATE would copy every page of a writable private map). Older kernels lack
         // it; the pages then fault in as they are read.
         const MADV_POPULATE_READ: libc::c_int = 22;
         // Safety: advice on the map just made.
         unsafe { libc::madvise(base, len, MADV_POPULATE_READ) };
-        slot.len.store(len, SeqCst);
         slot.users.store(1, SeqCst);
-        slot.start.store(base as usize, SeqCst);
+        slot.set(base as usize, len);
+        USED.fetch_max(index + 1, SeqCst);
         LIVE.fetch_add(1, SeqCst);
         Some(Mapping {
             slot,
@@ -188,7 +240,9 @@ impl Mapping {
         }
         self.slot.users.fetch_add(1, SeqCst);
         // Safety: the range lies in the live map (checked above) and is f32-aligned; any bytes
-        // are a valid f32; MapAware keeps the memory from the allocator when the Vec goes.
+        // are a valid f32. MapAware, the global allocator (the contract of MapAware::new, and
+        // nothing is mapped until it has allocated), takes this memory back when the Vec goes.
+        // The caller hands out each byte of the file at most once (no two Vecs alias).
         Some(unsafe { Vec::from_raw_parts(ptr as *mut f32, numel, numel) })
     }
 }

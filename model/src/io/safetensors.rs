@@ -69,14 +69,23 @@ pub struct HostTensor {
 /// A safetensors header's `__metadata__`.
 pub type Metadata = HashMap<String, String>;
 
+/// How a load holds f32 values: read into memory (what training needs, as it writes every
+/// value), or left in a copy-on-write map of the file where [`super::mapped`] can (for runs
+/// that only read the weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    Read,
+    Map,
+}
+
 /// Largest safetensors header accepted (the format's own limit).
 const MAX_HEADER: u64 = 100_000_000;
 
 /// Reads every tensor of a safetensors file as f32 values (f16, bf16 and f64 are converted),
-/// one tensor at a time straight from the file, so memory holds the values once and never the
-/// whole file besides; f32 values stay in a map of the file where [`super::mapped`] can. Also returns the header's `__metadata__`. Errors name the file and,
+/// one tensor at a time straight from the file, so memory holds the values once; with
+/// [`Load::Map`], f32 values stay in a map of the file where [`super::mapped`] can. Also returns the header's `__metadata__`. Errors name the file and,
 /// where it is one tensor's fault, the tensor.
-pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
+pub fn read_f32(path: &Path, load: Load) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
     use std::io::{Read, Seek, SeekFrom};
     let io = |e| Error::io(path, e);
     let mut f = std::fs::File::open(path).map_err(io)?;
@@ -136,12 +145,23 @@ pub fn read_f32(path: &Path) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
                 "data_offsets disagree with its shape or the file's length",
             ));
         }
-        entries.push((begin, name.clone(), dtype, shape));
+        entries.push((begin, end, name.clone(), dtype, shape));
     }
     entries.sort_by_key(|e| e.0);
-    let map = Mapping::new(&f, file_len);
+    // Tensors sharing bytes are refused (as the safetensors crate does): mapped, they would
+    // be two tensors over the same memory.
+    for pair in entries.windows(2) {
+        let ((_, end, ..), (next, _, name, ..)) = (&pair[0], &pair[1]);
+        if next < end {
+            return Err(Error::tensor(path, name, "data overlaps another tensor's"));
+        }
+    }
+    let map = match load {
+        Load::Map => Mapping::new(&f, file_len),
+        Load::Read => None,
+    };
     let mut out = Vec::with_capacity(entries.len());
-    for (begin, name, dtype, shape) in entries {
+    for (begin, _, name, dtype, shape) in entries {
         let at = 8 + n + begin;
         let numel: usize = shape.iter().product();
         let mapped = map.as_ref().filter(|_| dtype == DType::F32);
@@ -195,7 +215,7 @@ pub fn read_safetensors(
     path: &Path,
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let (tensors, meta) = read_f32(path)?;
+    let (tensors, meta) = read_f32(path, Load::Read)?;
     let mut out = HashMap::new();
     for (name, t) in tensors {
         let t =
@@ -210,7 +230,7 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Reads a sharded checkpoint from its `index` (`{"weight_map": {tensor: file}}`): every tensor
 /// from the shard the index names, as f32 values. Errors name the index or the shard.
-pub fn read_sharded(index: &Path) -> Result<HashMap<String, HostTensor>> {
+pub fn read_sharded(index: &Path, load: Load) -> Result<HashMap<String, HostTensor>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::file(index, e))?;
     let map = v
@@ -232,7 +252,7 @@ pub fn read_sharded(index: &Path) -> Result<HashMap<String, HostTensor>> {
     let mut out = HashMap::new();
     for file in files {
         let path = dir.join(file);
-        let (tensors, _) = read_f32(&path)?;
+        let (tensors, _) = read_f32(&path, load)?;
         for (name, t) in tensors {
             if map.get(&name).and_then(|f| f.as_str()) == Some(file) {
                 out.insert(name, t);
@@ -320,7 +340,7 @@ mod tests {
             .reshape((2, 3))
             .unwrap();
         write_safetensors(&path, &[("w".into(), t)], &[]).unwrap();
-        let (read, meta) = read_f32(&path).unwrap();
+        let (read, meta) = read_f32(&path, Load::Read).unwrap();
         assert_eq!(read[0].1.data, [0., 1., 2., 3., 4., 5.]);
         assert_eq!(
             (read[0].1.shape.as_slice(), meta["format"].as_str()),
@@ -330,13 +350,23 @@ mod tests {
         // Truncated in the data, in the header, before the header's length.
         for cut in [bytes.len() - 4, 20, 3] {
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            let e = read_f32(&path).unwrap_err().to_string();
+            let e = read_f32(&path, Load::Read).unwrap_err().to_string();
             assert!(e.contains("w.safetensors"), "{e}");
         }
+        // Two tensors over the same bytes.
+        let two = [("a", [0, 8]), ("b", [4, 12])].map(|(n, [b, e])| {
+            format!(r#""{n}":{{"dtype":"F32","shape":[2],"data_offsets":[{b},{e}]}}"#)
+        });
+        let header = format!("{{{}}}", two.join(","));
+        let mut overlapping = (header.len() as u64).to_le_bytes().to_vec();
+        overlapping.extend(header.bytes().chain([0u8; 12]));
+        std::fs::write(&path, overlapping).unwrap();
+        let e = read_f32(&path, Load::Map).unwrap_err().to_string();
+        assert!(e.contains("tensor `b`") && e.contains("overlaps"), "{e}");
         // A header whose offsets disagree with the shape.
         let text = String::from_utf8_lossy(&bytes).replace("[2,3]", "[3,3]");
         std::fs::write(&path, text.as_bytes()).unwrap();
-        let e = read_f32(&path).unwrap_err().to_string();
+        let e = read_f32(&path, Load::Read).unwrap_err().to_string();
         assert!(
             e.contains("tensor `w`") && e.contains("data_offsets"),
             "{e}"

@@ -12,7 +12,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::config::{hf_config, load_config, CONFIG_FILE};
 use super::safetensors::{
-    read_f32, read_sharded, write_checkpoint_weights, HostTensor, INDEX_FILE,
+    read_f32, read_sharded, write_checkpoint_weights, HostTensor, Load, INDEX_FILE,
 };
 use crate::error::{Error, Result};
 use crate::model::{MambaLM, LM_HEAD};
@@ -29,14 +29,15 @@ pub const MAX_SHARD_BYTES: usize = 5_000_000_000;
 /// accepts tensor data only and executes nothing), with the file read for errors.
 pub(crate) fn read_weights(
     dir: &Path,
+    load: Load,
 ) -> Result<(HashMap<String, HostTensor>, std::path::PathBuf)> {
     let single = dir.join(WEIGHTS_FILE);
     if single.is_file() {
-        return Ok((read_f32(&single)?.0.into_iter().collect(), single));
+        return Ok((read_f32(&single, load)?.0.into_iter().collect(), single));
     }
     let index = dir.join(INDEX_FILE);
     if index.is_file() {
-        return Ok((read_sharded(&index)?, index));
+        return Ok((read_sharded(&index, load)?, index));
     }
     let bin = dir.join(PYTORCH_FILE);
     if bin.is_file() {
@@ -127,9 +128,19 @@ impl MambaLM {
     /// (transformers keeps such a head too); an `lm_head.weight` equal to the embedding is a
     /// tied head. The parameters are `Var`s in the returned VarMap, ready to train.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(MambaLM, VarMap)> {
-        let dir = dir.as_ref();
+        Self::load_with(dir.as_ref(), device, Load::Read)
+    }
+
+    /// [`MambaLM::load`] for runs that read the weights (generate, eval): f32 safetensors
+    /// weights stay in a copy-on-write map of their file where [`super::mapped`] can, which
+    /// loads them without a copy. Trainable all the same (a written page is copied then).
+    pub fn load_mapped(dir: impl AsRef<Path>, device: &Device) -> Result<(MambaLM, VarMap)> {
+        Self::load_with(dir.as_ref(), device, Load::Map)
+    }
+
+    fn load_with(dir: &Path, device: &Device, load: Load) -> Result<(MambaLM, VarMap)> {
         let mut cfg = load_config(dir)?;
-        let (mut tensors, path) = read_weights(dir)?;
+        let (mut tensors, path) = read_weights(dir, load)?;
         if let Some(t) = tensors.remove("backbone.embedding.weight") {
             tensors
                 .entry("backbone.embeddings.weight".into())
