@@ -6,11 +6,11 @@ use super::cpu::{isa, Isa, G};
 
 /// Arithmetic: `WithFma` uses fused multiply-add (only in functions compiled with the fma
 /// feature).
-pub(super) trait Arith {
+pub(crate) trait Arith {
     fn fma(a: f32, b: f32, c: f32) -> f32;
 }
 pub(super) struct WithFma;
-pub(super) struct NoFma;
+pub(crate) struct NoFma;
 impl Arith for WithFma {
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {
@@ -27,7 +27,7 @@ impl Arith for NoFma {
 /// exp(x) for x <= 88 (Cephes polynomial, ~1 ulp); inputs below -87 give ~1e-38 instead of 0.
 /// Branch-free so that loops over arrays vectorise.
 #[inline(always)]
-pub(super) fn exp_f<M: Arith>(x: f32) -> f32 {
+pub(crate) fn exp_f<M: Arith>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const MAGIC: f32 = 12582912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
@@ -50,7 +50,7 @@ pub(super) fn exp_f<M: Arith>(x: f32) -> f32 {
 
 /// log(1 + e) for e in [0, 1], accurate also for tiny e: 2 atanh(s), s = e / (2 + e) <= 1/3.
 #[inline(always)]
-pub(super) fn log1p_unit<M: Arith>(e: f32) -> f32 {
+pub(crate) fn log1p_unit<M: Arith>(e: f32) -> f32 {
     let s = e / (2.0 + e);
     let s2 = s * s;
     let mut p = 1.0f32 / 15.0;
@@ -66,7 +66,7 @@ pub(super) fn log1p_unit<M: Arith>(e: f32) -> f32 {
 
 /// (softplus(x), sigmoid(x)) computed stably.
 #[inline(always)]
-pub(super) fn softplus_sigmoid<M: Arith>(x: f32) -> (f32, f32) {
+pub(crate) fn softplus_sigmoid<M: Arith>(x: f32) -> (f32, f32) {
     let e = exp_f::<M>(-x.abs());
     let sp = x.max(0.0) + log1p_unit::<M>(e);
     let num = if x >= 0.0 { 1.0 } else { e };
@@ -74,7 +74,7 @@ pub(super) fn softplus_sigmoid<M: Arith>(x: f32) -> (f32, f32) {
 }
 
 #[inline(always)]
-pub(super) fn sigmoid<M: Arith>(x: f32) -> f32 {
+pub(crate) fn sigmoid<M: Arith>(x: f32) -> f32 {
     let e = exp_f::<M>(-x.abs());
     let num = if x >= 0.0 { 1.0 } else { e };
     num / (1.0 + e)

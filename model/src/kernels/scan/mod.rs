@@ -34,6 +34,7 @@ mod math;
 pub mod reference;
 
 pub use math::exp_sub_inplace;
+pub(crate) use math::{sigmoid, softplus_sigmoid, NoFma};
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
