@@ -19,8 +19,9 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::config::Config;
-use crate::layers::conv::{causal_conv1d, conv_step, conv_tail};
+use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
 use crate::layers::mixer::{linear_in, read_params, MixerState};
+use crate::layers::norm::rms_norm;
 use crate::layers::ops::{linear, softplus};
 
 pub mod ssd;
@@ -187,7 +188,7 @@ impl Mixer2 {
             true => Some(conv_tail(&xbc, self.conv_w.dim(2)?)?),
             false => None,
         };
-        let xbc = causal_conv1d(&xbc, &self.conv_w, &self.conv_b, resets)?.silu()?;
+        let xbc = causal_conv1d_silu(&xbc, &self.conv_w, &self.conv_b, resets)?;
         let x = xbc.narrow(2, 0, di)?.reshape((b, l, hn, p))?;
         let bm = xbc.narrow(2, di, g * n)?.reshape((b, l, g, n))?;
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
@@ -249,6 +250,10 @@ impl Mixer2 {
         let dims = y.dims().to_vec();
         let last = dims[dims.len() - 1];
         let gated = (y * z.silu()?)?;
+        if self.dims.groups == 1 {
+            // One group (the released models): the fused norm of the Mamba-1 blocks.
+            return rms_norm(&gated, &self.norm, self.dims.norm_eps);
+        }
         let mut grouped = dims[..dims.len() - 1].to_vec();
         grouped.extend([self.dims.groups, last / self.dims.groups]);
         let x = gated.reshape(grouped)?;
