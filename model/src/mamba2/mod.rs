@@ -1,7 +1,8 @@
 //! The Mamba-2 mixer (Dao & Gu 2024, "Transformers are SSMs"), as transformers' `Mamba2Mixer`
 //! and mamba_ssm's `Mamba2` compute it; its state-space layer is the SSD of [`ssd`], document
-//! resets included: on the CPU through the fused selective scan ([`ssd_scan`]), on a GPU in the
-//! paper's chunked form ([`ssd_chunked`]). A Mamba-2 language model is [`MambaLM`](crate::MambaLM) with
+//! resets included: on the CPU as its own fused op ([`ssd_cpu`]; a prefill, which also wants
+//! the final state, through Mamba-1's fused scan, [`ssd_scan`]), on a GPU in the paper's
+//! chunked form ([`ssd_chunked`]). A Mamba-2 language model is [`MambaLM`](crate::MambaLM) with
 //! `arch: Mamba2`: the blocks, norms, head, loss and training are the same as Mamba-1's.
 //!
 //! ```text
@@ -25,7 +26,9 @@ use crate::layers::norm::rms_norm;
 use crate::layers::ops::{linear, softplus};
 
 pub mod ssd;
+pub mod ssd_cpu;
 pub use ssd::{ssd_chunked, ssd_reference, ssd_scan};
+pub use ssd_cpu::ssd_cpu;
 
 /// Positions per chunk of the chunked SSD (its products within a chunk are CHUNK x CHUNK).
 pub const CHUNK: usize = 64;
@@ -194,11 +197,15 @@ impl Mixer2 {
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
         let dt = self.dt(&dt)?;
         let a = self.a_log.exp()?.neg()?;
-        // The scan form on the CPU, the chunked one on a GPU (3.4x the scan's speed there on an
-        // H200, for 1.6x its memory; BENCHMARKS.md).
-        let (y, ssm) = match x.device().is_cpu() {
-            true => ssd_scan(&x, &dt, &a, &bm, &cm, &self.d, resets, keep_state)?,
-            false => {
+        // The recurrence on the CPU (the SSD's own op; the scan where the final state is
+        // wanted), the chunked form on a GPU (3.4x the scan's speed there on an H200, for 1.6x
+        // its memory; BENCHMARKS.md).
+        let (y, ssm) = match (x.device().is_cpu(), keep_state) {
+            (true, false) if x.dtype() == DType::F32 => {
+                (ssd_cpu(&x, &dt, &a, &bm, &cm, &self.d, resets)?, None)
+            }
+            (true, _) => ssd_scan(&x, &dt, &a, &bm, &cm, &self.d, resets, keep_state)?,
+            (false, _) => {
                 let (y, s) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
                 (y, Some(s))
             }

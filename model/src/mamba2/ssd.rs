@@ -6,7 +6,8 @@
 //! y_t = h_t C_t + D x_t
 //! ```
 //! [`ssd_reference`] runs the recurrence one position at a time (the definition);
-//! [`ssd_scan`] runs it through Mamba-1's fused scan, channel by channel (the CPU's form);
+//! [`ssd_scan`] runs it through Mamba-1's fused scan, channel by channel (the CPU prefill's
+//! form; training on the CPU takes the SSD's own op, [`super::ssd_cpu`]);
 //! [`ssd_chunked`] is the paper's block decomposition (Dao & Gu 2024, section 6): within a chunk
 //! of T positions the outputs are a masked (T, T) matrix product, like attention with a decay
 //! mask; each chunk's final state is another product; states pass from chunk to chunk by the
@@ -202,10 +203,11 @@ pub fn ssd_chunked(
 /// The SSD through the fused selective scan of Mamba-1 (CPU, f32): each of the H P channels is
 /// a scalar-input SSM, h_t = exp(dt_t a) h_{t-1} + dt_t x_t B_t, y_t = <h_t, C_t> + D x_t,
 /// with its head's dt, a and D and its group's B and C, which is the recurrence above channel
-/// by channel. On a CPU this is the fast form: the recurrence costs 4 P N per head and
-/// position against the chunked form's 2 T (N + P) + 4 P N, whose matrix products pay off on
-/// tensor cores, not here; and the scan is one fused op with its own backward that never holds
-/// a (b, l, H, P, N) tensor and gives the same bits at any thread count. With `last_state`,
+/// by channel. On a CPU the recurrence is the fast form: it costs 4 P N per head and position
+/// against the chunked form's 2 T (N + P) + 4 P N, whose matrix products pay off on tensor
+/// cores, not here; the scan is one fused op with its own backward that never holds a
+/// (b, l, H, P, N) tensor and gives the same bits at any thread count, but computes the decay
+/// per state, so training takes [`super::ssd_cpu`] (one decay per head). With `last_state`,
 /// also the state after the last position, (b, H, P, N), and then no gradient (the prefill's
 /// form). Resets as in [`ssd_chunked`].
 #[allow(clippy::too_many_arguments)]
