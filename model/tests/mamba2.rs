@@ -143,9 +143,42 @@ fn chunked_ssd_equals_the_recurrence_with_gradients() {
     }
 }
 
-/// The SSD through the fused scan (the CPU's form, f32) equals the f64 recurrence in value, in
-/// every gradient and in the final state, with documents packed inside, for Mamba-2's state
-/// of 128 too.
+/// `run` on `inputs` cast to `dtype`, as variables: its output and its state if it gives one,
+/// and the gradient of sum(y * coef) with respect to each input, all in f64.
+fn run_with_grads(
+    inputs: &[Tensor],
+    coef: &Tensor,
+    dtype: DType,
+    run: impl Fn(&[&Tensor]) -> (Tensor, Option<Tensor>),
+) -> (Tensor, Option<Tensor>, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
+        .collect();
+    let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+    let (y, state) = run(&v);
+    let f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    let g = (f64(&y) * coef)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gs: Vec<Tensor> = vars.iter().map(|v| f64(g.get(v).unwrap())).collect();
+    (f64(&y), state.as_ref().map(f64), gs)
+}
+
+/// `got` (f32 run) against `want` (f64): each within 1e-5 of `want`'s largest magnitude.
+fn assert_f32_close(what: &str, got: &[Tensor], want: &[Tensor]) {
+    let rel = |t: &Tensor| 1e-5 * vec(t).iter().fold(1f64, |m, x| m.max(x.abs()));
+    for (i, (a, e)) in got.iter().zip(want).enumerate() {
+        assert_close(&format!("{what}: tensor {i}"), a, e, rel(e), 1e-4);
+    }
+}
+
+/// The SSD through the fused scan (the CPU prefill's form, f32) equals the f64 recurrence in
+/// value, in every gradient and in the final state, with documents packed inside, for
+/// Mamba-2's state of 128 too.
 #[test]
 fn scan_ssd_equals_the_recurrence_with_gradients() {
     let mut rng = mamba_model::rng::SplitMix64::new(6);
@@ -155,41 +188,20 @@ fn scan_ssd_equals_the_recurrence_with_gradients() {
         let coef = randn(&mut rng, &[b, l, 4, 3], 1.0);
         let docs = resets(b, l, &[3, 4, 20, l + 9]);
         for r in [None, Some(&docs)] {
-            let grads = |dtype: DType, scan: bool| {
-                let vars: Vec<Var> = inputs
-                    .iter()
-                    .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
-                    .collect();
-                let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
-                let (y, state) = match scan {
-                    // The state comes from the forward-only form of the scan (the prefill's).
-                    true => {
-                        let (_, s) = ssd_scan(v[0], v[1], v[2], v[3], v[4], v[5], r, true).unwrap();
-                        let (y, _) =
-                            ssd_scan(v[0], v[1], v[2], v[3], v[4], v[5], r, false).unwrap();
-                        (y, s.unwrap())
-                    }
-                    false => ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, 8).unwrap(),
-                };
-                let g = (y.to_dtype(DType::F64).unwrap() * &coef)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
-                let gs: Vec<Tensor> = vars.iter().map(|v| f64(g.get(v).unwrap())).collect();
-                (f64(&y), f64(&state), gs)
-            };
-            let (want, want_state, want_g) = grads(DType::F64, false);
-            let (got, got_state, got_g) = grads(DType::F32, true);
+            let (want, want_state, want_g) = run_with_grads(&inputs, &coef, DType::F64, |v| {
+                let (y, s) = ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, 8).unwrap();
+                (y, Some(s))
+            });
+            let (got, got_state, got_g) = run_with_grads(&inputs, &coef, DType::F32, |v| {
+                // The state comes from the forward-only form of the scan (the prefill's).
+                let (_, s) = ssd_scan(v[0], v[1], v[2], v[3], v[4], v[5], r, true).unwrap();
+                let (y, _) = ssd_scan(v[0], v[1], v[2], v[3], v[4], v[5], r, false).unwrap();
+                (y, s)
+            });
             let what = format!("n {n}, resets {}", r.is_some());
-            let rel = |t: &Tensor| 1e-5 * vec(t).iter().fold(1f64, |m, x| m.max(x.abs()));
-            assert_close(&what, &got, &want, rel(&want), 1e-4);
-            assert_close(&what, &got_state, &want_state, rel(&want_state), 1e-4);
-            for (i, (a, e)) in got_g.iter().zip(&want_g).enumerate() {
-                assert_close(&format!("{what}: gradient {i}"), a, e, rel(e), 1e-4);
-            }
+            let (got_state, want_state) = (got_state.unwrap(), want_state.unwrap());
+            assert_f32_close(&what, &[got, got_state], &[want, want_state]);
+            assert_f32_close(&format!("{what}, gradients"), &got_g, &want_g);
         }
     }
 }
@@ -207,39 +219,28 @@ fn cpu_ssd_op_equals_the_recurrence_with_gradients() {
         let coef = randn(&mut rng, &[b, l, 4, 3], 1.0);
         let docs = resets(b, l, &[3, 4, 20, l + 9]);
         for r in [None, Some(&docs)] {
-            let grads = |dtype: DType, op: bool| {
-                let vars: Vec<Var> = inputs
-                    .iter()
-                    .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
-                    .collect();
-                let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
-                let y = match op {
-                    true => ssd_cpu(v[0], v[1], v[2], v[3], v[4], v[5], r).unwrap(),
-                    false => ssd_reference(v[0], v[1], v[2], v[3], v[4], v[5], r).unwrap(),
-                };
-                let g = (y.to_dtype(DType::F64).unwrap() * &coef)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
-                let gs: Vec<Tensor> = vars.iter().map(|v| f64(g.get(v).unwrap())).collect();
-                (f64(&y), gs)
+            let (want, _, want_g) = run_with_grads(&inputs, &coef, DType::F64, |v| {
+                (
+                    ssd_reference(v[0], v[1], v[2], v[3], v[4], v[5], r).unwrap(),
+                    None,
+                )
+            });
+            let op = |v: &[&Tensor]| {
+                (
+                    ssd_cpu(v[0], v[1], v[2], v[3], v[4], v[5], r).unwrap(),
+                    None,
+                )
             };
-            let (want, want_g) = grads(DType::F64, false);
-            let (got, got_g) = grads(DType::F32, true);
+            let (got, _, got_g) = run_with_grads(&inputs, &coef, DType::F32, op);
             let what = format!("n {n}, resets {}", r.is_some());
-            let rel = |t: &Tensor| 1e-5 * vec(t).iter().fold(1f64, |m, x| m.max(x.abs()));
-            assert_close(&what, &got, &want, rel(&want), 1e-4);
-            for (i, (a, e)) in got_g.iter().zip(&want_g).enumerate() {
-                assert_close(&format!("{what}: gradient {i}"), a, e, rel(e), 1e-4);
-            }
+            assert_f32_close(&what, std::slice::from_ref(&got), &[want]);
+            assert_f32_close(&format!("{what}, gradients"), &got_g, &want_g);
             let one = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
                 .build()
                 .unwrap();
-            let (alone, alone_g) = one.install(|| grads(DType::F32, true));
+            let (alone, _, alone_g) =
+                one.install(|| run_with_grads(&inputs, &coef, DType::F32, op));
             assert_eq!(vec(&alone), vec(&got), "{what}: one thread");
             for (a, e) in alone_g.iter().zip(&got_g) {
                 assert_eq!(vec(a), vec(e), "{what}: gradients on one thread");

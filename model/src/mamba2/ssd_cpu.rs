@@ -39,7 +39,8 @@ pub fn ssd_cpu(
 ) -> Result<Tensor> {
     let (b, l, h, p) = x.dims4()?;
     let (g, n) = (bm.dim(2)?, bm.dim(3)?);
-    if h % g != 0 || dt.dims() != [b, l, h] || cm.dims() != bm.dims() || a.dims() != [h] {
+    let bad = g == 0 || h % g != 0 || dt.dims() != [b, l, h] || cm.dims() != bm.dims();
+    if bad || a.dims() != [h] || d.dims() != [h] || bm.dim(0)? != b || bm.dim(1)? != l {
         candle_core::bail!(
             "ssd: shapes x {:?} dt {:?} B {:?}",
             x.dims(),
