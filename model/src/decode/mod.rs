@@ -3,7 +3,8 @@
 //! through the recurrent form, O(1) in time and memory whatever the context length.
 //!
 //! A [`Decoder`] steps a batch of sequences. For Mamba-1 on the CPU it uses a fast path on
-//! plain `f32` slices ([`host`]); elsewhere, and as its tested slow twin, the candle step of
+//! plain `f32` slices ([`host`]), which also runs short prompts (their tokens through each
+//! matrix together, `matvec`) where the forward's matmuls cost more; elsewhere, and as its tested slow twin, the candle step of
 //! the architecture's mixer ([`Mixer::step`](crate::layers::mixer::Mixer::step),
 //! [`Mixer2::step`](crate::mamba2::Mixer2::step)). Both take and give a [`State`].
 
@@ -87,8 +88,9 @@ impl MambaLM {
     }
 
     /// A decoder whose step reads 8-bit copies of the matrices (blocks of 32 values with one
-    /// scale each, as llama.cpp's q8_0): about half of bf16's bytes per token. The prefill
-    /// runs on the model's own weights. Only where [`MambaLM::has_fast_step`].
+    /// scale each, as llama.cpp's q8_0): about half of bf16's bytes per token. A short prompt
+    /// runs on the 8-bit copies too, a longer one through the forward on the model's own
+    /// weights. Only where [`MambaLM::has_fast_step`].
     pub fn decoder_int8(&self) -> Result<Decoder<'_>> {
         if !self.has_fast_step() {
             candle_core::bail!("8-bit weights decode Mamba-1 on the CPU only")

@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 
-/// A global allocator that passes everything to `A` except the memory of [`Mapping`]s.
+/// A global allocator that passes everything to `A` except the memory of mapped files.
 /// Install it to let loads map checkpoint files:
 ///
 /// ```ignore
