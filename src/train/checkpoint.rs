@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use candle_nn::VarMap;
+use mamba_model::io::safetensors::Load;
 use mamba_model::{AdamW, MambaLM};
 use serde::{Deserialize, Serialize};
 
@@ -84,23 +85,20 @@ impl Checkpoint {
     /// Loads `dir`'s model onto `device`, and its trainer state when `dir` has one (a state
     /// file that does not parse is an error naming it, never ignored).
     pub fn open(dir: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
-        Self::open_with(dir, device, false)
+        Self::open_with(dir, device, Load::Read)
     }
 
     /// [`Checkpoint::open`] for a run that reads the weights (generate, eval): they may stay
     /// in a map of the file ([`MambaLM::load_mapped`]).
     pub fn open_mapped(dir: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
-        Self::open_with(dir, device, true)
+        Self::open_with(dir, device, Load::Map)
     }
 
-    fn open_with(dir: &Path, device: &Device, map: bool) -> Result<Checkpoint, CheckpointError> {
+    fn open_with(dir: &Path, device: &Device, load: Load) -> Result<Checkpoint, CheckpointError> {
         if !dir.is_dir() {
             return Err(CheckpointError::NotFound(dir.display().to_string()));
         }
-        let (model, varmap) = match map {
-            true => MambaLM::load_mapped(dir, device)?,
-            false => MambaLM::load(dir, device)?,
-        };
+        let (model, varmap) = MambaLM::load_with(dir, device, load)?;
         let tokenizer = Some(dir.join(TOKENIZER_FILE)).filter(|p| p.is_file());
         let state = match dir.join(STATE_FILE).exists() {
             true => Some(load_state(dir)?),

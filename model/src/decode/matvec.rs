@@ -13,6 +13,7 @@ use crate::layers::ops::{contiguous, CpuRead};
 
 /// Matrix-vector products above this many weights are split across threads.
 const PARALLEL_WEIGHTS: usize = 1 << 20;
+
 /// A weight element the step reads: f32, or bf16 (half the bytes per step) widened on the fly.
 trait Elem: Copy + Sync {
     fn widen(self) -> f32;

@@ -4,8 +4,8 @@
 //!
 //! A [`Decoder`] steps a batch of sequences. For Mamba-1 on the CPU it uses a fast path on
 //! plain `f32` slices ([`host`]), which also runs short prompts (their tokens through each
-//! matrix together, `matvec`) where the forward's matmuls cost more; elsewhere, and as its tested slow twin, the candle step of
-//! the architecture's mixer ([`Mixer::step`](crate::layers::mixer::Mixer::step),
+//! matrix together, `matvec`) where the forward's matmuls cost more; elsewhere, and as its
+//! tested slow twin, the candle step of the architecture's mixer ([`Mixer::step`](crate::layers::mixer::Mixer::step),
 //! [`Mixer2::step`](crate::mamba2::Mixer2::step)). Both take and give a [`State`].
 
 mod host;
@@ -119,14 +119,7 @@ impl Decoder<'_> {
         if prompts.iter().any(|p| p.is_empty()) {
             candle_core::bail!("prefill: empty prompt")
         }
-        let vocab = m.cfg.padded_vocab();
-        if let Some(bad) = prompts
-            .iter()
-            .flat_map(|p| p.iter())
-            .find(|&&t| t as usize >= vocab)
-        {
-            candle_core::bail!("prefill: token {bad} is past the vocabulary ({vocab})")
-        }
+        self.check_ids(prompts.iter().flat_map(|p| p.iter()), "prefill")?;
         if let Some(w) = self.host.as_ref() {
             if prompts.iter().all(|p| p.len() <= w.short_prompt) {
                 let (seqs, logits) = w.prefill(prompts)?;
@@ -174,10 +167,7 @@ impl Decoder<'_> {
         if ids.len() != st.batch() {
             candle_core::bail!("step: {} ids for a state of {}", ids.len(), st.batch())
         }
-        let vocab = self.model.cfg.padded_vocab();
-        if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
-            candle_core::bail!("step: token {bad} is past the vocabulary ({vocab})")
-        }
+        self.check_ids(ids.iter(), "step")?;
         // A state made by the other kind of decoder changes representation once.
         match (&self.host, &st.seqs) {
             (Some(_), Seqs::Tensors(layers)) => {
@@ -194,6 +184,15 @@ impl Decoder<'_> {
             (None, Seqs::Host(_)) => unreachable!("converted above"),
         };
         Ok(logits)
+    }
+
+    /// Refuses a token id past the padded vocabulary (`what` names the caller).
+    fn check_ids<'a>(&self, mut ids: impl Iterator<Item = &'a u32>, what: &str) -> Result<()> {
+        let vocab = self.model.cfg.padded_vocab();
+        match ids.find(|&&t| t as usize >= vocab) {
+            Some(bad) => candle_core::bail!("{what}: token {bad} is past the vocabulary ({vocab})"),
+            None => Ok(()),
+        }
     }
 
     /// The step from candle ops, on any device.

@@ -83,8 +83,9 @@ const MAX_HEADER: u64 = 100_000_000;
 
 /// Reads every tensor of a safetensors file as f32 values (f16, bf16 and f64 are converted),
 /// one tensor at a time straight from the file, so memory holds the values once; with
-/// [`Load::Map`], f32 values stay in a map of the file where [`super::mapped`] can. Also returns the header's `__metadata__`. Errors name the file and,
-/// where it is one tensor's fault, the tensor.
+/// [`Load::Map`], f32 values stay in a map of the file where [`super::mapped`] can. Also
+/// returns the header's `__metadata__`. Errors name the file and, where it is one tensor's
+/// fault, the tensor.
 pub fn read_f32(path: &Path, load: Load) -> Result<(Vec<(String, HostTensor)>, Metadata)> {
     use std::io::{Read, Seek, SeekFrom};
     let io = |e| Error::io(path, e);

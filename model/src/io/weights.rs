@@ -138,7 +138,8 @@ impl MambaLM {
         Self::load_with(dir.as_ref(), device, Load::Map)
     }
 
-    fn load_with(dir: &Path, device: &Device, load: Load) -> Result<(MambaLM, VarMap)> {
+    /// [`MambaLM::load`] or [`MambaLM::load_mapped`], as `load` says.
+    pub fn load_with(dir: &Path, device: &Device, load: Load) -> Result<(MambaLM, VarMap)> {
         let mut cfg = load_config(dir)?;
         let (mut tensors, path) = read_weights(dir, load)?;
         if let Some(t) = tensors.remove("backbone.embedding.weight") {

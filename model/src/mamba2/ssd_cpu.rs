@@ -16,11 +16,11 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::scan::cpu::{isa, Isa};
-use crate::layers::ops::contiguous;
+use crate::layers::ops::{contiguous, read_cpu};
 
 /// Positions between the states the backward keeps.
 const SPAN: usize = 16;
@@ -390,18 +390,15 @@ impl CustomOp3 for SsdOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Dims { b, l, h, p, g, n } = self.dims;
-        let read = |t: &Tensor| -> Result<Vec<f32>> {
-            t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
-        };
-        let (xv, bcv, pv, dy) = (read(xdt)?, read(bc)?, read(params)?, read(grad)?);
-        let i = Inputs {
-            xdt: &xv,
-            bc: &bcv,
-            params: &pv,
-        };
+        // Read in place, as the forward does (the inputs are the contiguous ones it took).
+        let grad = grad.contiguous()?;
+        let [rx, rbc, rp] = [xdt, bc, params].map(|t| read_cpu(t, "ssd: input"));
+        let rdy = read_cpu(&grad, "ssd: output gradient");
+        let i = inputs([rx.storage()?, rbc.storage()?, rp.storage()?])?;
+        let dy = rdy.f32s()?;
         let grads: Vec<Grads> = (0..b * h)
             .into_par_iter()
-            .map(|task| self.backward_isa(&i, &dy, task / h, task % h))
+            .map(|task| self.backward_isa(&i, dy, task / h, task % h))
             .collect();
         // Scattered back, and summed in a fixed order: heads into their group, rows into the
         // parameters.
