@@ -1,6 +1,6 @@
-//! With the `cuda` feature: the selective-scan kernels compile with NVRTC. This needs only the
-//! NVRTC library (`scripts/cuda-build.sh` sets it up), not a GPU; the kernels are checked
-//! against the CPU op on a GPU by `scripts/gpu-check.sh`.
+//! With the `cuda` feature: the selective-scan and SSD state-passing kernels compile with
+//! NVRTC. This needs only the NVRTC library (`scripts/cuda-build.sh` sets it up), not a GPU;
+//! the kernels are checked against the CPU ops on a GPU by `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
 
 #[test]
@@ -13,6 +13,14 @@ fn scan_kernels_compile_with_nvrtc() {
         }
     }
     for entry in ["scan_reduce_dbc", "scan_reduce_params"] {
+        assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
+    }
+}
+
+#[test]
+fn state_passing_kernels_compile_with_nvrtc() {
+    let ptx = mamba_model::mamba2::passing::ptx().unwrap_or_else(|e| panic!("{e}"));
+    for entry in ["pass_fwd", "pass_bwd"] {
         assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use common::*;
-use mamba_model::mamba2::{ssd_chunked, ssd_cpu, ssd_reference, ssd_scan};
+use mamba_model::mamba2::{pass_states, ssd_chunked, ssd_cpu, ssd_reference, ssd_scan};
 use mamba_model::{Arch, MambaLM};
 
 fn fixtures() -> PathBuf {
@@ -141,6 +141,49 @@ fn chunked_ssd_equals_the_recurrence_with_gradients() {
             }
         }
     }
+}
+
+/// The state-passing op (the chunked SSD's step between chunks) equals its definition as a
+/// loop of candle ops, in value and in both gradients (f64), with zero decays (a document
+/// starting inside a chunk) among them; in f32 too.
+#[test]
+fn state_passing_equals_its_loop_with_gradients() {
+    let mut rng = mamba_model::rng::SplitMix64::new(9);
+    let (b, h, c, n, p) = (2, 3, 5, 4, 3);
+    let states = randn(&mut rng, &[b, h, c, n, p], 1.0);
+    let keep = Tensor::from_vec(
+        (0..b * h * c).map(|i| (i % 7 != 2) as u8 as f64).collect(),
+        (b, h, c),
+        &Device::Cpu,
+    );
+    let decay = (rand_in(&mut rng, &[b, h, c], 0.0, 1.0) * keep.unwrap()).unwrap();
+    let coef = randn(&mut rng, &[b, h, c + 1, n, p], 1.0);
+    let definition = |v: &[&Tensor]| {
+        let mut e = v[0].i((.., .., 0)).unwrap().zeros_like().unwrap();
+        let mut all = vec![e.clone()];
+        for k in 0..c {
+            let g = v[1].i((.., .., k)).unwrap().reshape((b, h, 1, 1)).unwrap();
+            e = (e.broadcast_mul(&g).unwrap() + v[0].i((.., .., k)).unwrap()).unwrap();
+            all.push(e.clone());
+        }
+        (Tensor::stack(&all, 2).unwrap(), None)
+    };
+    let op = |v: &[&Tensor]| (pass_states(v[0], v[1]).unwrap(), None);
+    let inputs = [states, decay];
+    let (want, _, gw) = run_with_grads(&inputs, &coef, DType::F64, definition);
+    let (got, _, gg) = run_with_grads(&inputs, &coef, DType::F64, op);
+    assert_close("states", &got, &want, 1e-12, 1e-12);
+    for (i, (a, e)) in gg.iter().zip(&gw).enumerate() {
+        assert_close(&format!("gradient {i}"), a, e, 1e-12, 1e-12);
+    }
+    let (got, _, gg) = run_with_grads(&inputs, &coef, DType::F32, op);
+    assert_f32_close(
+        "f32",
+        &[&[got], &gg[..]].concat(),
+        &[&[want], &gw[..]].concat(),
+    );
+    let bad = pass_states(&inputs[0], &inputs[1].narrow(2, 0, c - 1).unwrap());
+    assert!(bad.unwrap_err().to_string().contains("disagree"));
 }
 
 /// `run` on `inputs` cast to `dtype`, as variables: its output and its state if it gives one,

@@ -3,5 +3,7 @@
 //! is one autograd node where separate candle ops would allocate and accumulate much more.
 
 pub(crate) mod head;
+#[cfg(feature = "cuda")]
+pub(crate) mod nvrtc;
 pub mod scan;
 pub(crate) mod ssm;

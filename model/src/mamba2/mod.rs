@@ -25,8 +25,10 @@ use crate::layers::mixer::{linear_in, read_params, MixerState};
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::{linear, softplus};
 
+pub mod passing;
 pub mod ssd;
 pub mod ssd_cpu;
+pub use passing::pass_states;
 pub use ssd::{ssd_chunked, ssd_reference, ssd_scan};
 pub use ssd_cpu::ssd_cpu;
 

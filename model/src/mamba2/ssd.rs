@@ -19,6 +19,7 @@
 
 use candle_core::{IndexOp, Result, Tensor, D};
 
+use super::passing::pass_states;
 use crate::kernels::scan::{selective_scan, selective_scan_with_state, ScanOptions};
 
 /// B or C per head: (b, l, G, N) -> (b, l, H, N).
@@ -160,24 +161,25 @@ pub fn ssd_chunked(
     let states = bmm(&bh.broadcast_mul(&w.unsqueeze(4)?)?.transpose(3, 4)?, &xdt)?; // (b, H, c, N, P)
 
     // 3. Between chunks: the state entering chunk k, carried over whole chunks while the
-    // document goes on.
+    // document goes on (one op, forward and backward; see `passing`).
     let chunk_decay = last(&cs)?.squeeze(3)?.exp()?; // (b, H, c)
     let end_doc = end_doc.squeeze(3)?; // (b, H, c)
-    let mut carried = Tensor::zeros((b, hn, n, p), x.dtype(), x.device())?;
-    let mut entering = Vec::with_capacity(c);
-    for k in 0..c {
-        entering.push(carried.clone());
-        let keep = match k {
-            0 => Tensor::zeros((b, hn), x.dtype(), x.device())?,
-            _ => end_doc
-                .i((.., .., k))?
-                .eq(&end_doc.i((.., .., k - 1))?)?
-                .to_dtype(x.dtype())?,
-        };
-        let decay = (chunk_decay.i((.., .., k))? * keep)?.reshape((b, hn, 1, 1))?;
-        carried = (carried.broadcast_mul(&decay)? + states.i((.., .., k))?)?;
-    }
-    let entering = Tensor::stack(&entering, 2)?; // (b, H, c, N, P)
+    let goes_on = match c {
+        1 => end_doc.zeros_like()?,
+        _ => Tensor::cat(
+            &[
+                &end_doc.narrow(2, 0, 1)?.zeros_like()?,
+                &end_doc
+                    .narrow(2, 1, c - 1)?
+                    .eq(&end_doc.narrow(2, 0, c - 1)?)?
+                    .to_dtype(x.dtype())?,
+            ],
+            2,
+        )?,
+    };
+    let passed = pass_states(&states, &(chunk_decay * goes_on)?)?; // (b, H, c + 1, N, P)
+    let entering = passed.narrow(2, 0, c)?;
+    let carried = passed.i((.., .., c))?;
 
     // 4. The entering state's part of each output: exp(cs_i) (C_i . S), same document as the
     // previous chunk's end.

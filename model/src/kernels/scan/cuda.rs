@@ -1,19 +1,16 @@
 //! CUDA side of the fused selective scan: `scan.cu` compiled at run time with NVRTC (no nvcc
 //! needed to run the binary), launched on candle's stream with the CPU op's packed layout.
 
-use std::sync::OnceLock;
-
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaDevice, CudaStorage, Layout, Result, Shape, Storage, Tensor};
 
 use super::cpu::Dims;
+use crate::kernels::nvrtc::{view, Kernels};
 
-/// The kernels' source, compiled once per process.
-pub const SOURCE: &str = include_str!("scan.cu");
+static KERNELS: Kernels = Kernels::new(include_str!("scan.cu"), "selective scan");
 const MODULE: &str = "mamba_selective_scan";
 /// Time steps between the backward's state checkpoints on the GPU (the buffer of recomputed
 /// states is this many steps per thread).
@@ -25,23 +22,7 @@ const WARP: u32 = 32;
 
 /// The kernels as PTX, or NVRTC's log if they do not compile.
 pub fn ptx() -> std::result::Result<&'static str, String> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        let opts = CompileOptions {
-            // IEEE division and square root, no flush to zero: the CPU kernel's math.
-            ftz: Some(false),
-            prec_div: Some(true),
-            prec_sqrt: Some(true),
-            fmad: Some(true),
-            ..Default::default()
-        };
-        compile_ptx_with_opts(SOURCE, opts)
-            .map(|p| p.to_src())
-            .map_err(|e| format!("selective scan kernels do not compile: {e:?}"))
-    })
-    .as_ref()
-    .map(String::as_str)
-    .map_err(Clone::clone)
+    KERNELS.ptx()
 }
 
 /// `Dims` of scan.cu.
@@ -77,17 +58,6 @@ impl KernelDims {
             has_resets: has_resets as i32,
             chunk: int(dm.chunk.clamp(MIN_CHUNK, GPU_CHUNK))?,
         })
-    }
-}
-
-fn slice<'a>(
-    s: &'a CudaStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(s.as_cuda_slice::<f32>()?.slice(a..b)),
-        None => candle_core::bail!("selective_scan: {what} must be contiguous"),
     }
 }
 
@@ -155,9 +125,9 @@ fn prepare<'a>(
     let (rs, has_resets) = resets_slice(&dev, resets)?;
     Ok(Prepared {
         ptx: ptx().map_err(candle_core::Error::Msg)?,
-        xs: slice(ops.x.0, ops.x.1, "u/delta/z")?,
-        bcs: slice(ops.bc.0, ops.bc.1, "B/C")?,
-        ps: slice(ops.params.0, ops.params.1, "A/D/bias")?,
+        xs: view(ops.x.0, ops.x.1, "selective_scan: u/delta/z")?,
+        bcs: view(ops.bc.0, ops.bc.1, "selective_scan: B/C")?,
+        ps: view(ops.params.0, ops.params.1, "selective_scan: A/D/bias")?,
         rs,
         kd: KernelDims::new(dm, has_z, has_resets)?,
         dev,
@@ -199,7 +169,7 @@ pub fn backward(
     let Storage::Cuda(gcs) = &*gst else {
         candle_core::bail!("selective_scan: gradient not on the GPU")
     };
-    let dout = slice(gcs, gl, "output gradient")?;
+    let dout = view(gcs, gl, "selective_scan: output gradient")?;
 
     let (b, l, d, n) = (dm.b, dm.l, dm.d, dm.n);
     let bld = b * l * d;

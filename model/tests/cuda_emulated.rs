@@ -1,13 +1,17 @@
-//! The CUDA scan kernels' source (src/kernels/scan/scan.cu), compiled with the system C++ compiler and
-//! run on the CPU through a lane-per-thread shim (tests/cuda_emulation/host.cpp), against the
-//! CPU kernel: forward and every gradient, with z, softplus, document resets and a partial
-//! last warp, over several backward chunks. A GPU run (scripts/gpu-check.sh) is still what
-//! shows the kernels right on the hardware; this shows their arithmetic and indexing here.
+//! The project's CUDA kernels' source, compiled with the system C++ compiler and run on the CPU
+//! through a thread-per-lane shim (tests/cuda_emulation/shim.h), against the CPU ops: the
+//! selective scan (src/kernels/scan/scan.cu: forward and every gradient, with z, softplus,
+//! document resets and a partial last warp, over several backward chunks) and the SSD's state
+//! passing (src/mamba2/passing.cu: forward and adjoint, with a partial last block). A GPU run
+//! (scripts/gpu-check.sh) is still what shows the kernels right on the hardware; this shows
+//! their arithmetic and indexing here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use candle_core::{Device, Tensor, Var};
 use mamba_model::kernels::scan::cpu::{self, Dims, Inputs};
+use mamba_model::mamba2::pass_states;
 use mamba_model::rng::SplitMix64 as Rng;
 
 fn write_f32(path: &Path, v: &[f32]) {
@@ -35,12 +39,11 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-#[test]
-fn cuda_kernels_match_the_cpu_kernel() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let exe = dir.join("host");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cuda_emulation/host.cpp");
+/// Builds tests/cuda_emulation/NAME.cpp into DIR/NAME.
+fn build(dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cuda_emulation/{name}.cpp"));
     let built = Command::new("c++")
         .args(["-std=c++20", "-O2", "-pthread", "-o"])
         .arg(&exe)
@@ -52,12 +55,76 @@ fn cuda_kernels_match_the_cpu_kernel() {
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
+    exe
+}
 
+/// Runs `exe DIR args..` and asserts it succeeded.
+fn run(exe: &Path, dir: &Path, args: &[usize]) {
+    let ran = Command::new(exe)
+        .arg(dir)
+        .args(args.iter().map(|v| v.to_string()))
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
+
+#[test]
+fn scan_kernels_match_the_cpu_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exe = build(dir, "scan");
     // d = 40: a full warp and a partial one; chunk 32 over l = 70: three backward chunks.
     // Mamba-2's state of 128: one warp, chunk 4 over l = 8. Small, because every emulated
     // shuffle is two thread barriers.
     for (b, l, d, n, chunk) in [(2, 70, 40, 4, 32), (1, 8, 32, 128, 4)] {
         check(&exe, dir, b, l, d, n, chunk);
+    }
+}
+
+/// The state-passing kernels against the CPU op: the forward's states, and the adjoint as the
+/// CPU op's gradient of <E, dE> with respect to the chunk states.
+#[test]
+fn state_passing_kernels_match_the_cpu_op() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exe = build(dir, "passing");
+    let mut rng = Rng::new(11);
+    // 3 x 70 threads in blocks of 64: three full blocks and a partial one; one chunk too.
+    for (rows, c, m) in [(3, 5, 70), (2, 1, 9)] {
+        let mut rand = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+        let s = rand(rows * c * m);
+        // Decays in [0, 1), some exactly 0 (a document starting inside the chunk).
+        let g: Vec<f32> = rand(rows * c)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if i % 4 == 3 {
+                    0.0
+                } else {
+                    1.0 / (1.0 + v.exp())
+                }
+            })
+            .collect();
+        let de = rand(rows * (c + 1) * m);
+        write_f32(&dir.join("s.f32"), &s);
+        write_f32(&dir.join("g.f32"), &g);
+        write_f32(&dir.join("de.f32"), &de);
+        run(&exe, dir, &[rows, c, m, 64]);
+
+        let cpu = Device::Cpu;
+        let sv = Var::from_tensor(&Tensor::from_vec(s, (rows, c, m), &cpu).unwrap()).unwrap();
+        let gt = Tensor::from_vec(g, (rows, c), &cpu).unwrap();
+        let e = pass_states(sv.as_tensor(), &gt).unwrap();
+        let det = Tensor::from_vec(de, (rows, c + 1, m), &cpu).unwrap();
+        let grads = (&e * &det).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_close("E", &read_f32(&dir.join("e.f32")), &flat(&e));
+        let ds = flat(grads.get(sv.as_tensor()).unwrap());
+        assert_close("dS", &read_f32(&dir.join("ds.f32")), &ds);
     }
 }
 
@@ -88,13 +155,7 @@ fn check(exe: &Path, dir: &Path, b: usize, l: usize, d: usize, n: usize, chunk: 
     write_f32(&dir.join("params.f32"), &params);
     write_f32(&dir.join("dout.f32"), &dout);
     std::fs::write(dir.join("resets.u8"), &resets).unwrap();
-    let args = [b, l, d, n, 1, 1, 1, chunk].map(|v| v.to_string());
-    let ran = Command::new(exe).arg(dir).args(&args).output().unwrap();
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    run(exe, dir, &[b, l, d, n, 1, 1, 1, chunk]);
 
     let dm = Dims {
         b,

@@ -1,0 +1,55 @@
+//! The project's CUDA kernels are compiled at run time with NVRTC (no nvcc is needed to run the
+//! binary), once per process and source, with the CPU kernels' math: IEEE division and square
+//! root, no flush to zero.
+
+use std::sync::OnceLock;
+
+use candle_core::cuda_backend::cudarc::driver::CudaView;
+use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use candle_core::{CudaStorage, Layout, Result};
+
+/// A kernel source and its PTX, compiled on first use.
+pub struct Kernels {
+    source: &'static str,
+    what: &'static str,
+    ptx: OnceLock<std::result::Result<String, String>>,
+}
+
+impl Kernels {
+    /// `what` names the kernels in NVRTC's error.
+    pub const fn new(source: &'static str, what: &'static str) -> Kernels {
+        Kernels {
+            source,
+            what,
+            ptx: OnceLock::new(),
+        }
+    }
+
+    /// The PTX, or NVRTC's log if the source does not compile.
+    pub fn ptx(&'static self) -> std::result::Result<&'static str, String> {
+        self.ptx
+            .get_or_init(|| {
+                let opts = CompileOptions {
+                    ftz: Some(false),
+                    prec_div: Some(true),
+                    prec_sqrt: Some(true),
+                    fmad: Some(true),
+                    ..Default::default()
+                };
+                compile_ptx_with_opts(self.source, opts)
+                    .map(|p| p.to_src())
+                    .map_err(|e| format!("{} kernels do not compile: {e:?}", self.what))
+            })
+            .as_ref()
+            .map(String::as_str)
+            .map_err(Clone::clone)
+    }
+}
+
+/// A contiguous f32 tensor's elements on the device; `what` names the op and input in the error.
+pub fn view<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(s.as_cuda_slice::<f32>()?.slice(a..b)),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
