@@ -33,6 +33,29 @@ fn rel_err(a: &Tensor, b: &Tensor) -> Res<f64> {
     Ok(diff / (scale + 1e-12))
 }
 
+/// Two GPU runs' tensors against the CPU's, one line each: within `tol` (see [`rel_err`]) and
+/// the same bits in both runs. True when all pass.
+fn compare(
+    label: &str,
+    names: &[&str],
+    got: &[Vec<Tensor>; 2],
+    want: &[Tensor],
+    tol: f64,
+) -> Res<bool> {
+    let mut ok = true;
+    for (i, name) in names.iter().enumerate() {
+        let e = rel_err(&got[0][i], &want[i])?;
+        let same = rel_err(&got[0][i], &got[1][i])? == 0.0;
+        let pass = e <= tol && same;
+        ok &= pass;
+        println!(
+            "{label} {name:7} rel err {e:.2e} (<= {tol:.0e}) repeat bit-identical {same}: {}",
+            if pass { "ok" } else { "FAIL" }
+        );
+    }
+    Ok(ok)
+}
+
 struct Case {
     tensors: Vec<Tensor>, // u, delta, a, b, c, d, bias, z (f32, CPU)
     resets: Tensor,
@@ -118,18 +141,9 @@ fn scan_check(gpu: &Device) -> Res<bool> {
                     run(&rounded, &Device::Cpu, DType::F32)?
                 }
             };
-            let got = run(&c, gpu, dtype)?;
-            let again = run(&c, gpu, dtype)?;
-            for (i, name) in NAMES.iter().enumerate() {
-                let e = rel_err(&got[i], &want[i])?;
-                let same = rel_err(&got[i], &again[i])? == 0.0;
-                let pass = e <= tol && same;
-                ok &= pass;
-                println!(
-                    "scan b{b} l{l} d{d} n{n} {dtype:?} {name:7} rel err {e:.2e} (<= {tol:.0e}) repeat bit-identical {same}: {}",
-                    if pass { "ok" } else { "FAIL" }
-                );
-            }
+            let got = [run(&c, gpu, dtype)?, run(&c, gpu, dtype)?];
+            let label = format!("scan b{b} l{l} d{d} n{n} {dtype:?}");
+            ok &= compare(&label, &NAMES, &got, &want, tol)?;
         }
     }
     Ok(ok)
@@ -181,18 +195,12 @@ fn ssd_check(gpu: &Device) -> Res<bool> {
         // The scan's kernels, and the chunked form (candle's products and the state-passing
         // kernels), each against the CPU's scan; the chunked form rounds differently.
         for (form, chunked, tol) in [("scan", false, 1e-5), ("chunked", true, 1e-4)] {
-            let got = ssd_run(&t, &r, gpu, chunked)?;
-            let again = ssd_run(&t, &r, gpu, chunked)?;
-            for (i, name) in NAMES.iter().enumerate() {
-                let e = rel_err(&got[i], &want[i])?;
-                let same = rel_err(&got[i], &again[i])? == 0.0;
-                let pass = e <= tol && same;
-                ok &= pass;
-                println!(
-                    "ssd {form} b{b} l{l} h{h} p{p} g{g} n128 {name:3} rel err {e:.2e} (<= {tol:.0e}) repeat bit-identical {same}: {}",
-                    if pass { "ok" } else { "FAIL" }
-                );
-            }
+            let got = [
+                ssd_run(&t, &r, gpu, chunked)?,
+                ssd_run(&t, &r, gpu, chunked)?,
+            ];
+            let label = format!("ssd {form} b{b} l{l} h{h} p{p} g{g} n128");
+            ok &= compare(&label, &NAMES, &got, &want, tol)?;
         }
     }
     // One 130m layer's SSD: 4 x 2048 positions, 24 heads of 64, state 128.
