@@ -114,13 +114,14 @@ impl SsdOp {
         }
     }
 
-    /// h <- decay h + (dt x) B^T: the state after position `t`.
+    /// next = decay prev + (dt x) B^T: the state after position `t` from the one before.
     #[inline(always)]
-    fn advance(&self, s: &At, state: &mut [f32]) {
-        for (row, &xv) in state.chunks_exact_mut(self.dims.n).zip(s.x) {
+    fn advance(&self, s: &At, prev: &[f32], next: &mut [f32]) {
+        let n = self.dims.n;
+        for ((row, old), &xv) in next.chunks_exact_mut(n).zip(prev.chunks_exact(n)).zip(s.x) {
             let u = s.dt * xv;
-            for (hv, &bv) in row.iter_mut().zip(s.b) {
-                *hv = s.decay * *hv + u * bv;
+            for ((hv, &ov), &bv) in row.iter_mut().zip(old).zip(s.b) {
+                *hv = s.decay * ov + u * bv;
             }
         }
     }
@@ -130,14 +131,16 @@ impl SsdOp {
     fn forward_task(&self, i: &Inputs, bi: usize, hi: usize) -> Vec<f32> {
         let Dims { l, p, n, .. } = self.dims;
         let dskip = i.params[2 * hi + 1];
-        let mut state = vec![0f32; p * n];
+        // The state before and after each position, in two buffers that swap roles.
+        let (mut prev, mut state) = (vec![0f32; p * n], vec![0f32; p * n]);
         let mut y = vec![0f32; l * p];
         for t in 0..l {
             let s = self.at(i, bi, hi, t);
-            self.advance(&s, &mut state);
+            self.advance(&s, &prev, &mut state);
             for ((yv, row), &xv) in y[t * p..].iter_mut().zip(state.chunks_exact(n)).zip(s.x) {
                 *yv = dot(row, s.c) + dskip * xv;
             }
+            std::mem::swap(&mut prev, &mut state);
         }
         y
     }
@@ -152,12 +155,13 @@ impl SsdOp {
         // The state before each span's first position.
         let spans = l.div_ceil(SPAN);
         let mut kept = vec![0f32; spans * pn];
-        let mut state = vec![0f32; pn];
+        let (mut prev, mut state) = (vec![0f32; pn], vec![0f32; pn]);
         for t in 0..l {
             if t % SPAN == 0 {
-                kept[t / SPAN * pn..][..pn].copy_from_slice(&state);
+                kept[t / SPAN * pn..][..pn].copy_from_slice(&prev);
             }
-            self.advance(&self.at(i, bi, hi, t), &mut state);
+            self.advance(&self.at(i, bi, hi, t), &prev, &mut state);
+            std::mem::swap(&mut prev, &mut state);
         }
         let mut out = Grads {
             dxdt: vec![0f32; l * (p + 1)],
@@ -174,8 +178,11 @@ impl SsdOp {
             states[..pn].copy_from_slice(&kept[span * pn..][..pn]);
             for t in t0..t1 {
                 let (before, after) = states.split_at_mut((t - t0 + 1) * pn);
-                after[..pn].copy_from_slice(&before[(t - t0) * pn..]);
-                self.advance(&self.at(i, bi, hi, t), &mut after[..pn]);
+                self.advance(
+                    &self.at(i, bi, hi, t),
+                    &before[(t - t0) * pn..],
+                    &mut after[..pn],
+                );
             }
             for t in (t0..t1).rev() {
                 let s = self.at(i, bi, hi, t);
