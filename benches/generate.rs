@@ -9,7 +9,7 @@
 //! ```text
 //! nice -n -20 cargo bench --bench generate            # both prompt lengths, 3 runs each
 //! cargo bench --bench generate -- 16 1024 4096        # other prompt lengths
-//! BENCH_ARCH=mamba2 cargo bench --bench generate      # a 130m-shaped Mamba-2 (candle step)
+//! BENCH_ARCH=mamba2 cargo bench --bench generate      # a 130m-shaped Mamba-2
 //! ```
 
 use std::time::Instant;
@@ -71,9 +71,6 @@ fn main() {
         ("bf16", &bf16_model, false),
         ("int8", &bf16_model, true),
     ] {
-        if int8 && arch != Arch::Mamba1 {
-            continue;
-        }
         println!("{weights} weights");
         let dec = match int8 {
             true => model.decoder_int8().unwrap(),

@@ -366,7 +366,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// How the model's matrices are held: bf16 halves the bytes each token reads (faster
-    /// decoding, half the memory) and moves logits by well under 1%; int8 (Mamba-1) decodes
+    /// decoding, half the memory) and moves logits by well under 1%; int8 decodes
     /// from 8-bit copies (blocks of 32 with a scale, as llama.cpp's q8_0; the prefill reads a
     /// bf16 copy, so ~3 bytes per parameter in all), logits within ~2%; the math stays f32
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "int8"])]

@@ -66,11 +66,6 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         _ => Weights::Int8,
     };
     let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu, weights).map_err(usage)?;
-    if weights == Weights::Bf16 && !ck.model.has_fast_step() {
-        // Without the fast step, candle's step widens each bf16 matrix every token.
-        let arch = ck.model.config().arch.name();
-        eprintln!("note: --weights bf16 saves memory but decodes {arch} slower than f32");
-    }
     // One prompt streams as it is made; several are printed whole, one after the other.
     let single = prompts.len() == 1;
     let mut out = std::io::stdout().lock();

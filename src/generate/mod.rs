@@ -37,8 +37,8 @@ pub enum GenerateError {
     EmptyPrompt(usize),
     #[error("--num-beams must be at least 1")]
     Beams,
-    #[error("--weights int8 decodes Mamba-1 on the CPU only; this model is {0}: use f32 or bf16")]
-    Int8(&'static str),
+    #[error("--weights int8 decodes on the CPU only: use f32 or bf16 on this device")]
+    Int8,
     #[error(transparent)]
     Sampling(#[from] SamplingError),
     #[error(transparent)]
@@ -70,7 +70,7 @@ pub enum Weights {
     /// Half the bytes per decode step; logits move by well under 1%.
     Bf16,
     /// The decode step reads 8-bit copies (blocks of 32 with a scale, as llama.cpp's q8_0),
-    /// the prefill bf16 ones: Mamba-1 on the CPU.
+    /// the prefill bf16 ones: on the CPU.
     Int8,
 }
 
@@ -115,7 +115,7 @@ impl Checkpoint {
         }
         let int8 = weights == Weights::Int8;
         if int8 && !model.has_fast_step() {
-            return Err(GenerateError::Int8(model.config().arch.name()));
+            return Err(GenerateError::Int8);
         }
         Ok(Checkpoint { model, vocab, int8 })
     }

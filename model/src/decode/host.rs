@@ -3,12 +3,15 @@
 //! ([`super::matvec`]). A short prompt runs the same way, its tokens through each matrix
 //! together (the weights stream once for the prompt) and through the conv and the scan one
 //! after another: a general matmul packs every weight matrix per call, which costs more than
-//! the whole product at a few rows. Same arithmetic as
-//! [`Mixer::step`](crate::layers::mixer::Mixer::step), tested against it and the forward.
+//! the whole product at a few rows. Either architecture: the layers share the norm, in_proj,
+//! the conv, out_proj and the residual; the Mamba-1 selective scan is below, Mamba-2's heads in
+//! [`super::mamba2`]. Same arithmetic as the mixers' candle steps, tested against them and the
+//! forward.
 
 use candle_core::{DType, Result, Tensor};
 
 use super::matvec::{Mat, Q8};
+use crate::config::{Arch, Config};
 use crate::kernels::scan::cpu::{isa, Isa};
 use crate::kernels::scan::{exp_sub_inplace, sigmoid, softplus_sigmoid, NoFma};
 use crate::layers::block::BlockMixer;
@@ -19,29 +22,26 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Tensors of one layer, in the order [`LayerView`] reads them.
-const LAYER_TENSORS: usize = 9;
+/// Tensors of one layer, in the order [`LayerView`] reads them: the shared ones, then the
+/// architecture's own ([`MixerView`]).
+const SHARED_TENSORS: usize = 6;
 
 /// The model's weights for the step: the model's own tensors (no copy; read in place each
 /// step), plus A = -exp(A_log) per layer, computed once; with 8-bit weights, an 8-bit copy of
 /// every matrix, read instead.
 pub(super) struct Weights {
-    /// embedding, head, norm_f, then per layer: norm, in_proj, conv_w, conv_b, x_proj, dt_w,
-    /// dt_b, D, out_proj. Contiguous f32 on the CPU.
+    /// embedding, head, norm_f, then per layer: norm, in_proj, conv_w, conv_b, D, out_proj,
+    /// and Mamba-1's x_proj, dt_w, dt_b or Mamba-2's dt_bias, gated norm. Contiguous f32 on
+    /// the CPU.
     tensors: Vec<Tensor>,
     /// The 8-bit copies of the matrices among `tensors`, at the same index.
     q8: Vec<Option<Q8>>,
     /// The head is the embedding.
     tied: bool,
-    /// Per layer, A = -exp(A_log), (di, n).
+    /// Per layer, A = -exp(A_log): (di, n) for Mamba-1, (heads) for Mamba-2.
     a: Vec<Vec<f32>>,
-    d: usize,
-    di: usize,
-    n: usize,
-    r: usize,
-    k: usize,
-    vocab: usize,
-    eps: f32,
+    pub(super) cfg: Config,
+    pub(super) eps: f32,
     threads: usize,
     /// Prompts up to this many tokens run here ([`Weights::prefill`]); longer ones through the
     /// full forward, whose matmuls win past it.
@@ -49,23 +49,32 @@ pub(super) struct Weights {
 }
 
 /// One layer's weights, row-major as stored.
-struct LayerView<'a> {
+pub(super) struct LayerView<'a> {
     norm: &'a [f32],
-    /// (2 di, d)
+    /// (2 di, d) for Mamba-1; (di + conv_dim + heads, d) for Mamba-2
     in_proj: Mat<'a>,
-    /// (di, k)
-    conv_w: &'a [f32],
-    conv_b: &'a [f32],
-    /// (r + 2n, di)
-    x_proj: Mat<'a>,
-    /// (di, r)
-    dt_w: Mat<'a>,
-    dt_b: &'a [f32],
-    /// A = -exp(A_log), (di, n)
-    a: &'a [f32],
-    d_skip: &'a [f32],
+    /// (channels, k): di channels for Mamba-1, conv_dim for Mamba-2
+    pub(super) conv_w: &'a [f32],
+    pub(super) conv_b: &'a [f32],
+    /// A = -exp(A_log)
+    pub(super) a: &'a [f32],
+    /// D, per channel (Mamba-1) or head (Mamba-2)
+    pub(super) d_skip: &'a [f32],
     /// (d, di)
     out_proj: Mat<'a>,
+    mixer: MixerView<'a>,
+}
+
+/// The weights only one architecture has.
+enum MixerView<'a> {
+    Mamba1 {
+        /// (r + 2n, di)
+        x_proj: Mat<'a>,
+        /// (di, r)
+        dt_w: Mat<'a>,
+        dt_b: &'a [f32],
+    },
+    Mamba2(super::mamba2::Mamba2View<'a>),
 }
 
 /// All weights of one step, borrowed.
@@ -78,7 +87,8 @@ struct View<'a> {
     layers: Vec<LayerView<'a>>,
 }
 
-/// One sequence's state: per layer the conv window (di, k - 1) and the SSM state (di, n).
+/// One sequence's state: per layer the conv window (channels, k - 1) and the SSM state
+/// ((di, n) for Mamba-1, (heads, head_dim, n) for Mamba-2).
 #[derive(Clone, Debug)]
 pub(super) struct SeqState {
     conv: Vec<Vec<f32>>,
@@ -107,32 +117,45 @@ impl SeqState {
         Ok(seqs)
     }
 
+    /// An empty state (before the first token) of a model of `c`.
+    fn empty(c: &Config) -> SeqState {
+        let (conv, ssm) = state_shapes(c);
+        let size = |s: &[usize]| s.iter().product::<usize>();
+        SeqState {
+            conv: vec![vec![0f32; size(&conv)]; c.n_layer],
+            ssm: vec![vec![0f32; size(&ssm)]; c.n_layer],
+        }
+    }
+
     /// The inverse of [`SeqState::from_tensors`], on the model's device.
     pub(super) fn to_tensors(seqs: &[SeqState], model: &MambaLM) -> Result<Vec<(Tensor, Tensor)>> {
         let c = model.config();
-        if c.arch != crate::Arch::Mamba1 {
-            candle_core::bail!(
-                "decode: a Mamba-1 state cannot continue in a {}",
-                c.arch.name()
-            )
-        }
-        let (b, di, dev) = (seqs.len(), c.d_inner(), model.device());
-        let stack = |f: &dyn Fn(&SeqState) -> &Vec<f32>, w: usize| -> Result<Tensor> {
+        let (conv, ssm) = state_shapes(c);
+        let stack = |f: &dyn Fn(&SeqState) -> &Vec<f32>, shape: &[usize]| -> Result<Tensor> {
             let v: Vec<f32> = seqs.iter().flat_map(|s| f(s).iter().copied()).collect();
-            Tensor::from_vec(v, (b, di, w), dev)
+            let mut dims = vec![seqs.len()];
+            dims.extend(shape);
+            Tensor::from_vec(v, dims, model.device())
         };
         (0..c.n_layer)
-            .map(|i| {
-                Ok((
-                    stack(&|s| &s.conv[i], c.d_conv - 1)?,
-                    stack(&|s| &s.ssm[i], c.d_state)?,
-                ))
-            })
+            .map(|i| Ok((stack(&|s| &s.conv[i], &conv)?, stack(&|s| &s.ssm[i], &ssm)?)))
             .collect()
     }
 }
 
-fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+/// One sequence's per-layer conv window and SSM state shapes, as the candle step holds them.
+fn state_shapes(c: &Config) -> (Vec<usize>, Vec<usize>) {
+    let k = c.d_conv - 1;
+    match c.arch {
+        Arch::Mamba1 => (vec![c.d_inner(), k], vec![c.d_inner(), c.d_state]),
+        Arch::Mamba2 => (
+            vec![c.conv_dim(), k],
+            vec![c.n_heads(), c.head_dim, c.d_state],
+        ),
+    }
+}
+
+pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let inv = 1.0 / (ms + eps).sqrt();
     x.iter().zip(w).map(|(v, g)| v * inv * g).collect()
@@ -141,12 +164,12 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 /// Branch-free (the scan's own math), so the loops over a layer's channels vectorise: as
 /// library calls, exp and log1p were several percent of a step.
 #[inline(always)]
-fn silu(x: f32) -> f32 {
+pub(super) fn silu(x: f32) -> f32 {
     x * sigmoid::<NoFma>(x)
 }
 
 #[inline(always)]
-fn softplus(x: f32) -> f32 {
+pub(super) fn softplus(x: f32) -> f32 {
     softplus_sigmoid::<NoFma>(x).0
 }
 
@@ -161,18 +184,25 @@ impl Weights {
         ];
         let mut a = Vec::with_capacity(model.layers.len());
         for l in &model.layers {
-            let BlockMixer::Mamba1(mixer) = &l.mixer else {
-                candle_core::bail!("the CPU fast path decodes Mamba-1 only")
-            };
-            let [in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, _, d_skip, out_proj] =
-                mixer.tensors();
-            tensors.extend(
-                [
-                    &l.norm, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, d_skip, out_proj,
-                ]
-                .map(Tensor::clone),
-            );
-            a.push(flat(&mixer.a()?)?);
+            tensors.push(l.norm.clone());
+            match &l.mixer {
+                BlockMixer::Mamba1(m) => {
+                    let [in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, _, d_skip, out_proj] =
+                        m.tensors();
+                    let own = [
+                        in_proj, conv_w, conv_b, d_skip, out_proj, x_proj, dt_w, dt_b,
+                    ];
+                    tensors.extend(own.map(Tensor::clone));
+                    a.push(flat(&m.a()?)?);
+                }
+                BlockMixer::Mamba2(m) => {
+                    let [in_proj, conv_w, conv_b, dt_bias, a_log, d_skip, norm, out_proj] =
+                        m.tensors();
+                    let own = [in_proj, conv_w, conv_b, d_skip, out_proj, dt_bias, norm];
+                    tensors.extend(own.map(Tensor::clone));
+                    a.push(flat(&a_log.exp()?.neg()?)?);
+                }
+            }
         }
         // Row-major as the step reads them (a no-op for weights as loaded or trained).
         let tensors = tensors
@@ -199,12 +229,7 @@ impl Weights {
             q8,
             tied,
             a,
-            d: c.d_model,
-            di: c.d_inner(),
-            n: c.d_state,
-            r: c.dt_rank(),
-            k: c.d_conv,
-            vocab: c.padded_vocab(),
+            cfg: c.clone(),
             eps: c.norm_eps as f32,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             // Measured (benches/generate.rs, 130m-shaped): the forward's matmuls catch up near
@@ -231,11 +256,7 @@ impl Weights {
     /// and each one's next-token logits. Equal bit for bit to stepping the prompt token by
     /// token.
     pub(super) fn prefill(&self, prompts: &[&[u32]]) -> Result<(Vec<SeqState>, Vec<Vec<f32>>)> {
-        let (di, k, n) = (self.di, self.k, self.n);
-        let empty = SeqState {
-            conv: vec![vec![0f32; di * (k - 1)]; self.a.len()],
-            ssm: vec![vec![0f32; di * n]; self.a.len()],
-        };
+        let empty = SeqState::empty(&self.cfg);
         self.with_view(|view| {
             let mut states = vec![empty.clone(); prompts.len()];
             let logits = prompts
@@ -263,20 +284,33 @@ impl Weights {
             Mat::F32(s) => Ok(s),
             _ => candle_core::bail!("decode: a vector weight is not f32"),
         };
+        let own = match self.cfg.arch {
+            Arch::Mamba1 => 3,
+            Arch::Mamba2 => 2,
+        };
         let layers = (0..self.a.len())
             .map(|i| {
-                let o = 3 + i * LAYER_TENSORS;
+                let o = 3 + i * (SHARED_TENSORS + own);
+                let e = o + SHARED_TENSORS;
                 Ok(LayerView {
                     norm: v(o)?,
                     in_proj: m[o + 1],
                     conv_w: v(o + 2)?,
                     conv_b: v(o + 3)?,
-                    x_proj: m[o + 4],
-                    dt_w: m[o + 5],
-                    dt_b: v(o + 6)?,
                     a: &self.a[i],
-                    d_skip: v(o + 7)?,
-                    out_proj: m[o + 8],
+                    d_skip: v(o + 4)?,
+                    out_proj: m[o + 5],
+                    mixer: match self.cfg.arch {
+                        Arch::Mamba1 => MixerView::Mamba1 {
+                            x_proj: m[e],
+                            dt_w: m[e + 1],
+                            dt_b: v(e + 2)?,
+                        },
+                        Arch::Mamba2 => MixerView::Mamba2(super::mamba2::Mamba2View {
+                            dt_bias: v(e)?,
+                            norm: v(e + 1)?,
+                        }),
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -316,71 +350,31 @@ impl Weights {
     }
 
     /// Per layer: every token through each matrix at once, then through the conv and the
-    /// scan one token after another.
+    /// SSM one token after another.
     #[inline(always)]
     fn run_body(&self, w: &View, ids: &[u32], st: &mut SeqState) -> Vec<f32> {
-        let (d, di, n, r, k) = (self.d, self.di, self.n, self.r, self.k);
+        let c = &self.cfg;
+        let (d, vocab) = (c.d_model, c.padded_vocab());
         let rows = |width: usize| vec![vec![0f32; width]; ids.len()];
         let mut res: Vec<Vec<f32>> = ids
             .iter()
-            .map(|&id| w.emb.row((id as usize).min(self.vocab - 1), d))
+            .map(|&id| w.emb.row((id as usize).min(vocab - 1), d))
             .collect();
-        let (mut xz, mut u, mut y) = (rows(2 * di), rows(di), rows(di));
-        let (mut xdbl, mut delta, mut out) = (rows(r + 2 * n), rows(di), rows(d));
-        let mut decay = vec![0f32; di * n];
+        let mut proj = rows(match c.arch {
+            Arch::Mamba1 => 2 * c.d_inner(),
+            Arch::Mamba2 => c.d_inner() + c.conv_dim() + c.n_heads(),
+        });
+        let (mut y, mut out) = (rows(c.d_inner()), rows(d));
         for (li, l) in w.layers.iter().enumerate() {
             let h: Vec<Vec<f32>> = res.iter().map(|x| rms_norm(x, l.norm, self.eps)).collect();
-            l.in_proj.matmul(&h, &mut xz, self.threads);
-            for (xz, u) in xz.iter().zip(u.iter_mut()) {
-                // Conv over the window [state (k-1), x], then shift x into the state.
-                let cw = &mut st.conv[li];
-                for c in 0..di {
-                    let w = &l.conv_w[c * k..(c + 1) * k];
-                    let s = &mut cw[c * (k - 1)..(c + 1) * (k - 1)];
-                    let mut acc = l.conv_b[c] + w[k - 1] * xz[c];
-                    for j in 0..k - 1 {
-                        acc += w[j] * s[j];
-                    }
-                    s.copy_within(1.., 0);
-                    s[k - 2] = xz[c];
-                    u[c] = acc;
+            l.in_proj.matmul(&h, &mut proj, self.threads);
+            let (conv, ssm) = (&mut st.conv[li], &mut st.ssm[li]);
+            match &l.mixer {
+                MixerView::Mamba1 { x_proj, dt_w, dt_b } => {
+                    let extra = Mamba1Extra { x_proj, dt_w, dt_b };
+                    self.mamba1(l, &extra, &proj, conv, ssm, &mut y)
                 }
-                u.iter_mut().for_each(|v| *v = silu(*v));
-            }
-            l.x_proj.matmul(&u, &mut xdbl, 1);
-            let dts: Vec<Vec<f32>> = xdbl.iter().map(|v| v[..r].to_vec()).collect();
-            l.dt_w.matmul(&dts, &mut delta, 1);
-            for t in 0..ids.len() {
-                let (bm, cm) = xdbl[t][r..].split_at(n);
-                let (delta, u, y) = (&mut delta[t][..], &u[t][..], &mut y[t][..]);
-                // The gate silu(z), into y until the scan's output multiplies it.
-                y.iter_mut()
-                    .zip(&xz[t][di..])
-                    .for_each(|(y, &z)| *y = silu(z));
-                delta
-                    .iter_mut()
-                    .zip(l.dt_b)
-                    .for_each(|(d, b)| *d = softplus(*d + b));
-                // The layer's decays exp(dt A) in one vectorised pass (one exp per state
-                // element: as a scalar loop they were a quarter of the step).
-                for c in 0..di {
-                    for j in 0..n {
-                        decay[c * n + j] = delta[c] * l.a[c * n + j];
-                    }
-                }
-                exp_sub_inplace(&mut decay, 0.0);
-                let hs = &mut st.ssm[li];
-                for c in 0..di {
-                    let du = delta[c] * u[c];
-                    let da = &decay[c * n..(c + 1) * n];
-                    let hrow = &mut hs[c * n..(c + 1) * n];
-                    let mut acc = 0f32;
-                    for j in 0..n {
-                        hrow[j] = da[j] * hrow[j] + du * bm[j];
-                        acc += hrow[j] * cm[j];
-                    }
-                    y[c] *= acc + l.d_skip[c] * u[c];
-                }
+                MixerView::Mamba2(m) => self.mamba2(l, m, &proj, conv, ssm, &mut y),
             }
             l.out_proj.matmul(&y, &mut out, self.threads);
             for (res, out) in res.iter_mut().zip(&out) {
@@ -389,8 +383,89 @@ impl Weights {
         }
         let last = res.last().map_or(&[][..], Vec::as_slice);
         let h = rms_norm(last, w.norm_f, self.eps);
-        let mut logits = vec![0f32; self.vocab];
+        let mut logits = vec![0f32; vocab];
         w.head.matvec(&h, &mut logits, self.threads);
         logits
+    }
+
+    /// Mamba-1's mixer from in_proj's rows [x | z] (one per token) to y (di each): conv + SiLU,
+    /// x_proj, dt_proj, then the selective scan gated by silu(z).
+    #[inline(always)]
+    fn mamba1(
+        &self,
+        l: &LayerView,
+        e: &Mamba1Extra,
+        xz: &[Vec<f32>],
+        conv: &mut [f32],
+        ssm: &mut [f32],
+        y: &mut [Vec<f32>],
+    ) {
+        let c = &self.cfg;
+        let (di, n, r) = (c.d_inner(), c.d_state, c.dt_rank());
+        let rows = |width: usize| vec![vec![0f32; width]; xz.len()];
+        let (mut u, mut xdbl, mut delta) = (rows(di), rows(r + 2 * n), rows(di));
+        for (xz, u) in xz.iter().zip(u.iter_mut()) {
+            conv_silu(l, &xz[..di], conv, u);
+        }
+        e.x_proj.matmul(&u, &mut xdbl, 1);
+        let dts: Vec<Vec<f32>> = xdbl.iter().map(|v| v[..r].to_vec()).collect();
+        e.dt_w.matmul(&dts, &mut delta, 1);
+        let mut decay = vec![0f32; di * n];
+        for t in 0..xz.len() {
+            let (bm, cm) = xdbl[t][r..].split_at(n);
+            let (delta, u, y) = (&mut delta[t][..], &u[t][..], &mut y[t][..]);
+            // The gate silu(z), into y until the scan's output multiplies it.
+            y.iter_mut()
+                .zip(&xz[t][di..])
+                .for_each(|(y, &z)| *y = silu(z));
+            delta
+                .iter_mut()
+                .zip(e.dt_b)
+                .for_each(|(d, b)| *d = softplus(*d + b));
+            // The layer's decays exp(dt A) in one vectorised pass (one exp per state
+            // element: as a scalar loop they were a quarter of the step).
+            for ch in 0..di {
+                for j in 0..n {
+                    decay[ch * n + j] = delta[ch] * l.a[ch * n + j];
+                }
+            }
+            exp_sub_inplace(&mut decay, 0.0);
+            for ch in 0..di {
+                let du = delta[ch] * u[ch];
+                let da = &decay[ch * n..(ch + 1) * n];
+                let hrow = &mut ssm[ch * n..(ch + 1) * n];
+                let mut acc = 0f32;
+                for j in 0..n {
+                    hrow[j] = da[j] * hrow[j] + du * bm[j];
+                    acc += hrow[j] * cm[j];
+                }
+                y[ch] *= acc + l.d_skip[ch] * u[ch];
+            }
+        }
+    }
+}
+
+/// Mamba-1's own matrices, borrowed from its [`MixerView`].
+struct Mamba1Extra<'v, 'a> {
+    x_proj: &'v Mat<'a>,
+    dt_w: &'v Mat<'a>,
+    dt_b: &'a [f32],
+}
+
+/// The depthwise causal conv over the window [state (k - 1), x] then SiLU, into `out`; shifts x
+/// into the state. As many channels as `x` has.
+#[inline(always)]
+pub(super) fn conv_silu(l: &LayerView, x: &[f32], window: &mut [f32], out: &mut [f32]) {
+    let k = l.conv_w.len() / x.len().max(1);
+    for (ch, (&xc, o)) in x.iter().zip(out.iter_mut()).enumerate() {
+        let w = &l.conv_w[ch * k..(ch + 1) * k];
+        let s = &mut window[ch * (k - 1)..(ch + 1) * (k - 1)];
+        let mut acc = l.conv_b[ch] + w[k - 1] * xc;
+        for j in 0..k - 1 {
+            acc += w[j] * s[j];
+        }
+        s.copy_within(1.., 0);
+        s[k - 2] = xc;
+        *o = silu(acc);
     }
 }

@@ -2,18 +2,18 @@
 //! scan also returns the state after the prompt), then every step feeds one token per sequence
 //! through the recurrent form, O(1) in time and memory whatever the context length.
 //!
-//! A [`Decoder`] steps a batch of sequences. For Mamba-1 on the CPU it uses a fast path on
+//! A [`Decoder`] steps a batch of sequences. On the CPU it uses a fast path on
 //! plain `f32` slices ([`host`]), which also runs short prompts (their tokens through each
 //! matrix together, `matvec`) where the forward's matmuls cost more; elsewhere, and as its
 //! tested slow twin, the candle step of the architecture's mixer ([`Mixer::step`](crate::layers::mixer::Mixer::step),
 //! [`Mixer2::step`](crate::mamba2::Mixer2::step)). Both take and give a [`State`].
 
 mod host;
+mod mamba2;
 mod matvec;
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::config::Arch;
 use crate::layers::mixer::MixerState;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::linear;
@@ -72,10 +72,10 @@ pub struct Decoder<'m> {
 }
 
 impl MambaLM {
-    /// Whether decoding takes the CPU fast path (and 8-bit weights can be had): Mamba-1 on
-    /// the CPU.
+    /// Whether decoding takes the CPU fast path (and 8-bit weights can be had): on the CPU,
+    /// either architecture.
     pub fn has_fast_step(&self) -> bool {
-        self.device().is_cpu() && self.cfg.arch == Arch::Mamba1
+        self.device().is_cpu()
     }
 
     /// A decoder with the fastest step for the model's device.
@@ -93,7 +93,7 @@ impl MambaLM {
     /// weights. Only where [`MambaLM::has_fast_step`].
     pub fn decoder_int8(&self) -> Result<Decoder<'_>> {
         if !self.has_fast_step() {
-            candle_core::bail!("8-bit weights decode Mamba-1 on the CPU only")
+            candle_core::bail!("8-bit weights decode on the CPU only")
         }
         Ok(Decoder {
             model: self,

@@ -1,6 +1,6 @@
 use candle_core::{Device, Tensor};
 
-use crate::{Config, MambaLM};
+use crate::{Arch, Config, MambaLM};
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
@@ -18,10 +18,20 @@ fn forward_rows(model: &MambaLM, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
+/// Both architectures' tiny presets (Mamba-2's: two heads of 64, state 128), vocabulary `vocab`.
+fn tiny(vocab: usize) -> [Config; 2] {
+    [Arch::Mamba1, Arch::Mamba2].map(|a| Config::arch_preset(a, "tiny", vocab).unwrap())
+}
+
 #[test]
 fn prefill_then_step_matches_the_full_forward_on_both_paths() {
-    let cfg = Config::preset("tiny", 50).unwrap();
-    let (model, _) = MambaLM::init(&cfg, 7, &Device::Cpu).unwrap();
+    for cfg in tiny(50) {
+        prefill_then_step_matches_the_full_forward(&cfg);
+    }
+}
+
+fn prefill_then_step_matches_the_full_forward(cfg: &Config) {
+    let (model, _) = MambaLM::init(cfg, 7, &Device::Cpu).unwrap();
     // Three sequences; their prompts shorter than, equal to and longer than the conv window.
     let seqs: Vec<Vec<u32>> = (0..3u32)
         .map(|s| (0..12).map(|i| (i * 13 + 5 + s * 7) % 50).collect())
@@ -40,7 +50,7 @@ fn prefill_then_step_matches_the_full_forward_on_both_paths() {
             let got = decoder.step(&ids, &mut st).unwrap();
             for i in 0..3 {
                 let d = max_diff(&got[i], &full[i][splits[i] + t]);
-                assert!(d < 1e-4, "sequence {i}, step {t}: {d}");
+                assert!(d < 1e-4, "{:?} sequence {i}, step {t}: {d}", cfg.arch);
             }
         }
     }
@@ -49,8 +59,13 @@ fn prefill_then_step_matches_the_full_forward_on_both_paths() {
 
 #[test]
 fn the_fast_step_is_the_candle_step_and_states_move_between_them() {
-    let cfg = Config::preset("tiny", 70).unwrap();
-    let (model, _) = MambaLM::init(&cfg, 11, &Device::Cpu).unwrap();
+    for cfg in tiny(70) {
+        the_fast_step_is_the_candle_step(&cfg);
+    }
+}
+
+fn the_fast_step_is_the_candle_step(cfg: &Config) {
+    let (model, _) = MambaLM::init(cfg, 11, &Device::Cpu).unwrap();
     let (fast, slow) = (model.decoder().unwrap(), model.candle_decoder());
     let (st, _) = slow.prefill(&[&[3, 9, 27], &[5]]).unwrap();
     // Beam search's reorder, with a repeat.
@@ -63,7 +78,8 @@ fn the_fast_step_is_the_candle_step_and_states_move_between_them() {
         let want = slow.step(&ids, &mut a).unwrap();
         let got = fast.step(&ids, &mut b).unwrap();
         for (g, w) in got.iter().zip(&want) {
-            assert!(max_diff(g, w) < 1e-4, "step {t}: {}", max_diff(g, w));
+            let d = max_diff(g, w);
+            assert!(d < 1e-4, "{:?} step {t}: {d}", cfg.arch);
         }
     }
     assert!(
@@ -73,14 +89,20 @@ fn the_fast_step_is_the_candle_step_and_states_move_between_them() {
     assert!(fast.step(&[1], &mut b).is_err(), "wrong batch");
 }
 
-/// The transformers-made fixture of this crate: its logits for two rows of 13 ids, computed by
-/// `MambaForCausalLM`, reproduced by prefill + the fast step.
+/// The transformers-made fixtures of this crate: their logits for rows of ids, computed by
+/// `MambaForCausalLM` and `Mamba2ForCausalLM`, reproduced by prefill + the fast step.
 #[test]
 fn prefill_and_step_reproduce_transformers_logits() {
+    for name in ["hf_tiny", "hf_mamba2"] {
+        prefill_and_step_reproduce(name);
+    }
+}
+
+fn prefill_and_step_reproduce(name: &str) {
     let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let (model, _) = MambaLM::load(fx.join("hf_tiny"), &Device::Cpu).unwrap();
-    let t = candle_core::safetensors::load(fx.join("hf_tiny_logits.safetensors"), &Device::Cpu)
-        .unwrap();
+    let (model, _) = MambaLM::load(fx.join(name), &Device::Cpu).unwrap();
+    let logits = fx.join(format!("{name}_logits.safetensors"));
+    let t = candle_core::safetensors::load(logits, &Device::Cpu).unwrap();
     let ids = t["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
     let ids = ids.to_vec2::<u32>().unwrap();
     let want = t["logits"].to_vec3::<f32>().unwrap();
@@ -97,7 +119,11 @@ fn prefill_and_step_reproduce_transformers_logits() {
     for (i, rows) in got.iter().enumerate() {
         for (row, g) in rows.iter().enumerate() {
             let d = max_diff(&g[..vocab], &want[row][split - 1 + i][..vocab]);
-            assert!(d < 1e-4, "row {row}, position {}: {d}", split - 1 + i);
+            assert!(
+                d < 1e-4,
+                "{name} row {row}, position {}: {d}",
+                split - 1 + i
+            );
         }
     }
 }
@@ -105,8 +131,13 @@ fn prefill_and_step_reproduce_transformers_logits() {
 /// bf16 matrices: the fast step and the candle step agree, and both stay close to f32.
 #[test]
 fn bf16_weights_decode_on_both_paths_close_to_f32() {
-    let cfg = Config::preset("tiny", 70).unwrap();
-    let (model, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
+    for cfg in tiny(70) {
+        bf16_weights_decode_close_to_f32(&cfg);
+    }
+}
+
+fn bf16_weights_decode_close_to_f32(cfg: &Config) {
+    let (model, _) = MambaLM::init(cfg, 5, &Device::Cpu).unwrap();
     let full = model.detach();
     let half = model.into_weight_dtype(candle_core::DType::BF16).unwrap();
     let emb = half.tensor("backbone.embeddings.weight").unwrap();
@@ -129,26 +160,31 @@ fn bf16_weights_decode_on_both_paths_close_to_f32() {
             slow.step(&id, &mut b).unwrap(),
             f32d.step(&id, &mut c).unwrap(),
         );
-        assert!(max_diff(&x[0], &y[0]) < 1e-4, "step {t}: fast vs candle");
+        let d = max_diff(&x[0], &y[0]);
+        assert!(d < 1e-4, "{:?} step {t}: fast vs candle {d}", cfg.arch);
         worst = worst.max(max_diff(&x[0], &z[0]));
         scale = z[0].iter().fold(scale, |m, v| m.max(v.abs()));
     }
     // bf16 keeps 8 bits of mantissa: logits move by a fraction of a percent of their range.
     assert!(
         worst > 0.0 && worst < 0.02 * scale,
-        "bf16 vs f32: {worst} of {scale}"
+        "{:?} bf16 vs f32: {worst} of {scale}",
+        cfg.arch
     );
 }
 
 /// 8-bit copies of the matrices (from f32 and from bf16 weights, tied and untied heads):
-/// the step's logits stay within 2% of their range of the f32 step's. Mamba-2 has no 8-bit
-/// step.
+/// the step's logits stay within 2% of their range of the f32 step's, for both
+/// architectures.
 #[test]
 fn int8_weights_decode_close_to_f32() {
-    for tie_embeddings in [true, false] {
+    for (base, tie_embeddings) in tiny(70)
+        .into_iter()
+        .flat_map(|c| [(c.clone(), true), (c, false)])
+    {
         let cfg = Config {
             tie_embeddings,
-            ..Config::preset("tiny", 70).unwrap()
+            ..base
         };
         let (model, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
         let full = model.detach();
@@ -171,13 +207,11 @@ fn int8_weights_decode_close_to_f32() {
             assert!(max_diff(&la[0], &lc[0]) < 0.02 * scale);
             assert!(
                 worst > 0.0 && worst < 0.02 * scale,
-                "int8 vs f32 (tied {tie_embeddings}): {worst} of {scale}"
+                "{:?} int8 vs f32 (tied {tie_embeddings}): {worst} of {scale}",
+                cfg.arch
             );
         }
     }
-    let cfg = Config::arch_preset(crate::Arch::Mamba2, "tiny", 70).unwrap();
-    let (m2, _) = MambaLM::init(&cfg, 5, &Device::Cpu).unwrap();
-    assert!(m2.decoder_int8().is_err());
 }
 
 /// A short prompt runs through the fast path's own arithmetic: the same logits and state as
@@ -187,8 +221,13 @@ fn int8_weights_decode_close_to_f32() {
 /// above, where candle's bf16 forward rounds every product to bf16).
 #[test]
 fn short_prompts_equal_stepping_bit_for_bit() {
-    let cfg = Config::preset("tiny", 70).unwrap();
-    let (model, _) = MambaLM::init(&cfg, 3, &Device::Cpu).unwrap();
+    for cfg in tiny(70) {
+        short_prompts_equal_stepping(&cfg);
+    }
+}
+
+fn short_prompts_equal_stepping(cfg: &Config) {
+    let (model, _) = MambaLM::init(cfg, 3, &Device::Cpu).unwrap();
     let full = model.detach();
     let half = model.into_weight_dtype(candle_core::DType::BF16).unwrap();
     let long: Vec<u32> = (0..200).map(|i| (i * 17 + 2) % 70).collect();

@@ -235,7 +235,7 @@ const LANES: usize = 16;
 
 /// <a, b> summed in [`LANES`] lanes, then the lanes in order.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let full = a.len() / LANES * LANES;
     for k0 in (0..full).step_by(LANES) {
