@@ -41,7 +41,6 @@ pub(super) struct Weights {
     /// Per layer, A = -exp(A_log): (di, n) for Mamba-1, (heads) for Mamba-2.
     a: Vec<Vec<f32>>,
     pub(super) cfg: Config,
-    pub(super) eps: f32,
     threads: usize,
     /// Prompts up to this many tokens run here ([`Weights::prefill`]); longer ones through the
     /// full forward, whose matmuls win past it.
@@ -67,14 +66,51 @@ pub(super) struct LayerView<'a> {
 
 /// The weights only one architecture has.
 enum MixerView<'a> {
-    Mamba1 {
-        /// (r + 2n, di)
-        x_proj: Mat<'a>,
-        /// (di, r)
-        dt_w: Mat<'a>,
-        dt_b: &'a [f32],
-    },
+    Mamba1(Mamba1View<'a>),
     Mamba2(super::mamba2::Mamba2View<'a>),
+}
+
+/// Mamba-1's own weights.
+struct Mamba1View<'a> {
+    /// (r + 2n, di)
+    x_proj: Mat<'a>,
+    /// (di, r)
+    dt_w: Mat<'a>,
+    dt_b: &'a [f32],
+}
+
+/// Buffers the mixers reuse from layer to layer within one run, a row per token: Mamba-1's
+/// conv output u, x_proj's rows, dt and the layer's decays; Mamba-2's conv output. Empty where
+/// the architecture has no use for them.
+pub(super) struct Scratch {
+    u: Vec<Vec<f32>>,
+    xdbl: Vec<Vec<f32>>,
+    delta: Vec<Vec<f32>>,
+    decay: Vec<f32>,
+    pub(super) xbc: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(c: &Config, tokens: usize) -> Scratch {
+        let rows = |width: usize| vec![vec![0f32; width]; tokens];
+        let (di, n) = (c.d_inner(), c.d_state);
+        match c.arch {
+            Arch::Mamba1 => Scratch {
+                u: rows(di),
+                xdbl: rows(c.dt_rank() + 2 * n),
+                delta: rows(di),
+                decay: vec![0f32; di * n],
+                xbc: vec![],
+            },
+            Arch::Mamba2 => Scratch {
+                u: vec![],
+                xdbl: vec![],
+                delta: vec![],
+                decay: vec![],
+                xbc: vec![0f32; c.conv_dim()],
+            },
+        }
+    }
 }
 
 /// All weights of one step, borrowed.
@@ -230,7 +266,6 @@ impl Weights {
             tied,
             a,
             cfg: c.clone(),
-            eps: c.norm_eps as f32,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             // Measured (benches/generate.rs, 130m-shaped): the forward's matmuls catch up near
             // 48 tokens in f32, near 128 in bf16 (candle's bf16 matmul is slower).
@@ -301,11 +336,11 @@ impl Weights {
                     d_skip: v(o + 4)?,
                     out_proj: m[o + 5],
                     mixer: match self.cfg.arch {
-                        Arch::Mamba1 => MixerView::Mamba1 {
+                        Arch::Mamba1 => MixerView::Mamba1(Mamba1View {
                             x_proj: m[e],
                             dt_w: m[e + 1],
                             dt_b: v(e + 2)?,
-                        },
+                        }),
                         Arch::Mamba2 => MixerView::Mamba2(super::mamba2::Mamba2View {
                             dt_bias: v(e)?,
                             norm: v(e + 1)?,
@@ -354,7 +389,7 @@ impl Weights {
     #[inline(always)]
     fn run_body(&self, w: &View, ids: &[u32], st: &mut SeqState) -> Vec<f32> {
         let c = &self.cfg;
-        let (d, vocab) = (c.d_model, c.padded_vocab());
+        let (d, vocab, eps) = (c.d_model, c.padded_vocab(), c.norm_eps as f32);
         let rows = |width: usize| vec![vec![0f32; width]; ids.len()];
         let mut res: Vec<Vec<f32>> = ids
             .iter()
@@ -365,16 +400,15 @@ impl Weights {
             Arch::Mamba2 => c.d_inner() + c.conv_dim() + c.n_heads(),
         });
         let (mut y, mut out) = (rows(c.d_inner()), rows(d));
+        let mut scratch = Scratch::new(c, ids.len());
         for (li, l) in w.layers.iter().enumerate() {
-            let h: Vec<Vec<f32>> = res.iter().map(|x| rms_norm(x, l.norm, self.eps)).collect();
+            let h: Vec<Vec<f32>> = res.iter().map(|x| rms_norm(x, l.norm, eps)).collect();
             l.in_proj.matmul(&h, &mut proj, self.threads);
             let (conv, ssm) = (&mut st.conv[li], &mut st.ssm[li]);
+            let sc = &mut scratch;
             match &l.mixer {
-                MixerView::Mamba1 { x_proj, dt_w, dt_b } => {
-                    let extra = Mamba1Extra { x_proj, dt_w, dt_b };
-                    self.mamba1(l, &extra, &proj, conv, ssm, &mut y)
-                }
-                MixerView::Mamba2(m) => self.mamba2(l, m, &proj, conv, ssm, &mut y),
+                MixerView::Mamba1(m) => self.mamba1(l, m, &proj, conv, ssm, sc, &mut y),
+                MixerView::Mamba2(m) => self.mamba2(l, m, &proj, conv, ssm, sc, &mut y),
             }
             l.out_proj.matmul(&y, &mut out, self.threads);
             for (res, out) in res.iter_mut().zip(&out) {
@@ -382,7 +416,7 @@ impl Weights {
             }
         }
         let last = res.last().map_or(&[][..], Vec::as_slice);
-        let h = rms_norm(last, w.norm_f, self.eps);
+        let h = rms_norm(last, w.norm_f, eps);
         let mut logits = vec![0f32; vocab];
         w.head.matvec(&h, &mut logits, self.threads);
         logits
@@ -390,27 +424,33 @@ impl Weights {
 
     /// Mamba-1's mixer from in_proj's rows [x | z] (one per token) to y (di each): conv + SiLU,
     /// x_proj, dt_proj, then the selective scan gated by silu(z).
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn mamba1(
         &self,
         l: &LayerView,
-        e: &Mamba1Extra,
+        e: &Mamba1View,
         xz: &[Vec<f32>],
         conv: &mut [f32],
         ssm: &mut [f32],
+        sc: &mut Scratch,
         y: &mut [Vec<f32>],
     ) {
         let c = &self.cfg;
         let (di, n, r) = (c.d_inner(), c.d_state, c.dt_rank());
-        let rows = |width: usize| vec![vec![0f32; width]; xz.len()];
-        let (mut u, mut xdbl, mut delta) = (rows(di), rows(r + 2 * n), rows(di));
+        let Scratch {
+            u,
+            xdbl,
+            delta,
+            decay,
+            ..
+        } = sc;
         for (xz, u) in xz.iter().zip(u.iter_mut()) {
             conv_silu(l, &xz[..di], conv, u);
         }
-        e.x_proj.matmul(&u, &mut xdbl, 1);
+        e.x_proj.matmul(u, xdbl, 1);
         let dts: Vec<Vec<f32>> = xdbl.iter().map(|v| v[..r].to_vec()).collect();
-        e.dt_w.matmul(&dts, &mut delta, 1);
-        let mut decay = vec![0f32; di * n];
+        e.dt_w.matmul(&dts, delta, 1);
         for t in 0..xz.len() {
             let (bm, cm) = xdbl[t][r..].split_at(n);
             let (delta, u, y) = (&mut delta[t][..], &u[t][..], &mut y[t][..]);
@@ -429,7 +469,7 @@ impl Weights {
                     decay[ch * n + j] = delta[ch] * l.a[ch * n + j];
                 }
             }
-            exp_sub_inplace(&mut decay, 0.0);
+            exp_sub_inplace(decay, 0.0);
             for ch in 0..di {
                 let du = delta[ch] * u[ch];
                 let da = &decay[ch * n..(ch + 1) * n];
@@ -443,13 +483,6 @@ impl Weights {
             }
         }
     }
-}
-
-/// Mamba-1's own matrices, borrowed from its [`MixerView`].
-struct Mamba1Extra<'v, 'a> {
-    x_proj: &'v Mat<'a>,
-    dt_w: &'v Mat<'a>,
-    dt_b: &'a [f32],
 }
 
 /// The depthwise causal conv over the window [state (k - 1), x] then SiLU, into `out`; shifts x

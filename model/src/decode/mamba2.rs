@@ -2,7 +2,7 @@
 //! to y, per head a scalar decay over a (head_dim, n) state, then the gated RMSNorm. Same
 //! arithmetic as [`Mixer2::step`](crate::mamba2::Mixer2::step).
 
-use super::host::{conv_silu, rms_norm, silu, softplus, LayerView, Weights};
+use super::host::{conv_silu, rms_norm, silu, softplus, LayerView, Scratch, Weights};
 use crate::mamba2::ssd_cpu::dot;
 
 /// Mamba-2's own vectors.
@@ -16,6 +16,7 @@ pub(super) struct Mamba2View<'a> {
 impl Weights {
     /// One layer's mixer for each token in turn: `proj` rows of in_proj, `conv` the window
     /// (conv_dim, k - 1), `ssm` the state (heads, head_dim, n); y (di per token) out.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn mamba2(
         &self,
@@ -24,18 +25,19 @@ impl Weights {
         proj: &[Vec<f32>],
         conv: &mut [f32],
         ssm: &mut [f32],
+        sc: &mut Scratch,
         y: &mut [Vec<f32>],
     ) {
         let c = &self.cfg;
         let (di, heads, p, groups, n) =
             (c.d_inner(), c.n_heads(), c.head_dim, c.n_groups, c.d_state);
         let (lo, hi) = (c.dt_limit.0 as f32, c.dt_limit.1 as f32);
-        let cd = c.conv_dim();
-        let mut xbc = vec![0f32; cd];
+        let (cd, eps) = (c.conv_dim(), c.norm_eps as f32);
+        let xbc = &mut sc.xbc;
         for (row, y) in proj.iter().zip(y.iter_mut()) {
             let (z, rest) = row.split_at(di);
             let (xbc_in, dt) = rest.split_at(cd);
-            conv_silu(l, xbc_in, conv, &mut xbc);
+            conv_silu(l, xbc_in, conv, xbc);
             let (x, bc) = xbc.split_at(di);
             let (bm, cm) = bc.split_at(groups * n);
             // h = exp(dt A) h + dt x B^T;  y = h C + D x, head by head.
@@ -58,7 +60,7 @@ impl Weights {
             y.iter_mut().zip(z).for_each(|(y, &z)| *y *= silu(z));
             let width = di / groups;
             for (yg, wg) in y.chunks_mut(width).zip(m.norm.chunks(width)) {
-                let normed = rms_norm(yg, wg, self.eps);
+                let normed = rms_norm(yg, wg, eps);
                 yg.copy_from_slice(&normed);
             }
         }
