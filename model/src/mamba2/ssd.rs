@@ -161,28 +161,10 @@ pub fn ssd_chunked(
     let states = bmm(&bh.broadcast_mul(&w.unsqueeze(4)?)?.transpose(3, 4)?, &xdt)?; // (b, H, c, N, P)
 
     // 3. Between chunks: the state entering chunk k, carried over whole chunks while the
-    // document goes on (one op, forward and backward; see `passing`).
+    // document goes on (one op, forward and backward; see `passing`). The document at the end
+    // of the previous chunk (none before the first) says whether it goes on.
     let chunk_decay = last(&cs)?.squeeze(3)?.exp()?; // (b, H, c)
     let end_doc = end_doc.squeeze(3)?; // (b, H, c)
-    let goes_on = match c {
-        1 => end_doc.zeros_like()?,
-        _ => Tensor::cat(
-            &[
-                &end_doc.narrow(2, 0, 1)?.zeros_like()?,
-                &end_doc
-                    .narrow(2, 1, c - 1)?
-                    .eq(&end_doc.narrow(2, 0, c - 1)?)?
-                    .to_dtype(x.dtype())?,
-            ],
-            2,
-        )?,
-    };
-    let passed = pass_states(&states, &(chunk_decay * goes_on)?)?; // (b, H, c + 1, N, P)
-    let entering = passed.narrow(2, 0, c)?;
-    let carried = passed.i((.., .., c))?;
-
-    // 4. The entering state's part of each output: exp(cs_i) (C_i . S), same document as the
-    // previous chunk's end.
     let prev_doc = Tensor::cat(
         &[
             neg_inf(&end_doc.narrow(2, 0, 1)?)?,
@@ -190,6 +172,13 @@ pub fn ssd_chunked(
         ],
         2,
     )?; // (b, H, c)
+    let goes_on = end_doc.eq(&prev_doc)?.to_dtype(x.dtype())?;
+    let passed = pass_states(&states, &(chunk_decay * goes_on)?)?; // (b, H, c + 1, N, P)
+    let entering = passed.narrow(2, 0, c)?;
+    let carried = passed.i((.., .., c))?;
+
+    // 4. The entering state's part of each output: exp(cs_i) (C_i . S), same document as the
+    // previous chunk's end.
     let live = doc.broadcast_eq(&prev_doc.unsqueeze(3)?)?;
     let from_prev = live.where_cond(&cs, &neg_inf(&cs)?)?.exp()?; // (b, H, c, T)
     let y_off = bmm(&ch, &entering)?.broadcast_mul(&from_prev.unsqueeze(4)?)?;
