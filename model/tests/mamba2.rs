@@ -109,34 +109,25 @@ fn resets(b: usize, l: usize, at: &[usize]) -> Tensor {
 fn chunked_ssd_equals_the_recurrence_with_gradients() {
     let mut rng = mamba_model::rng::SplitMix64::new(4);
     let (b, l) = (2, 11);
-    let vars: Vec<Var> = inputs(&mut rng, b, l)
-        .iter()
-        .map(|t| Var::from_tensor(t).unwrap())
-        .collect();
-    let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+    let inputs = inputs(&mut rng, b, l);
     let coef = randn(&mut rng, &[b, l, 4, 3], 1.0);
     // Documents start at 0, 3, 4 (one position long), 9; and at 0, 5 in the second row.
     let docs = resets(b, l, &[3, 4, 9, l + 5]);
     for r in [None, Some(&docs)] {
-        let want = ssd_reference(v[0], v[1], v[2], v[3], v[4], v[5], r).unwrap();
-        let gw = (&want * &coef)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (want, _, gw) = run_with_grads(&inputs, &coef, DType::F64, |v| {
+            (
+                ssd_reference(v[0], v[1], v[2], v[3], v[4], v[5], r).unwrap(),
+                None,
+            )
+        });
         for chunk in [1, 3, 4, 11, 16] {
-            let (got, _) = ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, chunk).unwrap();
+            let (got, _, gg) = run_with_grads(&inputs, &coef, DType::F64, |v| {
+                let (y, _) = ssd_chunked(v[0], v[1], v[2], v[3], v[4], v[5], r, chunk).unwrap();
+                (y, None)
+            });
             let what = format!("chunk {chunk}, resets {}", r.is_some());
             assert_close(&what, &got, &want, 1e-10, 1e-9);
-            let gg = (&got * &coef)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (i, var) in vars.iter().enumerate() {
-                let (a, e) = (gg.get(var).unwrap(), gw.get(var).unwrap());
+            for (i, (a, e)) in gg.iter().zip(&gw).enumerate() {
                 assert_close(&format!("{what}: gradient {i}"), a, e, 1e-9, 1e-8);
             }
         }
