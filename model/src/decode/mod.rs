@@ -2,10 +2,11 @@
 //! scan also returns the state after the prompt), then every step feeds one token per sequence
 //! through the recurrent form, O(1) in time and memory whatever the context length.
 //!
-//! A [`Decoder`] steps a batch of sequences. On the CPU it uses a fast path on
-//! plain `f32` slices ([`host`]), which also runs short prompts (their tokens through each
-//! matrix together, `matvec`) where the forward's matmuls cost more; elsewhere, and as its
-//! tested slow twin, the candle step of the architecture's mixer ([`Mixer::step`](crate::layers::mixer::Mixer::step),
+//! A [`Decoder`] steps a batch of sequences. On the CPU it uses a fast path on plain `f32`
+//! slices ([`host`]), either architecture, which also runs short prompts (their tokens through
+//! each matrix together, `matvec`) where the forward's matmuls cost more; elsewhere, and as its
+//! tested slow twin, the candle step of the architecture's mixer
+//! ([`Mixer::step`](crate::layers::mixer::Mixer::step),
 //! [`Mixer2::step`](crate::mamba2::Mixer2::step)). Both take and give a [`State`].
 
 mod host;
