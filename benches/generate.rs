@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use mamba::generate::sampling::argmax;
-use mamba_model::{Arch, Config, Decoder, MambaLM};
+use mamba_model::{Config, Decoder, LayerKind, MambaLM};
 
 #[global_allocator]
 static GLOBAL: mamba_model::MapAware<mimalloc::MiMalloc> =
@@ -51,7 +51,7 @@ fn main() {
     } else {
         lens
     };
-    let arch: Arch = std::env::var("BENCH_ARCH")
+    let arch: LayerKind = std::env::var("BENCH_ARCH")
         .map(|s| s.parse().expect("BENCH_ARCH is mamba1 or mamba2"))
         .unwrap_or_default();
     let cfg = Config::of(arch, 768, 24, 50280);
@@ -60,7 +60,7 @@ fn main() {
     println!(
         "130m-shaped {}: {} parameters, initialised in {:.1} s; {} threads",
         arch.name(),
-        cfg.num_params(),
+        MambaLM::num_params(&cfg),
         t.elapsed().as_secs_f64(),
         candle_core::utils::get_num_threads()
     );

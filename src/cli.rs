@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use mamba_model::config::preset_names;
-use mamba_model::Arch;
+use mamba_model::LayerKind as Arch;
 
 #[derive(Parser)]
 #[command(

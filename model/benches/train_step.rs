@@ -10,7 +10,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::*;
 use mamba_model::rng::SplitMix64 as Rng;
-use mamba_model::{AdamW, AdamWConfig, Arch, Config, MambaLM};
+use mamba_model::{AdamW, AdamWConfig, Config, LayerKind, MambaLM};
 
 /// The allocator the `mamba` binary uses, so the bench measures what users run.
 #[global_allocator]
@@ -27,7 +27,7 @@ fn main() -> mamba_model::Result<()> {
     let batch = env_usize("BENCH_BATCH", 4);
     let iters = env_usize("BENCH_ITERS", 7);
     let dev = Device::Cpu;
-    let arch: Arch = std::env::var("BENCH_ARCH")
+    let arch: LayerKind = std::env::var("BENCH_ARCH")
         .map(|s| s.parse().expect("BENCH_ARCH is mamba1 or mamba2"))
         .unwrap_or_default();
     let base = Config::of(arch, d, layers, vocab);
@@ -55,7 +55,7 @@ fn main() -> mamba_model::Result<()> {
         "train_step: {}, d_model {d}, n_layer {layers}, d_state {}, vocab {vocab}, seq {seq}, batch {batch}, {} params, {} threads",
         arch.name(),
         cfg.d_state,
-        cfg.num_params(),
+        MambaLM::num_params(&cfg),
         rayon::current_num_threads()
     );
     let (mut tf, mut tb, mut to, mut tt) = (vec![], vec![], vec![], vec![]);

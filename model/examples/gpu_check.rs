@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use mamba_model::kernels::scan::{selective_scan, ScanOptions};
-use mamba_model::mamba2::{ssd_chunked, ssd_scan};
+use mamba_model::mixers::mamba2::{ssd_chunked, ssd_scan};
 
 type Res<T> = candle_core::Result<T>;
 

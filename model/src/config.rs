@@ -55,11 +55,11 @@ impl Preset {
     }
 }
 
-/// The architecture a [`Config`] describes: what the model crate computes and what
-/// `config.json`'s `model_type` names. The two differ only in the mixer of a block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The kind of one layer: which mixer it has. Defined here with the facts that name it; what
+/// each kind computes and says of itself is its module's, listed in [`crate::mixers`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Arch {
+pub enum LayerKind {
     /// Gu & Dao 2023: the selective SSM (transformers `MambaForCausalLM`).
     #[default]
     Mamba1,
@@ -67,67 +67,58 @@ pub enum Arch {
     Mamba2,
 }
 
-impl Arch {
-    /// transformers' `model_type` and class of this architecture.
-    pub fn transformers_names(self) -> (&'static str, &'static str) {
-        match self {
-            Arch::Mamba1 => ("mamba", "MambaForCausalLM"),
-            Arch::Mamba2 => ("mamba2", "Mamba2ForCausalLM"),
-        }
-    }
-
-    /// The architecture of a transformers `model_type`, if it is one we compute.
-    pub fn from_model_type(model_type: &str) -> Option<Arch> {
-        match model_type {
-            "mamba" => Some(Arch::Mamba1),
-            "mamba2" => Some(Arch::Mamba2),
-            _ => None,
-        }
-    }
+impl LayerKind {
+    /// Every kind, in the order `--arch` lists them.
+    pub const ALL: [LayerKind; 2] = [LayerKind::Mamba1, LayerKind::Mamba2];
 
     /// Its name in the papers.
     pub fn name(self) -> &'static str {
         match self {
-            Arch::Mamba1 => "Mamba-1",
-            Arch::Mamba2 => "Mamba-2",
+            LayerKind::Mamba1 => "Mamba-1",
+            LayerKind::Mamba2 => "Mamba-2",
         }
     }
 
-    /// Its name on the command line and in `--arch`.
+    /// Its name on the command line (`--arch`), in configs and in mamba_ssm's `ssm_cfg.layer`
+    /// (capitalised there).
     pub fn key(self) -> &'static str {
         match self {
-            Arch::Mamba1 => "mamba1",
-            Arch::Mamba2 => "mamba2",
+            LayerKind::Mamba1 => "mamba1",
+            LayerKind::Mamba2 => "mamba2",
+        }
+    }
+
+    /// d_state of the released models of this kind (Mamba-1 16, Mamba-2 128).
+    pub fn released_d_state(self) -> usize {
+        match self {
+            LayerKind::Mamba1 => 16,
+            LayerKind::Mamba2 => 128,
         }
     }
 }
 
-impl std::str::FromStr for Arch {
+impl std::str::FromStr for LayerKind {
     type Err = String;
 
-    fn from_str(s: &str) -> std::result::Result<Arch, String> {
-        match s {
-            "mamba1" => Ok(Arch::Mamba1),
-            "mamba2" => Ok(Arch::Mamba2),
-            _ => Err(format!(
-                "unknown architecture `{s}` (valid: mamba1, mamba2)"
-            )),
-        }
+    fn from_str(s: &str) -> std::result::Result<LayerKind, String> {
+        let keys: Vec<&str> = LayerKind::ALL.iter().map(|k| k.key()).collect();
+        LayerKind::ALL
+            .into_iter()
+            .find(|k| k.key() == s.to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown architecture `{s}` (valid: {})", keys.join(", ")))
     }
 }
 
-/// Hyper-parameters of a Mamba language model: Mamba-1 (`MambaLMHeadModel` /
-/// `MambaForCausalLM`) or Mamba-2 (`Mamba2ForCausalLM`), as `arch` says. The `dt_*`,
+/// Hyper-parameters of a Mamba language model: a stack of layers, each of its kind (Mamba-1,
+/// `MambaLMHeadModel` / `MambaForCausalLM`; Mamba-2, `Mamba2ForCausalLM`; or a mix). The `dt_*`,
 /// `initializer_range` and `rescale_prenorm_residual` fields only affect initialisation;
 /// `dt_rank` is Mamba-1's, `head_dim`, `n_groups` and `dt_limit` Mamba-2's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// The architecture: which mixer every block has.
-    pub arch: Arch,
+    /// The kind of each layer, first to last: one residual block each.
+    pub layers: Vec<LayerKind>,
     /// Width of the residual stream.
     pub d_model: usize,
-    /// Number of Mamba blocks.
-    pub n_layer: usize,
     /// Vocabulary size of the tokenizer (unpadded). The embedding has [`Config::padded_vocab`] rows.
     pub vocab_size: usize,
     /// SSM state size N: 4, 8, 16, 32, 64 or 128 (the sizes the scan kernels are compiled for;
@@ -166,9 +157,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            arch: Arch::Mamba1,
+            layers: vec![LayerKind::Mamba1; 24],
             d_model: 768,
-            n_layer: 24,
             vocab_size: 50257,
             d_state: 16,
             d_conv: 4,
@@ -194,41 +184,57 @@ impl Config {
     /// A Mamba-1 config with the given width, depth and (unpadded) vocabulary, everything else
     /// default.
     pub fn new(d_model: usize, n_layer: usize, vocab_size: usize) -> Self {
-        Config::of(Arch::Mamba1, d_model, n_layer, vocab_size)
+        Config::of(LayerKind::Mamba1, d_model, n_layer, vocab_size)
     }
 
-    /// A config of `arch` with the given width, depth and (unpadded) vocabulary, everything else
-    /// as the released models of that architecture have it (Mamba-2: d_state 128, head_dim 64,
-    /// one group, tied head).
-    pub fn of(arch: Arch, d_model: usize, n_layer: usize, vocab_size: usize) -> Self {
-        let cfg = Config {
-            arch,
+    /// A config of `n_layer` layers of `kind` with the given width and (unpadded) vocabulary,
+    /// everything else as the released models of that kind have it (Mamba-2: d_state 128,
+    /// head_dim 64, one group, tied head).
+    pub fn of(kind: LayerKind, d_model: usize, n_layer: usize, vocab_size: usize) -> Self {
+        Config {
+            layers: vec![kind; n_layer],
             d_model,
-            n_layer,
             vocab_size,
+            d_state: kind.released_d_state(),
             ..Default::default()
-        };
-        match arch {
-            Arch::Mamba1 => cfg,
-            Arch::Mamba2 => Config {
-                d_state: 128,
-                ..cfg
-            },
         }
     }
 
     /// The Mamba-1 preset `name` of `configs/models.json` (e.g. `tiny`, d 64, 2 layers, for
     /// tests; `130m`, the shape of state-spaces/mamba-130m) with a vocabulary of `vocab`.
     pub fn preset(name: &str, vocab: usize) -> Result<Config> {
-        Config::arch_preset(Arch::Mamba1, name, vocab)
+        Config::arch_preset(LayerKind::Mamba1, name, vocab)
     }
 
-    /// The preset `name` for `arch` (the presets give width and depth; see [`Config::of`]).
-    pub fn arch_preset(arch: Arch, name: &str, vocab: usize) -> Result<Config> {
+    /// The preset `name` with layers of `kind` (the presets give width and depth; see
+    /// [`Config::of`]).
+    pub fn arch_preset(kind: LayerKind, name: &str, vocab: usize) -> Result<Config> {
         let p = Preset::named(name)?;
-        let cfg = Config::of(arch, p.d_model, p.n_layer, vocab);
+        let cfg = Config::of(kind, p.d_model, p.n_layer, vocab);
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Number of layers (residual blocks).
+    pub fn n_layer(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The kind of every layer, if they are all of one kind (every released checkpoint).
+    pub fn kind(&self) -> Option<LayerKind> {
+        let first = *self.layers.first()?;
+        self.layers.iter().all(|&k| k == first).then_some(first)
+    }
+
+    /// The architecture in words: `Mamba-2`, or `Mamba-1 + Mamba-2` for a model of both.
+    pub fn arch_name(&self) -> String {
+        let mut names: Vec<&str> = vec![];
+        for k in &self.layers {
+            if !names.contains(&k.name()) {
+                names.push(k.name());
+            }
+        }
+        names.join(" + ")
     }
 
     /// d_inner = expand * d_model.
@@ -239,14 +245,6 @@ impl Config {
     /// Mamba-2: number of heads H.
     pub fn n_heads(&self) -> usize {
         self.d_inner() / self.head_dim.max(1)
-    }
-
-    /// Channels of the causal conv: x (Mamba-1), or x, B and C (Mamba-2).
-    pub fn conv_dim(&self) -> usize {
-        match self.arch {
-            Arch::Mamba1 => self.d_inner(),
-            Arch::Mamba2 => self.d_inner() + 2 * self.n_groups * self.d_state,
-        }
     }
 
     /// dt_rank, resolving `auto` to ceil(d_model / 16).
@@ -260,13 +258,15 @@ impl Config {
         self.vocab_size.div_ceil(m) * m
     }
 
-    /// Checks that the sizes are usable.
+    /// Checks that the sizes every kind shares are usable (each kind's own:
+    /// [`crate::mixers::check`]).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.d_model == 0 || self.n_layer == 0 || self.vocab_size == 0 || self.expand == 0 {
+        let n_layer = self.n_layer();
+        if self.d_model == 0 || n_layer == 0 || self.vocab_size == 0 || self.expand == 0 {
             return bad(format!(
-                "d_model ({}), n_layer ({}), vocab_size ({}) and expand ({}) must be positive",
-                self.d_model, self.n_layer, self.vocab_size, self.expand
+                "d_model ({}), n_layer ({n_layer}), vocab_size ({}) and expand ({}) must be positive",
+                self.d_model, self.vocab_size, self.expand
             ));
         }
         let supported = crate::kernels::scan::SUPPORTED_D_STATE;
@@ -275,21 +275,6 @@ impl Config {
                 "d_state {} not supported (use one of {supported:?})",
                 self.d_state
             ));
-        }
-        if self.arch == Arch::Mamba2 {
-            let (p, g) = (self.head_dim, self.n_groups);
-            if p == 0 || !self.d_inner().is_multiple_of(p) {
-                return bad(format!(
-                    "head_dim {p} must divide d_inner {}",
-                    self.d_inner()
-                ));
-            }
-            if g == 0 || !self.n_heads().is_multiple_of(g) {
-                return bad(format!(
-                    "n_groups {g} must divide the {} heads",
-                    self.n_heads()
-                ));
-            }
         }
         if self.d_conv == 0 {
             return bad("d_conv must be positive".into());
@@ -304,14 +289,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-
-    /// Total number of parameters (the LM head is tied to the embedding and not counted twice).
-    pub fn num_params(&self) -> usize {
-        crate::model::MambaLM::shapes(self)
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
     }
 }
 
@@ -331,7 +308,7 @@ mod tests {
         assert_eq!(p.train["seq_len"], 2048);
         for n in names {
             Config::preset(n, 100).unwrap();
-            Config::arch_preset(Arch::Mamba2, n, 100).unwrap();
+            Config::arch_preset(LayerKind::Mamba2, n, 100).unwrap();
         }
     }
 }

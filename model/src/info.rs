@@ -1,6 +1,6 @@
 //! Parameter names, shapes and the printable breakdown used by `mamba model-info`.
 
-use crate::config::{Arch, Config};
+use crate::config::{Config, LayerKind};
 use crate::model::MambaLM;
 
 fn human(n: usize) -> String {
@@ -23,27 +23,30 @@ pub fn breakdown(cfg: &Config) -> String {
     let count = |s: &[usize]| s.iter().product::<usize>();
     let total: usize = shapes.iter().map(|(_, s)| count(s)).sum();
     let emb = cfg.padded_vocab() * cfg.d_model;
-    let per_layer: usize = shapes
-        .iter()
-        .filter(|(n, _)| n.starts_with("backbone.layers.0."))
-        .map(|(_, s)| count(s))
-        .sum();
-    let mut o = String::new();
-    let _ = writeln!(o, "{} language model", cfg.arch.name());
-    let own = match cfg.arch {
-        Arch::Mamba1 => format!("dt_rank {}", cfg.dt_rank()),
-        Arch::Mamba2 => format!(
-            "heads {} x head_dim {}  n_groups {}",
-            cfg.n_heads(),
-            cfg.head_dim,
-            cfg.n_groups
-        ),
+    // Each kind once, in the order of its first layer: (kind, that layer, how many layers).
+    let mut kinds: Vec<(LayerKind, usize, usize)> = vec![];
+    for (i, &k) in cfg.layers.iter().enumerate() {
+        match kinds.iter_mut().find(|(kind, _, _)| *kind == k) {
+            Some((_, _, n)) => *n += 1,
+            None => kinds.push((k, i, 1)),
+        }
+    }
+    let layer = |i: usize| {
+        let prefix = format!("backbone.layers.{i}.");
+        shapes
+            .iter()
+            .filter_map(move |(n, s)| Some((n.strip_prefix(&prefix)?.to_string(), s)))
+            .collect::<Vec<_>>()
     };
+    let mut o = String::new();
+    let _ = writeln!(o, "{} language model", cfg.arch_name());
+    let own: Vec<String> = kinds.iter().map(|(k, _, _)| k.describe(cfg)).collect();
+    let own = own.join("  ");
     let _ = writeln!(
         o,
         "  d_model {}  n_layer {}  d_inner {}  d_state {}  d_conv {}  {own}",
         cfg.d_model,
-        cfg.n_layer,
+        cfg.n_layer(),
         cfg.d_inner(),
         cfg.d_state,
         cfg.d_conv,
@@ -71,14 +74,15 @@ pub fn breakdown(cfg: &Config) -> String {
         false => "embeddings",
     };
     line(emb_name, &[cfg.padded_vocab(), cfg.d_model]);
-    for (name, shape) in shapes
-        .iter()
-        .filter(|(n, _)| n.starts_with("backbone.layers.0."))
-    {
-        line(
-            &format!("layer.{}", &name["backbone.layers.0.".len()..]),
-            shape,
-        );
+    for &(kind, first, _) in &kinds {
+        // A model of several kinds names each kind's tensors.
+        let what = match kinds.len() {
+            1 => "layer".to_string(),
+            _ => format!("{} layer", kind.key()),
+        };
+        for (name, shape) in layer(first) {
+            line(&format!("{what}.{name}"), shape);
+        }
     }
     line("norm_f.weight", &[cfg.d_model]);
     if !cfg.tie_embeddings {
@@ -91,14 +95,17 @@ pub fn breakdown(cfg: &Config) -> String {
         emb,
         100.0 * emb as f64 / total as f64
     );
-    let _ = writeln!(
-        o,
-        "  {} layers x {:<9} {:>14} ({:>5.1}%)",
-        cfg.n_layer,
-        per_layer,
-        per_layer * cfg.n_layer,
-        100.0 * (per_layer * cfg.n_layer) as f64 / total as f64
-    );
+    for &(_, first, n) in &kinds {
+        let per_layer: usize = layer(first).iter().map(|(_, s)| count(s)).sum();
+        let _ = writeln!(
+            o,
+            "  {} layers x {:<9} {:>14} ({:>5.1}%)",
+            n,
+            per_layer,
+            per_layer * n,
+            100.0 * (per_layer * n) as f64 / total as f64
+        );
+    }
     let _ = writeln!(o, "  final norm          {:>14}", cfg.d_model);
     if !cfg.tie_embeddings {
         let _ = writeln!(o, "  lm_head             {:>14}", emb);

@@ -14,7 +14,8 @@
 //! Every tensor has its own random stream derived from (seed, tensor name), so the values do not
 //! depend on creation order.
 
-use crate::config::{Arch, Config};
+use crate::config::Config;
+use crate::layers::params::Init;
 use crate::rng::SplitMix64;
 
 /// softplus^-1(y) = y + log(-expm1(-y)).
@@ -22,58 +23,51 @@ pub fn inv_softplus(y: f64) -> f64 {
     y + (-(-y).exp_m1()).ln()
 }
 
-/// Initial value of one parameter (named as in [`crate::model::MambaLM::shapes`]).
-pub fn init_values(cfg: &Config, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
+/// Initial value of one parameter, initialised as `init` says (named as in
+/// [`crate::model::MambaLM::params`]: the name seeds its random stream).
+pub fn init_values(cfg: &Config, init: Init, name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let numel: usize = shape.iter().product();
     let mut rng = SplitMix64::for_tensor(seed, name);
-    let uniform = |rng: &mut SplitMix64, bound: f64| -> Vec<f32> {
-        (0..numel)
-            .map(|_| rng.uniform_in(-bound, bound) as f32)
-            .collect()
-    };
-    let last = name.rsplit('.').next().unwrap_or(name);
-    if name.ends_with("embeddings.weight") {
-        (0..numel)
-            .map(|_| (rng.normal() * cfg.initializer_range) as f32)
-            .collect()
-    } else if name.ends_with("norm.weight") || name.ends_with("norm_f.weight") || last == "D" {
-        vec![1.0; numel]
-    } else if last == "A_log" && cfg.arch == Arch::Mamba2 {
-        (0..numel)
-            .map(|_| rng.uniform_in(1.0, 16.0).ln() as f32)
-            .collect()
-    } else if last == "A_log" {
-        let n = shape[1];
-        (0..numel)
-            .map(|i| (((i % n) + 1) as f64).ln() as f32)
-            .collect()
-    } else if name.ends_with("dt_proj.weight") {
-        let bound = cfg.dt_scale * (cfg.dt_rank() as f64).powf(-0.5);
-        uniform(&mut rng, bound)
-    } else if name.ends_with("dt_proj.bias") || last == "dt_bias" {
-        let (lo, hi) = (cfg.dt_min.ln(), cfg.dt_max.ln());
-        (0..numel)
-            .map(|_| {
-                let dt = rng.uniform_in(lo, hi).exp().max(cfg.dt_init_floor);
-                inv_softplus(dt) as f32
-            })
-            .collect()
-    } else if name.ends_with("conv1d.weight") || name.ends_with("conv1d.bias") {
-        // fan_in = (in_channels / groups) * kernel = d_conv
-        uniform(&mut rng, 1.0 / (cfg.d_conv as f64).sqrt())
-    } else if name.ends_with("out_proj.weight") {
-        let bound = 1.0 / (shape[1] as f64).sqrt();
-        let scale = if cfg.rescale_prenorm_residual {
-            1.0 / (cfg.n_layer as f64).sqrt()
-        } else {
-            1.0
-        };
+    let mut uniform = |bound: f64, scale: f64| -> Vec<f32> {
         (0..numel)
             .map(|_| (rng.uniform_in(-bound, bound) * scale) as f32)
             .collect()
-    } else {
-        // in_proj, x_proj and anything else 2-D: nn.Linear default.
-        let fan_in = shape.last().copied().unwrap_or(1).max(1);
-        uniform(&mut rng, 1.0 / (fan_in as f64).sqrt())
+    };
+    // nn.Linear's bound: fan_in is the last dimension.
+    let fan_in = shape.last().copied().unwrap_or(1).max(1) as f64;
+    match init {
+        Init::Embedding => (0..numel)
+            .map(|_| (rng.normal() * cfg.initializer_range) as f32)
+            .collect(),
+        Init::Ones => vec![1.0; numel],
+        Init::ALogUniform => (0..numel)
+            .map(|_| rng.uniform_in(1.0, 16.0).ln() as f32)
+            .collect(),
+        Init::ALogRange => {
+            let n = shape.last().copied().unwrap_or(1).max(1);
+            (0..numel)
+                .map(|i| (((i % n) + 1) as f64).ln() as f32)
+                .collect()
+        }
+        Init::DtProj => uniform(cfg.dt_scale * (cfg.dt_rank() as f64).powf(-0.5), 1.0),
+        Init::DtBias => {
+            let (lo, hi) = (cfg.dt_min.ln(), cfg.dt_max.ln());
+            (0..numel)
+                .map(|_| {
+                    let dt = rng.uniform_in(lo, hi).exp().max(cfg.dt_init_floor);
+                    inv_softplus(dt) as f32
+                })
+                .collect()
+        }
+        // fan_in = (in_channels / groups) * kernel = d_conv
+        Init::Conv => uniform(1.0 / (cfg.d_conv as f64).sqrt(), 1.0),
+        Init::OutProj => {
+            let scale = match cfg.rescale_prenorm_residual {
+                true => 1.0 / (cfg.n_layer() as f64).sqrt(),
+                false => 1.0,
+            };
+            uniform(1.0 / fan_in.sqrt(), scale)
+        }
+        Init::Linear => uniform(1.0 / fan_in.sqrt(), 1.0),
     }
 }

@@ -3,10 +3,11 @@
 //! their own backward), Mamba-2's SSD, document resets inside packed sequences,
 //! transformers-compatible weights, recurrent generation and a checkpointable AdamW.
 //!
-//! The one place the model is computed: [`layers`] (conv, norm, projections, the Mamba-1
-//! mixer, the block), [`mamba2`] (the Mamba-2 mixer and the SSD),
-//! [`kernels`] (fused ops with their own backward), [`model`] (the forward for training, eval
-//! and prefill), [`decode`] (recurrent generation) and [`io`] (checkpoints).
+//! The one place the model is computed, from the bottom floor up: [`layers`] (conv, norm,
+//! projections, the parameter tables every kind declares) and [`kernels`] (fused ops with
+//! their own backward, the CPU's vector lanes); [`mixers`] (a module per layer kind: Mamba-1,
+//! Mamba-2); [`model`] (the residual stack of layers, each of its kind: the forward for
+//! training, eval and prefill); [`decode`] (recurrent generation) and [`io`] (checkpoints).
 //!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
@@ -39,12 +40,12 @@ pub mod io;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
-pub mod mamba2;
+pub mod mixers;
 pub mod model;
 pub mod optim;
 pub mod rng;
 
-pub use config::{Arch, Config, PRESETS};
+pub use config::{Config, LayerKind, PRESETS};
 pub use decode::{Decoder, State};
 pub use error::{Error, Result};
 pub use io::mapped::MapAware;

@@ -1,6 +1,6 @@
 //! The language model: embedding -> n_layer x (RMSNorm -> mixer -> residual add) -> RMSNorm ->
 //! LM head, tied to the embedding or its own (transformers `MambaForCausalLM` and
-//! `Mamba2ForCausalLM`, mamba_ssm `MambaLMHeadModel`); the mixer is the architecture's.
+//! `Mamba2ForCausalLM`, mamba_ssm `MambaLMHeadModel`); each layer's mixer is of its kind.
 //! One forward serves training, evaluation and prefill; see [`ForwardOptions`].
 
 use candle_core::backprop::GradStore;
@@ -8,15 +8,23 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::Config;
-use crate::layers::block::{Block, BlockMixer};
-use crate::layers::mixer::linear_in;
 use crate::layers::norm::rms_norm;
+use crate::layers::ops::linear_in;
+use crate::layers::params::{Init, Param};
+use crate::mixers::Mixer;
 
 /// Name of an untied LM head's weight in transformers' layout.
 pub const LM_HEAD: &str = "lm_head.weight";
 
-/// A Mamba language model (Mamba-1 or Mamba-2, as its config's `arch` says) with f32
-/// parameters.
+/// One residual block: h + mixer(rms_norm(h)) (candle's and mamba_ssm's `Block`); the mixer is
+/// the only part that knows the layer's kind.
+#[derive(Clone, Debug)]
+pub(crate) struct Block {
+    pub(crate) norm: Tensor,
+    pub(crate) mixer: Mixer,
+}
+
+/// A Mamba language model (its layers of the kinds its config lists) with f32 parameters.
 #[derive(Clone, Debug)]
 pub struct MambaLM {
     pub(crate) cfg: Config,
@@ -53,39 +61,65 @@ impl Default for ForwardOptions<'_> {
 }
 
 impl MambaLM {
-    /// Every parameter's transformers name and shape, in a fixed order (embedding, layers 0..,
-    /// final norm, then the LM head when it is not tied to the embedding).
-    pub fn shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    /// Every parameter's transformers name, shape and initialisation, in a fixed order
+    /// (embedding, layers 0.., final norm, then the LM head when it is not tied to the
+    /// embedding).
+    pub fn params(cfg: &Config) -> Vec<(String, Param)> {
+        let own = |name: &'static str, shape: Vec<usize>, init: Init| Param { name, shape, init };
+        let vocab = cfg.padded_vocab();
         let mut v = vec![(
             "backbone.embeddings.weight".to_string(),
-            vec![cfg.padded_vocab(), cfg.d_model],
+            own(
+                "embeddings.weight",
+                vec![vocab, cfg.d_model],
+                Init::Embedding,
+            ),
         )];
-        for i in 0..cfg.n_layer {
+        for (i, kind) in cfg.layers.iter().enumerate() {
             let p = format!("backbone.layers.{i}");
-            v.push((format!("{p}.norm.weight"), vec![cfg.d_model]));
-            for (name, shape) in BlockMixer::shapes(cfg) {
-                v.push((format!("{p}.mixer.{name}"), shape));
+            let norm = own("norm.weight", vec![cfg.d_model], Init::Ones);
+            v.push((format!("{p}.norm.weight"), norm));
+            for param in kind.table(cfg) {
+                v.push((format!("{p}.mixer.{}", param.name), param));
             }
         }
-        v.push(("backbone.norm_f.weight".to_string(), vec![cfg.d_model]));
+        let norm_f = own("norm_f.weight", vec![cfg.d_model], Init::Ones);
+        v.push(("backbone.norm_f.weight".to_string(), norm_f));
         if !cfg.tie_embeddings {
-            v.push((LM_HEAD.to_string(), vec![cfg.padded_vocab(), cfg.d_model]));
+            let head = own(LM_HEAD, vec![vocab, cfg.d_model], Init::Linear);
+            v.push((LM_HEAD.to_string(), head));
         }
         v
     }
 
-    /// Builds the model from a VarBuilder using the names of [`MambaLM::shapes`].
+    /// Every parameter's transformers name and shape, in the order of [`MambaLM::params`].
+    pub fn shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+        Self::params(cfg)
+            .into_iter()
+            .map(|(name, p)| (name, p.shape))
+            .collect()
+    }
+
+    /// Total number of parameters (a tied LM head is the embedding, not counted twice).
+    pub fn num_params(cfg: &Config) -> usize {
+        Self::params(cfg)
+            .iter()
+            .map(|(_, p)| p.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Builds the model from a VarBuilder using the names of [`MambaLM::params`].
     /// With a VarMap-backed builder, use [`MambaLM::init`] to get mamba_ssm's initialisation.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        cfg.validate().map_err(candle_core::Error::wrap)?;
+        crate::mixers::check(cfg).map_err(candle_core::Error::wrap)?;
         let bb = vb.pp("backbone");
         let embedding = bb.get((cfg.padded_vocab(), cfg.d_model), "embeddings.weight")?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
+        let mut layers = Vec::with_capacity(cfg.n_layer());
+        for (i, &kind) in cfg.layers.iter().enumerate() {
             let lv = bb.pp(format!("layers.{i}"));
             layers.push(Block {
                 norm: lv.get(cfg.d_model, "norm.weight")?,
-                mixer: BlockMixer::new(cfg, lv.pp("mixer"))?,
+                mixer: Mixer::new(kind, cfg, &lv.pp("mixer"))?,
             });
         }
         let norm_f = bb.get(cfg.d_model, "norm_f.weight")?;
@@ -106,13 +140,13 @@ impl MambaLM {
     /// deterministic for a given `seed`. The returned VarMap holds every parameter as a `Var`
     /// under its transformers name.
     pub fn init(cfg: &Config, seed: u64, device: &Device) -> Result<(Self, VarMap)> {
-        cfg.validate().map_err(candle_core::Error::wrap)?;
+        crate::mixers::check(cfg).map_err(candle_core::Error::wrap)?;
         let varmap = VarMap::new();
         {
             let mut data = varmap.data().lock().unwrap();
-            for (name, shape) in Self::shapes(cfg) {
-                let v = crate::init::init_values(cfg, &name, &shape, seed);
-                let t = Tensor::from_vec(v, shape, device)?;
+            for (name, p) in Self::params(cfg) {
+                let v = crate::init::init_values(cfg, p.init, &name, &p.shape, seed);
+                let t = Tensor::from_vec(v, p.shape, device)?;
                 data.insert(name, Var::from_tensor(&t)?);
             }
         }
@@ -135,7 +169,7 @@ impl MambaLM {
         let mut tensors = vec![self.embedding.clone()];
         for l in &self.layers {
             tensors.push(l.norm.clone());
-            tensors.extend(l.mixer.tensors().into_iter().cloned());
+            tensors.extend(l.mixer.named().into_iter().map(|(_, t)| t.clone()));
         }
         tensors.push(self.norm_f.clone());
         if !self.cfg.tie_embeddings {

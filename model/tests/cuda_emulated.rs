@@ -2,7 +2,7 @@
 //! through a thread-per-lane shim (tests/cuda_emulation/shim.h), against the CPU ops: the
 //! selective scan (src/kernels/scan/scan.cu: forward and every gradient, with z, softplus,
 //! document resets and a partial last warp, over several backward chunks) and the SSD's state
-//! passing (src/mamba2/passing.cu: forward and adjoint, with a partial last block). A GPU run
+//! passing (src/mixers/mamba2/passing.cu: forward and adjoint, with a partial last block). A GPU run
 //! (scripts/gpu-check.sh) is still what shows the kernels right on the hardware; this shows
 //! their arithmetic and indexing here.
 
@@ -11,7 +11,7 @@ use std::process::Command;
 
 use candle_core::{Device, Tensor, Var};
 use mamba_model::kernels::scan::cpu::{self, Dims, Inputs};
-use mamba_model::mamba2::pass_states;
+use mamba_model::mixers::mamba2::pass_states;
 use mamba_model::rng::SplitMix64 as Rng;
 
 fn write_f32(path: &Path, v: &[f32]) {

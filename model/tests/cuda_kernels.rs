@@ -19,7 +19,7 @@ fn scan_kernels_compile_with_nvrtc() {
 
 #[test]
 fn state_passing_kernels_compile_with_nvrtc() {
-    let ptx = mamba_model::mamba2::passing::ptx().unwrap_or_else(|e| panic!("{e}"));
+    let ptx = mamba_model::mixers::mamba2::passing::ptx().unwrap_or_else(|e| panic!("{e}"));
     for entry in ["pass_fwd", "pass_bwd"] {
         assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
     }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use common::*;
-use mamba_model::mamba2::{pass_states, ssd_chunked, ssd_cpu, ssd_reference, ssd_scan};
-use mamba_model::{Arch, MambaLM};
+use mamba_model::mixers::mamba2::{pass_states, ssd_chunked, ssd_cpu, ssd_reference, ssd_scan};
+use mamba_model::{LayerKind, MambaLM};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -56,7 +56,7 @@ fn loads_transformers_mamba2_and_matches_its_logits() {
     for dir in ["hf_mamba2", "mamba_ssm_mamba2"] {
         let (model, _) = MambaLM::load(fixtures().join(dir), &Device::Cpu).unwrap();
         let c = model.config();
-        assert_eq!(c.arch, Arch::Mamba2);
+        assert_eq!(c.kind(), Some(LayerKind::Mamba2));
         assert_eq!(
             (
                 c.n_heads(),

@@ -31,7 +31,12 @@ fn loads_transformers_model_and_matches_logits() {
     let (model, _) = MambaLM::load(fixtures().join("hf_tiny"), &Device::Cpu).unwrap();
     let cfg = model.config();
     assert_eq!(
-        (cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.padded_vocab()),
+        (
+            cfg.d_model,
+            cfg.n_layer(),
+            cfg.vocab_size,
+            cfg.padded_vocab()
+        ),
         (24, 2, 48, 48)
     );
     let (ids, logits) = load_logits("hf_tiny_logits.safetensors");

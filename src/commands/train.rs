@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use mamba_model::io::config::load_config;
+use mamba_model::MambaLM;
 use mamba_pipeline::shard::manifest::Manifest;
 use serde_json::{Map, Value};
 
@@ -155,7 +156,7 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(cfg)?);
     match &given {
-        Some(dir) => println!("(the model of {}: {})", dir.display(), model.arch.name()),
+        Some(dir) => println!("(the model of {}: {})", dir.display(), model.arch_name()),
         None if vocab.is_none() => {
             println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)")
         }
@@ -169,6 +170,9 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         cfg.seq_len
     );
     let est = memory::estimate(cfg, &model);
-    print!("{}", memory::render(&est, model.num_params(), cfg.vram_gb));
+    print!(
+        "{}",
+        memory::render(&est, MambaLM::num_params(&model), cfg.vram_gb)
+    );
     Ok(())
 }

@@ -147,7 +147,7 @@ impl ModelSize {
     }
 
     /// The model of this size and architecture for a vocabulary of `vocab`.
-    pub fn config(self, arch: mamba_model::Arch, vocab: usize) -> mamba_model::Config {
+    pub fn config(self, arch: mamba_model::LayerKind, vocab: usize) -> mamba_model::Config {
         mamba_model::Config::of(arch, self.0.d_model, self.0.n_layer, vocab)
     }
 }

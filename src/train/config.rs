@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use super::choices::{DeviceSpec, ModelSize, Precision};
-pub use mamba_model::Arch;
+pub use mamba_model::LayerKind as Arch;
 
 const VRAM: &str = include_str!("../../configs/vram.json");
 const TRAINING: &str = include_str!("../../configs/training.json");

@@ -1,7 +1,7 @@
 //! `--dry-run` memory estimate: parameters, gradients, optimizer moments and activations of
 //! one micro-batch, against the VRAM profile's budget.
 
-use mamba_model::{Arch, Config};
+use mamba_model::{Config, MambaLM};
 
 use super::config::{DeviceSpec, Precision, TrainConfig};
 
@@ -29,30 +29,22 @@ impl Estimate {
 /// checkpointing only each block's input is kept, and one block's activations are rebuilt at a
 /// time.
 pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
-    let p = model.num_params() as u64;
+    let p = MambaLM::num_params(model) as u64;
     let half = cfg.precision != Precision::Fp32;
     let elem: u64 = if half { 2 } else { 4 };
     let tokens = (cfg.batch_size * cfg.seq_len) as u64;
-    let (d, di) = (model.d_model as u64, model.d_inner() as u64);
-    let n = model.d_state as u64;
-    let per_layer = match model.arch {
-        Arch::Mamba1 => 3 * d + 8 * di + model.dt_rank() as u64 + 2 * n,
-        Arch::Mamba2 => {
-            let (h, gn) = (model.n_heads() as u64, (model.n_groups as u64) * n);
-            let scan = 3 * d + 9 * di + 6 * gn + 4 * h;
-            // On a GPU (or sized for one) the chunked SSD also keeps its (chunk x chunk)
-            // products per head and its chunk states.
-            match cfg.device == DeviceSpec::Cpu && cfg.vram.is_none() {
-                true => scan,
-                false => scan + 4 * h * mamba_model::mamba2::CHUNK as u64 + 6 * di,
-            }
-        }
-    };
-    let layers = model.n_layer as u64;
-    let kept = if cfg.grad_checkpointing {
-        layers * d + per_layer
-    } else {
-        layers * per_layer
+    let d = model.d_model as u64;
+    // On a GPU (or sized for one) the SSM may take its chunked form, which keeps more.
+    let chunked = !(cfg.device == DeviceSpec::Cpu && cfg.vram.is_none());
+    let per_layer = model
+        .layers
+        .iter()
+        .map(|k| k.activations_per_token(model, chunked));
+    let layers = model.n_layer() as u64;
+    let kept = match cfg.grad_checkpointing {
+        // Every block's input, and one block's activations rebuilt at a time.
+        true => layers * d + per_layer.max().unwrap_or(0),
+        false => per_layer.sum(),
     };
     let logits = 2 * model.padded_vocab() as u64;
     Estimate {
@@ -111,7 +103,7 @@ mod tests {
             ..Default::default()
         };
         let full = estimate(&cfg, &model);
-        let p = model.num_params() as u64;
+        let p = MambaLM::num_params(&model) as u64;
         assert_eq!(full.params, 4 * p);
         assert_eq!(full.optimizer, 8 * p);
         cfg.grad_checkpointing = true;
@@ -120,7 +112,7 @@ mod tests {
         cfg.precision = Precision::Bf16;
         let half = estimate(&cfg, &model);
         assert_eq!(half.activations * 2, ck.activations);
-        let text = render(&half, model.num_params(), Some(8.0));
+        let text = render(&half, MambaLM::num_params(&model), Some(8.0));
         assert!(text.contains("activations") && text.contains("8 GB profile"));
     }
 }

@@ -171,7 +171,7 @@ impl Run {
         let mut state = state;
         state.config = cfg.clone();
         // A model from --init or a checkpoint keeps its architecture, whatever --arch says.
-        state.config.arch = model.config().arch;
+        state.config.arch = model.config().layers[0];
         let eval_batches = eval_batches(val_shards, &loader_opts, cfg.eval_batches)?;
         let loader = Loader::spawn(train_shards, loader_opts, state.loader.clone());
         std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|source| TrainError::Io {

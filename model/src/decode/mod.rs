@@ -3,21 +3,18 @@
 //! through the recurrent form, O(1) in time and memory whatever the context length.
 //!
 //! A [`Decoder`] steps a batch of sequences. On the CPU it uses a fast path on plain `f32`
-//! slices ([`host`]), either architecture, which also runs short prompts (their tokens through
-//! each matrix together, `matvec`) where the forward's matmuls cost more; elsewhere, and as its
-//! tested slow twin, the candle step of the architecture's mixer
-//! ([`Mixer::step`](crate::layers::mixer::Mixer::step),
-//! [`Mixer2::step`](crate::mamba2::Mixer2::step)). Both take and give a [`State`].
+//! rows ([`layer`], each layer through its kind's fast step), which also runs short prompts
+//! (their tokens through each matrix together) where the forward's matmuls cost more;
+//! elsewhere, and as its tested slow twin, the candle step of each layer's mixer
+//! ([`Mixer::step`](crate::mixers::Mixer::step)). Both take and give a [`State`].
 
-mod host;
-mod mamba2;
-mod matvec;
+mod layer;
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::layers::mixer::MixerState;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::linear;
+use crate::mixers::MixerState;
 use crate::model::MambaLM;
 
 /// The recurrent state of a batch of sequences (each after its own prompt).
@@ -31,7 +28,7 @@ enum Seqs {
     /// Per layer, conv window and SSM state (see [`MixerState`]), batch first.
     Tensors(Vec<(Tensor, Tensor)>),
     /// Per sequence, the same as plain vectors for the CPU fast path.
-    Host(Vec<host::SeqState>),
+    Rows(Vec<layer::SeqState>),
 }
 
 impl State {
@@ -39,7 +36,7 @@ impl State {
     pub fn batch(&self) -> usize {
         match &self.seqs {
             Seqs::Tensors(l) => l.first().map_or(0, |(c, _)| c.dims()[0]),
-            Seqs::Host(s) => s.len(),
+            Seqs::Rows(s) => s.len(),
         }
     }
 
@@ -47,7 +44,7 @@ impl State {
     /// the states of the beams it continues.
     pub fn select(&self, rows: &[usize]) -> Result<State> {
         let seqs = match &self.seqs {
-            Seqs::Host(s) => Seqs::Host(rows.iter().map(|&r| s[r].clone()).collect()),
+            Seqs::Rows(s) => Seqs::Rows(rows.iter().map(|&r| s[r].clone()).collect()),
             Seqs::Tensors(layers) => {
                 let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
                 let Some((c0, _)) = layers.first() else {
@@ -69,7 +66,7 @@ impl State {
 /// new decoder after training changes the weights.
 pub struct Decoder<'m> {
     model: &'m MambaLM,
-    host: Option<host::Weights>,
+    fast: Option<layer::FastStep>,
 }
 
 impl MambaLM {
@@ -81,11 +78,11 @@ impl MambaLM {
 
     /// A decoder with the fastest step for the model's device.
     pub fn decoder(&self) -> Result<Decoder<'_>> {
-        let host = match self.has_fast_step() {
-            true => Some(host::Weights::new(self, false)?),
+        let fast = match self.has_fast_step() {
+            true => Some(layer::FastStep::new(self, false)?),
             false => None,
         };
-        Ok(Decoder { model: self, host })
+        Ok(Decoder { model: self, fast })
     }
 
     /// A decoder whose step reads 8-bit copies of the matrices (blocks of 32 values with one
@@ -98,7 +95,7 @@ impl MambaLM {
         }
         Ok(Decoder {
             model: self,
-            host: Some(host::Weights::new(self, true)?),
+            fast: Some(layer::FastStep::new(self, true)?),
         })
     }
 
@@ -106,7 +103,7 @@ impl MambaLM {
     pub fn candle_decoder(&self) -> Decoder<'_> {
         Decoder {
             model: self,
-            host: None,
+            fast: None,
         }
     }
 }
@@ -121,12 +118,12 @@ impl Decoder<'_> {
             candle_core::bail!("prefill: empty prompt")
         }
         self.check_ids(prompts.iter().flat_map(|p| p.iter()), "prefill")?;
-        if let Some(w) = self.host.as_ref() {
+        if let Some(w) = self.fast.as_ref() {
             if prompts.iter().all(|p| p.len() <= w.short_prompt) {
                 let (seqs, logits) = w.prefill(prompts)?;
                 return Ok((
                     State {
-                        seqs: Seqs::Host(seqs),
+                        seqs: Seqs::Rows(seqs),
                     },
                     logits,
                 ));
@@ -154,8 +151,8 @@ impl Decoder<'_> {
             .iter()
             .map(|(c, s)| Ok((Tensor::cat(c, 0)?, Tensor::cat(s, 0)?)))
             .collect::<Result<Vec<_>>>()?;
-        let seqs = match &self.host {
-            Some(_) => Seqs::Host(host::SeqState::from_tensors(&layers)?),
+        let seqs = match &self.fast {
+            Some(_) => Seqs::Rows(layer::SeqState::from_tensors(&layers)?),
             None => Seqs::Tensors(layers),
         };
         Ok((State { seqs }, logits))
@@ -170,19 +167,19 @@ impl Decoder<'_> {
         }
         self.check_ids(ids.iter(), "step")?;
         // A state made by the other kind of decoder changes representation once.
-        match (&self.host, &st.seqs) {
+        match (&self.fast, &st.seqs) {
             (Some(_), Seqs::Tensors(layers)) => {
-                st.seqs = Seqs::Host(host::SeqState::from_tensors(layers)?)
+                st.seqs = Seqs::Rows(layer::SeqState::from_tensors(layers)?)
             }
-            (None, Seqs::Host(seqs)) => {
-                st.seqs = Seqs::Tensors(host::SeqState::to_tensors(seqs, self.model)?)
+            (None, Seqs::Rows(seqs)) => {
+                st.seqs = Seqs::Tensors(layer::SeqState::to_tensors(seqs, self.model)?)
             }
             _ => {}
         }
-        let logits = match (&self.host, &mut st.seqs) {
-            (Some(w), Seqs::Host(seqs)) => w.step(ids, seqs)?,
+        let logits = match (&self.fast, &mut st.seqs) {
+            (Some(w), Seqs::Rows(seqs)) => w.step(ids, seqs)?,
             (_, Seqs::Tensors(layers)) => self.candle_step(ids, layers)?,
-            (None, Seqs::Host(_)) => unreachable!("converted above"),
+            (None, Seqs::Rows(_)) => unreachable!("converted above"),
         };
         Ok(logits)
     }

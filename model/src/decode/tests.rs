@@ -1,6 +1,7 @@
 use candle_core::{Device, Tensor};
 
-use crate::{Arch, Config, MambaLM};
+use crate::config::{Config, LayerKind};
+use crate::model::MambaLM;
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
@@ -18,9 +19,15 @@ fn forward_rows(model: &MambaLM, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
-/// Both architectures' tiny presets (Mamba-2's: two heads of 64, state 128), vocabulary `vocab`.
-fn tiny(vocab: usize) -> [Config; 2] {
-    [Arch::Mamba1, Arch::Mamba2].map(|a| Config::arch_preset(a, "tiny", vocab).unwrap())
+/// Each kind's tiny preset (Mamba-2's: two heads of 64, state 128) and a model of both kinds
+/// at the same depth (Mamba-1 then Mamba-2, both at state 128), vocabulary `vocab`.
+fn tiny(vocab: usize) -> [Config; 3] {
+    let [m1, m2] = LayerKind::ALL.map(|a| Config::arch_preset(a, "tiny", vocab).unwrap());
+    let mixed = Config {
+        layers: vec![LayerKind::Mamba1, LayerKind::Mamba2],
+        ..m2.clone()
+    };
+    [m1, m2, mixed]
 }
 
 #[test]
@@ -50,7 +57,7 @@ fn prefill_then_step_matches_the_full_forward(cfg: &Config) {
             let got = decoder.step(&ids, &mut st).unwrap();
             for i in 0..3 {
                 let d = max_diff(&got[i], &full[i][splits[i] + t]);
-                assert!(d < 1e-4, "{:?} sequence {i}, step {t}: {d}", cfg.arch);
+                assert!(d < 1e-4, "{:?} sequence {i}, step {t}: {d}", cfg.layers);
             }
         }
     }
@@ -79,7 +86,7 @@ fn the_fast_step_is_the_candle_step(cfg: &Config) {
         let got = fast.step(&ids, &mut b).unwrap();
         for (g, w) in got.iter().zip(&want) {
             let d = max_diff(g, w);
-            assert!(d < 1e-4, "{:?} step {t}: {d}", cfg.arch);
+            assert!(d < 1e-4, "{:?} step {t}: {d}", cfg.layers);
         }
     }
     assert!(
@@ -161,7 +168,7 @@ fn bf16_weights_decode_close_to_f32(cfg: &Config) {
             f32d.step(&id, &mut c).unwrap(),
         );
         let d = max_diff(&x[0], &y[0]);
-        assert!(d < 1e-4, "{:?} step {t}: fast vs candle {d}", cfg.arch);
+        assert!(d < 1e-4, "{:?} step {t}: fast vs candle {d}", cfg.layers);
         worst = worst.max(max_diff(&x[0], &z[0]));
         scale = z[0].iter().fold(scale, |m, v| m.max(v.abs()));
     }
@@ -169,13 +176,14 @@ fn bf16_weights_decode_close_to_f32(cfg: &Config) {
     assert!(
         worst > 0.0 && worst < 0.02 * scale,
         "{:?} bf16 vs f32: {worst} of {scale}",
-        cfg.arch
+        cfg.layers
     );
 }
 
 /// 8-bit copies of the matrices (from f32 and from bf16 weights, tied and untied heads):
-/// the step's logits stay within 2% of their range of the f32 step's, for both
-/// architectures.
+/// the step's logits stay within 2% of their range of the f32 step's for a model of one kind,
+/// 4% for the model of both (its random logits span less, 0.50 against 0.61-0.64, for an
+/// error 1.5x larger: measured 3.3%).
 #[test]
 fn int8_weights_decode_close_to_f32() {
     for (base, tie_embeddings) in tiny(70)
@@ -204,11 +212,15 @@ fn int8_weights_decode_close_to_f32() {
                 worst = worst.max(max_diff(&x[0], &z[0]));
                 scale = z[0].iter().fold(scale, |m, v| m.max(v.abs()));
             }
-            assert!(max_diff(&la[0], &lc[0]) < 0.02 * scale);
+            let bound = match cfg.kind() {
+                Some(_) => 0.02 * scale,
+                None => 0.04 * scale,
+            };
+            assert!(max_diff(&la[0], &lc[0]) < bound);
             assert!(
-                worst > 0.0 && worst < 0.02 * scale,
+                worst > 0.0 && worst < bound,
                 "{:?} int8 vs f32 (tied {tie_embeddings}): {worst} of {scale}",
-                cfg.arch
+                cfg.layers
             );
         }
     }
@@ -236,7 +248,7 @@ fn short_prompts_equal_stepping(cfg: &Config) {
         (half.decoder().unwrap(), 2e-2),
         (half.decoder_int8().unwrap(), 2e-2),
     ] {
-        let limit = dec.host.as_ref().unwrap().short_prompt;
+        let limit = dec.fast.as_ref().unwrap().short_prompt;
         for len in [1, 4, 7, limit, limit + 1] {
             let prompt = &long[..len];
             let (mut st, first) = dec.prefill(&[prompt, &prompt[..1]]).unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::config::{Arch, Config};
+use crate::config::{Config, LayerKind};
 use crate::error::{Error, Result};
 
 /// The configuration file of a checkpoint directory.
@@ -37,19 +37,24 @@ pub(crate) fn required(o: &Value, k: &str, path: &Path) -> Result<usize> {
     uint(o, k, path)?.ok_or_else(|| Error::file(path, format!("missing `{k}`")))
 }
 
-/// The `config.json` contents for transformers' `MambaConfig` or `Mamba2Config`, as `cfg.arch`
-/// says. `vocab_size` is the padded vocabulary (the embedding's rows), as in the converted
-/// state-spaces checkpoints; the unpadded size is kept in `unpadded_vocab_size` (an extra key
-/// transformers keeps but ignores).
+/// The `config.json` contents for transformers' `MambaConfig` or `Mamba2Config`, as the
+/// layers' kind says. `vocab_size` is the padded vocabulary (the embedding's rows), as in the
+/// converted state-spaces checkpoints; the unpadded size is kept in `unpadded_vocab_size` (an
+/// extra key transformers keeps but ignores). A model of several kinds, which no transformers
+/// class computes, is written as `model_type` [`MIXED`] with the kind of each layer in
+/// `layer_types` and every kind's fields: it loads here, and transformers refuses it by name.
 pub fn hf_config(cfg: &Config) -> Value {
-    let (model_type, class) = cfg.arch.transformers_names();
+    let (model_type, class) = match cfg.kind() {
+        Some(kind) => kind.transformers_names(),
+        None => MIXED,
+    };
     let mut v = json!({
         "architectures": [class],
         "model_type": model_type,
         "vocab_size": cfg.padded_vocab(),
         "hidden_size": cfg.d_model,
         "state_size": cfg.d_state,
-        "num_hidden_layers": cfg.n_layer,
+        "num_hidden_layers": cfg.n_layer(),
         "layer_norm_epsilon": cfg.norm_eps,
         "expand": cfg.expand,
         "conv_kernel": cfg.d_conv,
@@ -68,44 +73,59 @@ pub fn hf_config(cfg: &Config) -> Value {
         "pad_vocab_size_multiple": cfg.pad_vocab_size_multiple,
         "unpadded_vocab_size": cfg.vocab_size,
     });
-    let limit = |x: f64| match x.is_finite() {
-        true => json!(x),
-        false => json!({"__float__": "Infinity"}),
+    let Some(all) = v.as_object_mut() else {
+        return v;
     };
-    let own = match cfg.arch {
-        Arch::Mamba1 => json!({
-            "intermediate_size": cfg.d_inner(),
-            "time_step_rank": cfg.dt_rank(),
-            "initializer_range": cfg.initializer_range,
-            "time_step_scale": cfg.dt_scale,
-            "time_step_min": cfg.dt_min,
-            "time_step_max": cfg.dt_max,
-            "time_step_floor": cfg.dt_init_floor,
-            "time_step_init_scheme": "random",
-            "use_cache": true,
-            "use_mambapy": false,
-        }),
-        Arch::Mamba2 => json!({
-            "head_dim": cfg.head_dim,
-            "num_heads": cfg.n_heads(),
-            "n_groups": cfg.n_groups,
-            "time_step_min": cfg.dt_min,
-            "time_step_max": cfg.dt_max,
-            "time_step_floor": cfg.dt_init_floor,
-            "initializer_range": cfg.initializer_range,
-            "chunk_size": 256,
-        }),
-    };
-    if let (Some(all), Value::Object(own)) = (v.as_object_mut(), own) {
-        all.extend(own);
-        // (0, inf) is every version's default: left out, since transformers 4.x reads back
-        // neither infinity's JSON spelling of version 5 nor plain JSON's lack of one.
-        if cfg.arch == Arch::Mamba2 && cfg.dt_limit != (0.0, f64::INFINITY) {
-            let (lo, hi) = cfg.dt_limit;
-            all.insert("time_step_limit".into(), json!([limit(lo), limit(hi)]));
+    for kind in LayerKind::ALL
+        .into_iter()
+        .filter(|k| cfg.layers.contains(k))
+    {
+        if let Value::Object(own) = kind.hf_fields(cfg) {
+            all.extend(own);
         }
     }
+    if cfg.kind().is_none() {
+        let kinds: Vec<&str> = cfg.layers.iter().map(|k| k.key()).collect();
+        all.insert("layer_types".into(), json!(kinds));
+    }
     v
+}
+
+/// `model_type` and class of a model whose layers are of several kinds.
+pub const MIXED: (&str, &str) = ("mamba_mixed", "MambaMixedForCausalLM");
+
+/// The layers' kinds of a transformers config: `layer_types` (a model of several kinds), else
+/// every layer of the kind its `model_type` names.
+fn layer_kinds(v: &Value, n_layer: usize, path: &Path) -> Result<Vec<LayerKind>> {
+    let bad = |m: String| Error::file(path, m);
+    if let Some(types) = v.get("layer_types").and_then(|t| t.as_array()) {
+        let kinds = types
+            .iter()
+            .map(|t| t.as_str().unwrap_or("").parse::<LayerKind>())
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| bad(format!("layer_types: {e}")))?;
+        if kinds.len() != n_layer {
+            return Err(bad(format!(
+                "layer_types lists {} layers, num_hidden_layers is {n_layer}",
+                kinds.len()
+            )));
+        }
+        return Ok(kinds);
+    }
+    let kind = match v.get("model_type").and_then(|x| x.as_str()) {
+        None => LayerKind::Mamba1,
+        Some(mt) => LayerKind::from_model_type(mt).ok_or_else(|| {
+            let known: Vec<&str> = LayerKind::ALL
+                .iter()
+                .map(|k| k.transformers_names().0)
+                .collect();
+            bad(format!(
+                "model_type is `{mt}`, expected one of {}",
+                known.join(", ")
+            ))
+        })?,
+    };
+    Ok(vec![kind; n_layer])
 }
 
 /// Parses a transformers `MambaConfig` or `Mamba2Config` JSON (ours or one written by
@@ -116,14 +136,11 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     let req = |k: &str| required(v, k, path);
     let get_f64 = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
     let get_bool = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
-    let arch = match v.get("model_type").and_then(|x| x.as_str()) {
-        None => Arch::Mamba1,
-        Some(mt) => Arch::from_model_type(mt).ok_or_else(|| {
-            bad(format!(
-                "model_type is `{mt}`, expected `mamba` or `mamba2`"
-            ))
-        })?,
-    };
+    let layers = layer_kinds(v, req("num_hidden_layers")?, path)?;
+    // The defaults of transformers' config class: the first layer's kind's (an empty model is
+    // refused by the checks below).
+    let first = layers.first().copied().unwrap_or_default();
+    let (ties, groups) = first.hf_defaults();
     if get_bool("use_bias", false) {
         return Err(bad("use_bias = true is not supported".into()));
     }
@@ -147,8 +164,10 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         Some(u) => (u, get_usize("pad_vocab_size_multiple")?.unwrap_or(8)),
         None => (hf_vocab, 1),
     };
-    let n_layer = req("num_hidden_layers")?;
-    let base = Config::of(arch, d_model, n_layer, vocab_size);
+    let base = Config {
+        layers,
+        ..Config::of(first, d_model, 0, vocab_size)
+    };
     let cfg = Config {
         d_state: get_usize("state_size")?.unwrap_or(base.d_state),
         d_conv: get_usize("conv_kernel")?.unwrap_or(4),
@@ -167,14 +186,9 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         } else {
             Config::default().initializer_range
         },
-        // transformers' MambaConfig ties by default, its Mamba2Config does not.
-        tie_embeddings: get_bool("tie_word_embeddings", arch == Arch::Mamba1),
+        tie_embeddings: get_bool("tie_word_embeddings", ties),
         head_dim: get_usize("head_dim")?.unwrap_or(base.head_dim),
-        // transformers' Mamba2Config defaults to 8 groups (mamba_ssm's models have 1).
-        n_groups: get_usize("n_groups")?.unwrap_or(match arch {
-            Arch::Mamba1 => base.n_groups,
-            Arch::Mamba2 => 8,
-        }),
+        n_groups: get_usize("n_groups")?.unwrap_or(groups),
         dt_limit: time_step_limit(v.get("time_step_limit"), path)?,
         ..base
     };
@@ -192,17 +206,10 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
             )));
         }
     }
-    if arch == Arch::Mamba2 {
-        let heads = get_usize("num_heads")?.unwrap_or(cfg.n_heads());
-        if cfg.head_dim == 0 || heads * cfg.head_dim != cfg.d_inner() {
-            return Err(bad(format!(
-                "num_heads {heads} x head_dim {} must be expand x hidden_size = {}",
-                cfg.head_dim,
-                cfg.d_inner()
-            )));
-        }
+    for kind in &cfg.layers {
+        kind.check_hf(v, &cfg).map_err(bad)?;
     }
-    cfg.validate().map_err(|e| bad(e.to_string()))?;
+    crate::mixers::check(&cfg).map_err(|e| bad(e.to_string()))?;
     Ok(cfg)
 }
 
@@ -283,15 +290,11 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         .get("layer")
         .and_then(|x| x.as_str())
         .unwrap_or("Mamba1");
-    let arch = match layer {
-        "Mamba1" => Arch::Mamba1,
-        "Mamba2" => Arch::Mamba2,
-        _ => {
-            return Err(bad(format!(
-                "ssm_cfg.layer `{layer}` is not supported (only Mamba1 and Mamba2)"
-            )))
-        }
-    };
+    let kind: LayerKind = layer.parse().map_err(|_| {
+        bad(format!(
+            "ssm_cfg.layer `{layer}` is not supported (only Mamba1 and Mamba2)"
+        ))
+    })?;
     if num(v, "d_intermediate")?.unwrap_or(0) != 0 {
         return Err(bad(
             "d_intermediate > 0 (MLP layers) is not supported".into()
@@ -326,7 +329,7 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
     let f = |k: &str, d: f64| ssm.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
     let d_model = req("d_model")?;
     let dt_rank = rank(&ssm, "dt_rank", path)?;
-    let base = Config::of(arch, d_model, req("n_layer")?, req("vocab_size")?);
+    let base = Config::of(kind, d_model, req("n_layer")?, req("vocab_size")?);
     let cfg = Config {
         d_state: num(&ssm, "d_state")?.unwrap_or(base.d_state),
         d_conv: num(&ssm, "d_conv")?.unwrap_or(4),
@@ -355,6 +358,6 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
             )));
         }
     }
-    cfg.validate().map_err(|e| bad(e.to_string()))?;
+    crate::mixers::check(&cfg).map_err(|e| bad(e.to_string()))?;
     Ok(cfg)
 }

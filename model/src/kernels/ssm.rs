@@ -310,7 +310,8 @@ impl CustomOp3 for SsmOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Config, MambaLM};
+    use crate::config::Config;
+    use crate::model::MambaLM;
     use candle_core::{Device, Var};
 
     fn rand(n: usize, seed: u64) -> Vec<f32> {
@@ -325,7 +326,7 @@ mod tests {
         let dev = Device::Cpu;
         let cfg = Config::new(16, 1, 32);
         let (model, _vars) = MambaLM::init(&cfg, 3, &dev)?;
-        let crate::layers::block::BlockMixer::Mamba1(mixer) = &model.layers[0].mixer else {
+        let crate::mixers::Mixer::Mamba1(mixer) = &model.layers[0].mixer else {
             unreachable!("a Mamba-1 config")
         };
         let (b, l, di) = (2, 9, cfg.d_inner());

@@ -1,10 +1,8 @@
-//! The model's layers as candle ops: the causal conv, RMSNorm, the projections, the Mamba-1
-//! mixer that combines them with the selective scan, and the residual block around either
-//! architecture's mixer.
+//! The model's shared building blocks as candle ops, below every layer kind: the causal conv,
+//! RMSNorm, the projections and the table that declares a kind's parameters.
 
-pub(crate) mod block;
 pub mod conv;
 pub(crate) mod linear;
-pub mod mixer;
 pub mod norm;
 pub mod ops;
+pub mod params;

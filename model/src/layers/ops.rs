@@ -1,7 +1,7 @@
 //! Small differentiable building blocks made of basic candle ops (candle's fused versions of
 //! some of these do not backpropagate).
 
-use candle_core::{CpuStorage, Layout, Result, Storage, StorageRef, Tensor, WithDType, D};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, StorageRef, Tensor, WithDType, D};
 
 /// The elements of a contiguous CPU tensor, as the fused ops' kernels take them; `what`
 /// names the op and input in the error.
@@ -69,6 +69,15 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let mut out = dims[..dims.len() - 1].to_vec();
     out.push(w.dim(0)?);
     y.reshape(out)
+}
+
+/// x @ w^T computed in `dt` (inputs and weight cast to it), returned in f32. The casts are
+/// differentiable, so the gradients of f32 parameters arrive in f32.
+pub fn linear_in(x: &Tensor, w: &Tensor, dt: DType) -> Result<Tensor> {
+    if dt == DType::F32 {
+        return linear(x, w);
+    }
+    linear(&x.to_dtype(dt)?, &w.to_dtype(dt)?)?.to_dtype(DType::F32)
 }
 
 /// log-softmax over the last dimension (differentiable; the max is detached, which does not

@@ -3,7 +3,7 @@
 //! same model again gives the committed bytes). Each includer uses part of it.
 #![allow(dead_code)]
 
-use mamba_model::{Arch, Config};
+use mamba_model::{Config, LayerKind};
 
 /// Seed of the Mamba-1 fixtures `ours_tiny/` (tied) and `ours_untied/`.
 pub const SEED: u64 = 1234;
@@ -25,6 +25,6 @@ pub fn mamba2() -> Config {
         d_state: 8,
         head_dim: 16,
         n_groups: 2,
-        ..Config::of(Arch::Mamba2, 32, 2, 40)
+        ..Config::of(LayerKind::Mamba2, 32, 2, 40)
     }
 }

@@ -1,11 +1,11 @@
-// Runs the SSD state-passing CUDA kernels (model/src/mamba2/passing.cu) on the CPU through the
+// Runs the SSD state-passing CUDA kernels (model/src/mixers/mamba2/passing.cu) on the CPU through the
 // shim (shim.h), for model/tests/cuda_emulated.rs.
 //
 // passing DIR ROWS C M BLOCK
 // reads DIR/{s,g,de}.f32; writes DIR/e.f32 (the forward) and DIR/ds.f32 (the adjoint).
 #include "shim.h"
 
-#include "../../src/mamba2/passing.cu"
+#include "../../src/mixers/mamba2/passing.cu"
 
 int main(int argc, char** argv) {
     if (argc != 6) {

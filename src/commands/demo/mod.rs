@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Var};
 use clap::Parser;
-use mamba_model::{Arch, Config, MambaLM};
+use mamba_model::{Config, LayerKind, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 
 use super::usage;
@@ -80,7 +80,7 @@ fn s(p: &Path) -> String {
 }
 
 /// Seconds of one training step of the tiny preset of `arch` at the demo's shape.
-fn step_seconds(arch: Arch, vocab: usize) -> anyhow::Result<f64> {
+fn step_seconds(arch: LayerKind, vocab: usize) -> anyhow::Result<f64> {
     let cfg = Config::arch_preset(arch, "tiny", vocab)?;
     let (model, vm) = MambaLM::init(&cfg, 0, &Device::Cpu)?;
     let vars: Vec<Var> = vm

@@ -19,9 +19,9 @@
 use rayon::prelude::*;
 
 use super::math::{exp_f, hsum, sigmoid, softplus_sigmoid, Arith, NoFma, WithFma};
+use crate::kernels::simd::{isa, Isa};
 
-/// Channels per task (and SIMD lanes of the per-channel precomputations).
-pub const G: usize = 16;
+pub use crate::kernels::simd::G;
 type Lanes = [f32; G];
 
 /// Shapes and flags of one scan call.
@@ -380,37 +380,6 @@ fn bwd_task<M: Arith, const N: usize>(
 
 // ---------------------------------------------------------------------------------------------
 // Entry points: pick the instruction set once, then run the tasks.
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Isa {
-    Avx512,
-    Avx2,
-    Base,
-}
-
-pub(crate) fn isa() -> Isa {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(detect_isa)
-}
-
-fn detect_isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::env::var_os("MAMBA_SCAN_NO_SIMD").is_some() {
-            return Isa::Base;
-        }
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Base
-}
 
 macro_rules! variants {
     ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {

@@ -2,7 +2,7 @@
 //! compiler vectorises the loops that call it: exp, softplus, sigmoid, a deterministic
 //! horizontal sum, and a vectorised in-place exp shared with the cross-entropy op.
 
-use super::cpu::{isa, Isa, G};
+use crate::kernels::simd::{isa, Isa, G};
 
 /// Arithmetic: `WithFma` uses fused multiply-add (only in functions compiled with the fma
 /// feature).

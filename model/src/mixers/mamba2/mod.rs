@@ -2,8 +2,8 @@
 //! and mamba_ssm's `Mamba2` compute it; its state-space layer is the SSD of [`ssd`], document
 //! resets included: on the CPU as its own fused op ([`ssd_cpu`]; a prefill, which also wants
 //! the final state, through Mamba-1's fused scan, [`ssd_scan`]), on a GPU in the paper's
-//! chunked form ([`ssd_chunked`]). A Mamba-2 language model is [`MambaLM`](crate::MambaLM) with
-//! `arch: Mamba2`: the blocks, norms, head, loss and training are the same as Mamba-1's.
+//! chunked form ([`ssd_chunked`]). A Mamba-2 language model is [`MambaLM`](crate::model::MambaLM) with
+//! Mamba-2 layers: the blocks, norms, head, loss and training are the same as Mamba-1's.
 //!
 //! ```text
 //! z, xBC, dt = in_proj(h)                       (d_inner, d_inner + 2 G N, H)
@@ -18,16 +18,20 @@
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use serde_json::{json, Value};
 
+use super::state::MixerState;
 use crate::config::Config;
+use crate::error::Error;
 use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
-use crate::layers::mixer::{linear_in, read_params, MixerState};
 use crate::layers::norm::rms_norm;
-use crate::layers::ops::{linear, softplus};
+use crate::layers::ops::{linear, linear_in, softplus};
+use crate::layers::params::{param_table, Init};
 
 pub mod passing;
 pub mod ssd;
 pub mod ssd_cpu;
+pub(crate) mod step;
 pub use passing::pass_states;
 pub use ssd::{ssd_chunked, ssd_reference, ssd_scan};
 pub use ssd_cpu::ssd_cpu;
@@ -37,7 +41,7 @@ pub const CHUNK: usize = 64;
 
 /// The sizes a mixer computes with (from its [`Config`]).
 #[derive(Clone, Copy, Debug)]
-struct Dims {
+pub(crate) struct Dims {
     d_inner: usize,
     heads: usize,
     head_dim: usize,
@@ -48,7 +52,7 @@ struct Dims {
 }
 
 impl Dims {
-    fn of(c: &Config) -> Dims {
+    pub(crate) fn of(c: &Config) -> Dims {
         Dims {
             d_inner: c.d_inner(),
             heads: c.n_heads(),
@@ -72,92 +76,154 @@ impl Dims {
     }
 
     /// Channels of the conv: x, B and C.
-    fn conv_dim(&self) -> usize {
+    pub(crate) fn conv_dim(&self) -> usize {
         self.d_inner + 2 * self.groups * self.d_state
     }
 }
 
-/// One Mamba-2 mixer's parameters, named as in transformers (`...mixer.in_proj.weight` etc.).
-#[derive(Clone, Debug)]
-pub struct Mixer2 {
-    in_proj: Tensor,  // (d_inner + conv_dim + H, d)
-    conv_w: Tensor,   // (conv_dim, 1, k)
-    conv_b: Tensor,   // (conv_dim)
-    dt_bias: Tensor,  // (H)
-    a_log: Tensor,    // (H)
-    d: Tensor,        // (H)
-    norm: Tensor,     // (d_inner)
-    out_proj: Tensor, // (d, d_inner)
-    dims: Dims,
+/// Channels of the conv of a mixer of `c`: x, B and C.
+pub fn conv_dim(c: &Config) -> usize {
+    Dims::of(c).conv_dim()
 }
 
-impl Mixer2 {
-    /// The mixer's parameters: transformers' names (below `...mixer.`) and shapes, in the order
-    /// [`Mixer2::tensors`] returns them. The one table of them.
-    pub fn shapes(c: &Config) -> [(&'static str, Vec<usize>); 8] {
-        let (d, di, h, k) = (c.d_model, c.d_inner(), c.n_heads(), c.d_conv);
-        [
-            ("in_proj.weight", vec![di + c.conv_dim() + h, d]),
-            ("conv1d.weight", vec![c.conv_dim(), 1, k]),
-            ("conv1d.bias", vec![c.conv_dim()]),
-            ("dt_bias", vec![h]),
-            ("A_log", vec![h]),
-            ("D", vec![h]),
-            ("norm.weight", vec![di]),
-            ("out_proj.weight", vec![d, di]),
-        ]
+param_table! {
+    /// Parameters of one Mamba-2 mixer, named as in transformers (`...mixer.in_proj.weight`).
+    pub struct Params for c {
+        in_proj: "in_proj.weight", [c.d_inner() + conv_dim(c) + c.n_heads(), c.d_model], Linear;
+        conv_w: "conv1d.weight", [conv_dim(c), 1, c.d_conv], Conv;
+        conv_b: "conv1d.bias", [conv_dim(c)], Conv;
+        dt_bias: "dt_bias", [c.n_heads()], DtBias;
+        a_log: "A_log", [c.n_heads()], ALogUniform;
+        d: "D", [c.n_heads()], Ones;
+        norm: "norm.weight", [c.d_inner()], Ones;
+        out_proj: "out_proj.weight", [c.d_model, c.d_inner()], OutProj;
+    }
+}
+
+/// One Mamba-2 mixer: its parameters and the sizes it computes with.
+#[derive(Clone, Debug)]
+pub struct Mamba2 {
+    pub(crate) p: Params,
+    pub(crate) dims: Dims,
+}
+
+/// transformers' `model_type` and class of a model of Mamba-2 layers.
+pub const TRANSFORMERS: (&str, &str) = ("mamba2", "Mamba2ForCausalLM");
+
+/// transformers' `Mamba2Config` when a field is absent: (tie_word_embeddings, n_groups). It
+/// defaults to 8 groups, where mamba_ssm's models have 1.
+pub const HF_DEFAULTS: (bool, usize) = (false, 8);
+
+/// The heads of transformers' `num_heads`, where given, fill d_inner with head_dim channels.
+pub fn check_hf(v: &Value, c: &Config) -> std::result::Result<(), String> {
+    let heads = match v.get("num_heads") {
+        None | Some(Value::Null) => c.n_heads(),
+        Some(x) => x.as_u64().ok_or(format!(
+            "`num_heads` must be a non-negative integer, got {x}"
+        ))? as usize,
+    };
+    if c.head_dim == 0 || heads * c.head_dim != c.d_inner() {
+        return Err(format!(
+            "num_heads {heads} x head_dim {} must be expand x hidden_size = {}",
+            c.head_dim,
+            c.d_inner()
+        ));
+    }
+    Ok(())
+}
+
+/// One sequence's recurrent state: the conv window (conv_dim, k - 1) and the SSD state
+/// (heads, head_dim, n).
+pub fn state_shapes(c: &Config) -> (Vec<usize>, Vec<usize>) {
+    (
+        vec![conv_dim(c), c.d_conv - 1],
+        vec![c.n_heads(), c.head_dim, c.d_state],
+    )
+}
+
+/// Values backward keeps per token: the residual, the norm output, in_proj's z, xBC and dt,
+/// the conv and SiLU outputs, dt per head and per channel, the scan's packed inputs and output,
+/// the gate and the norm; with `chunked` (the GPU's SSD) also its (chunk x chunk) products per
+/// head and its chunk states.
+pub fn activations_per_token(c: &Config, chunked: bool) -> u64 {
+    let (d, di, n) = (c.d_model as u64, c.d_inner() as u64, c.d_state as u64);
+    let (h, gn) = (c.n_heads() as u64, c.n_groups as u64 * n);
+    let scan = 3 * d + 9 * di + 6 * gn + 4 * h;
+    match chunked {
+        false => scan,
+        true => scan + 4 * h * CHUNK as u64 + 6 * di,
+    }
+}
+
+/// The fields of transformers' `Mamba2Config` that only Mamba-2 has.
+pub fn hf_fields(c: &Config) -> Value {
+    let limit = |x: f64| match x.is_finite() {
+        true => json!(x),
+        false => json!({"__float__": "Infinity"}),
+    };
+    let mut v = json!({
+        "head_dim": c.head_dim,
+        "num_heads": c.n_heads(),
+        "n_groups": c.n_groups,
+        "time_step_min": c.dt_min,
+        "time_step_max": c.dt_max,
+        "time_step_floor": c.dt_init_floor,
+        "initializer_range": c.initializer_range,
+        "chunk_size": 256,
+    });
+    // (0, inf) is every version's default: left out, since transformers 4.x reads back
+    // neither infinity's JSON spelling of version 5 nor plain JSON's lack of one.
+    if let (Some(o), true) = (v.as_object_mut(), c.dt_limit != (0.0, f64::INFINITY)) {
+        let (lo, hi) = c.dt_limit;
+        o.insert("time_step_limit".into(), json!([limit(lo), limit(hi)]));
+    }
+    v
+}
+
+/// Its own sizes, for `model-info`.
+pub fn describe(c: &Config) -> String {
+    format!(
+        "heads {} x head_dim {}  n_groups {}",
+        c.n_heads(),
+        c.head_dim,
+        c.n_groups
+    )
+}
+
+/// Checks the sizes only Mamba-2 has: heads of head_dim channels fill d_inner, groups divide
+/// the heads.
+pub fn check(c: &Config) -> crate::error::Result<()> {
+    let (p, g) = (c.head_dim, c.n_groups);
+    if p == 0 || !c.d_inner().is_multiple_of(p) {
+        return Err(Error::Config(format!(
+            "head_dim {p} must divide d_inner {}",
+            c.d_inner()
+        )));
+    }
+    if g == 0 || !c.n_heads().is_multiple_of(g) {
+        return Err(Error::Config(format!(
+            "n_groups {g} must divide the {} heads",
+            c.n_heads()
+        )));
+    }
+    Ok(())
+}
+
+impl Mamba2 {
+    /// Reads the parameters of [`Params::table`] from `vb` (below `...mixer.`).
+    pub fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
+        Ok(Mamba2 {
+            p: Params::read(cfg, vb)?,
+            dims: Dims::of(cfg),
+        })
     }
 
-    /// Reads the parameters of [`Mixer2::shapes`] from `vb` (below `...mixer.`).
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Ok(Self::from_tensors(
-            read_params(Self::shapes(cfg), vb)?,
-            Dims::of(cfg),
-        ))
-    }
-
-    fn from_tensors(t: [Tensor; 8], dims: Dims) -> Mixer2 {
-        let [in_proj, conv_w, conv_b, dt_bias, a_log, d, norm, out_proj] = t;
-        Mixer2 {
-            in_proj,
-            conv_w,
-            conv_b,
-            dt_bias,
-            a_log,
-            d,
-            norm,
-            out_proj,
-            dims,
-        }
-    }
-
-    /// The parameters in the order of [`Mixer2::shapes`].
-    pub fn tensors(&self) -> [&Tensor; 8] {
-        [
-            &self.in_proj,
-            &self.conv_w,
-            &self.conv_b,
-            &self.dt_bias,
-            &self.a_log,
-            &self.d,
-            &self.norm,
-            &self.out_proj,
-        ]
-    }
-
-    /// The same parameters (no copy) as plain tensors, outside any autograd graph.
-    pub fn detach(&self) -> Mixer2 {
-        Self::from_tensors(self.tensors().map(|t| t.detach()), self.dims)
-    }
-
-    /// The mixer with in_proj and out_proj held in `dtype`, the rest detached (see
-    /// [`MambaLM::into_weight_dtype`](crate::MambaLM::into_weight_dtype)).
-    pub fn into_weight_dtype(self, dtype: DType) -> Result<Mixer2> {
-        let mut t = self.tensors().map(|t| t.detach());
-        for i in [0, 7] {
-            t[i] = t[i].to_dtype(dtype)?.detach();
-        }
-        Ok(Self::from_tensors(t, self.dims))
+    /// The same mixer with every parameter through `f` (see [`Params::map`]).
+    pub fn map(&self, f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mamba2> {
+        Ok(Mamba2 {
+            p: self.p.map(f)?,
+            dims: self.dims,
+        })
     }
 
     /// h: (b, l, d_model) normalised input -> (b, l, d_model). `resets`: (b, l) u8, nonzero at
@@ -169,7 +235,7 @@ impl Mixer2 {
 
     /// The f32 forward of a prompt without resets, and the state after its last position:
     /// the conv window's last d_conv - 1 inputs (b, conv_dim, d_conv - 1) and the SSD state
-    /// (b, H, P, N), from which [`Mixer2::step`] continues.
+    /// (b, H, P, N), from which [`Mamba2::step`] continues.
     pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, MixerState)> {
         let (out, state) = self.run(h, None, DType::F32, true)?;
         let state = state.ok_or_else(|| candle_core::Error::Msg("no state".into()))?;
@@ -185,30 +251,30 @@ impl Mixer2 {
     ) -> Result<(Tensor, Option<MixerState>)> {
         let (b, l, _) = h.dims3()?;
         let (di, hn, p, g, n) = self.dims.sizes();
-        let zxbcdt = linear_in(h, &self.in_proj, compute)?;
+        let zxbcdt = linear_in(h, &self.p.in_proj, compute)?;
         let z = zxbcdt.narrow(2, 0, di)?;
         let xbc = zxbcdt.narrow(2, di, self.dims.conv_dim())?.contiguous()?;
         let dt = zxbcdt.narrow(2, di + self.dims.conv_dim(), hn)?;
         let conv = match keep_state {
-            true => Some(conv_tail(&xbc, self.conv_w.dim(2)?)?),
+            true => Some(conv_tail(&xbc, self.p.conv_w.dim(2)?)?),
             false => None,
         };
-        let xbc = causal_conv1d_silu(&xbc, &self.conv_w, &self.conv_b, resets)?;
+        let xbc = causal_conv1d_silu(&xbc, &self.p.conv_w, &self.p.conv_b, resets)?;
         let x = xbc.narrow(2, 0, di)?.reshape((b, l, hn, p))?;
         let bm = xbc.narrow(2, di, g * n)?.reshape((b, l, g, n))?;
         let cm = xbc.narrow(2, di + g * n, g * n)?.reshape((b, l, g, n))?;
         let dt = self.dt(&dt)?;
-        let a = self.a_log.exp()?.neg()?;
+        let a = self.p.a_log.exp()?.neg()?;
         // The recurrence on the CPU (the SSD's own op; the scan where the final state is
         // wanted), the chunked form on a GPU (3.4x the scan's speed there on an H200, for 1.6x
         // its memory; BENCHMARKS.md).
         let (y, ssm) = match (x.device().is_cpu(), keep_state) {
             (true, false) if x.dtype() == DType::F32 => {
-                (ssd_cpu(&x, &dt, &a, &bm, &cm, &self.d, resets)?, None)
+                (ssd_cpu(&x, &dt, &a, &bm, &cm, &self.p.d, resets)?, None)
             }
-            (true, _) => ssd_scan(&x, &dt, &a, &bm, &cm, &self.d, resets, keep_state)?,
+            (true, _) => ssd_scan(&x, &dt, &a, &bm, &cm, &self.p.d, resets, keep_state)?,
             (false, _) => {
-                let (y, s) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.d, resets, CHUNK)?;
+                let (y, s) = ssd_chunked(&x, &dt, &a, &bm, &cm, &self.p.d, resets, CHUNK)?;
                 (y, Some(s))
             }
         };
@@ -217,7 +283,7 @@ impl Mixer2 {
             (Some(conv), Some(ssm)) => Some(MixerState { conv, ssm }),
             _ => None,
         };
-        Ok((linear_in(&y, &self.out_proj, compute)?, state))
+        Ok((linear_in(&y, &self.p.out_proj, compute)?, state))
     }
 
     /// One position of each sequence in recurrent form: h (b, d_model) normalised input ->
@@ -225,11 +291,11 @@ impl Mixer2 {
     pub fn step(&self, h: &Tensor, st: &mut MixerState) -> Result<Tensor> {
         let b = h.dim(0)?;
         let (di, hn, p, g, n) = self.dims.sizes();
-        let zxbcdt = linear(h, &self.in_proj)?;
+        let zxbcdt = linear(h, &self.p.in_proj)?;
         let z = zxbcdt.narrow(1, 0, di)?;
         let xbc = zxbcdt.narrow(1, di, self.dims.conv_dim())?;
         let dt = self.dt(&zxbcdt.narrow(1, di + self.dims.conv_dim(), hn)?)?; // (b, H)
-        let xbc = conv_step(&mut st.conv, &xbc, &self.conv_w, &self.conv_b)?.silu()?;
+        let xbc = conv_step(&mut st.conv, &xbc, &self.p.conv_w, &self.p.conv_b)?.silu()?;
         let x = xbc.narrow(1, 0, di)?.reshape((b, hn, p))?;
         // One position's B or C (b, G N) -> (b, H, 1, N), each head its group's.
         let heads = |t: Tensor| -> Result<Tensor> {
@@ -238,19 +304,19 @@ impl Mixer2 {
         let bm = heads(xbc.narrow(1, di, g * n)?)?;
         let cm = heads(xbc.narrow(1, di + g * n, g * n)?)?;
         // h = exp(dt A) h + dt x B^T;  y = h C + D x
-        let a = self.a_log.exp()?.neg()?;
+        let a = self.p.a_log.exp()?.neg()?;
         let decay = dt.broadcast_mul(&a)?.exp()?.reshape((b, hn, 1, 1))?;
         let dx = x.broadcast_mul(&dt.unsqueeze(2)?)?.unsqueeze(3)?; // (b, H, P, 1)
         st.ssm = (st.ssm.broadcast_mul(&decay)? + dx.broadcast_mul(&bm)?)?;
         let y = st.ssm.broadcast_mul(&cm)?.sum(D::Minus1)?; // (b, H, P)
-        let y = (y + x.broadcast_mul(&self.d.reshape((1, hn, 1))?)?)?.reshape((b, di))?;
-        linear(&self.gated_norm(&y, &z)?, &self.out_proj)
+        let y = (y + x.broadcast_mul(&self.p.d.reshape((1, hn, 1))?)?)?.reshape((b, di))?;
+        linear(&self.gated_norm(&y, &z)?, &self.p.out_proj)
     }
 
     /// dt = clamp(softplus(dt + dt_bias), dt_limit).
     fn dt(&self, dt: &Tensor) -> Result<Tensor> {
         let (lo, hi) = self.dims.dt_limit;
-        softplus(&dt.broadcast_add(&self.dt_bias)?)?.clamp(lo, hi.min(f64::MAX))
+        softplus(&dt.broadcast_add(&self.p.dt_bias)?)?.clamp(lo, hi.min(f64::MAX))
     }
 
     /// rms_norm over groups of d_inner / G channels of y * silu(z), times the norm's weight
@@ -261,7 +327,7 @@ impl Mixer2 {
         let gated = (y * z.silu()?)?;
         if self.dims.groups == 1 {
             // One group (the released models): the fused norm of the Mamba-1 blocks.
-            return rms_norm(&gated, &self.norm, self.dims.norm_eps);
+            return rms_norm(&gated, &self.p.norm, self.dims.norm_eps);
         }
         let mut grouped = dims[..dims.len() - 1].to_vec();
         grouped.extend([self.dims.groups, last / self.dims.groups]);
@@ -270,6 +336,6 @@ impl Mixer2 {
         let x = x
             .broadcast_div(&(var + self.dims.norm_eps)?.sqrt()?)?
             .reshape(dims)?;
-        x.broadcast_mul(&self.norm)
+        x.broadcast_mul(&self.p.norm)
     }
 }

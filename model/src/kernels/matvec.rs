@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, Result};
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::kernels::scan::cpu::{isa, Isa};
+use crate::kernels::simd::{isa, Isa};
 use crate::layers::ops::{contiguous, CpuRead};
 
 /// Matrix-vector products above this many weights are split across threads.
@@ -40,14 +40,14 @@ const Q8_BLOCK: usize = 32;
 /// An 8-bit copy of a weight matrix: each row cut into blocks of [`Q8_BLOCK`] values (the last
 /// may be shorter), each block stored as i8 times one f32 scale, max |w| / 127 (round to
 /// nearest). A quarter of f32's bytes per step, plus the scales.
-pub(super) struct Q8 {
+pub(crate) struct Q8 {
     q: Vec<i8>,
     scales: Vec<f32>,
     cols: usize,
 }
 
 impl Q8 {
-    pub(super) fn new(m: Mat, rows: usize, cols: usize) -> Q8 {
+    pub(crate) fn new(m: Mat, rows: usize, cols: usize) -> Q8 {
         let blocks = cols.div_ceil(Q8_BLOCK);
         let (mut q, mut scales) = (
             Vec::with_capacity(rows * cols),
@@ -61,7 +61,7 @@ impl Q8 {
         Q8 { q, scales, cols }
     }
 
-    pub(super) fn view(&self) -> Q8View<'_> {
+    pub(crate) fn view(&self) -> Q8View<'_> {
         Q8View {
             q: &self.q,
             scales: &self.scales,
@@ -72,7 +72,7 @@ impl Q8 {
 
 /// Rows of a [`Q8`] matrix, borrowed.
 #[derive(Clone, Copy)]
-pub(super) struct Q8View<'a> {
+pub(crate) struct Q8View<'a> {
     q: &'a [i8],
     scales: &'a [f32],
     cols: usize,
@@ -80,7 +80,7 @@ pub(super) struct Q8View<'a> {
 
 /// A weight matrix as stored, row-major.
 #[derive(Clone, Copy)]
-pub(super) enum Mat<'a> {
+pub(crate) enum Mat<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
     Q8(Q8View<'a>),
@@ -90,7 +90,7 @@ pub(super) enum Mat<'a> {
 const BLOCK_BYTES: usize = 128 << 10;
 
 impl<'a> Mat<'a> {
-    pub(super) fn of(r: &'a CpuRead) -> Result<Mat<'a>> {
+    pub(crate) fn of(r: &'a CpuRead) -> Result<Mat<'a>> {
         let (s, l) = r.storage()?;
         Ok(match s {
             CpuStorage::BF16(_) => Mat::Bf16(contiguous::<bf16>(s, l, "decode")?),
@@ -99,7 +99,7 @@ impl<'a> Mat<'a> {
     }
 
     /// y = W x, split across `threads` when large.
-    pub(super) fn matvec(self, x: &[f32], y: &mut [f32], threads: usize) {
+    pub(crate) fn matvec(self, x: &[f32], y: &mut [f32], threads: usize) {
         match self {
             Mat::F32(w) => matvec(w, x, y, threads),
             Mat::Bf16(w) => matvec(w, x, y, threads),
@@ -111,7 +111,7 @@ impl<'a> Mat<'a> {
     /// taken a cache-sized block at a time and every vector goes through the block before the
     /// next is read, so the matrix streams from memory once for all the vectors. Split across
     /// `threads` by rows when large.
-    pub(super) fn matmul(self, xs: &[Vec<f32>], ys: &mut [Vec<f32>], threads: usize) {
+    pub(crate) fn matmul(self, xs: &[Vec<f32>], ys: &mut [Vec<f32>], threads: usize) {
         let (Some(x0), Some(rows)) = (xs.first(), ys.first().map(Vec::len)) else {
             return;
         };
@@ -175,7 +175,7 @@ impl<'a> Mat<'a> {
     }
 
     /// Row `i` of a matrix with `cols` columns, as f32.
-    pub(super) fn row(self, i: usize, cols: usize) -> Vec<f32> {
+    pub(crate) fn row(self, i: usize, cols: usize) -> Vec<f32> {
         match self {
             Mat::F32(w) => w[i * cols..(i + 1) * cols].to_vec(),
             Mat::Bf16(w) => w[i * cols..(i + 1) * cols]

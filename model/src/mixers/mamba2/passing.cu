@@ -1,4 +1,4 @@
-// CUDA kernels of the SSD's state passing (model/src/mamba2/passing.rs, whose CPU loops are the
+// CUDA kernels of the SSD's state passing (model/src/mixers/mamba2/passing.rs, whose CPU loops are the
 // reference), compiled at run time with NVRTC.
 //
 // Rows r of c chunk states of m elements each: s = (R, c, m), g = (R, c), e = (R, c + 1, m).

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::kernels::scan::cpu::{isa, Isa};
+use crate::kernels::simd::{isa, Isa};
 use crate::layers::ops::{contiguous, read_cpu};
 
 /// Positions between the states the backward keeps.

@@ -1,0 +1,194 @@
+//! The layer kinds, a module each: [`mamba1`] (the selective SSM, Gu & Dao 2023) and
+//! [`mamba2`] (the SSD, Dao & Gu 2024). Each owns its parameters by name (one table), its
+//! recurrent state's shapes, what backward keeps per token, its transformers config fields,
+//! its forward, its recurrent step and its CPU fast step. This file lists them: [`Mixer`] is
+//! one enum over the kinds with one `match` per method, and [`LayerKind`]'s methods here say
+//! what each kind says of itself. A new kind is one more module and one more arm in each.
+
+pub mod mamba1;
+pub mod mamba2;
+pub mod state;
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde_json::Value;
+
+use crate::config::{Config, LayerKind};
+use crate::kernels::rows::FastMixer;
+use crate::layers::params::{Init, Param};
+pub use mamba1::Mamba1;
+pub use mamba2::Mamba2;
+pub use state::MixerState;
+
+/// The mixer of one layer, of its kind.
+#[derive(Clone, Debug)]
+pub enum Mixer {
+    Mamba1(Mamba1),
+    Mamba2(Mamba2),
+}
+
+/// Calls the same method on whichever mixer it is.
+macro_rules! each {
+    ($m:expr, $x:ident => $e:expr) => {
+        match $m {
+            Mixer::Mamba1($x) => $e,
+            Mixer::Mamba2($x) => $e,
+        }
+    };
+}
+
+impl Mixer {
+    /// Reads a mixer of `kind` from `vb` (below `...mixer.`).
+    pub fn new(kind: LayerKind, cfg: &Config, vb: &VarBuilder) -> Result<Mixer> {
+        Ok(match kind {
+            LayerKind::Mamba1 => Mixer::Mamba1(Mamba1::new(cfg, vb)?),
+            LayerKind::Mamba2 => Mixer::Mamba2(Mamba2::new(cfg, vb)?),
+        })
+    }
+
+    /// The parameters with their names (below `...mixer.`), in the order of the kind's table.
+    pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        each!(self, m => m.p.named())
+    }
+
+    /// The same mixer with every parameter through `f`, which is told how the parameter is
+    /// initialised (and so whether it is a projection).
+    pub fn map(&self, f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mixer> {
+        Ok(match self {
+            Mixer::Mamba1(m) => Mixer::Mamba1(m.map(f)?),
+            Mixer::Mamba2(m) => Mixer::Mamba2(m.map(f)?),
+        })
+    }
+
+    /// The same parameters (no copy) as plain tensors, outside any autograd graph.
+    pub fn detach(&self) -> Mixer {
+        self.map(|t, _| Ok(t.detach()))
+            .expect("detaching a tensor cannot fail")
+    }
+
+    /// The mixer with its projections held in `dtype` (see
+    /// [`MambaLM::into_weight_dtype`](crate::model::MambaLM::into_weight_dtype)), the rest detached.
+    /// Consumes the mixer: this layer's f32 projections live until the end of the call, one
+    /// layer's worth, not the model's.
+    pub fn into_weight_dtype(self, dtype: DType) -> Result<Mixer> {
+        self.map(|t, init| match init.is_projection() {
+            true => Ok(t.detach().to_dtype(dtype)?.detach()),
+            false => Ok(t.detach()),
+        })
+    }
+
+    /// h: (b, l, d_model) normalised input -> (b, l, d_model); `resets` (b, l) u8, nonzero at
+    /// document starts; the projections run in `dt`.
+    pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
+        each!(self, m => m.forward(h, resets, dt))
+    }
+
+    /// The f32 forward of a prompt without resets and the state after its last position.
+    pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, MixerState)> {
+        each!(self, m => m.prefill(h))
+    }
+
+    /// One position in recurrent form: h (b, d_model) -> (b, d_model); `st` advances.
+    pub fn step(&self, h: &Tensor, st: &mut MixerState) -> Result<Tensor> {
+        each!(self, m => m.step(h, st))
+    }
+
+    /// The kind's CPU fast step over this mixer's weights (8-bit copies of its projections
+    /// with `int8`).
+    pub(crate) fn fast_step(&self, int8: bool) -> Result<Box<dyn FastMixer>> {
+        Ok(match self {
+            Mixer::Mamba1(m) => Box::new(mamba1::step::Step::new(m, int8)?),
+            Mixer::Mamba2(m) => Box::new(mamba2::step::Step::new(m, int8)?),
+        })
+    }
+}
+
+impl LayerKind {
+    /// The parameters of a mixer of this kind: names (below `...mixer.`), shapes, inits.
+    pub fn table(self, cfg: &Config) -> Vec<Param> {
+        match self {
+            LayerKind::Mamba1 => mamba1::Params::table(cfg),
+            LayerKind::Mamba2 => mamba2::Params::table(cfg),
+        }
+    }
+
+    /// One sequence's recurrent state: the conv window's and the SSM state's shapes.
+    pub fn state_shapes(self, cfg: &Config) -> (Vec<usize>, Vec<usize>) {
+        match self {
+            LayerKind::Mamba1 => mamba1::state_shapes(cfg),
+            LayerKind::Mamba2 => mamba2::state_shapes(cfg),
+        }
+    }
+
+    /// Values backward keeps per token in one layer of this kind; `chunked`: the GPU's form
+    /// of the SSM where it differs.
+    pub fn activations_per_token(self, cfg: &Config, chunked: bool) -> u64 {
+        match self {
+            LayerKind::Mamba1 => mamba1::activations_per_token(cfg),
+            LayerKind::Mamba2 => mamba2::activations_per_token(cfg, chunked),
+        }
+    }
+
+    /// transformers' `model_type` and class of a model whose layers are all of this kind.
+    pub fn transformers_names(self) -> (&'static str, &'static str) {
+        match self {
+            LayerKind::Mamba1 => mamba1::TRANSFORMERS,
+            LayerKind::Mamba2 => mamba2::TRANSFORMERS,
+        }
+    }
+
+    /// The kind whose models transformers calls `model_type`.
+    pub fn from_model_type(model_type: &str) -> Option<LayerKind> {
+        LayerKind::ALL
+            .into_iter()
+            .find(|k| k.transformers_names().0 == model_type)
+    }
+
+    /// What transformers' config class of this kind assumes when a field is absent:
+    /// (tie_word_embeddings, n_groups).
+    pub fn hf_defaults(self) -> (bool, usize) {
+        match self {
+            LayerKind::Mamba1 => mamba1::HF_DEFAULTS,
+            LayerKind::Mamba2 => mamba2::HF_DEFAULTS,
+        }
+    }
+
+    /// Checks the fields of a transformers config `v` that only this kind reads against the
+    /// config made of it.
+    pub fn check_hf(self, v: &Value, cfg: &Config) -> std::result::Result<(), String> {
+        match self {
+            LayerKind::Mamba1 => Ok(()),
+            LayerKind::Mamba2 => mamba2::check_hf(v, cfg),
+        }
+    }
+
+    /// The fields of transformers' config that only this kind has.
+    pub fn hf_fields(self, cfg: &Config) -> Value {
+        match self {
+            LayerKind::Mamba1 => mamba1::hf_fields(cfg),
+            LayerKind::Mamba2 => mamba2::hf_fields(cfg),
+        }
+    }
+
+    /// Its own sizes, for `model-info`.
+    pub fn describe(self, cfg: &Config) -> String {
+        match self {
+            LayerKind::Mamba1 => mamba1::describe(cfg),
+            LayerKind::Mamba2 => mamba2::describe(cfg),
+        }
+    }
+
+    /// Checks the sizes only this kind has.
+    pub fn check(self, cfg: &Config) -> crate::error::Result<()> {
+        match self {
+            LayerKind::Mamba1 => Ok(()),
+            LayerKind::Mamba2 => mamba2::check(cfg),
+        }
+    }
+}
+
+/// Checks a whole config: its shared sizes and each kind's own.
+pub fn check(cfg: &Config) -> crate::error::Result<()> {
+    cfg.validate()?;
+    cfg.layers.iter().try_for_each(|k| k.check(cfg))
+}
