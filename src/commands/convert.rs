@@ -65,7 +65,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         "converted {} -> {}: {} parameters, {} layers, d_model {}, vocab {} ({} rows), {} head{}",
         src.display(),
         dst.display(),
-        mamba_model::MambaLM::num_params(&c),
+        mamba_model::MambaLM::num_params(c),
         c.n_layer(),
         c.d_model,
         c.vocab_size,
