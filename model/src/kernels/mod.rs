@@ -1,5 +1,5 @@
 //! Fused ops with their own backward: the selective scan (CPU, and CUDA behind the `cuda`
-//! feature), the whole SSM path of a mixer, and the LM head fused with the cross-entropy. Each
+//! feature) and the LM head fused with the cross-entropy. Each
 //! is one autograd node where separate candle ops would allocate and accumulate much more.
 //! Below them the CPU's vector lanes ([`simd`]), and the pieces of the recurrent CPU step
 //! ([`matvec`], [`rows`]).
@@ -11,4 +11,3 @@ pub(crate) mod nvrtc;
 pub(crate) mod rows;
 pub mod scan;
 pub(crate) mod simd;
-pub(crate) mod ssm;

@@ -9,6 +9,9 @@
 //! out   = out_proj(y)
 //! ```
 
+pub(crate) mod fused;
+pub(crate) mod step;
+
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::{json, Value};
@@ -16,12 +19,10 @@ use serde_json::{json, Value};
 use super::state::MixerState;
 use crate::config::Config;
 use crate::kernels::scan::{selective_scan, selective_scan_with_state, ScanOptions};
-use crate::kernels::ssm::{ssm_fused, SsmWeights};
 use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
 use crate::layers::ops::{linear, linear_in};
 use crate::layers::params::param_table;
-
-pub(crate) mod step;
+use fused::{fused_ssm, SelectiveSsm};
 
 param_table! {
     /// Parameters of one Mamba-1 mixer, named as in transformers (`...mixer.in_proj.weight`).
@@ -121,8 +122,8 @@ impl Mamba1 {
         self.p.a_log.exp()?.neg()
     }
 
-    pub(crate) fn ssm_weights(&self) -> SsmWeights<'_> {
-        SsmWeights {
+    pub(crate) fn ssm_weights(&self) -> SelectiveSsm<'_> {
+        SelectiveSsm {
             x_proj: &self.p.x_proj,
             dt_proj_w: &self.p.dt_proj_w,
             dt_proj_b: &self.p.dt_proj_b,
@@ -167,9 +168,9 @@ impl Mamba1 {
     pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
         let (x, z) = self.in_proj(h, dt)?;
         let u = causal_conv1d_silu(&x, &self.p.conv_w, &self.p.conv_b, resets)?;
-        // On the CPU in f32 the whole SSM path is one op (see `crate::kernels::ssm`).
+        // On the CPU in f32 the whole SSM path is one op (see [`fused`]).
         let fused = match dt {
-            DType::F32 => ssm_fused(&u, &z, &self.ssm_weights(), resets)?,
+            DType::F32 => fused_ssm(&u, &z, &self.ssm_weights(), resets)?,
             _ => None,
         };
         let y = match fused {

@@ -1,4 +1,4 @@
-//! The mixer's SSM path as one autograd node on the CPU: x_proj -> split (dt, B, C) -> dt_proj
+//! Mamba-1's SSM path as one autograd node on the CPU: x_proj -> split (dt, B, C) -> dt_proj
 //! -> selective scan (softplus(delta + bias), D skip, SiLU(z) gate, document resets).
 //!
 //! Built from separate nodes, this path stacks u, delta and z into one packed scan input (a copy
@@ -16,8 +16,8 @@ use crate::kernels::scan::{cpu, DEFAULT_CHUNK, SUPPORTED_D_STATE};
 use crate::layers::linear::matmul_xwt;
 use crate::layers::ops::{contiguous, read_cpu};
 
-/// The mixer parameters the SSM path uses.
-pub(crate) struct SsmWeights<'a> {
+/// The Mamba-1 parameters its SSM path uses: the selection (x_proj, dt_proj) and the scan's A and D.
+pub(crate) struct SelectiveSsm<'a> {
     /// (r + 2n, di)
     pub x_proj: &'a Tensor,
     /// (di, r)
@@ -33,10 +33,10 @@ pub(crate) struct SsmWeights<'a> {
 /// y = scan(u, dt_proj(x_proj(u)), ..) * silu(z), (b, l, di); `None` off the CPU, outside f32
 /// or for a state size the kernel is not built for (the caller uses separate ops there).
 /// `resets`: (b, l), nonzero at document starts.
-pub(crate) fn ssm_fused(
+pub(crate) fn fused_ssm(
     u: &Tensor,
     z: &Tensor,
-    w: &SsmWeights,
+    w: &SelectiveSsm,
     resets: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
     let (di, n) = w.a_log.dims2()?;
@@ -337,7 +337,7 @@ mod tests {
             (b, l),
             &dev,
         )?;
-        let fused = ssm_fused(&u, &z, &mixer.ssm_weights(), Some(&resets))?
+        let fused = fused_ssm(&u, &z, &mixer.ssm_weights(), Some(&resets))?
             .expect("cpu f32 takes the fused path");
         let plain = mixer.ssm_ops(&u, &z, Some(&resets), DType::F32)?;
         let diff = (&fused - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
