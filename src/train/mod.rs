@@ -20,6 +20,7 @@ pub mod plan;
 pub mod ranks;
 pub mod scaler;
 pub mod schedule;
+pub mod settings;
 pub mod setup;
 pub mod shuffle;
 pub mod step;

@@ -56,19 +56,26 @@ pub fn device(spec: DeviceSpec) -> Result<Device, TrainError> {
     }
 }
 
+/// `(name, value)` of a setting, named by its field.
+macro_rules! named {
+    ($c:ident.$name:ident) => {
+        (stringify!($name), $c.$name.to_string())
+    };
+}
+
 /// Settings that decide which batches a run sees; a resumed run must keep them.
 fn stream_settings(c: &TrainConfig) -> Vec<(&'static str, String)> {
     vec![
-        ("model_size", c.model_size.to_string()),
-        ("seq_len", c.seq_len.to_string()),
+        named!(c.model_size),
+        named!(c.seq_len),
         (
             "global batch (batch_size x ranks)",
             c.global_batch().to_string(),
         ),
-        ("grad_accum", c.grad_accum.to_string()),
-        ("seed", c.seed.to_string()),
-        ("shuffle_buffer", c.shuffle_buffer.to_string()),
-        ("doc_reset", c.doc_reset.to_string()),
+        named!(c.grad_accum),
+        named!(c.seed),
+        named!(c.shuffle_buffer),
+        named!(c.doc_reset),
     ]
 }
 
