@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
+use mamba::train::config::TrainFlags;
 use mamba_model::config::preset_names;
-use mamba_model::LayerKind as Arch;
+use mamba_model::LayerKind;
 
 #[derive(Parser)]
 #[command(
@@ -201,7 +202,7 @@ pub struct InspectArgs {
 pub struct ModelInfoArgs {
     /// Architecture: mamba1 (selective SSM) or mamba2 (SSD)
     #[arg(long, default_value = "mamba1")]
-    pub arch: Arch,
+    pub arch: LayerKind,
     /// Model preset (configs/models.json)
     #[arg(long, default_value = "small", value_parser = PossibleValuesParser::new(preset_names()))]
     pub size: String,
@@ -210,8 +211,9 @@ pub struct ModelInfoArgs {
     pub vocab: u32,
 }
 
-/// Flags of `mamba train`. Unset flags leave the value to the lower configuration layers
-/// (model preset < VRAM profile < training profile < --config file).
+/// Flags of `mamba train`: where the data and checkpoints are, and one flag per training
+/// setting ([`TrainFlags`], declared with the settings). Unset flags leave the value to the
+/// lower configuration layers (model preset < VRAM profile < training profile < --config file).
 #[derive(Args)]
 pub struct TrainArgs {
     /// The shard store (the OUT_DIR of `mamba ingest`)
@@ -220,89 +222,11 @@ pub struct TrainArgs {
     /// Where checkpoints and metrics.jsonl go
     #[arg(long, default_value = "checkpoints", value_name = "DIR")]
     pub checkpoint_dir: PathBuf,
-    /// Architecture of a new model: mamba1 (selective SSM) or mamba2 (SSD) [default: mamba1;
-    /// --init and --resume keep the checkpoint's]
-    #[arg(long, value_name = "ARCH")]
-    pub arch: Option<Arch>,
-    // The help lists the names of the one preset table.
-    #[arg(long, value_name = "NAME", help = format!("Model preset: {} (configs/models.json)", preset_names().join(", ")))]
-    pub model_size: Option<String>,
-    /// VRAM profile: 8gb, 12gb, 16gb, 24gb, 32gb, 48gb (configs/vram.json; sizes in GiB, as a
-    /// GPU sold as "8 GB" has 8 GiB), or auto (CUDA builds): the largest that fits the free memory
-    #[arg(long, value_name = "NAME")]
-    pub vram: Option<String>,
-    /// Training profile: default, fast, careful (configs/training.json)
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
     /// A JSON file of settings (keys as in --dry-run's output), over the profiles
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Tokens per sequence
-    #[arg(long)]
-    pub seq_len: Option<usize>,
-    /// Sequences per micro-batch
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Micro-batches per optimizer step
-    #[arg(long)]
-    pub grad_accum: Option<usize>,
-    /// Compute precision of the matmuls: fp32, bf16, fp16 (parameters and optimizer stay f32)
-    #[arg(long)]
-    pub precision: Option<String>,
-    /// Recompute each block in backward: less memory, one more forward per block
-    #[arg(long)]
-    pub grad_checkpointing: bool,
-    /// Peak learning rate
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Learning-rate floor at the end of the cosine
-    #[arg(long)]
-    pub min_lr: Option<f64>,
-    /// Linear warmup steps
-    #[arg(long)]
-    pub warmup_steps: Option<u64>,
-    /// Optimizer steps to train for
-    #[arg(long)]
-    pub max_steps: Option<u64>,
-    /// AdamW weight decay (matrices only)
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Global gradient-norm clip
-    #[arg(long)]
-    pub grad_clip: Option<f64>,
-    /// Evaluate on the val split every N steps
-    #[arg(long)]
-    pub eval_every: Option<u64>,
-    /// Val batches per evaluation
-    #[arg(long)]
-    pub eval_batches: Option<usize>,
-    /// Checkpoint every N steps
-    #[arg(long)]
-    pub save_every: Option<u64>,
-    /// Keep only the newest K periodic checkpoints (0: all)
-    #[arg(long, value_name = "K")]
-    pub keep_last: Option<usize>,
-    /// Print a log line every N steps
-    #[arg(long)]
-    pub log_every: Option<u64>,
-    /// Seed of the initialisation and the data order
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Packed sequences held by the shuffle buffer
-    #[arg(long)]
-    pub shuffle_buffer: Option<usize>,
-    /// Batches the loader prepares ahead
-    #[arg(long)]
-    pub prefetch: Option<usize>,
-    /// Threads decoding row groups
-    #[arg(long)]
-    pub reader_threads: Option<usize>,
-    /// Let packed documents see each other (no state reset at document starts)
-    #[arg(long)]
-    pub no_doc_reset: bool,
-    /// cpu, cuda or cuda:N
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub settings: TrainFlags,
     /// Continue from a checkpoint (default: the latest in --checkpoint-dir)
     #[arg(long, value_name = "DIR", num_args = 0..=1)]
     pub resume: Option<Option<PathBuf>>,
@@ -449,7 +373,7 @@ pub struct DemoArgs {
     pub max_steps: Option<u64>,
     /// Architecture: mamba1 (selective SSM) or mamba2 (SSD)
     #[arg(long, default_value = "mamba1")]
-    pub arch: Arch,
+    pub arch: LayerKind,
     /// Prompt of the generated sample (no trailing space: the tokenizer joins a space to the
     /// word after it)
     #[arg(long, default_value = "def")]

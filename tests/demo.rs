@@ -39,6 +39,18 @@ fn the_demo_runs_every_stage() {
             );
         }
         assert!(stdout.contains("val split of"), "{stdout}");
+        // The closing eval scores the tokens the trainer's evals scored: the last one's number.
+        let last_eval = stdout.lines().rfind(|l| l.starts_with("eval ")).unwrap();
+        let loss = last_eval
+            .split(" | ")
+            .nth(1)
+            .unwrap()
+            .trim_start_matches("val ");
+        let eval = stdout.lines().find(|l| l.contains("val split of")).unwrap();
+        assert!(
+            eval.contains(": the first ") && eval.contains(&format!(" | {loss} | ")),
+            "{last_eval}\n{eval}"
+        );
         let arch = ["Mamba-1", "Mamba-2"][run];
         assert!(
             stdout.contains(&format!("train the tiny preset ({arch}) for 4 steps")),

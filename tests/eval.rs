@@ -14,9 +14,15 @@ use serde_json::Value;
 
 /// A 6-step tiny run evaluating 3 batches of 4 x 64 tokens at steps 3 and 6.
 fn trained(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (shards, ckpt, _) = trained_saying(dir);
+    (shards, ckpt)
+}
+
+/// [`trained`], with what the trainer printed.
+fn trained_saying(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
     let shards = ingest(dir, 512);
     let ckpt = dir.join("ckpt");
-    ok(&[
+    let o = ok(&[
         "train",
         "--shards",
         s(&shards),
@@ -42,7 +48,7 @@ fn trained(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         "3",
         "-q",
     ]);
-    (shards, ckpt)
+    (shards, ckpt, String::from_utf8_lossy(&o.stdout).to_string())
 }
 
 fn eval_json(args: &[&str]) -> Value {
@@ -109,6 +115,77 @@ fn eval_equals_the_trainers_eval_and_scores_text() {
     assert!(
         line.contains("notes (4 files)") && line.contains(&format!("loss {loss:.4}")),
         "{line}"
+    );
+}
+
+/// The trainer's last eval and `mamba eval` over the tokens that eval says it covered are one
+/// measurement: the same number, and both lines say it is the first 768 tokens of the val split,
+/// not all of it (which `mamba eval` scores without `--max-tokens`, and says so).
+#[test]
+fn the_trainers_final_eval_and_eval_over_its_tokens_agree_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shards, ckpt, said) = trained_saying(tmp.path());
+    let last = metrics(&ckpt)
+        .into_iter()
+        .rfind(|l| l.get("val_loss").is_some())
+        .unwrap();
+    assert_eq!(last["step"], 6);
+    assert_eq!(last["val_tokens"], 3 * 4 * 64);
+    let covers = "the first 768 tokens of the val split (3 batches)";
+    let want = last["val_loss"].as_f64().unwrap();
+    assert!(
+        said.contains(&format!("eval      6 | val loss {want:.4} | val ppl ")),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .filter(|l| l.starts_with("eval "))
+            .all(|l| l.ends_with(covers)),
+        "{said}"
+    );
+    let fin = ckpt.join("final");
+    let max = last["val_tokens"].to_string();
+    let same = eval_json(&[
+        "--checkpoint",
+        s(&fin),
+        "--shards",
+        s(&shards),
+        "--max-tokens",
+        &max,
+    ]);
+    let loss = same["loss"].as_f64().unwrap();
+    assert!((loss - want).abs() < 1e-6, "eval {loss}, trainer {want}");
+    assert_eq!(same["tokens"], last["val_tokens"]);
+    assert_eq!(same["whole"], false);
+    let line = ok(&[
+        "eval",
+        "-q",
+        "--checkpoint",
+        s(&fin),
+        "--shards",
+        s(&shards),
+        "--max-tokens",
+        &max,
+    ]);
+    let line = String::from_utf8_lossy(&line.stdout).to_string();
+    assert!(
+        line.contains(": the first 768 tokens, in 12 windows of 64 | ")
+            && line.contains(&format!("loss {loss:.4}")),
+        "{line}"
+    );
+    // Without --max-tokens: the whole split, said as such.
+    let all = ok(&[
+        "eval",
+        "-q",
+        "--checkpoint",
+        s(&fin),
+        "--shards",
+        s(&shards),
+    ]);
+    let all = String::from_utf8_lossy(&all.stdout).to_string();
+    assert!(
+        all.contains(": all ") && !all.contains("768 tokens"),
+        "{all}"
     );
 }
 

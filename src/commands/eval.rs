@@ -86,7 +86,7 @@ fn evaluate(a: &EvalArgs) -> Result<Evaluation, EvalError> {
         pb.finish_and_clear();
         (r, what)
     };
-    let (loss, tokens, windows) = result.map_err(|e| match e {
+    let scored = result.map_err(|e| match e {
         EvalError::Empty { why, .. } => EvalError::Empty {
             what: what.clone(),
             why,
@@ -95,12 +95,13 @@ fn evaluate(a: &EvalArgs) -> Result<Evaluation, EvalError> {
     })?;
     Ok(Evaluation {
         source: what,
-        loss,
-        perplexity: loss.exp(),
-        tokens,
-        windows,
+        loss: scored.loss,
+        perplexity: scored.loss.exp(),
+        tokens: scored.tokens,
+        windows: scored.windows,
         seq_len: seq,
         checkpoint: ck.dir.display().to_string(),
+        whole: scored.whole,
     })
 }
 

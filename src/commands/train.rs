@@ -20,43 +20,12 @@ use mamba::train::{gpu, memory, RunOptions};
 const DRY_RUN_VOCAB: usize = 32768;
 
 /// The flags that were given, as a JSON object of configuration keys.
-fn flags(a: &TrainArgs) -> Map<String, Value> {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v);
-        }
-    };
-    put("arch", a.arch.map(|x| Value::from(x.key())));
-    put("model_size", a.model_size.clone().map(Value::from));
-    put("vram", a.vram.clone().map(Value::from));
-    put("profile", a.profile.clone().map(Value::from));
-    put("seq_len", a.seq_len.map(Value::from));
-    put("batch_size", a.batch_size.map(Value::from));
-    put("grad_accum", a.grad_accum.map(Value::from));
-    put("precision", a.precision.clone().map(Value::from));
-    put(
-        "grad_checkpointing",
-        a.grad_checkpointing.then_some(Value::Bool(true)),
-    );
-    put("lr", a.lr.map(Value::from));
-    put("min_lr", a.min_lr.map(Value::from));
-    put("warmup_steps", a.warmup_steps.map(Value::from));
-    put("max_steps", a.max_steps.map(Value::from));
-    put("weight_decay", a.weight_decay.map(Value::from));
-    put("grad_clip", a.grad_clip.map(Value::from));
-    put("eval_every", a.eval_every.map(Value::from));
-    put("eval_batches", a.eval_batches.map(Value::from));
-    put("save_every", a.save_every.map(Value::from));
-    put("keep_last", a.keep_last.map(Value::from));
-    put("log_every", a.log_every.map(Value::from));
-    put("seed", a.seed.map(Value::from));
-    put("shuffle_buffer", a.shuffle_buffer.map(Value::from));
-    put("prefetch", a.prefetch.map(Value::from));
-    put("reader_threads", a.reader_threads.map(Value::from));
-    put("doc_reset", a.no_doc_reset.then_some(Value::Bool(false)));
-    put("device", a.device.clone().map(Value::from));
-    m
+fn flags(a: &TrainArgs) -> anyhow::Result<Map<String, Value>> {
+    match serde_json::to_value(&a.settings)? {
+        Value::Object(m) => Ok(m),
+        // A struct of settings always serializes to an object.
+        other => anyhow::bail!("the flags serialized to {other}, not an object"),
+    }
 }
 
 fn config_file(a: &TrainArgs) -> Result<Map<String, Value>, config::ConfigError> {
@@ -76,7 +45,7 @@ fn config_file(a: &TrainArgs) -> Result<Map<String, Value>, config::ConfigError>
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let file = config_file(&args).map_err(usage)?;
-    let mut flags = flags(&args);
+    let mut flags = flags(&args)?;
     let notes = gpu::apply_defaults(&file, &mut flags, gpu::query).map_err(anyhow::Error::msg);
     notes
         .map_err(usage)?

@@ -4,9 +4,10 @@
 //!
 //! The split is read by the trainer's own loader (shard order, row groups in order, no
 //! shuffle, documents packed with EOS and state resets) and each batch is scored by the
-//! trainer's own `eval_loss`, so the first `eval_batches x batch_size x seq_len` tokens give
-//! exactly the number the periodic eval printed during training. The result is the mean over
-//! every scored token.
+//! trainer's own `eval_loss`, so the tokens a periodic eval covered (its line and
+//! `metrics.jsonl`'s `val_tokens`: the first `eval_batches x batch_size x seq_len`), given as
+//! `--max-tokens`, give exactly the number that eval printed during training. The result is
+//! the mean over every scored token, and says whether those were all of the source or its first.
 
 pub mod source;
 
@@ -118,6 +119,19 @@ pub struct Evaluation {
     pub windows: u64,
     pub seq_len: usize,
     pub checkpoint: String,
+    /// Every full batch of the source was scored, not only its first `tokens` (`--max-tokens`).
+    pub whole: bool,
+}
+
+/// What [`score`] scored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    /// Mean loss per target token.
+    pub loss: f64,
+    pub tokens: u64,
+    pub windows: u64,
+    /// The batches ran out before `max_tokens` did.
+    pub whole: bool,
 }
 
 /// Scores `batches` until `max_tokens` target tokens (if given) have been scored;
@@ -128,13 +142,14 @@ pub fn score(
     shape: &Shape,
     max_tokens: Option<u64>,
     progress: &mut dyn FnMut(u64),
-) -> Result<(f64, u64, u64), EvalError> {
+) -> Result<Scored, EvalError> {
     let o = StepOptions {
         doc_reset: shape.doc_reset,
         dtype: shape.precision.dtype(),
         ..Default::default()
     };
     let (mut sum, mut tokens, mut windows) = (0.0, 0u64, 0u64);
+    let mut whole = true;
     for batch in batches {
         let mut batch = batch?;
         if let Some(max) = max_tokens {
@@ -142,10 +157,13 @@ pub fn score(
             let left = max.saturating_sub(tokens) as usize;
             let rows = left.div_ceil(batch.seq_len).min(batch.batch_size);
             if rows == 0 {
+                // A batch is left over: the budget, not the source, ended the eval.
+                whole = false;
                 break;
             }
             if rows < batch.batch_size {
                 let n = rows * batch.seq_len;
+                whole = false;
                 batch = Batch {
                     batch_size: rows,
                     seq_len: batch.seq_len,
@@ -168,14 +186,22 @@ pub fn score(
             why: format!("fewer than {} tokens", shape.seq_len + 1),
         });
     }
-    Ok((sum / tokens as f64, tokens, windows))
+    Ok(Scored {
+        loss: sum / tokens as f64,
+        tokens,
+        windows,
+        whole,
+    })
 }
 
 impl Evaluation {
-    /// `val split of shards/: 12288 tokens in 96 windows of 128 | loss 6.9594 | ppl 1052.98`
+    /// `val split of shards/: all 12288 tokens, in 96 windows of 128 | loss 6.9594 | ppl
+    /// 1052.98`, or `...: the first 768 tokens, in ...` when `--max-tokens` cut it short: a
+    /// number over part of a split is not to be read as the whole split's.
     pub fn line(&self) -> String {
+        let which = if self.whole { "all" } else { "the first" };
         format!(
-            "{}: {} tokens in {} windows of {} | loss {:.4} | ppl {:.2}",
+            "{}: {which} {} tokens, in {} windows of {} | loss {:.4} | ppl {:.2}",
             self.source, self.tokens, self.windows, self.seq_len, self.loss, self.perplexity
         )
     }

@@ -84,7 +84,7 @@ pub fn shards(
         snapshot_every: 0,
     };
     // A split smaller than one batch is scored with the trainer's shorter shapes.
-    match crate::train::setup::eval_loader(&sources, &opts)? {
+    match crate::train::eval::eval_loader(&sources, &opts)? {
         Some((loader, first)) => Ok(ShardSource {
             loader,
             seq_len: first.seq_len,
@@ -92,7 +92,7 @@ pub fn shards(
             split_tokens,
         }),
         None => {
-            let shapes = crate::train::setup::eval_shapes(batch_size, seq_len);
+            let shapes = crate::train::eval::eval_shapes(batch_size, seq_len);
             let shortest = shapes.iter().map(|&(_, l)| l).min().unwrap_or(seq_len);
             Err(EvalError::Empty {
                 what: format!("the {} split of {}", split.as_str(), dir.display()),

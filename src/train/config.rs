@@ -2,13 +2,15 @@
 //! preset (`configs/models.json`) < VRAM profile (`configs/vram.json`) < training profile
 //! (`configs/training.json`) < a `--config` JSON file < command-line flags. The preset files
 //! are compiled in, so the binary works from any directory. The result is saved in every
-//! checkpoint.
+//! checkpoint. The settings themselves (names, types, defaults, flags) are declared once, in
+//! [`settings`](super::settings); here are the layers and the range checks.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use super::choices::{DeviceSpec, ModelSize, Precision};
-pub use mamba_model::LayerKind as Arch;
+use super::settings::key;
+pub use super::settings::{TrainConfig, TrainFlags};
+pub use mamba_model::LayerKind;
 
 const VRAM: &str = include_str!("../../configs/vram.json");
 const TRAINING: &str = include_str!("../../configs/training.json");
@@ -29,95 +31,6 @@ pub enum ConfigError {
     },
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
-}
-
-/// Every setting of a run (flat, as nanoGPT's), in the units of its flag.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// The architecture of a new model (a model given by --init or resumed keeps its own).
-    #[serde(default)]
-    pub arch: Arch,
-    pub model_size: ModelSize,
-    /// VRAM profile name, if one was chosen.
-    pub vram: Option<String>,
-    /// Training profile name.
-    pub profile: String,
-    /// Memory budget from the VRAM profile, in GiB (for `--dry-run`): the unit in which a
-    /// GPU sold as "8 GB" has 8.
-    pub vram_gb: Option<f64>,
-    pub seq_len: usize,
-    /// Windows per micro-batch on each rank.
-    pub batch_size: usize,
-    /// Processes training data-parallel, each on `batch_size` windows of every global batch
-    /// (set from the MPI launcher, not by a flag).
-    #[serde(default = "one_rank")]
-    pub ranks: usize,
-    pub grad_accum: usize,
-    pub precision: Precision,
-    pub grad_checkpointing: bool,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: u64,
-    pub max_steps: u64,
-    pub weight_decay: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub grad_clip: f64,
-    pub eval_every: u64,
-    pub eval_batches: usize,
-    pub save_every: u64,
-    /// Periodic checkpoints kept (0: all); `final/` is never removed.
-    pub keep_last: usize,
-    pub log_every: u64,
-    pub seed: u64,
-    /// Packed windows held by the shuffle buffer.
-    pub shuffle_buffer: usize,
-    pub prefetch: usize,
-    pub reader_threads: usize,
-    pub doc_reset: bool,
-    pub device: DeviceSpec,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            arch: Arch::Mamba1,
-            model_size: ModelSize::default(),
-            vram: None,
-            profile: "default".into(),
-            vram_gb: None,
-            seq_len: 1024,
-            batch_size: 8,
-            ranks: 1,
-            grad_accum: 1,
-            precision: Precision::Fp32,
-            grad_checkpointing: false,
-            lr: 3e-4,
-            min_lr: 3e-5,
-            warmup_steps: 200,
-            max_steps: 20000,
-            weight_decay: 0.1,
-            beta1: 0.9,
-            beta2: 0.95,
-            grad_clip: 1.0,
-            eval_every: 500,
-            eval_batches: 20,
-            save_every: 5000,
-            keep_last: 0,
-            log_every: 1,
-            seed: 0,
-            shuffle_buffer: 1024,
-            prefetch: 4,
-            reader_threads: 2,
-            doc_reset: true,
-            device: DeviceSpec::Cpu,
-        }
-    }
-}
-
-fn one_rank() -> usize {
-    1
 }
 
 impl TrainConfig {
@@ -150,7 +63,7 @@ impl TrainConfig {
 pub fn vram_profiles() -> Vec<(String, f64)> {
     table(VRAM)
         .into_iter()
-        .filter_map(|(k, v)| Some((k, v.get("vram_gb")?.as_f64()?)))
+        .filter_map(|(k, v)| Some((k, v.get(key!(vram_gb))?.as_f64()?)))
         .collect()
 }
 
@@ -200,12 +113,12 @@ pub fn resolve(
 ) -> Result<TrainConfig, ConfigError> {
     let pick = |k: &str| flags.get(k).or_else(|| file.get(k)).cloned();
     let defaults = TrainConfig::default();
-    let size = match pick("model_size") {
+    let size = match pick(key!(model_size)) {
         Some(Value::String(s)) => s.parse()?,
         _ => defaults.model_size,
     };
-    let vram = pick("vram").and_then(|v| v.as_str().map(String::from));
-    let profile = pick("profile")
+    let vram = pick(key!(vram)).and_then(|v| v.as_str().map(String::from));
+    let profile = pick(key!(profile))
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or(defaults.profile.clone());
 
@@ -217,7 +130,7 @@ pub fn resolve(
     if let Some(v) = &vram {
         if v == "auto" {
             return Err(ConfigError::Range {
-                name: "vram",
+                name: key!(vram),
                 value: "auto".into(),
                 allowed: format!(
                     "{} (auto reads free GPU memory and needs a CUDA build)",
@@ -259,33 +172,34 @@ fn check<T: PartialOrd + std::fmt::Display>(
     })
 }
 
+/// [`check`] of a setting, named by its field.
+macro_rules! check {
+    ($cfg:ident.$name:ident, $lo:expr, $hi:expr, $allowed:expr) => {
+        check(stringify!($name), $cfg.$name, $lo, $hi, $allowed)
+    };
+}
+
 impl TrainConfig {
     /// Every value within its range; the error names the value and the range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check("seq_len", self.seq_len, 1, 1 << 20, "1..=1048576")?;
-        check("batch_size", self.batch_size, 1, 4096, "1..=4096")?;
-        check("grad_accum", self.grad_accum, 1, 4096, "1..=4096")?;
-        check("lr", self.lr, 1e-12, 1.0, "(0, 1]")?;
-        check("min_lr", self.min_lr, 0.0, self.lr, "[0, lr]")?;
-        check("max_steps", self.max_steps, 1, u64::MAX, "1 or more")?;
-        check("warmup_steps", self.warmup_steps, 0, 1 << 40, "0..=2^40")?;
-        check("weight_decay", self.weight_decay, 0.0, 1.0, "[0, 1]")?;
-        check("beta1", self.beta1, 0.0, 0.999_999, "[0, 1)")?;
-        check("beta2", self.beta2, 0.0, 0.999_999, "[0, 1)")?;
-        check("grad_clip", self.grad_clip, 1e-12, f64::MAX, "> 0")?;
-        check("eval_every", self.eval_every, 1, u64::MAX, "1 or more")?;
-        check("eval_batches", self.eval_batches, 1, 100_000, "1..=100000")?;
-        check("save_every", self.save_every, 1, u64::MAX, "1 or more")?;
-        check("log_every", self.log_every, 1, u64::MAX, "1 or more")?;
-        check(
-            "shuffle_buffer",
-            self.shuffle_buffer,
-            0,
-            1 << 20,
-            "0..=1048576",
-        )?;
-        check("prefetch", self.prefetch, 1, 1024, "1..=1024")?;
-        check("reader_threads", self.reader_threads, 1, 64, "1..=64")?;
+        check!(self.seq_len, 1, 1 << 20, "1..=1048576")?;
+        check!(self.batch_size, 1, 4096, "1..=4096")?;
+        check!(self.grad_accum, 1, 4096, "1..=4096")?;
+        check!(self.lr, 1e-12, 1.0, "(0, 1]")?;
+        check!(self.min_lr, 0.0, self.lr, "[0, lr]")?;
+        check!(self.max_steps, 1, u64::MAX, "1 or more")?;
+        check!(self.warmup_steps, 0, 1 << 40, "0..=2^40")?;
+        check!(self.weight_decay, 0.0, 1.0, "[0, 1]")?;
+        check!(self.beta1, 0.0, 0.999_999, "[0, 1)")?;
+        check!(self.beta2, 0.0, 0.999_999, "[0, 1)")?;
+        check!(self.grad_clip, 1e-12, f64::MAX, "> 0")?;
+        check!(self.eval_every, 1, u64::MAX, "1 or more")?;
+        check!(self.eval_batches, 1, 100_000, "1..=100000")?;
+        check!(self.save_every, 1, u64::MAX, "1 or more")?;
+        check!(self.log_every, 1, u64::MAX, "1 or more")?;
+        check!(self.shuffle_buffer, 0, 1 << 20, "0..=1048576")?;
+        check!(self.prefetch, 1, 1024, "1..=1024")?;
+        check!(self.reader_threads, 1, 64, "1..=64")?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::config::{self, DeviceSpec};
+use super::settings::key;
 
 /// Free memory (bytes) and compute capability (major) of a CUDA device.
 pub struct GpuInfo {
@@ -21,12 +22,13 @@ pub fn apply_defaults(
     query: impl Fn(DeviceSpec) -> Result<GpuInfo, String>,
 ) -> Result<Vec<String>, String> {
     let pick = |k: &str| flags.get(k).or_else(|| file.get(k)).and_then(Value::as_str);
-    let device = match pick("device") {
+    let device = match pick(key!(device)) {
         Some(d) => d.parse().map_err(|e: config::ConfigError| e.to_string())?,
         None => DeviceSpec::Cpu,
     };
-    let auto = pick("vram") == Some("auto");
-    let explicit_precision = flags.contains_key("precision") || file.contains_key("precision");
+    let auto = pick(key!(vram)) == Some("auto");
+    let precision = key!(precision);
+    let explicit_precision = flags.contains_key(precision) || file.contains_key(precision);
     if device == DeviceSpec::Cpu {
         return match auto {
             true => {
@@ -51,14 +53,14 @@ pub fn apply_defaults(
         notes.push(format!(
             "--vram auto: {free_gib:.1} GiB free on {device}: profile {name}"
         ));
-        flags.insert("vram".into(), Value::from(name));
+        flags.insert(key!(vram).into(), Value::from(name));
     }
     if !explicit_precision && gpu.major >= 8 {
         notes.push(format!(
             "precision bf16 (compute capability {}.x)",
             gpu.major
         ));
-        flags.insert("precision".into(), Value::from("bf16"));
+        flags.insert(precision.into(), Value::from("bf16"));
     }
     Ok(notes)
 }

@@ -43,6 +43,10 @@ pub struct EvalRecord {
     pub tokens: u64,
     pub val_loss: Option<f64>,
     pub val_ppl: Option<f64>,
+    /// Target tokens the eval scored (the first of the val split); `mamba eval --max-tokens`
+    /// with this many scores the same ones. Absent in runs from before it was recorded.
+    #[serde(default)]
+    pub val_tokens: Option<u64>,
 }
 
 /// A logged value, NaN where it was not finite.
@@ -90,9 +94,11 @@ impl StepRecord {
 }
 
 impl EvalRecord {
-    pub fn line(&self) -> String {
+    /// `eval     20 | val loss 5.1234 | val ppl 168.02 | the first 768 tokens of the val split
+    /// (3 batches)`: `covers` says what was scored, so the number is not read as another eval's.
+    pub fn line(&self, covers: &str) -> String {
         format!(
-            "eval {:>6} | val loss {:.4} | val ppl {:.2}",
+            "eval {:>6} | val loss {:.4} | val ppl {:.2} | {covers}",
             self.step,
             num(self.val_loss),
             num(self.val_ppl)
@@ -143,5 +149,24 @@ mod tests {
             timed.line(10),
             "step      3/10 | loss 2.5000 | lr 1.00e-3 | gnorm 0.500 | 1000 tok/s | eta 3m 05s"
         );
+    }
+
+    #[test]
+    fn eval_records_say_what_they_covered_and_older_ones_still_read() {
+        let rec = EvalRecord {
+            step: 20,
+            tokens: 640,
+            val_loss: Some(5.0),
+            val_ppl: Some(5f64.exp()),
+            val_tokens: Some(768),
+        };
+        assert_eq!(
+            rec.line("the first 768 tokens of the val split (3 batches)"),
+            "eval     20 | val loss 5.0000 | val ppl 148.41 | the first 768 tokens of the val split (3 batches)"
+        );
+        let old: EvalRecord =
+            serde_json::from_str(r#"{"step":5,"tokens":10,"val_loss":2.0,"val_ppl":7.39}"#)
+                .unwrap();
+        assert_eq!(old.val_tokens, None);
     }
 }

@@ -1,19 +1,21 @@
 //! Everything the loop needs, built before it starts: the shard store checked against its
 //! manifest, the model (fresh, `--init` or `--resume`), the optimizer, the running loader,
-//! the eval batches, and the checks that refuse a checkpoint of another tokenizer or setup.
+//! the eval set, the metrics file, and the checks that refuse a checkpoint of another tokenizer
+//! or setup, or ranks that disagree. [`Run`]'s methods are the loop's access to all of it:
+//! where the loader stood, appending a record, saving a checkpoint.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Var};
-use indicatif::{ProgressBar, ProgressStyle};
 use mamba_model::{AdamW, AdamWConfig, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 use mamba_pipeline::shard::Split;
 
 use super::checkpoint::{self, Checkpoint, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
 use super::config::{DeviceSpec, Precision, TrainConfig};
+use super::eval::EvalSet;
 use super::loader::{open_split, LoadError, Loader, LoaderOptions, LoaderState};
-use super::pack::Batch;
+use super::metrics::Metrics;
 use super::{RunOptions, TrainError};
 
 /// A run ready to loop.
@@ -23,9 +25,11 @@ pub struct Run {
     pub vars: Vec<Var>,
     pub opt: AdamW,
     pub loader: Loader,
-    pub eval_batches: Vec<Batch>,
+    pub eval: EvalSet,
     /// State at the start (fresh or resumed).
     pub state: TrainerState,
+    /// `metrics.jsonl`, which only rank 0 writes (opened by [`Run::start`]).
+    metrics: Option<Metrics>,
     pub metrics_path: PathBuf,
     pub checkpoint_dir: PathBuf,
     pub tokenizer: PathBuf,
@@ -56,19 +60,26 @@ pub fn device(spec: DeviceSpec) -> Result<Device, TrainError> {
     }
 }
 
+/// `(name, value)` of a setting, named by its field.
+macro_rules! named {
+    ($c:ident.$name:ident) => {
+        (stringify!($name), $c.$name.to_string())
+    };
+}
+
 /// Settings that decide which batches a run sees; a resumed run must keep them.
 fn stream_settings(c: &TrainConfig) -> Vec<(&'static str, String)> {
     vec![
-        ("model_size", c.model_size.to_string()),
-        ("seq_len", c.seq_len.to_string()),
+        named!(c.model_size),
+        named!(c.seq_len),
         (
             "global batch (batch_size x ranks)",
             c.global_batch().to_string(),
         ),
-        ("grad_accum", c.grad_accum.to_string()),
-        ("seed", c.seed.to_string()),
-        ("shuffle_buffer", c.shuffle_buffer.to_string()),
-        ("doc_reset", c.doc_reset.to_string()),
+        named!(c.grad_accum),
+        named!(c.seed),
+        named!(c.shuffle_buffer),
+        named!(c.doc_reset),
     ]
 }
 
@@ -80,7 +91,37 @@ fn sorted_vars(vm: &candle_nn::VarMap) -> Vec<Var> {
 }
 
 impl Run {
-    pub fn new(cfg: &TrainConfig, opts: &RunOptions) -> Result<Run, TrainError> {
+    /// The run of this rank, once every rank has the same settings and the same starting
+    /// point, with its share of the eval set and (rank 0) its metrics file open.
+    pub fn start(cfg: &TrainConfig, opts: &RunOptions) -> Result<Run, TrainError> {
+        let ranks = &opts.ranks;
+        if let Some(rank) = ranks.first_different(|| Ok::<_, TrainError>(cfg.fingerprint()))? {
+            // Different batch sizes or models would pair up the wrong gradients.
+            return Err(TrainError::Mismatch(format!(
+                "rank {rank} resolved other settings than rank 0 (a different --config, flags, or \
+                 --vram auto on another GPU?); give every rank the same settings"
+            )));
+        }
+        let mut run = Run::new(cfg, opts)?;
+        if let Some(rank) = ranks.first_different(|| run.fingerprint())? {
+            return Err(TrainError::Mismatch(format!(
+                "rank {rank} starts from another state than rank 0 (another step, loader position \
+                 or weights): every rank must read the same --resume or --init checkpoint; put \
+                 --checkpoint-dir on storage all ranks share"
+            )));
+        }
+        run.eval = std::mem::take(&mut run.eval).shared(ranks);
+        if run.root {
+            let m = Metrics::open(&run.metrics_path).map_err(|source| TrainError::Io {
+                path: run.metrics_path.display().to_string(),
+                source,
+            })?;
+            run.metrics = Some(m);
+        }
+        Ok(run)
+    }
+
+    fn new(cfg: &TrainConfig, opts: &RunOptions) -> Result<Run, TrainError> {
         let dev = device(cfg.device)?;
         let manifest = Manifest::load(&opts.shards)?;
         let tok = &manifest.tokenizer;
@@ -171,8 +212,9 @@ impl Run {
         let mut state = state;
         state.config = cfg.clone();
         // A model from --init or a checkpoint keeps its architecture, whatever --arch says.
+        // (A model of several kinds records its first layer's.)
         state.config.arch = model.config().layers[0];
-        let eval_batches = eval_batches(val_shards, &loader_opts, cfg.eval_batches)?;
+        let eval = EvalSet::load(&val_shards, &loader_opts, cfg.eval_batches)?;
         let loader = Loader::spawn(train_shards, loader_opts, state.loader.clone());
         std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|source| TrainError::Io {
             path: opts.checkpoint_dir.display().to_string(),
@@ -183,8 +225,9 @@ impl Run {
             model,
             opt,
             loader,
-            eval_batches,
+            eval,
             state,
+            metrics: None,
             metrics_path: opts.checkpoint_dir.join("metrics.jsonl"),
             checkpoint_dir: opts.checkpoint_dir.clone(),
             tokenizer,
@@ -200,13 +243,55 @@ impl Run {
     /// The loader state right after the last batch of optimizer step `step`.
     pub fn snapshot_for(
         &self,
-        snapshot: &mut Option<LoaderState>,
+        snapshot: &Option<LoaderState>,
         step: u64,
     ) -> Result<LoaderState, TrainError> {
         match snapshot {
             Some(s) if s.batches == step * self.accum => Ok(s.clone()),
             _ => Err(TrainError::NoSnapshot(step)),
         }
+    }
+
+    /// A hash of where this run starts (step, tokens, loader position and the weights'
+    /// sums), to check that data-parallel ranks start together.
+    fn fingerprint(&self) -> Result<u64, TrainError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.state.step, self.state.tokens).hash(&mut h);
+        serde_json::to_string(&self.state.loader)
+            .unwrap_or_default()
+            .hash(&mut h);
+        for v in &self.vars {
+            let sum = v.as_tensor().sum_all()?.to_dtype(candle_core::DType::F64)?;
+            sum.to_scalar::<f64>()?.to_bits().hash(&mut h);
+        }
+        Ok(h.finish())
+    }
+
+    /// Appends a record to the metrics (which only rank 0 holds).
+    pub fn write(&mut self, rec: &impl serde::Serialize) -> Result<(), TrainError> {
+        let Some(m) = &mut self.metrics else {
+            return Ok(());
+        };
+        m.write(rec).map_err(|source| TrainError::Io {
+            path: self.metrics_path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Saves checkpoint `name` (on rank 0; the other ranks hold the same state).
+    pub fn save(&self, name: &str, st: &TrainerState) -> Result<PathBuf, TrainError> {
+        if !self.root {
+            return Ok(self.checkpoint_dir.join(name));
+        }
+        Ok(checkpoint::save(
+            &self.checkpoint_dir,
+            name,
+            &self.model,
+            &self.opt,
+            &self.tokenizer,
+            st,
+        )?)
     }
 }
 
@@ -280,89 +365,4 @@ fn init_from(
         }
     }
     Ok((model, vm))
-}
-
-/// The first `n` batches of the val split, in order (the same batches at every eval).
-fn eval_batches(
-    shards: Vec<super::loader::ShardSource>,
-    train: &LoaderOptions,
-    n: usize,
-) -> Result<Vec<Batch>, TrainError> {
-    let opts = LoaderOptions {
-        shuffle: false,
-        shuffle_buffer: 0,
-        epochs: Some(1),
-        snapshot_every: 0,
-        ..train.clone()
-    };
-    let Some((loader, first)) = eval_loader(&shards, &opts)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = vec![first];
-    while out.len() < n {
-        match loader.recv() {
-            Some(item) => out.push(item?.batch),
-            None => break,
-        }
-    }
-    Ok(out)
-}
-
-/// A loader over a split with the options `opts` in the first of the [`eval_shapes`] the split
-/// fills a batch of, and that first batch; `None` when it fills none.
-pub fn eval_loader(
-    shards: &[super::loader::ShardSource],
-    opts: &LoaderOptions,
-) -> Result<Option<(Loader, Batch)>, super::loader::LoadError> {
-    for (batch_size, seq_len) in eval_shapes(opts.batch_size, opts.seq_len) {
-        let opts = LoaderOptions {
-            batch_size,
-            seq_len,
-            ..opts.clone()
-        };
-        let start = LoaderState::start(&opts);
-        let loader = Loader::spawn(shards.to_vec(), opts, start);
-        if let Some(first) = loader.recv() {
-            return Ok(Some((loader, first?.batch)));
-        }
-    }
-    Ok(None)
-}
-
-/// The shortest window a small val split is evaluated with.
-pub const MIN_EVAL_SEQ_LEN: usize = 16;
-
-/// The batch shapes (batch size, window length) a split is evaluated with, in the order to
-/// try them: the training shape; then, for a split smaller than one batch (a small corpus),
-/// one window, halved until the split fills it, rather than no eval at all. `mamba eval`
-/// takes the same fallback, so it scores what the trainer scored.
-pub fn eval_shapes(batch_size: usize, seq_len: usize) -> Vec<(usize, usize)> {
-    let mut shapes = vec![(batch_size, seq_len)];
-    let mut seq_len = seq_len;
-    while seq_len >= 2 * MIN_EVAL_SEQ_LEN {
-        seq_len /= 2;
-        shapes.push((1, seq_len));
-    }
-    shapes
-}
-
-pub fn progress_bar(show: bool, pos: u64, len: u64) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len).with_position(pos);
-    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}");
-    if let Ok(s) = style {
-        bar.set_style(s);
-    }
-    bar
-}
-
-/// Prints a line above the progress bar (or plainly when there is none).
-pub fn say(bar: &ProgressBar, line: &str) {
-    if bar.is_hidden() {
-        println!("{line}");
-    } else {
-        bar.println(line);
-    }
 }

@@ -1,8 +1,9 @@
 //! `mamba demo`: the whole product in one command, offline: write a corpus (see [`corpus`];
 //! or take `--data DIR`), ingest it, train the tiny preset (Mamba-1, or Mamba-2 with `--arch
 //! mamba2`) on the CPU for about `--seconds`,
-//! evaluate on the val split, write the training report, and print a generated sample and how
-//! far the val perplexity fell. Each step is the real subcommand, run with the flags printed
+//! evaluate on the val split (the tokens the trainer's periodic evals scored, so the two numbers
+//! agree), write the training report, and print a generated sample and how far the val
+//! perplexity fell. Each step is the real subcommand, run with the flags printed
 //! above it, so the user can rerun any of them.
 
 mod corpus;
@@ -230,8 +231,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let trained = train_started.elapsed().as_secs_f64();
     let fin = ckpt.join("final");
-    println!("\n3/5 evaluate on the val split");
     let mut eval = args(&["eval", "--checkpoint", &s(&fin), "--shards", &s(&shards)]);
+    match val_tokens(&ckpt) {
+        // The tokens the trainer's evals scored, so that this number is the last eval's.
+        Some(n) => {
+            println!("\n3/5 evaluate on the first {n} tokens of the val split, as the trainer's evals did");
+            eval.extend(args(&["--max-tokens", &n.to_string()]));
+        }
+        None => println!("\n3/5 evaluate on the val split"),
+    }
     eval.extend(q);
     mamba(&eval)?;
 
@@ -264,6 +272,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         report.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The val tokens the run's last eval scored, from its `metrics.jsonl`.
+fn val_tokens(ckpt: &Path) -> Option<u64> {
+    let run = mamba::report::run::load(ckpt).ok()?;
+    run.evals.last()?.val_tokens
 }
 
 /// How far the val perplexity fell over the run, from its `metrics.jsonl`.
