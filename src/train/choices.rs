@@ -8,7 +8,24 @@ use candle_core::DType;
 use mamba_model::config::{preset_names, Preset};
 use serde::{Deserialize, Serialize};
 
-use super::config::ConfigError;
+/// A setting that is out of range, unknown, or in a file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} = {value} is out of range (allowed: {allowed})")]
+    Range {
+        name: &'static str,
+        value: String,
+        allowed: String,
+    },
+    #[error("unknown {what} `{name}` (allowed: {allowed})")]
+    Unknown {
+        what: &'static str,
+        name: String,
+        allowed: String,
+    },
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
 
 /// Serialised as its flag spelling, read back through [`FromStr`] (so a bad value in a
 /// `--config` file gets the same message as on the command line).

@@ -7,31 +7,13 @@
 
 use serde_json::{Map, Value};
 
-pub use super::choices::{DeviceSpec, ModelSize, Precision};
+pub use super::choices::{ConfigError, DeviceSpec, ModelSize, Precision};
 use super::settings::key;
 pub use super::settings::{TrainConfig, TrainFlags};
 pub use mamba_model::LayerKind;
 
 const VRAM: &str = include_str!("../../configs/vram.json");
 const TRAINING: &str = include_str!("../../configs/training.json");
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name} = {value} is out of range (allowed: {allowed})")]
-    Range {
-        name: &'static str,
-        value: String,
-        allowed: String,
-    },
-    #[error("unknown {what} `{name}` (allowed: {allowed})")]
-    Unknown {
-        what: &'static str,
-        name: String,
-        allowed: String,
-    },
-    #[error("{path}: {reason}")]
-    File { path: String, reason: String },
-}
 
 impl TrainConfig {
     /// Windows per micro-batch over all ranks: what decides the batches a run sees.

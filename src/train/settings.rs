@@ -16,7 +16,7 @@ use mamba_model::config::preset_names;
 use serde::{Deserialize, Serialize};
 
 use super::choices::{DeviceSpec, ModelSize, Precision};
-use super::config::LayerKind;
+use mamba_model::LayerKind;
 
 /// The name of a setting, as a string, checked against [`TrainConfig`]'s fields when it
 /// compiles: `key!(vram)` is `"vram"`, `key!(vrma)` does not build.
