@@ -145,28 +145,20 @@ fn the_trainers_final_eval_and_eval_over_its_tokens_agree_and_say_so() {
     );
     let fin = ckpt.join("final");
     let max = last["val_tokens"].to_string();
-    let same = eval_json(&[
+    let covering = [
         "--checkpoint",
         s(&fin),
         "--shards",
         s(&shards),
         "--max-tokens",
         &max,
-    ]);
+    ];
+    let same = eval_json(&covering);
     let loss = same["loss"].as_f64().unwrap();
     assert!((loss - want).abs() < 1e-6, "eval {loss}, trainer {want}");
     assert_eq!(same["tokens"], last["val_tokens"]);
     assert_eq!(same["whole"], false);
-    let line = ok(&[
-        "eval",
-        "-q",
-        "--checkpoint",
-        s(&fin),
-        "--shards",
-        s(&shards),
-        "--max-tokens",
-        &max,
-    ]);
+    let line = ok(&[&["eval", "-q"][..], &covering].concat());
     let line = String::from_utf8_lossy(&line.stdout).to_string();
     assert!(
         line.contains(": the first 768 tokens, in 12 windows of 64 | ")

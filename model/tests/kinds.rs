@@ -17,13 +17,6 @@ fn alternating() -> Config {
     }
 }
 
-fn ids(rng: &mut Rng, b: usize, l: usize, vocab: usize) -> Tensor {
-    let v: Vec<u32> = (0..b * l)
-        .map(|_| (rng.next_u64() % vocab as u64) as u32)
-        .collect();
-    Tensor::from_vec(v, (b, l), &Device::Cpu).unwrap()
-}
-
 #[test]
 fn each_layer_has_its_kinds_parameters() {
     let cfg = alternating();

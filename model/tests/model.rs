@@ -14,13 +14,6 @@ fn tiny() -> Config {
     Config::new(32, 2, 50)
 }
 
-fn ids(rng: &mut Rng, b: usize, l: usize, vocab: usize) -> Tensor {
-    let v: Vec<u32> = (0..b * l)
-        .map(|_| (rng.next_u64() % vocab as u64) as u32)
-        .collect();
-    Tensor::from_vec(v, (b, l), &Device::Cpu).unwrap()
-}
-
 #[test]
 fn resets_equal_running_documents_separately() {
     let cfg = tiny();

@@ -11,7 +11,7 @@
 use candle_core::{DType, Result, Tensor};
 
 use crate::config::Config;
-use crate::kernels::rows::{rms_norm, FastMixer, Scratch, Weights};
+use crate::kernels::rows::{rms_norm, FastMixer, RunArgs, Scratch, Weights};
 use crate::layers::params::Init;
 use crate::model::MambaLM;
 
@@ -179,8 +179,14 @@ impl FastStep {
             for (li, l) in self.layers.iter().enumerate() {
                 let h: Vec<Vec<f32>> = res.iter().map(|x| rms_norm(x, &l.norm, eps)).collect();
                 let (conv, ssm) = (&mut st.conv[li], &mut st.ssm[li]);
-                l.mixer
-                    .run(&h, conv, ssm, &mut scratch, &mut out, self.threads)?;
+                l.mixer.run(RunArgs {
+                    h: &h,
+                    conv,
+                    ssm,
+                    scratch: &mut scratch,
+                    out: &mut out,
+                    threads: self.threads,
+                })?;
                 for (res, out) in res.iter_mut().zip(&out) {
                     res.iter_mut().zip(out).for_each(|(a, b)| *a += b);
                 }

@@ -11,21 +11,24 @@ use super::scan::{sigmoid, softplus_sigmoid, NoFma};
 use crate::layers::ops::{read_cpu, CpuRead};
 use crate::layers::params::Init;
 
-/// A layer kind's recurrent step on rows: what the decoder's CPU fast path runs per layer.
+/// A layer kind's recurrent step on rows: what the decoder's CPU fast path runs per layer
+/// (implemented through [`fast_mixer!`]).
 pub(crate) trait FastMixer: Send + Sync {
-    /// Feeds the rows `h` (the normalised input of one sequence's tokens, in order) through the
-    /// mixer, advancing this layer's `conv` window and `ssm` state (flat, in the shapes of the
-    /// kind's state), and writes one output row (d_model) per token into `out`. `scratch`
-    /// holds buffers that every layer of a run reuses.
-    fn run(
-        &self,
-        h: &[Vec<f32>],
-        conv: &mut [f32],
-        ssm: &mut [f32],
-        scratch: &mut Scratch,
-        out: &mut [Vec<f32>],
-        threads: usize,
-    ) -> Result<()>;
+    /// Feeds the rows `a.h` through the mixer, advancing the layer's state, into `a.out`.
+    fn run(&self, a: RunArgs) -> Result<()>;
+}
+
+/// What one layer's step is given: the rows `h` (the normalised input of one sequence's
+/// tokens, in order), this layer's `conv` window and `ssm` state (flat, in the shapes of the
+/// kind's state) to advance, buffers that every layer of a run reuses, one output row
+/// (d_model) per token to write, and the threads the projections may use.
+pub(crate) struct RunArgs<'a> {
+    pub h: &'a [Vec<f32>],
+    pub conv: &'a mut [f32],
+    pub ssm: &'a mut [f32],
+    pub scratch: &'a mut Scratch,
+    pub out: &'a mut [Vec<f32>],
+    pub threads: usize,
 }
 
 /// Buffers of rows reused from layer to layer within one run: each layer takes the ones it
@@ -161,33 +164,43 @@ pub(crate) fn conv_silu(w: &[f32], b: &[f32], x: &[f32], window: &mut [f32], out
     }
 }
 
-/// Makes `$name(&self, args)` call the `#[inline(always)]` method `$body` compiled for the
-/// widest vector instructions the CPU has (AVX-512, AVX2+FMA, or the baseline), so that the
-/// elementwise loops inlined into it vectorise.
-macro_rules! isa_variants {
-    ($name:ident => $body:ident ( $( $arg:ident : $ty:ty ),* ) -> $ret:ty) => {
-        fn $name(&self, $( $arg: $ty ),*) -> $ret {
-            match $crate::kernels::simd::isa() {
-                // Safety: the CPU has the features (checked at run time by `isa`).
-                #[cfg(target_arch = "x86_64")]
-                $crate::kernels::simd::Isa::Avx512 => unsafe { self.avx512($( $arg ),*) },
-                #[cfg(target_arch = "x86_64")]
-                $crate::kernels::simd::Isa::Avx2 => unsafe { self.avx2($( $arg ),*) },
-                _ => self.$body($( $arg ),*),
+/// Implements [`FastMixer`] for `$step`, whose `#[inline(always)]` method `run_body` (the
+/// trait's `run`) is compiled for the widest vector instructions the CPU has (AVX-512,
+/// AVX2+FMA, or the baseline), so that the elementwise loops inlined into it vectorise.
+macro_rules! fast_mixer {
+    ($step:ty) => {
+        impl $step {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn run_avx512(
+                &self,
+                a: $crate::kernels::rows::RunArgs,
+            ) -> candle_core::Result<()> {
+                self.run_body(a)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn run_avx2(
+                &self,
+                a: $crate::kernels::rows::RunArgs,
+            ) -> candle_core::Result<()> {
+                self.run_body(a)
             }
         }
 
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn avx512(&self, $( $arg: $ty ),*) -> $ret {
-            self.$body($( $arg ),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(&self, $( $arg: $ty ),*) -> $ret {
-            self.$body($( $arg ),*)
+        impl $crate::kernels::rows::FastMixer for $step {
+            fn run(&self, a: $crate::kernels::rows::RunArgs) -> candle_core::Result<()> {
+                match $crate::kernels::simd::isa() {
+                    // Safety: the CPU has the features (checked at run time by `isa`).
+                    #[cfg(target_arch = "x86_64")]
+                    $crate::kernels::simd::Isa::Avx512 => unsafe { self.run_avx512(a) },
+                    #[cfg(target_arch = "x86_64")]
+                    $crate::kernels::simd::Isa::Avx2 => unsafe { self.run_avx2(a) },
+                    _ => self.run_body(a),
+                }
+            }
         }
     };
 }
-pub(crate) use isa_variants;
+pub(crate) use fast_mixer;

@@ -2,6 +2,14 @@
 use candle_core::{DType, Device, Tensor};
 use mamba_model::rng::SplitMix64 as Rng;
 
+/// Token ids (b, l) drawn uniformly below `vocab`.
+pub fn ids(rng: &mut Rng, b: usize, l: usize, vocab: usize) -> Tensor {
+    let v: Vec<u32> = (0..b * l)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect();
+    Tensor::from_vec(v, (b, l), &Device::Cpu).unwrap()
+}
+
 pub fn randn(rng: &mut Rng, shape: &[usize], scale: f64) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f64> = (0..n).map(|_| rng.normal() * scale).collect();

@@ -6,7 +6,7 @@
 use candle_core::Result;
 
 use super::Mamba1;
-use crate::kernels::rows::{conv_silu, isa_variants, silu, softplus, FastMixer, Scratch, Weights};
+use crate::kernels::rows::{conv_silu, fast_mixer, silu, softplus, RunArgs, Weights};
 use crate::kernels::scan::exp_sub_inplace;
 
 /// A Mamba-1 layer's weights for the step, with A = -exp(A_log) (di, n) computed once.
@@ -29,21 +29,16 @@ impl Step {
         })
     }
 
-    isa_variants!(run_isa => run_body(
-        h: &[Vec<f32>], conv: &mut [f32], ssm: &mut [f32], sc: &mut Scratch,
-        out: &mut [Vec<f32>], threads: usize
-    ) -> Result<()>);
-
     #[inline(always)]
-    fn run_body(
-        &self,
-        h: &[Vec<f32>],
-        conv: &mut [f32],
-        ssm: &mut [f32],
-        sc: &mut Scratch,
-        out: &mut [Vec<f32>],
-        threads: usize,
-    ) -> Result<()> {
+    fn run_body(&self, a: RunArgs) -> Result<()> {
+        let RunArgs {
+            h,
+            conv,
+            ssm,
+            scratch: sc,
+            out,
+            threads,
+        } = a;
         let (di, n, r, tokens) = (self.d_inner, self.d_state, self.dt_rank, h.len());
         self.w.with(|m| {
             let (conv_w, conv_b) = (m.vec("conv1d.weight")?, m.vec("conv1d.bias")?);
@@ -104,16 +99,4 @@ impl Step {
     }
 }
 
-impl FastMixer for Step {
-    fn run(
-        &self,
-        h: &[Vec<f32>],
-        conv: &mut [f32],
-        ssm: &mut [f32],
-        scratch: &mut Scratch,
-        out: &mut [Vec<f32>],
-        threads: usize,
-    ) -> Result<()> {
-        self.run_isa(h, conv, ssm, scratch, out, threads)
-    }
-}
+fast_mixer!(Step);

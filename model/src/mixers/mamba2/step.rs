@@ -6,9 +6,7 @@ use candle_core::Result;
 
 use super::ssd_cpu::dot;
 use super::{Dims, Mamba2};
-use crate::kernels::rows::{
-    conv_silu, isa_variants, rms_norm, silu, softplus, FastMixer, Scratch, Weights,
-};
+use crate::kernels::rows::{conv_silu, fast_mixer, rms_norm, silu, softplus, RunArgs, Weights};
 
 /// A Mamba-2 layer's weights for the step, with A = -exp(A_log) per head computed once.
 pub(crate) struct Step {
@@ -26,23 +24,18 @@ impl Step {
         })
     }
 
-    isa_variants!(run_isa => run_body(
-        h: &[Vec<f32>], conv: &mut [f32], ssm: &mut [f32], sc: &mut Scratch,
-        out: &mut [Vec<f32>], threads: usize
-    ) -> Result<()>);
-
     /// Each token in turn: `conv` the window (conv_dim, k - 1), `ssm` the state (heads,
     /// head_dim, n).
     #[inline(always)]
-    fn run_body(
-        &self,
-        h: &[Vec<f32>],
-        conv: &mut [f32],
-        ssm: &mut [f32],
-        sc: &mut Scratch,
-        out: &mut [Vec<f32>],
-        threads: usize,
-    ) -> Result<()> {
+    fn run_body(&self, a: RunArgs) -> Result<()> {
+        let RunArgs {
+            h,
+            conv,
+            ssm,
+            scratch: sc,
+            out,
+            threads,
+        } = a;
         let (di, heads, p, groups, n) = self.dims.sizes();
         let (lo, hi) = (self.dims.dt_limit.0 as f32, self.dims.dt_limit.1 as f32);
         let (cd, eps) = (self.dims.conv_dim(), self.dims.norm_eps as f32);
@@ -89,16 +82,4 @@ impl Step {
     }
 }
 
-impl FastMixer for Step {
-    fn run(
-        &self,
-        h: &[Vec<f32>],
-        conv: &mut [f32],
-        ssm: &mut [f32],
-        scratch: &mut Scratch,
-        out: &mut [Vec<f32>],
-        threads: usize,
-    ) -> Result<()> {
-        self.run_isa(h, conv, ssm, scratch, out, threads)
-    }
-}
+fast_mixer!(Step);
