@@ -59,6 +59,11 @@ pub enum Command {
         after_help = "Example:\n  mamba convert state-spaces-mamba-130m/ mamba-130m-hf/\n\nReads what `train --init`, `generate` and `eval` read: transformers' MambaForCausalLM or\nMamba2ForCausalLM (model.safetensors or shards with an index, f32/f16/bf16) or mamba_ssm's\nconfig.json + pytorch_model.bin (Mamba1 or Mamba2 layers). Writes config.json, f32 model.safetensors (sharded past --max-shard-mb)\nand tokenizer.json when SRC has one."
     )]
     Convert(ConvertArgs),
+    /// Write a checkpoint as one GGUF file for llama.cpp, ollama and LM Studio
+    #[command(
+        after_help = "Example:\n  mamba export checkpoints/final model.gguf\n  mamba export checkpoints/final model-q8.gguf --type q8_0\n\nThen: llama-cli -m model.gguf -p \"Hello\", or an ollama Modelfile with FROM ./model.gguf.\nThe tokenizer goes into the file: byte-level BPE tokenizers (GPT-2 and GPT-NeoX style,\nand those `mamba ingest` trains); others are refused with the reason."
+    )]
+    Export(ExportArgs),
     /// Loss and perplexity of a checkpoint on a shard store's val split or on text
     #[command(
         after_help = "Example:\n  mamba eval --checkpoint checkpoints/final --shards shards/\n  mamba eval --checkpoint checkpoints/final --text notes/ --json"
@@ -320,6 +325,20 @@ pub struct ConvertArgs {
     /// Shard the weights past this many megabytes (10^6 bytes)
     #[arg(long, default_value_t = 5000.0, value_name = "MB")]
     pub max_shard_mb: f64,
+}
+
+/// Flags of `mamba export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The checkpoint (or transformers model directory) to read, with its tokenizer.json
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// The GGUF file to write (through a temporary name)
+    #[arg(value_name = "OUT.gguf")]
+    pub out: PathBuf,
+    /// Type of the matrices: f32, f16, bf16 or q8_0 (norms, biases, conv, A and D stay f32)
+    #[arg(long = "type", default_value = "f16", value_name = "TYPE")]
+    pub ty: mamba_model::io::gguf::GgufType,
 }
 
 /// Flags of `mamba eval`.

@@ -4,6 +4,7 @@
 //! benchmarks call them directly.
 
 pub mod evaluate;
+pub mod export;
 pub mod generate;
 pub mod report;
 pub mod train;

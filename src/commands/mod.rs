@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod demo;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod ingest;
 pub mod inspect;

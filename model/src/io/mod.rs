@@ -2,6 +2,7 @@
 //! layouts pretrained Mamba checkpoints come in.
 
 pub mod config;
+pub mod gguf;
 pub mod mapped;
 pub mod safetensors;
 pub mod weights;

@@ -93,6 +93,11 @@ impl Mixer {
         each!(self, m => m.step(h, st))
     }
 
+    /// The parameters under llama.cpp's names (below `blk.N.`) and in its shapes.
+    pub fn gguf_tensors(&self) -> Result<Vec<(&'static str, Tensor)>> {
+        each!(self, m => m.gguf_tensors())
+    }
+
     /// The kind's CPU fast step over this mixer's weights (8-bit copies of its projections
     /// with `int8`).
     pub(crate) fn fast_step(&self, int8: bool) -> Result<Box<dyn FastMixer>> {
@@ -175,6 +180,30 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::describe(cfg),
             LayerKind::Mamba2 => mamba2::describe(cfg),
+        }
+    }
+
+    /// llama.cpp's architecture of a model whose layers are all of this kind.
+    pub fn gguf_arch(self) -> &'static str {
+        match self {
+            LayerKind::Mamba1 => mamba1::GGUF_ARCH,
+            LayerKind::Mamba2 => mamba2::GGUF_ARCH,
+        }
+    }
+
+    /// What llama.cpp cannot compute as this model does, if anything.
+    pub fn gguf_limits(self, cfg: &Config) -> std::result::Result<(), String> {
+        match self {
+            LayerKind::Mamba1 => mamba1::gguf_limits(cfg),
+            LayerKind::Mamba2 => mamba2::gguf_limits(cfg),
+        }
+    }
+
+    /// The sizes llama.cpp reads as `{arch}.ssm.*`.
+    pub fn gguf_sizes(self, cfg: &Config) -> Vec<(&'static str, usize)> {
+        match self {
+            LayerKind::Mamba1 => mamba1::gguf_sizes(cfg),
+            LayerKind::Mamba2 => mamba2::gguf_sizes(cfg),
         }
     }
 

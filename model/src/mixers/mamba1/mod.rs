@@ -86,6 +86,30 @@ pub fn hf_fields(c: &Config) -> Value {
     })
 }
 
+/// llama.cpp's architecture of a model of Mamba-1 layers, and what it cannot compute.
+pub const GGUF_ARCH: &str = "mamba";
+
+/// llama.cpp computes Mamba-1 with an expansion of 2 only.
+pub fn gguf_limits(c: &Config) -> std::result::Result<(), String> {
+    match c.d_inner() == 2 * c.d_model {
+        true => Ok(()),
+        false => Err(format!(
+            "llama.cpp computes Mamba-1 only with expand 2 (this model has expand {})",
+            c.expand
+        )),
+    }
+}
+
+/// The `mamba.ssm.*` sizes of llama.cpp.
+pub fn gguf_sizes(c: &Config) -> Vec<(&'static str, usize)> {
+    vec![
+        ("ssm.conv_kernel", c.d_conv),
+        ("ssm.inner_size", c.d_inner()),
+        ("ssm.state_size", c.d_state),
+        ("ssm.time_step_rank", c.dt_rank()),
+    ]
+}
+
 /// Its own sizes, for `model-info`.
 pub fn describe(c: &Config) -> String {
     format!("dt_rank {}", c.dt_rank())
@@ -115,6 +139,23 @@ impl Mamba1 {
             p: self.p.map(f)?,
             ..*self
         })
+    }
+
+    /// The parameters under llama.cpp's names (below `blk.N.`), in its shapes: the conv
+    /// weight (di, k), A = -exp(A_log).
+    pub(crate) fn gguf_tensors(&self) -> Result<Vec<(&'static str, Tensor)>> {
+        let p = &self.p;
+        Ok(vec![
+            ("ssm_in.weight", p.in_proj.clone()),
+            ("ssm_conv1d.weight", p.conv_w.squeeze(1)?),
+            ("ssm_conv1d.bias", p.conv_b.clone()),
+            ("ssm_x.weight", p.x_proj.clone()),
+            ("ssm_dt.weight", p.dt_proj_w.clone()),
+            ("ssm_dt.bias", p.dt_proj_b.clone()),
+            ("ssm_a", self.a()?),
+            ("ssm_d", p.d.clone()),
+            ("ssm_out.weight", p.out_proj.clone()),
+        ])
     }
 
     /// A = -exp(A_log), (di, n): negative, so every channel's state decays.

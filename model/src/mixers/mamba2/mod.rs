@@ -180,6 +180,31 @@ pub fn hf_fields(c: &Config) -> Value {
     v
 }
 
+/// llama.cpp's architecture of a model of Mamba-2 layers.
+pub const GGUF_ARCH: &str = "mamba2";
+
+/// llama.cpp does not clamp dt to a time-step limit: only the default (0, inf) decodes alike.
+pub fn gguf_limits(c: &Config) -> std::result::Result<(), String> {
+    match c.dt_limit == (0.0, f64::INFINITY) {
+        true => Ok(()),
+        false => Err(format!(
+            "llama.cpp does not clamp dt to time_step_limit {:?}: this model would decode differently there",
+            c.dt_limit
+        )),
+    }
+}
+
+/// The `mamba2.ssm.*` sizes of llama.cpp (its `time_step_rank` is the number of heads).
+pub fn gguf_sizes(c: &Config) -> Vec<(&'static str, usize)> {
+    vec![
+        ("ssm.conv_kernel", c.d_conv),
+        ("ssm.inner_size", c.d_inner()),
+        ("ssm.state_size", c.d_state),
+        ("ssm.time_step_rank", c.n_heads()),
+        ("ssm.group_count", c.n_groups),
+    ]
+}
+
 /// Its own sizes, for `model-info`.
 pub fn describe(c: &Config) -> String {
     format!(
@@ -224,6 +249,22 @@ impl Mamba2 {
             p: self.p.map(f)?,
             dims: self.dims,
         })
+    }
+
+    /// The parameters under llama.cpp's names (below `blk.N.`), in its shapes: the conv
+    /// weight (conv_dim, k), A = -exp(A_log) and D as (H, 1), the gated norm as (G, di / G).
+    pub(crate) fn gguf_tensors(&self) -> Result<Vec<(&'static str, Tensor)>> {
+        let (p, (di, h, _, g, _)) = (&self.p, self.dims.sizes());
+        Ok(vec![
+            ("ssm_in.weight", p.in_proj.clone()),
+            ("ssm_conv1d.weight", p.conv_w.squeeze(1)?),
+            ("ssm_conv1d.bias", p.conv_b.clone()),
+            ("ssm_dt.bias", p.dt_bias.clone()),
+            ("ssm_a", p.a_log.exp()?.neg()?.reshape((h, 1))?),
+            ("ssm_d", p.d.reshape((h, 1))?),
+            ("ssm_norm.weight", p.norm.reshape((g, di / g))?),
+            ("ssm_out.weight", p.out_proj.clone()),
+        ])
     }
 
     /// h: (b, l, d_model) normalised input -> (b, l, d_model). `resets`: (b, l) u8, nonzero at
