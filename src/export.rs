@@ -73,6 +73,9 @@ pub fn export(dir: &Path, out: &Path, ty: GgufType) -> Result<Exported, ExportEr
     Ok(Exported { arch, bytes, notes })
 }
 
+/// GGUF metadata keys and their values, in writing order.
+pub type Metadata = Vec<(String, Meta)>;
+
 /// The `tokenizer.ggml.*` keys of the tokenizer at `path` for a model of `rows` embedding
 /// rows (the token list is padded to them with unused `[PADi]` tokens, as llama.cpp's
 /// converter does), and notes for the user; refuses a tokenizer llama.cpp would split or
@@ -81,7 +84,7 @@ pub fn tokenizer_meta(
     path: &Path,
     eos_id: u32,
     rows: usize,
-) -> Result<(Vec<(String, Meta)>, Vec<String>), ExportError> {
+) -> Result<(Metadata, Vec<String>), ExportError> {
     let bad = |reason: String| ExportError::Tokenizer {
         path: path.display().to_string(),
         reason,
