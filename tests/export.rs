@@ -75,6 +75,53 @@ fn f32_exports_equal_the_checkpoint_for_both_kinds() {
         let (c, t) = read(&out);
         let (model, _) = MambaLM::load(&dir, &Device::Cpu).unwrap();
         let cfg = model.config();
+        // Every key, and no other.
+        let mut keys: Vec<&str> = c.metadata.keys().map(String::as_str).collect();
+        keys.sort();
+        let own = |k: &str| format!("{arch}.{k}");
+        let mut want: Vec<String> = [
+            "context_length",
+            "embedding_length",
+            "feed_forward_length",
+            "attention.head_count",
+            "block_count",
+            "attention.layer_norm_rms_epsilon",
+            "ssm.conv_kernel",
+            "ssm.inner_size",
+            "ssm.state_size",
+            "ssm.time_step_rank",
+        ]
+        .map(own)
+        .into_iter()
+        .chain((kind == LayerKind::Mamba2).then(|| own("ssm.group_count")))
+        .chain(
+            [
+                "general.architecture",
+                "general.type",
+                "general.file_type",
+                "general.quantization_version",
+                "general.name",
+                "tokenizer.ggml.model",
+                "tokenizer.ggml.pre",
+                "tokenizer.ggml.tokens",
+                "tokenizer.ggml.token_type",
+                "tokenizer.ggml.merges",
+                "tokenizer.ggml.bos_token_id",
+                "tokenizer.ggml.eos_token_id",
+                "tokenizer.ggml.add_bos_token",
+                "tokenizer.ggml.add_eos_token",
+            ]
+            .map(String::from),
+        )
+        .collect();
+        want.sort();
+        assert_eq!(keys, want);
+        // Every tensor: the embedding and norm, and each layer's own under llama.cpp's names.
+        let per_layer = match kind {
+            LayerKind::Mamba1 => 10,
+            LayerKind::Mamba2 => 9,
+        };
+        assert_eq!(t.len(), 2 + 2 * per_layer);
         assert_eq!(
             c.metadata["general.architecture"].to_string().unwrap(),
             arch

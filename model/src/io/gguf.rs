@@ -219,6 +219,7 @@ fn ggml_code(t: GgmlDType) -> u32 {
         GgmlDType::F16 => 1,
         GgmlDType::Q8_0 => 8,
         GgmlDType::BF16 => 30,
+        // F32, the only other type written here.
         _ => 0,
     }
 }
@@ -259,5 +260,41 @@ fn put_meta(w: &mut Vec<u8>, v: &Meta) {
             w.extend((v.len() as u64).to_le_bytes());
             v.iter().for_each(|x| w.extend(x.to_le_bytes()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, LayerKind};
+    use candle_core::Device;
+
+    fn refusal(cfg: Config) -> String {
+        let (model, _) = MambaLM::init(&cfg, 1, &Device::Cpu).unwrap();
+        match Gguf::of_model(&model, GgufType::F32) {
+            Ok(_) => panic!("{:?} exported", cfg.layers),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn what_llama_cpp_cannot_compute_is_refused() {
+        let m1 = Config::arch_preset(LayerKind::Mamba1, "tiny", 50).unwrap();
+        let e = refusal(Config { expand: 3, ..m1 });
+        assert!(e.contains("expand 2") && e.contains("expand 3"), "{e}");
+        let m2 = Config::arch_preset(LayerKind::Mamba2, "tiny", 50).unwrap();
+        let e = refusal(Config {
+            dt_limit: (0.001, 0.1),
+            ..m2.clone()
+        });
+        assert!(e.contains("time_step_limit"), "{e}");
+        let e = refusal(Config {
+            layers: vec![LayerKind::Mamba2, LayerKind::Mamba1],
+            ..m2.clone()
+        });
+        assert!(e.contains("several layer kinds"), "{e}");
+        // And what it can compute is not refused.
+        let (model, _) = MambaLM::init(&m2, 1, &Device::Cpu).unwrap();
+        assert!(Gguf::of_model(&model, GgufType::Q8_0).is_ok());
     }
 }
