@@ -31,14 +31,7 @@ impl Step {
 
     #[inline(always)]
     fn run_body(&self, a: RunArgs) -> Result<()> {
-        let RunArgs {
-            h,
-            conv,
-            ssm,
-            scratch: sc,
-            out,
-            threads,
-        } = a;
+        let (h, conv, ssm, sc, out, threads) = (a.h, a.conv, a.ssm, a.scratch, a.out, a.threads);
         let (di, n, r, tokens) = (self.d_inner, self.d_state, self.dt_rank, h.len());
         self.w.with(|m| {
             let (conv_w, conv_b) = (m.vec("conv1d.weight")?, m.vec("conv1d.bias")?);

@@ -28,14 +28,7 @@ impl Step {
     /// head_dim, n).
     #[inline(always)]
     fn run_body(&self, a: RunArgs) -> Result<()> {
-        let RunArgs {
-            h,
-            conv,
-            ssm,
-            scratch: sc,
-            out,
-            threads,
-        } = a;
+        let (h, conv, ssm, sc, out, threads) = (a.h, a.conv, a.ssm, a.scratch, a.out, a.threads);
         let (di, heads, p, groups, n) = self.dims.sizes();
         let (lo, hi) = (self.dims.dt_limit.0 as f32, self.dims.dt_limit.1 as f32);
         let (cd, eps) = (self.dims.conv_dim(), self.dims.norm_eps as f32);
