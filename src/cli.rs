@@ -120,7 +120,8 @@ pub struct ReadArgs {
     /// Largest chunk of text, in bytes; longer documents are cut (code at definitions)
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..))]
     pub chunk_bytes: u32,
-    /// Files larger than this are skipped (datasets are streamed and exempt)
+    /// Files larger than this are skipped; a dataset, streamed, fails on a row larger than
+    /// this as read (after decompression)
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_mb: u64,
     /// Seconds allowed to read one file (a dataset: one batch of rows); a file past it is

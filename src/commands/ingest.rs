@@ -16,6 +16,9 @@ use crate::cli::{IngestArgs, ReadArgs};
 
 /// Rows per batch when streaming a dataset file.
 const DATASET_BATCH_ROWS: usize = 1024;
+/// Text bytes per batch when streaming a dataset file: with rows of a book's length, 1024 of
+/// them would hold a gigabyte per batch, and a few batches are in flight at once.
+const DATASET_BATCH_BYTES: usize = 4 << 20;
 /// The share of `--file-timeout` a PDF's own deadline gets.
 const PDF_SHARE_OF_BUDGET: f64 = 0.9;
 /// zstd level of the shards: fast to write, a good ratio on token ids.
@@ -121,6 +124,8 @@ pub fn stage_options(
         extract: ExtractOptions {
             text_column: read.text_column,
             batch_rows: DATASET_BATCH_ROWS,
+            batch_bytes: DATASET_BATCH_BYTES,
+            max_row_bytes: read.max_file_mb << 20,
             // The PDF reader checks most of the same budget itself, so a slow PDF usually
             // stops cleanly before the watchdog has to abandon its thread.
             pdf: PdfLimits {

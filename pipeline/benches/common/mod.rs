@@ -37,6 +37,8 @@ pub fn stage_options(dir: PathBuf, out: PathBuf) -> StageOptions {
         extract: ExtractOptions {
             text_column: "text".into(),
             batch_rows: 1024,
+            batch_bytes: 4 << 20,
+            max_row_bytes: 256 << 20,
             pdf: Default::default(),
         },
     }

@@ -112,6 +112,7 @@ impl PieceRecord {
             kind: self.kind.as_deref().map(kind).transpose()?,
             bytes: self.bytes,
             docs,
+            reserved: 0,
             end: match self.end {
                 None => None,
                 Some(EndRecord::Ingested(r)) => Some(End::Ingested(r)),
