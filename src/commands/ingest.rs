@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
+use mamba_pipeline::clean::CleanOptions;
 use mamba_pipeline::discover::Select;
 use mamba_pipeline::extract::{pdf::PdfLimits, ExtractOptions};
 use mamba_pipeline::ingest::{self, IngestOptions, StageOptions, TokenizerSource};
@@ -132,6 +133,12 @@ pub fn stage_options(
                 deadline: file_timeout.mul_f64(PDF_SHARE_OF_BUDGET),
                 ..PdfLimits::default()
             },
+        },
+        clean: CleanOptions {
+            secrets: !read.keep_secrets,
+            pii: read.redact.0,
+            near_dup: read.near_dup,
+            filter: read.filter,
         },
     }
 }

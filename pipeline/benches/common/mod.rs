@@ -41,6 +41,8 @@ pub fn stage_options(dir: PathBuf, out: PathBuf) -> StageOptions {
             max_row_bytes: 256 << 20,
             pdf: Default::default(),
         },
+        // The benchmark pairs the pipeline with bare tokenization of the same texts.
+        clean: mamba_pipeline::clean::CleanOptions::off(),
     }
 }
 

@@ -172,6 +172,7 @@ fn settings(opts: &IngestOptions, part: Option<PartOf>) -> serde_json::Value {
         "row_group_tokens": opts.limits.row_group_tokens,
         "zstd_level": opts.limits.zstd_level,
         "tokenizer": tokenizer,
+        "clean": serde_json::to_value(&s.clean).unwrap_or_default(),
     });
     if let (Some(p), Some(map)) = (part, settings.as_object_mut()) {
         map.insert(PART_SETTING.into(), p.part.into());

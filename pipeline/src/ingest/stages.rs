@@ -15,6 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::order::Order;
 use super::watchdog::Watchdog;
 use crate::chunk;
+use crate::clean::{self, CleanOptions, Findings};
 use crate::discover::{self, DatasetFormat, Format, Found, Skip, Walked};
 use crate::extract::{self, dataset, Document, ExtractOptions, Kind, Repair};
 use crate::tokenize::{Encoder, Vocab};
@@ -33,6 +34,8 @@ pub struct StageOptions {
     /// fails and the run goes on.
     pub file_timeout: Duration,
     pub extract: ExtractOptions,
+    /// The cleaning stages between extraction and chunking.
+    pub clean: CleanOptions,
 }
 
 /// Files read so far, by the hash of their bytes, shared by the extract workers.
@@ -86,6 +89,8 @@ pub struct Doc {
     pub lang: Cow<'static, str>,
     pub chunks: Vec<String>,
     pub tokens: Vec<Vec<u32>>,
+    /// What the cleaning stages found (a dropped document has no chunks).
+    pub found: Findings,
 }
 
 pub enum End {
@@ -396,12 +401,15 @@ fn stream_dataset(
     send(last)
 }
 
-fn chunk_doc(doc: Document, opts: &StageOptions) -> Doc {
+/// Cleans one document and cuts it into chunks; a document the cleaning drops keeps none.
+fn chunk_doc(mut doc: Document, opts: &StageOptions) -> Doc {
+    let found = clean::clean(&mut doc.text, doc.kind, &opts.clean);
     let hash = xxhash_rust::xxh3::xxh3_128(doc.text.as_bytes());
     let budget = opts.chunk_bytes;
-    let chunks = match doc.code {
-        Some(lang) => chunk::code::split(&doc.text, lang, budget).chunks,
-        None => chunk::text::split(&doc.text, budget),
+    let chunks = match (&found.dropped, doc.code) {
+        (Some(_), _) => Vec::new(),
+        (None, Some(lang)) => chunk::code::split(&doc.text, lang, budget).chunks,
+        (None, None) => chunk::text::split(&doc.text, budget),
     };
     let chunks = chunks.into_iter().map(str::to_owned).collect();
     Doc {
@@ -410,6 +418,7 @@ fn chunk_doc(doc: Document, opts: &StageOptions) -> Doc {
         lang: Cow::Borrowed(doc.lang),
         chunks,
         tokens: Vec::new(),
+        found,
     }
 }
 

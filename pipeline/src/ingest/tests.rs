@@ -26,6 +26,7 @@ fn options(input: &Path, out: &Path, threads: usize, tokenizer: TokenizerSource)
                 max_row_bytes: 1 << 20,
                 pdf: Default::default(),
             },
+            clean: Default::default(),
         },
         out: out.to_path_buf(),
         tokenizer,
