@@ -41,10 +41,11 @@ pub fn bands(text: &str) -> Vec<u64> {
         for w in window {
             h = (h.rotate_left(23) ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
-        // a*h + b over 64 bits, the high 32 bits kept: a cheap universal family.
+        // An affine map mod 2^32 of a well-mixed shingle hash per permutation: 32-bit lanes,
+        // so the loop runs on SIMD registers (a 64-bit product would not).
+        let h = ((h >> 32) ^ h) as u32;
         for i in 0..HASHES {
-            let v = (a[i].wrapping_mul(h).wrapping_add(b[i]) >> 32) as u32;
-            mins[i] = mins[i].min(v);
+            mins[i] = mins[i].min(a[i].wrapping_mul(h).wrapping_add(b[i]));
         }
     }
     mins.chunks(ROWS)
@@ -71,8 +72,8 @@ fn word_hash(word: &str) -> u64 {
 }
 
 /// The multipliers (odd) and offsets of the hash family, the same in every run.
-fn permutations() -> &'static ([u64; HASHES], [u64; HASHES]) {
-    static PERMS: std::sync::OnceLock<([u64; HASHES], [u64; HASHES])> = std::sync::OnceLock::new();
+fn permutations() -> &'static ([u32; HASHES], [u32; HASHES]) {
+    static PERMS: std::sync::OnceLock<([u32; HASHES], [u32; HASHES])> = std::sync::OnceLock::new();
     PERMS.get_or_init(|| {
         let mut state = SEED;
         let mut next = || {
@@ -83,11 +84,11 @@ fn permutations() -> &'static ([u64; HASHES], [u64; HASHES]) {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        let mut a = [0u64; HASHES];
-        let mut b = [0u64; HASHES];
+        let mut a = [0u32; HASHES];
+        let mut b = [0u32; HASHES];
         for i in 0..HASHES {
-            a[i] = next() | 1;
-            b[i] = next();
+            a[i] = (next() >> 32) as u32 | 1;
+            b[i] = (next() >> 32) as u32;
         }
         (a, b)
     })

@@ -5,9 +5,10 @@
 //! symbols, short lines and repeats are their nature. A document is judged only from
 //! `MIN_WORDS` words on: a short note gives too little evidence, and `strict` alone drops it.
 //!
-//! `default`: mean word length within [3, 10]; at most 0.1 symbols (`#`, `...`, `…`) per
-//! word; at most 30% of lines ending in an ellipsis; at most 90% of lines bullets; at least
-//! 80% of words with a letter; at most 30% of lines repeating an earlier line.
+//! `default`: mean word length within [3, 10] (words cut at punctuation); at most 0.1
+//! symbols (`#`, `...`, `…`) per word; at most 30% of lines ending in an ellipsis; at most 90%
+//! of lines bullets; at least 80% of words with a letter (of those with a letter or digit);
+//! at most 30% of lines repeating an earlier line of three words or more.
 //! `strict` adds: at least 50 words and at most 100,000; at least two English stop words
 //! (the, be, to, of, and, that, have, with) - which also drops other languages.
 
@@ -46,6 +47,8 @@ const MAX_ELLIPSIS_LINES: f64 = 0.3;
 const MAX_BULLET_LINES: f64 = 0.9;
 const MIN_ALPHA_WORDS: f64 = 0.8;
 const MAX_REPEATED_LINES: f64 = 0.3;
+/// Words a line needs to count as a repeat.
+const REPEATED_LINE_WORDS: usize = 3;
 const STOP_WORDS: [&str; 8] = ["the", "be", "to", "of", "and", "that", "have", "with"];
 const MIN_STOP_WORDS: usize = 2;
 
@@ -75,7 +78,15 @@ pub fn judge(text: &str, filter: Filter) -> Option<&'static str> {
     if n < MIN_WORDS {
         return None;
     }
-    let mean = words.iter().map(|w| w.chars().count()).sum::<usize>() as f64 / n as f64;
+    // Words as datatrove's tokenizer gives them, cut at punctuation: an ARN or a URL in a
+    // code example is many words, not one of 80 letters.
+    let (mut letters, mut pieces) = (0usize, 0usize);
+    let cut = |c: char| !(c.is_alphanumeric() || c == '\'');
+    for piece in text.split(cut).filter(|p| !p.is_empty()) {
+        letters += piece.chars().count();
+        pieces += 1;
+    }
+    let mean = letters as f64 / pieces.max(1) as f64;
     if !WORD_LENGTH.contains(&mean) {
         return Some("quality:mean_word_length");
     }
@@ -84,11 +95,14 @@ pub fn judge(text: &str, filter: Filter) -> Option<&'static str> {
     if symbols as f64 / n as f64 > MAX_SYMBOLS_PER_WORD {
         return Some("quality:symbol_ratio");
     }
-    let alpha = words
+    // Punctuation alone (a table of contents' dot leaders) is no word either way.
+    let real = words
         .iter()
-        .filter(|w| w.chars().any(char::is_alphabetic))
-        .count();
-    if (alpha as f64) < MIN_ALPHA_WORDS * n as f64 {
+        .filter(|w| w.chars().any(char::is_alphanumeric));
+    let (alpha, real) = real.fold((0, 0), |(a, r), w| {
+        (a + usize::from(w.chars().any(char::is_alphabetic)), r + 1)
+    });
+    if (alpha as f64) < MIN_ALPHA_WORDS * real as f64 {
         return Some("quality:non_alpha_words");
     }
     let lines: Vec<&str> = text
@@ -107,8 +121,14 @@ pub fn judge(text: &str, filter: Filter) -> Option<&'static str> {
     if share(lines.iter().filter(bullet).count()) > MAX_BULLET_LINES {
         return Some("quality:bullet_lines");
     }
+    // Only lines of a few words count: `}` or `Output::` recur in any technical text.
     let mut seen = HashSet::new();
-    let repeated = lines.iter().filter(|l| !seen.insert(**l)).count();
+    let long = |l: &&&str| l.split_whitespace().nth(REPEATED_LINE_WORDS - 1).is_some();
+    let repeated = lines
+        .iter()
+        .filter(long)
+        .filter(|l| !seen.insert(**l))
+        .count();
     if share(repeated) > MAX_REPEATED_LINES {
         return Some("quality:repeated_lines");
     }

@@ -27,7 +27,7 @@ pub fn rules() -> &'static [Rule] {
             Rule::new(
                 "secret:aws_access_key",
                 "<SECRET:aws_access_key>",
-                r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[0-9A-Z]{16}\b",
+                r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[0-9A-Z]{16}(?-u:\b)",
                 None,
             ),
             Rule::new(
@@ -39,7 +39,7 @@ pub fn rules() -> &'static [Rule] {
             Rule::new(
                 "secret:gcp_api_key",
                 "<SECRET:gcp_api_key>",
-                r"\bAIza[0-9A-Za-z_\-]{35}",
+                r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}",
                 None,
             ),
             Rule::new(
@@ -57,19 +57,19 @@ pub fn rules() -> &'static [Rule] {
             Rule::new(
                 "secret:github_token",
                 "<SECRET:github_token>",
-                r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b",
+                r"(?-u:\b)(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})(?-u:\b)",
                 None,
             ),
             Rule::new(
                 "secret:gitlab_token",
                 "<SECRET:gitlab_token>",
-                r"\bglpat-[A-Za-z0-9_\-]{20,}",
+                r"(?-u:\b)glpat-[A-Za-z0-9_\-]{20,}",
                 None,
             ),
             Rule::new(
                 "secret:slack_token",
                 "<SECRET:slack_token>",
-                r"\bxox[abposr]-[0-9]{6,}-[A-Za-z0-9-]{10,}",
+                r"(?-u:\b)xox[abposr]-[0-9]{6,}-[A-Za-z0-9-]{10,}",
                 None,
             ),
             Rule::new(
@@ -81,37 +81,37 @@ pub fn rules() -> &'static [Rule] {
             Rule::new(
                 "secret:stripe_key",
                 "<SECRET:stripe_key>",
-                r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{24,}\b",
+                r"(?-u:\b)(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{24,}(?-u:\b)",
                 None,
             ),
             Rule::new(
                 "secret:openai_key",
                 "<SECRET:openai_key>",
-                r"\bsk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_\-]{20,}",
+                r"(?-u:\b)sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_\-]{20,}",
                 Some(mixed_case_and_digits),
             ),
             Rule::new(
                 "secret:jwt",
                 "<SECRET:jwt>",
-                r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+                r"(?-u:\b)eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
                 None,
             ),
             Rule::new(
                 "secret:url_password",
                 "<SECRET:url_password>",
-                r#"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@"'<>]+:([^\s/@"'<>]+)@"#,
+                r#"(?-u:\b)[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@"'<>]+:([^\s/@"'<>]+)@"#,
                 Some(not_a_placeholder),
             ),
             Rule::new(
                 "secret:password",
                 "<SECRET:password>",
-                r#"(?i)\b(?:password|passwd|pwd|pass)\b["']?\s*(?::=|=>|[:=])\s*(?:"([^"\n]{4,})"|'([^'\n]{4,})'|([^\s"',;<>]{6,}))"#,
+                r#"(?i)(?-u:\b)(?:password|passwd|pwd|pass)(?-u:\b)["']?\s*(?::=|=>|[:=])\s*(?:"([^"\n]{4,})"|'([^'\n]{4,})'|([^\s"',;<>]{6,}))"#,
                 Some(a_password),
             ),
             Rule::new(
                 "secret:generic",
                 "<SECRET:generic>",
-                r#"(?i)\b[A-Za-z0-9_.\-]*(?:secret|token|api_?key|access_?key|private_?key|credential|auth_?key|client_?key)[A-Za-z0-9_.\-]*["']?\s*(?::=|=>|[:=])\s*["']?([A-Za-z0-9+/=_\-.~]{16,})"#,
+                r#"(?i)(?-u:\b)[A-Za-z0-9_.\-]*(?:secret|token|api_?key|access_?key|private_?key|credential|auth_?key|client_?key)[A-Za-z0-9_.\-]*["']?\s*(?::=|=>|[:=])\s*["']?([A-Za-z0-9+/=_\-.~]{16,})"#,
                 Some(high_entropy),
             ),
         ]
