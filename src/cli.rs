@@ -149,6 +149,14 @@ pub struct ReadArgs {
     /// Quality filter on prose (code and configs exempt): none, default or strict
     #[arg(long, default_value = "default", value_parser = filter)]
     pub filter: mamba_pipeline::clean::Filter,
+    /// Identify the natural language of prose (text, PDF, dataset rows) into the `lang`
+    /// column as an ISO 639-1 code: on or off (off keeps the markup name there)
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub lang_id: bool,
+    /// Keep only prose in these languages, e.g. `en,de` (`und`: undetermined); code and
+    /// configs are kept whatever the list [default: every language]
+    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    pub lang: Vec<String>,
 }
 
 #[derive(Subcommand)]

@@ -234,6 +234,13 @@ fn near_duplicates_follow_the_threshold_at_any_threads_and_across_parts() {
         );
     }
 
+    // The documents are not English, nor any language: prose of made-up words.
+    assert!(
+        m["totals"]["by_lang"].get("und").is_some(),
+        "{}",
+        m["totals"]["by_lang"]
+    );
+
     let off = tmp.path().join("off");
     run(&off, &["--near-dup", "off"]);
     assert_eq!(
@@ -241,4 +248,29 @@ fn near_duplicates_follow_the_threshold_at_any_threads_and_across_parts() {
         Some(0)
     );
     assert_eq!(decoded(&off).len(), 32);
+}
+
+#[test]
+fn prose_gets_its_language_and_lang_keeps_only_those_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    let en = "The model reads the whole sequence once and keeps a state of fixed size. ";
+    let de = "Das Modell liest die ganze Folge einmal und behält einen Zustand fester Größe. ";
+    fs::write(data.join("a-en.md"), en.repeat(8)).unwrap();
+    fs::write(data.join("b-de.txt"), de.repeat(8)).unwrap();
+    fs::write(data.join("c.py"), "def f(x):\n    return x + 1\n").unwrap();
+    let out = tmp.path().join("out");
+    ingest(&data, &out, &[]);
+    let langs = &manifest(&out)["totals"]["by_lang"];
+    assert_eq!(langs["en"]["documents"].as_u64(), Some(1), "{langs}");
+    assert_eq!(langs["de"]["documents"].as_u64(), Some(1), "{langs}");
+    assert_eq!(langs["python"]["documents"].as_u64(), Some(1), "{langs}");
+
+    let only_en = tmp.path().join("only-en");
+    ingest(&data, &only_en, &["--lang", "en"]);
+    let m = manifest(&only_en);
+    assert_eq!(m["totals"]["filtered"]["lang:de"].as_u64(), Some(1));
+    let kept: Vec<String> = decoded(&only_en).into_keys().collect();
+    assert_eq!(kept, ["a-en.md", "c.py"]);
 }

@@ -139,6 +139,8 @@ pub fn stage_options(
             pii: read.redact.0,
             near_dup: read.near_dup,
             filter: read.filter,
+            lang_id: read.lang_id,
+            langs: read.lang,
         },
     }
 }

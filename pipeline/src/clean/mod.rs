@@ -6,6 +6,7 @@
 //! Redaction happens before anything else sees the text, so the document's hash, its
 //! near-duplicate signature and its tokens are all of the redacted text.
 
+pub mod lang;
 pub mod near_dup;
 pub mod pii;
 pub mod quality;
@@ -34,6 +35,10 @@ pub struct CleanOptions {
     /// How prose is judged (`--filter`).
     #[serde(serialize_with = "filter_name")]
     pub filter: Filter,
+    /// Identify prose's natural language into the `lang` column.
+    pub lang_id: bool,
+    /// Keep only prose in these languages (`--lang en,de`); empty keeps every language.
+    pub langs: Vec<String>,
 }
 
 impl Default for CleanOptions {
@@ -44,6 +49,8 @@ impl Default for CleanOptions {
             pii: Pii::DEFAULT.to_vec(),
             near_dup: true,
             filter: Filter::Default,
+            lang_id: true,
+            langs: Vec::new(),
         }
     }
 }
@@ -56,6 +63,8 @@ impl CleanOptions {
             pii: Vec::new(),
             near_dup: false,
             filter: Filter::None,
+            lang_id: false,
+            langs: Vec::new(),
         }
     }
 }
@@ -77,6 +86,8 @@ pub struct Findings {
     pub dropped: Option<String>,
     /// Near-duplicate band hashes (empty with `--near-dup off` or a very short text).
     pub bands: Vec<u64>,
+    /// The natural language of prose, when identified (see [`lang`]).
+    pub lang: Option<&'static str>,
 }
 
 /// Runs the stages `opts` asks for over one document's text, rewriting it in place.
@@ -95,9 +106,12 @@ pub fn clean(text: &mut String, kind: Kind, opts: &CleanOptions) -> Findings {
         .map(|(k, n)| (k.to_string(), n))
         .collect();
     let prose = matches!(kind, Kind::Text | Kind::Pdf | Kind::Dataset);
-    let dropped = match prose {
-        true => quality::judge(text, opts.filter).map(str::to_string),
-        false => None,
+    let lang = (prose && opts.lang_id).then(|| lang::identify(text));
+    let unwanted = lang.filter(|l| !opts.langs.is_empty() && !opts.langs.iter().any(|k| k == l));
+    let dropped = match (prose, unwanted) {
+        (true, Some(l)) => Some(format!("lang:{l}")),
+        (true, None) => quality::judge(text, opts.filter).map(str::to_string),
+        (false, _) => None,
     };
     let bands = match opts.near_dup && dropped.is_none() {
         true => near_dup::bands(text),
@@ -107,6 +121,7 @@ pub fn clean(text: &mut String, kind: Kind, opts: &CleanOptions) -> Findings {
         redactions,
         dropped,
         bands,
+        lang,
     }
 }
 

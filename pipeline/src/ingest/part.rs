@@ -110,6 +110,8 @@ impl PieceRecord {
                 redactions: std::mem::take(&mut d.redactions),
                 dropped: d.dropped.take(),
                 bands: std::mem::take(&mut d.bands),
+                // The language is the record's `lang`, read back below.
+                lang: None,
             };
             docs.push(Doc {
                 hash,

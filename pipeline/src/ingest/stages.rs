@@ -415,7 +415,7 @@ fn chunk_doc(mut doc: Document, opts: &StageOptions) -> Doc {
     Doc {
         hash,
         kind: doc.kind,
-        lang: Cow::Borrowed(doc.lang),
+        lang: Cow::Borrowed(found.lang.unwrap_or(doc.lang)),
         chunks,
         tokens: Vec::new(),
         found,
