@@ -126,7 +126,8 @@ pub struct ReadArgs {
     /// Largest chunk of text, in bytes; longer documents are cut (code at definitions)
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..))]
     pub chunk_bytes: u32,
-    /// Files larger than this are skipped (datasets are streamed and exempt)
+    /// Files larger than this are skipped; a dataset, streamed, fails on a row larger than
+    /// this as read (after decompression)
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_mb: u64,
     /// Seconds allowed to read one file (a dataset: one batch of rows); a file past it is
@@ -139,6 +140,29 @@ pub struct ReadArgs {
     /// Follow symbolic links (loops are detected and reported)
     #[arg(long)]
     pub follow_symlinks: bool,
+    /// Keep credentials (API keys, tokens, private keys, passwords) as they are; by default
+    /// each is replaced by <SECRET:kind>
+    #[arg(long)]
+    pub keep_secrets: bool,
+    /// Personal data replaced by <PII:kind>: a list of email, ip, phone; `pii` for all of
+    /// them, `none` for none
+    #[arg(long, default_value = "email,ip", value_name = "KINDS", value_parser = pii_kinds)]
+    pub redact: PiiKinds,
+    /// Drop near-duplicates (MinHash, 5-word shingles, 14 bands of 8; the first in walk
+    /// order is kept): on or off
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub near_dup: bool,
+    /// Quality filter on prose (code and configs exempt): none, default or strict
+    #[arg(long, default_value = "default", value_parser = filter)]
+    pub filter: mamba_pipeline::clean::Filter,
+    /// Identify the natural language of prose (text, PDF, dataset rows) into the `lang`
+    /// column as an ISO 639-1 code: on or off (off keeps the markup name there)
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub lang_id: bool,
+    /// Keep only prose in these languages, e.g. `en,de` (`und`: undetermined); code and
+    /// configs are kept whatever the list [default: every language]
+    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    pub lang: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -403,6 +427,41 @@ pub struct DemoArgs {
     /// No progress bars
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// The kinds of personal data `--redact` names.
+#[derive(Clone, Debug)]
+pub struct PiiKinds(pub Vec<mamba_pipeline::clean::Pii>);
+
+fn pii_kinds(s: &str) -> Result<PiiKinds, String> {
+    use mamba_pipeline::clean::Pii;
+    let mut kinds = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        match name {
+            "none" => {}
+            "pii" => kinds.extend(Pii::ALL),
+            _ => kinds.push(
+                Pii::parse(name)
+                    .ok_or_else(|| format!("{name} is none of email, ip, phone, pii, none"))?,
+            ),
+        }
+    }
+    kinds.sort();
+    kinds.dedup();
+    Ok(PiiKinds(kinds))
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s} is neither on nor off")),
+    }
+}
+
+fn filter(s: &str) -> Result<mamba_pipeline::clean::Filter, String> {
+    mamba_pipeline::clean::Filter::parse(s)
+        .ok_or_else(|| format!("{s} is none of none, default, strict"))
 }
 
 fn fraction(s: &str) -> Result<f64, String> {

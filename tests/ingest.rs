@@ -52,10 +52,9 @@ fn sample_corpus_gives_a_store_that_pyarrow_and_tokenizers_read() {
             "no {kind} tokens: {by_kind}"
         );
     }
+    // Code and configs by language or format; prose (the notes, the PDF) by natural language.
     let langs = m["totals"]["by_lang"].as_object().unwrap();
-    for lang in [
-        "python", "rust", "go", "json", "yaml", "toml", "xml", "markdown",
-    ] {
+    for lang in ["python", "rust", "go", "json", "yaml", "toml", "xml", "en"] {
         assert!(langs.contains_key(lang), "no {lang} in {langs:?}");
     }
     assert!(m["totals"]["val"]["documents"].as_u64().unwrap() > 0);

@@ -80,6 +80,12 @@ fn pdfs_of_every_reader_path_ingest_with_the_trained_tokenizer_and_never_hang() 
             threads,
             "--vocab-size",
             "400",
+            // The fixtures repeat their lines and each other on purpose: this test is about
+            // reading them, so the quality filter and near-duplicate removal stay out of it.
+            "--filter",
+            "none",
+            "--near-dup",
+            "off",
         ];
         let result = run_within(&args, Duration::from_secs(120));
         let stderr = String::from_utf8_lossy(&result.stderr);

@@ -15,6 +15,8 @@ fn options() -> ExtractOptions {
     ExtractOptions {
         text_column: "text".into(),
         batch_rows: 64,
+        batch_bytes: 1 << 20,
+        max_row_bytes: 1 << 20,
         pdf: PdfLimits {
             deadline: Duration::from_secs(5),
             max_stream_bytes: 8 << 20,

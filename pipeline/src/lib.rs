@@ -1,6 +1,7 @@
 //! Ingest stages and the shard store: `discover -> extract -> chunk -> tokenize -> write`.
 
 pub mod chunk;
+pub mod clean;
 pub mod discover;
 pub mod extract;
 #[doc(hidden)]

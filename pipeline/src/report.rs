@@ -1,4 +1,5 @@
-//! `report.jsonl`: one line per input that was skipped, failed, or ingested with a repair.
+//! `report.jsonl`: one line per input that was skipped, failed, or ingested with a repair,
+//! a redaction or dropped rows. A line names rules and counts, never a redacted value.
 
 use serde::Serialize;
 
@@ -8,6 +9,10 @@ pub enum Status {
     Skipped,
     Failed,
     Repaired,
+    /// Ingested with secrets or personal data replaced (the reason counts them by rule).
+    Redacted,
+    /// Rows of a dataset dropped as near-duplicates or by a filter (the file goes on).
+    Dropped,
 }
 
 #[derive(Debug, Serialize)]

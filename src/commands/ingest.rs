@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
+use mamba_pipeline::clean::CleanOptions;
 use mamba_pipeline::discover::Select;
 use mamba_pipeline::extract::{pdf::PdfLimits, ExtractOptions};
 use mamba_pipeline::ingest::{self, IngestOptions, StageOptions, TokenizerSource};
@@ -16,6 +17,9 @@ use crate::cli::{IngestArgs, ReadArgs};
 
 /// Rows per batch when streaming a dataset file.
 const DATASET_BATCH_ROWS: usize = 1024;
+/// Text bytes per batch when streaming a dataset file: with rows of a book's length, 1024 of
+/// them would hold a gigabyte per batch, and a few batches are in flight at once.
+const DATASET_BATCH_BYTES: usize = 4 << 20;
 /// The share of `--file-timeout` a PDF's own deadline gets.
 const PDF_SHARE_OF_BUDGET: f64 = 0.9;
 /// zstd level of the shards: fast to write, a good ratio on token ids.
@@ -121,12 +125,22 @@ pub fn stage_options(
         extract: ExtractOptions {
             text_column: read.text_column,
             batch_rows: DATASET_BATCH_ROWS,
+            batch_bytes: DATASET_BATCH_BYTES,
+            max_row_bytes: read.max_file_mb << 20,
             // The PDF reader checks most of the same budget itself, so a slow PDF usually
             // stops cleanly before the watchdog has to abandon its thread.
             pdf: PdfLimits {
                 deadline: file_timeout.mul_f64(PDF_SHARE_OF_BUDGET),
                 ..PdfLimits::default()
             },
+        },
+        clean: CleanOptions {
+            secrets: !read.keep_secrets,
+            pii: read.redact.0,
+            near_dup: read.near_dup,
+            filter: read.filter,
+            lang_id: read.lang_id,
+            langs: read.lang,
         },
     }
 }

@@ -37,8 +37,12 @@ pub fn stage_options(dir: PathBuf, out: PathBuf) -> StageOptions {
         extract: ExtractOptions {
             text_column: "text".into(),
             batch_rows: 1024,
+            batch_bytes: 4 << 20,
+            max_row_bytes: 256 << 20,
             pdf: Default::default(),
         },
+        // The benchmark pairs the pipeline with bare tokenization of the same texts.
+        clean: mamba_pipeline::clean::CleanOptions::off(),
     }
 }
 

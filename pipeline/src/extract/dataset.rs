@@ -1,7 +1,8 @@
 //! Local Hugging Face dataset files: Parquet, Arrow IPC and JSON Lines (plain, gzip, zstd).
 //!
-//! Only the text column is read, in batches of `batch_rows`, so memory does not grow with
-//! the file. Each non-empty row is one document.
+//! Only the text column is read, in batches of `batch_rows` rows or `batch_bytes` of text,
+//! whichever comes first, so memory grows neither with the file nor with its rows' length.
+//! Each non-empty row is one document.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -26,7 +27,7 @@ pub fn read(
 ) -> Result<Vec<Repair>, String> {
     let file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
     let mut empty = 0usize;
-    let mut send = |texts: Vec<String>| {
+    let mut emit_docs = |texts: Vec<String>| {
         let total = texts.len();
         let docs: Vec<Document> = texts
             .into_iter()
@@ -41,26 +42,56 @@ pub fn read(
         empty += total - docs.len();
         emit(docs)
     };
-    let column = opts.text_column.as_str();
-    let mut repairs = match format {
-        DatasetFormat::Parquet => read_parquet(file, column, opts.batch_rows, &mut send),
-        DatasetFormat::Arrow => read_arrow(file, column, &mut send),
-        DatasetFormat::Jsonl => {
-            read_jsonl(BufReader::new(file), column, opts.batch_rows, &mut send)
+    // A reader's batch (Parquet's, Arrow's) is cut again to the byte budget.
+    let batch_bytes = opts.batch_bytes.max(1);
+    let mut send = |texts: Vec<String>| {
+        let mut texts = texts.into_iter().peekable();
+        loop {
+            let (mut part, mut bytes) = (Vec::new(), 0usize);
+            while let Some(text) = texts.next_if(|_| part.is_empty() || bytes < batch_bytes) {
+                bytes += text.len();
+                part.push(text);
+            }
+            let more = texts.peek().is_some();
+            if !emit_docs(part) {
+                return false;
+            }
+            if !more {
+                return true;
+            }
         }
+    };
+    let column = opts.text_column.as_str();
+    let batching = Batching {
+        rows: opts.batch_rows.max(1),
+        bytes: batch_bytes,
+        max_row: opts.max_row_bytes,
+    };
+    let mut repairs = match format {
+        DatasetFormat::Parquet => read_parquet(file, column, batching, &mut send),
+        DatasetFormat::Arrow => read_arrow(file, column, &mut send),
+        DatasetFormat::Jsonl => read_jsonl(BufReader::new(file), column, batching, &mut send),
         DatasetFormat::JsonlGz => {
             let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
-            read_jsonl(reader, column, opts.batch_rows, &mut send)
+            read_jsonl(reader, column, batching, &mut send)
         }
         DatasetFormat::JsonlZst => {
             let decoder = zstd::Decoder::new(file).map_err(|e| format!("bad zstd stream: {e}"))?;
-            read_jsonl(BufReader::new(decoder), column, opts.batch_rows, &mut send)
+            read_jsonl(BufReader::new(decoder), column, batching, &mut send)
         }
     }?;
     if empty > 0 {
         repairs.push(format!("{empty} row(s) with an empty '{column}' skipped"));
     }
     Ok(repairs)
+}
+
+/// Where a batch ends (rows or text bytes, whichever first), and the largest row read.
+#[derive(Clone, Copy)]
+struct Batching {
+    rows: usize,
+    bytes: usize,
+    max_row: u64,
 }
 
 fn missing_column(column: &str, schema: &Schema) -> String {
@@ -126,7 +157,7 @@ fn null_rows(nulls: usize, column: &str) -> Vec<Repair> {
 fn read_parquet(
     file: File,
     column: &str,
-    batch_rows: usize,
+    batching: Batching,
     send: &mut dyn FnMut(Vec<String>) -> bool,
 ) -> Result<Vec<Repair>, String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
@@ -135,12 +166,30 @@ fn read_parquet(
         .index_of(column)
         .map_err(|_| missing_column(column, &schema))?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let rows = parquet_batch_rows(builder.metadata(), index, batching);
     let reader = builder
         .with_projection(mask)
-        .with_batch_size(batch_rows)
+        .with_batch_size(rows)
         .build()
         .map_err(|e| e.to_string())?;
     send_batches(reader, column, send)
+}
+
+/// Rows per Parquet batch: `batching.rows`, or fewer where the column's mean row (from the
+/// footer's uncompressed sizes) would put a batch past `batching.bytes`.
+fn parquet_batch_rows(
+    meta: &parquet::file::metadata::ParquetMetaData,
+    column: usize,
+    batching: Batching,
+) -> usize {
+    let (mut bytes, mut rows) = (0u64, 0u64);
+    for group in meta.row_groups() {
+        rows += group.num_rows().max(0) as u64;
+        let size = group.columns().get(column).map(|c| c.uncompressed_size());
+        bytes += size.unwrap_or(0).max(0) as u64;
+    }
+    let mean = (bytes / rows.max(1)).max(1);
+    (batching.bytes as u64 / mean).clamp(1, batching.rows as u64) as usize
 }
 
 /// Sends the text of each record batch; the repairs name the null rows.
@@ -201,20 +250,39 @@ fn reopen(mut file: File) -> Result<File, String> {
 
 /// JSON Lines: one object per line, LF or CRLF, a leading byte-order mark ignored. Lines that
 /// are not objects with a string field `column` are dropped, counted and reported; so are
-/// rows whose `column` is null.
+/// rows whose `column` is null. A line is read through a limit of `batching.max_row` bytes,
+/// so a stream that decompresses to one endless line fails instead of filling memory.
 fn read_jsonl(
-    reader: impl BufRead,
+    mut reader: impl BufRead,
     column: &str,
-    batch_rows: usize,
+    batching: Batching,
     send: &mut dyn FnMut(Vec<String>) -> bool,
 ) -> Result<Vec<Repair>, String> {
     let (mut batch, mut bad, mut first_bad, mut rows) = (Vec::new(), 0usize, None, 0usize);
-    let (mut nulls, mut since_send) = (0, 0usize);
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
+    let (mut nulls, mut since_send, mut batch_bytes) = (0, 0usize, 0usize);
+    let mut buf = Vec::new();
+    for n in 0.. {
+        buf.clear();
+        let limit = batching.max_row.saturating_add(1);
+        let read = (&mut reader).take(limit).read_until(b'\n', &mut buf);
+        match read.map_err(|e| format!("line {}: {e}", n + 1))? {
+            0 => break,
+            len if len as u64 > batching.max_row && buf.last() != Some(&b'\n') => {
+                return Err(format!(
+                    "line {}: a row over {} as read (raise --max-file-mb)",
+                    n + 1,
+                    size_text(batching.max_row)
+                ))
+            }
+            _ => {}
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|_| format!("line {}: stream did not contain valid UTF-8", n + 1))?;
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
         let line = match n {
-            0 => line.strip_prefix('\u{feff}').unwrap_or(&line),
-            _ => &line,
+            0 => line.strip_prefix('\u{feff}').unwrap_or(line),
+            _ => line,
         };
         if line.trim().is_empty() {
             continue;
@@ -225,7 +293,10 @@ fn read_jsonl(
             .as_ref()
             .map(|v| v.get(column).and_then(|t| t.as_str()))
         {
-            Ok(Some(text)) => batch.push(text.to_owned()),
+            Ok(Some(text)) => {
+                batch_bytes += text.len();
+                batch.push(text.to_owned())
+            }
             Ok(None)
                 if value
                     .as_ref()
@@ -241,11 +312,11 @@ fn read_jsonl(
                 });
             }
         }
-        // A batch per `batch_rows` rows read, whatever they held: the reader reports progress
-        // (to the file's time budget) through a stretch of null or bad rows too.
+        // A batch per `batching.rows` rows read, whatever they held: the reader reports
+        // progress (to the file's time budget) through a stretch of null or bad rows too.
         since_send += 1;
-        if since_send == batch_rows {
-            since_send = 0;
+        if since_send == batching.rows || batch_bytes >= batching.bytes {
+            (since_send, batch_bytes) = (0, 0);
             if !send(std::mem::take(&mut batch)) {
                 return Ok(Vec::new());
             }
@@ -267,244 +338,13 @@ fn read_jsonl(
     Ok(repairs)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn opts() -> ExtractOptions {
-        ExtractOptions {
-            text_column: "text".into(),
-            batch_rows: 2,
-            pdf: Default::default(),
-        }
-    }
-
-    fn collect(
-        path: &Path,
-        format: DatasetFormat,
-    ) -> (Result<Vec<Repair>, String>, Vec<Vec<String>>) {
-        let mut batches = Vec::new();
-        let result = read(path, format, &opts(), &mut |docs| {
-            batches.push(docs.into_iter().map(|d| d.text).collect());
-            true
-        });
-        (result, batches)
-    }
-
-    const LINES: &str = "{\"text\": \"one\"}\n{\"text\": \"two\", \"id\": 2}\n\n{\"text\": null}\n{\"text\": \"three\"}\n";
-
-    #[test]
-    fn jsonl_plain_gzip_and_zstd_stream_in_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("a.jsonl");
-        std::fs::write(&plain, LINES).unwrap();
-        let gz = dir.path().join("a.jsonl.gz");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), Default::default());
-        enc.write_all(LINES.as_bytes()).unwrap();
-        enc.finish().unwrap();
-        let zst = dir.path().join("a.jsonl.zst");
-        std::fs::write(&zst, zstd::encode_all(LINES.as_bytes(), 3).unwrap()).unwrap();
-        for (path, format) in [
-            (&plain, DatasetFormat::Jsonl),
-            (&gz, DatasetFormat::JsonlGz),
-            (&zst, DatasetFormat::JsonlZst),
-        ] {
-            let (result, batches) = collect(path, format);
-            assert_eq!(
-                result,
-                Ok(vec!["1 row(s) with a null 'text' skipped".into()])
-            );
-            assert_eq!(batches, [vec!["one", "two"], vec!["three"]]);
-        }
-    }
-
-    #[test]
-    fn jsonl_bad_rows_are_dropped_and_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.jsonl");
-        std::fs::write(&path, "{\"text\": \"ok\"}\n{broken\n{\"body\": \"x\"}\n").unwrap();
-        let (result, batches) = collect(&path, DatasetFormat::Jsonl);
-        assert_eq!(batches, [vec!["ok"]]);
-        let repairs = result.unwrap();
-        assert!(
-            repairs[0].starts_with("2 of 3 rows dropped; first: line 2: invalid JSON"),
-            "{repairs:?}"
-        );
-
-        std::fs::write(&path, "{\"body\": \"x\"}\n").unwrap();
-        let (result, _) = collect(&path, DatasetFormat::Jsonl);
-        assert!(result.unwrap_err().contains("no string field 'text'"));
-    }
-
-    #[test]
-    fn jsonl_with_a_byte_order_mark_and_crlf_keeps_every_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.jsonl");
-        let body = "\u{feff}{\"text\": \"first\"}\r\n{\"text\": \"second\"}\r\n\r\n{\"text\": \"third\"}\r\n";
-        std::fs::write(&path, body).unwrap();
-        let (result, batches) = collect(&path, DatasetFormat::Jsonl);
-        assert_eq!(result, Ok(vec![]));
-        assert_eq!(batches, [vec!["first", "second"], vec!["third"]]);
-    }
-
-    #[test]
-    fn dictionary_encoded_text_is_text_and_nulls_are_counted() {
-        use arrow_array::types::Int32Type;
-        use arrow_array::{DictionaryArray, LargeStringArray};
-        let dir = tempfile::tempdir().unwrap();
-        let keys =
-            arrow_array::Int32Array::from(vec![Some(0), None, Some(1), Some(0), Some(2), Some(3)]);
-        let values =
-            arrow_array::StringArray::from(vec![Some("alpha"), Some("beta"), None, Some(" ")]);
-        let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
-        let large =
-            LargeStringArray::from(vec![Some("a"), None, Some("c"), Some("d"), None, Some("f")]);
-        let data = RecordBatch::try_from_iter([
-            ("text", Arc::new(dict) as Arc<dyn Array>),
-            ("large", Arc::new(large) as Arc<dyn Array>),
-        ])
-        .unwrap();
-        let path = dir.path().join("d.parquet");
-        let file = File::create(&path).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, data.schema(), None).unwrap();
-        w.write(&data).unwrap();
-        w.close().unwrap();
-        let arrow_path = dir.path().join("d.arrow");
-        let file = File::create(&arrow_path).unwrap();
-        let mut w = arrow_ipc::writer::FileWriter::try_new(file, &data.schema()).unwrap();
-        w.write(&data).unwrap();
-        w.finish().unwrap();
-        for (path, format) in [
-            (&path, DatasetFormat::Parquet),
-            (&arrow_path, DatasetFormat::Arrow),
-        ] {
-            let (result, batches) = collect(path, format);
-            // A null key and a key to a null value are both null rows; blank text is no document.
-            let want = [
-                "2 row(s) with a null 'text' skipped",
-                "1 row(s) with an empty 'text' skipped",
-            ];
-            assert_eq!(result, Ok(want.map(String::from).to_vec()));
-            assert_eq!(batches.concat(), ["alpha", "beta", "alpha"]);
-            let mut o = opts();
-            o.text_column = "large".into();
-            let mut got = Vec::new();
-            let result = read(path, format, &o, &mut |docs| {
-                got.extend(docs.into_iter().map(|d| d.text));
-                true
-            });
-            assert_eq!(
-                result,
-                Ok(vec!["2 row(s) with a null 'large' skipped".into()])
-            );
-            assert_eq!(got, ["a", "c", "d", "f"]);
-        }
-    }
-
-    #[test]
-    fn a_stretch_of_rows_without_text_still_reports_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.jsonl");
-        let mut body = "{\"other\": 1}\n".repeat(5);
-        body.push_str("{\"text\": \"good\"}\n");
-        std::fs::write(&path, body).unwrap();
-        let (result, batches) = collect(&path, DatasetFormat::Jsonl);
-        // A batch per two rows read (the options' batch_rows), empty where none had text.
-        let empty: Vec<String> = Vec::new();
-        assert_eq!(batches, [empty.clone(), empty, vec!["good".to_string()]]);
-        assert!(result.unwrap()[0].starts_with("5 of 6 rows dropped"));
-    }
-
-    #[test]
-    fn an_all_null_dictionary_batch_is_null_rows() {
-        use arrow_array::types::Int32Type;
-        use arrow_array::DictionaryArray;
-        let dir = tempfile::tempdir().unwrap();
-        let keys = arrow_array::Int32Array::from(vec![None, None, None]);
-        let values = arrow_array::StringArray::from(Vec::<Option<&str>>::new());
-        let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
-        let data =
-            RecordBatch::try_from_iter([("text", Arc::new(dict) as Arc<dyn Array>)]).unwrap();
-        let path = dir.path().join("nulls.arrow");
-        let file = File::create(&path).unwrap();
-        let mut w = arrow_ipc::writer::FileWriter::try_new(file, &data.schema()).unwrap();
-        w.write(&data).unwrap();
-        w.finish().unwrap();
-        let (result, batches) = collect(&path, DatasetFormat::Arrow);
-        assert_eq!(
-            result,
-            Ok(vec!["3 row(s) with a null 'text' skipped".into()])
-        );
-        assert!(batches.concat().is_empty());
-    }
-
-    fn batch(texts: &[Option<&str>]) -> RecordBatch {
-        let text = arrow_array::StringArray::from(texts.to_vec());
-        let ids = arrow_array::UInt32Array::from_iter_values(0..texts.len() as u32);
-        RecordBatch::try_from_iter([
-            ("id", Arc::new(ids) as Arc<dyn Array>),
-            ("text", Arc::new(text) as Arc<dyn Array>),
-        ])
-        .unwrap()
-    }
-
-    #[test]
-    fn parquet_reads_only_the_text_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.parquet");
-        let data = batch(&[Some("alpha"), None, Some("beta"), Some("gamma")]);
-        let mut w =
-            parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), data.schema(), None)
-                .unwrap();
-        w.write(&data).unwrap();
-        w.close().unwrap();
-        let (result, batches) = collect(&path, DatasetFormat::Parquet);
-        assert_eq!(
-            result,
-            Ok(vec!["1 row(s) with a null 'text' skipped".into()])
-        );
-        assert_eq!(batches, [vec!["alpha"], vec!["beta", "gamma"]]);
-
-        let mut o = opts();
-        o.text_column = "content".into();
-        let err = read(&path, DatasetFormat::Parquet, &o, &mut |_| true).unwrap_err();
-        assert_eq!(
-            err,
-            "no column 'content' (columns: id, text); pick one with --text-column"
-        );
-    }
-
-    #[test]
-    fn arrow_file_and_stream_formats() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = batch(&[Some("x"), Some("y")]);
-        let file_path = dir.path().join("f.arrow");
-        let mut w = arrow_ipc::writer::FileWriter::try_new(
-            File::create(&file_path).unwrap(),
-            &data.schema(),
-        )
-        .unwrap();
-        w.write(&data).unwrap();
-        w.finish().unwrap();
-        let stream_path = dir.path().join("s.arrow");
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(
-            File::create(&stream_path).unwrap(),
-            &data.schema(),
-        )
-        .unwrap();
-        w.write(&data).unwrap();
-        w.write(&data).unwrap();
-        w.finish().unwrap();
-        assert_eq!(
-            collect(&file_path, DatasetFormat::Arrow).1,
-            [vec!["x", "y"]]
-        );
-        assert_eq!(
-            collect(&stream_path, DatasetFormat::Arrow).1,
-            [vec!["x", "y"], vec!["x", "y"]]
-        );
-        std::fs::write(&stream_path, b"garbage that is not arrow").unwrap();
-        assert!(collect(&stream_path, DatasetFormat::Arrow).0.is_err());
+/// A size for a message: whole MB where it is one (the unit of `--max-file-mb`).
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{} MB", b >> 20),
+        b => format!("{b} bytes"),
     }
 }
+
+#[cfg(test)]
+mod tests;

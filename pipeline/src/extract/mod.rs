@@ -68,6 +68,12 @@ pub struct ExtractOptions {
     pub text_column: String,
     /// Rows per dataset batch: the unit a dataset file is streamed in.
     pub batch_rows: usize,
+    /// Text bytes per dataset batch: a batch ends at whichever of the two comes first, so a
+    /// file of book-length rows streams in batches of the same size as one of short rows.
+    pub batch_bytes: usize,
+    /// The largest row a dataset may hold, in bytes as read (after decompression): one row
+    /// is the unit held whole, so past it the file fails rather than filling memory.
+    pub max_row_bytes: u64,
     pub pdf: pdf::PdfLimits,
 }
 

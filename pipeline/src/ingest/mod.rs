@@ -29,6 +29,9 @@ use crate::tokenize::{TokenizeError, Vocab};
 
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const REPORT_FILE: &str = "report.jsonl";
+/// Text bytes between extraction and the writer at once (see [`order`]): with the token ids
+/// (about as many bytes again) it keeps a run's memory well under 500 MB whatever the inputs.
+const IN_FLIGHT_BYTES: usize = 64 << 20;
 
 /// Where the tokenizer comes from.
 #[derive(Clone, Debug)]
@@ -169,6 +172,7 @@ fn settings(opts: &IngestOptions, part: Option<PartOf>) -> serde_json::Value {
         "row_group_tokens": opts.limits.row_group_tokens,
         "zstd_level": opts.limits.zstd_level,
         "tokenizer": tokenizer,
+        "clean": serde_json::to_value(&s.clean).unwrap_or_default(),
     });
     if let (Some(p), Some(map)) = (part, settings.as_object_mut()) {
         map.insert(PART_SETTING.into(), p.part.into());
@@ -268,7 +272,7 @@ struct Written {
 fn write_shards(opts: &IngestOptions, vocab: &Vocab) -> Result<Written, IngestError> {
     let stages = &opts.stages;
     let window = 4 * stages.threads.max(1) + 4;
-    let order = order::Order::new(window);
+    let order = order::Order::new(window, IN_FLIGHT_BYTES);
     let seen = stages::SeenFiles::default();
     let bar = progress_bar(opts.progress);
     let started = Instant::now();
@@ -283,7 +287,10 @@ fn write_shards(opts: &IngestOptions, vocab: &Vocab) -> Result<Written, IngestEr
         for piece in tokenized {
             let (file, seq, last) = (piece.file, piece.seq, piece.end.is_some());
             for (file, piece, last) in reorder.push(file, seq, last, piece) {
-                if let Err(e) = tally.add(piece) {
+                let reserved = piece.reserved;
+                let added = tally.add(piece);
+                order.release(reserved);
+                if let Err(e) = added {
                     order.abort();
                     return Err(IngestError::from(e));
                 }

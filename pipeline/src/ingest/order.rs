@@ -1,10 +1,14 @@
 //! Ordering across parallel workers: the writer consumes files strictly in discovery order.
 //!
-//! Two bounds keep memory flat while workers run ahead:
+//! Three bounds keep memory flat while workers run ahead:
 //! - a window of credits: at most `window` files are between discovery and the writer;
 //! - a turnstile: a file that streams many pieces (a big dataset) may send its first piece
 //!   early, but further pieces only once it is the file the writer is waiting for. So the
-//!   writer buffers at most one piece per file in the window.
+//!   writer buffers at most one piece per file in the window;
+//! - a byte budget: a piece is sent only while the text of the pieces in flight (sent, not
+//!   yet written) stays within it. Counting files or rows alone lets a window of long files
+//!   or book-length rows hold gigabytes. The piece of the file the writer waits for always
+//!   goes (it is what frees the rest), as does any piece when nothing is in flight.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -18,25 +22,36 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct Order {
     credits_in: Sender<()>,
     credits_out: Receiver<()>,
-    head: Mutex<usize>,
+    head: Mutex<Head>,
     moved: Condvar,
     aborted: AtomicBool,
+    budget: usize,
+}
+
+/// The file the writer waits for, and the text bytes in flight.
+#[derive(Default)]
+struct Head {
+    file: usize,
+    bytes: usize,
 }
 
 impl Order {
-    pub fn new(window: usize) -> Order {
+    /// At most `window` files and (see the module doc) `budget` bytes of text in flight.
+    pub fn new(window: usize, budget: usize) -> Order {
         let (credits_in, credits_out) = bounded(window);
         for _ in 0..window {
             // The channel holds exactly `window` credits, so these sends cannot block or fail.
             let _ = credits_in.send(());
         }
-        let (head, moved, aborted) = (Mutex::new(0), Condvar::new(), AtomicBool::new(false));
+        let head = Mutex::new(Head::default());
+        let (moved, aborted) = (Condvar::new(), AtomicBool::new(false));
         Order {
             credits_in,
             credits_out,
             head,
             moved,
             aborted,
+            budget,
         }
     }
 
@@ -53,7 +68,7 @@ impl Order {
     /// Blocks until `file` is the one the writer is waiting for; false once aborted.
     pub fn wait_turn(&self, file: usize) -> bool {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        while *head < file && !self.aborted.load(Ordering::Relaxed) {
+        while head.file < file && !self.aborted.load(Ordering::Relaxed) {
             head = self
                 .moved
                 .wait_timeout(head, POLL)
@@ -61,6 +76,33 @@ impl Order {
                 .0;
         }
         !self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// Blocks until a piece of `file` holding `bytes` of text fits the budget, and counts it
+    /// in flight; false once aborted.
+    pub fn reserve(&self, file: usize, bytes: usize) -> bool {
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        while head.bytes > 0
+            && head.bytes.saturating_add(bytes) > self.budget
+            && head.file != file
+            && !self.aborted.load(Ordering::Relaxed)
+        {
+            head = self
+                .moved
+                .wait_timeout(head, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        head.bytes = head.bytes.saturating_add(bytes);
+        !self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// The writer took a piece that [`Order::reserve`]d `bytes`.
+    pub fn release(&self, bytes: usize) {
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        head.bytes = head.bytes.saturating_sub(bytes);
+        drop(head);
+        self.moved.notify_all();
     }
 
     /// The writer gave up: release everyone who waits.
@@ -71,7 +113,7 @@ impl Order {
 
     /// The writer finished `file`: the next one may stream, and a new file may enter.
     pub fn finished(&self, file: usize) {
-        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = file + 1;
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).file = file + 1;
         self.moved.notify_all();
         let _ = self.credits_in.try_send(());
     }
@@ -131,16 +173,32 @@ mod tests {
 
     #[test]
     fn turnstile_waits_for_the_writer() {
-        let order = std::sync::Arc::new(Order::new(2));
+        let order = std::sync::Arc::new(Order::new(2, 100));
         let o = order.clone();
         let waiter = std::thread::spawn(move || {
             assert!(o.wait_turn(2));
-            *o.head.lock().unwrap()
+            o.head.lock().unwrap().file
         });
         order.finished(0);
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(!waiter.is_finished());
         order.finished(1);
         assert_eq!(waiter.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_byte_budget_holds_pieces_back_except_the_writers_file() {
+        let order = std::sync::Arc::new(Order::new(8, 100));
+        // Nothing in flight: even a piece over the budget goes.
+        assert!(order.reserve(1, 150));
+        // The file the writer waits for (0) always goes.
+        assert!(order.reserve(0, 10));
+        let o = order.clone();
+        let waiter = std::thread::spawn(move || o.reserve(2, 10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!waiter.is_finished());
+        order.release(150);
+        assert!(waiter.join().unwrap());
+        assert_eq!(order.head.lock().unwrap().bytes, 20);
     }
 }

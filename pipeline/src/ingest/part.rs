@@ -6,6 +6,7 @@
 //! of each kept document from its part's shards. So the merged store is the single run's.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::stages::{Doc, End, Piece};
+use crate::clean::Findings;
 use crate::extract::Kind;
 use crate::shard::tmp_path;
 use crate::shard::writer::WriteError;
@@ -42,6 +44,15 @@ pub struct DocRecord {
     pub chunks: u32,
     /// Its rows are in the part's shards (it was no duplicate within the part).
     pub written: bool,
+    /// Redactions by rule (counts only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub redactions: BTreeMap<String, u32>,
+    /// The rule that dropped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
+    /// Near-duplicate band hashes, so a merge decides as one run would.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bands: Vec<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,19 +90,29 @@ impl PieceRecord {
             lang: doc.lang.to_string(),
             chunks: doc.tokens.len() as u32,
             written,
+            redactions: doc.found.redactions.clone(),
+            dropped: doc.found.dropped.clone(),
+            bands: doc.found.bands.clone(),
         });
     }
 
     /// The piece again, its documents' token lists taken from `rows` (called with each
     /// written document and its chunk count).
     pub fn into_piece(
-        self,
+        mut self,
         mut rows: impl FnMut(u128, &DocRecord) -> Result<Vec<Vec<u32>>, String>,
     ) -> Result<Piece, String> {
         let kind = |name: &str| Kind::parse(name).ok_or_else(|| format!("unknown kind {name:?}"));
         let mut docs = Vec::with_capacity(self.docs.len());
-        for d in &self.docs {
+        for d in &mut self.docs {
             let hash = parse_hex128(&d.hash)?;
+            let found = Findings {
+                redactions: std::mem::take(&mut d.redactions),
+                dropped: d.dropped.take(),
+                bands: std::mem::take(&mut d.bands),
+                // The language is the record's `lang`, read back below.
+                lang: None,
+            };
             docs.push(Doc {
                 hash,
                 kind: kind(&d.kind)?,
@@ -102,6 +123,7 @@ impl PieceRecord {
                 } else {
                     Vec::new()
                 },
+                found,
             });
         }
         Ok(Piece {
@@ -112,6 +134,7 @@ impl PieceRecord {
             kind: self.kind.as_deref().map(kind).transpose()?,
             bytes: self.bytes,
             docs,
+            reserved: 0,
             end: match self.end {
                 None => None,
                 Some(EndRecord::Ingested(r)) => Some(End::Ingested(r)),

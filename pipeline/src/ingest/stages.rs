@@ -15,6 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::order::Order;
 use super::watchdog::Watchdog;
 use crate::chunk;
+use crate::clean::{self, CleanOptions, Findings};
 use crate::discover::{self, DatasetFormat, Format, Found, Skip, Walked};
 use crate::extract::{self, dataset, Document, ExtractOptions, Kind, Repair};
 use crate::tokenize::{Encoder, Vocab};
@@ -33,6 +34,8 @@ pub struct StageOptions {
     /// fails and the run goes on.
     pub file_timeout: Duration,
     pub extract: ExtractOptions,
+    /// The cleaning stages between extraction and chunking.
+    pub clean: CleanOptions,
 }
 
 /// Files read so far, by the hash of their bytes, shared by the extract workers.
@@ -74,6 +77,9 @@ pub struct Piece {
     pub bytes: u64,
     pub docs: Vec<Doc>,
     pub end: Option<End>,
+    /// The text bytes this piece holds against the in-flight budget (see [`Order::reserve`]),
+    /// given back when the writer has taken it.
+    pub reserved: usize,
 }
 
 pub struct Doc {
@@ -83,6 +89,8 @@ pub struct Doc {
     pub lang: Cow<'static, str>,
     pub chunks: Vec<String>,
     pub tokens: Vec<Vec<u32>>,
+    /// What the cleaning stages found (a dropped document has no chunks).
+    pub found: Findings,
 }
 
 pub enum End {
@@ -105,8 +113,27 @@ impl Piece {
             bytes: 0,
             docs: Vec::new(),
             end: None,
+            reserved: 0,
         }
     }
+
+    /// The bytes of text the piece's documents hold.
+    fn text_bytes(&self) -> usize {
+        let doc = |d: &Doc| d.chunks.iter().map(String::len).sum::<usize>();
+        self.docs.iter().map(doc).sum()
+    }
+}
+
+/// Sends `piece` once it fits the in-flight budget (with an ordered consumer); false when
+/// the consumer has gone away.
+fn send(tx: &Sender<Piece>, order: Option<&Order>, mut piece: Piece) -> bool {
+    if let Some(order) = order {
+        piece.reserved = piece.text_bytes();
+        if !order.reserve(piece.file, piece.reserved) {
+            return false;
+        }
+    }
+    tx.send(piece).is_ok()
 }
 
 pub fn kind_of(format: Format) -> Kind {
@@ -177,6 +204,10 @@ pub fn spawn_tokenize<'s>(
             let mut encoder = vocab.encoder();
             for mut piece in pieces {
                 tokenize_piece(&mut piece, &mut encoder);
+                // The writer needs only the ids: the text would double what is in flight.
+                for doc in &mut piece.docs {
+                    doc.chunks = Vec::new();
+                }
                 if tx.send(piece).is_err() {
                     break;
                 }
@@ -225,11 +256,12 @@ fn extract_file(
         bytes: 0,
         docs: Vec::new(),
         end: None,
+        reserved: 0,
     };
     let (format, size) = match verdict {
         Ok(v) => v,
-        Err(Skip::Skipped(r)) => return send_end(tx, piece, End::Skipped(r)),
-        Err(Skip::Failed(r)) => return send_end(tx, piece, End::Failed(r)),
+        Err(Skip::Skipped(r)) => return send_end(tx, order, piece, End::Skipped(r)),
+        Err(Skip::Failed(r)) => return send_end(tx, order, piece, End::Failed(r)),
     };
     piece.kind = Some(kind_of(format));
     piece.bytes = size;
@@ -238,15 +270,15 @@ fn extract_file(
     }
     if size > opts.max_file_bytes {
         let reason = format!("too large ({} MB; raise --max-file-mb)", size >> 20);
-        return send_end(tx, piece, End::Skipped(reason));
+        return send_end(tx, order, piece, End::Skipped(reason));
     }
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
-        Err(e) => return send_end(tx, piece, End::Failed(format!("unreadable: {e}"))),
+        Err(e) => return send_end(tx, order, piece, End::Failed(format!("unreadable: {e}"))),
     };
     let raw_hash = xxhash_rust::xxh3::xxh3_128(&bytes);
     if let Some(text_hash) = seen.and_then(|s| s.earlier_copy(raw_hash, index)) {
-        return send_end(tx, piece, End::Duplicate(text_hash));
+        return send_end(tx, order, piece, End::Duplicate(text_hash));
     }
     // A large PDF waits for its turn before its clock starts (see `pdf::large_turn`).
     let _turn = match format {
@@ -264,7 +296,7 @@ fn extract_file(
         Err(reason) => End::Failed(reason),
         Ok((doc, _)) if doc.text.trim().is_empty() => End::Skipped("no text".into()),
         Ok((doc, repairs)) => {
-            let doc = chunk_doc(doc, opts.chunk_bytes);
+            let doc = chunk_doc(doc, opts);
             if let Some(seen) = seen {
                 seen.record(raw_hash, index, doc.hash);
             }
@@ -272,7 +304,7 @@ fn extract_file(
             End::Ingested(repairs)
         }
     };
-    send_end(tx, piece, end)
+    send_end(tx, order, piece, end)
 }
 
 /// `read()`, with a panic inside it turned into an error naming it.
@@ -298,9 +330,9 @@ fn stall_if_told(_path: &std::path::Path) {
     }
 }
 
-fn send_end(tx: &Sender<Piece>, mut piece: Piece, end: End) -> bool {
+fn send_end(tx: &Sender<Piece>, order: Option<&Order>, mut piece: Piece, end: End) -> bool {
     piece.end = Some(end);
-    tx.send(piece).is_ok()
+    send(tx, order, piece)
 }
 
 /// What a dataset reader sends the worker: a batch of documents, then how the file ended.
@@ -323,7 +355,7 @@ fn stream_dataset(
 ) -> bool {
     let send = |piece: Piece| {
         let turn = piece.seq == 0 || order.is_none_or(|o| o.wait_turn(piece.file));
-        turn && tx.send(piece).is_ok()
+        turn && send(tx, order, piece)
     };
     let extract_opts = opts.extract.clone();
     let reader = watchdog.run(move |tx| {
@@ -343,10 +375,7 @@ fn stream_dataset(
             Err(reason) => break Err(reason),
         };
         // `dataset::read` leaves blank rows out (and counts them).
-        let docs: Vec<Doc> = docs
-            .into_iter()
-            .map(|d| chunk_doc(d, opts.chunk_bytes))
-            .collect();
+        let docs: Vec<Doc> = docs.into_iter().map(|d| chunk_doc(d, opts)).collect();
         docs_seen += docs.len();
         let piece = Piece {
             seq: next_seq,
@@ -372,19 +401,24 @@ fn stream_dataset(
     send(last)
 }
 
-fn chunk_doc(doc: Document, budget: usize) -> Doc {
+/// Cleans one document and cuts it into chunks; a document the cleaning drops keeps none.
+fn chunk_doc(mut doc: Document, opts: &StageOptions) -> Doc {
+    let found = clean::clean(&mut doc.text, doc.kind, &opts.clean);
     let hash = xxhash_rust::xxh3::xxh3_128(doc.text.as_bytes());
-    let chunks = match doc.code {
-        Some(lang) => chunk::code::split(&doc.text, lang, budget).chunks,
-        None => chunk::text::split(&doc.text, budget),
+    let budget = opts.chunk_bytes;
+    let chunks = match (&found.dropped, doc.code) {
+        (Some(_), _) => Vec::new(),
+        (None, Some(lang)) => chunk::code::split(&doc.text, lang, budget).chunks,
+        (None, None) => chunk::text::split(&doc.text, budget),
     };
     let chunks = chunks.into_iter().map(str::to_owned).collect();
     Doc {
         hash,
         kind: doc.kind,
-        lang: Cow::Borrowed(doc.lang),
+        lang: Cow::Borrowed(found.lang.unwrap_or(doc.lang)),
         chunks,
         tokens: Vec::new(),
+        found,
     }
 }
 

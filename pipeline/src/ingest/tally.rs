@@ -7,13 +7,14 @@
 //! (to train otherwise). Only that one document is held, and the choice depends on the inputs
 //! alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use std::sync::Arc;
 
 use super::part::{PartLog, PieceRecord};
 use super::stages::{Doc, End, Piece};
+use crate::clean::near_dup;
 use crate::report::{Report, Status};
 use crate::shard::manifest::{Outcomes, ShardEntry, Totals};
 use crate::shard::writer::{Row, ShardLimits, ShardWriter, WriteError};
@@ -32,6 +33,10 @@ pub struct Tally {
     /// Documents of the current file kept so far (a file of only duplicates is skipped).
     kept_in_file: u64,
     duplicate_of: Option<std::sync::Arc<str>>,
+    /// Near-duplicate band hashes of every document so far (see [`near_dup`]).
+    near: near_dup::Seen<Arc<str>>,
+    /// What the cleaning stages did to the current file, reported at its end.
+    cleaned: Cleaned,
     /// The train document closest to val, with its source, written last (see the module doc).
     held: Option<(Doc, Arc<str>)>,
     /// A part of a partitioned run: no document is held (the merge decides), and every
@@ -52,6 +57,8 @@ impl Tally {
             rows_seen: HashSet::new(),
             kept_in_file: 0,
             duplicate_of: None,
+            near: near_dup::Seen::default(),
+            cleaned: Cleaned::default(),
             held: None,
             log: None,
             bytes_done: 0,
@@ -72,6 +79,14 @@ impl Tally {
         let kind = piece.kind.map_or("other", |k| k.as_str());
         let mut record = self.log.as_ref().map(|_| PieceRecord::of(&piece));
         for doc in piece.docs {
+            if let Some(rule) = &doc.found.dropped {
+                if let Some(record) = &mut record {
+                    record.push(&doc, false);
+                }
+                *self.totals.filtered.entry(rule.clone()).or_default() += 1;
+                *self.cleaned.filtered.entry(rule.clone()).or_default() += 1;
+                continue;
+            }
             let fresh = match doc.kind {
                 crate::extract::Kind::Dataset => self.rows_seen.insert(doc.hash),
                 _ => match self.first_seen.get(&doc.hash) {
@@ -85,12 +100,27 @@ impl Tally {
                     }
                 },
             };
+            // Only a fresh document is looked up, so the first of a cluster is the one kept.
+            let near = match fresh {
+                true => self.near.check(&doc.found.bands, &piece.source),
+                false => None,
+            };
             if let Some(record) = &mut record {
-                record.push(&doc, fresh);
+                record.push(&doc, fresh && near.is_none());
             }
             if !fresh {
                 self.totals.duplicates += 1;
                 continue;
+            }
+            if let Some(first) = near {
+                self.totals.near_duplicates += 1;
+                self.cleaned.near += 1;
+                self.cleaned.near_of.get_or_insert(first);
+                continue;
+            }
+            for (rule, n) in &doc.found.redactions {
+                *self.totals.redactions.entry(rule.clone()).or_default() += *n as u64;
+                *self.cleaned.redactions.entry(rule.clone()).or_default() += *n as u64;
             }
             if self.kept_in_file == 0 {
                 let t = &mut self.totals;
@@ -167,6 +197,7 @@ impl Tally {
     fn end_file(&mut self, source: &str, kind: &str, end: &End, bytes: u64) {
         let kept = std::mem::take(&mut self.kept_in_file);
         let duplicate_of = self.duplicate_of.take();
+        let cleaned = std::mem::take(&mut self.cleaned);
         self.bytes_done += bytes;
         let outcome = match end {
             End::Duplicate(hash) => {
@@ -179,14 +210,26 @@ impl Tally {
                     format!("duplicate of {first}"),
                 ))
             }
-            End::Ingested(_) if kept == 0 => {
-                let first = duplicate_of.as_deref().unwrap_or("an earlier input");
-                Err((
+            End::Ingested(_) if kept == 0 => Err(match (&duplicate_of, &cleaned.near_of) {
+                (None, Some(first)) => (
                     Status::Skipped,
-                    "duplicate".to_string(),
-                    format!("duplicate of {first}"),
-                ))
-            }
+                    "near-duplicate".to_string(),
+                    format!("near-duplicate of {first}"),
+                ),
+                (None, None) if !cleaned.filtered.is_empty() => (
+                    Status::Skipped,
+                    "filtered".to_string(),
+                    format!("filtered ({})", counts_text(&cleaned.filtered)),
+                ),
+                _ => {
+                    let first = duplicate_of.as_deref().unwrap_or("an earlier input");
+                    (
+                        Status::Skipped,
+                        "duplicate".to_string(),
+                        format!("duplicate of {first}"),
+                    )
+                }
+            }),
             End::Ingested(repairs) => Ok(repairs),
             End::Skipped(reason) => Err((Status::Skipped, reason_class(reason), reason.clone())),
             End::Failed(reason) => Err((Status::Failed, String::new(), reason.clone())),
@@ -201,6 +244,13 @@ impl Tally {
                     t.repaired += 1;
                     self.report
                         .add(source, Status::Repaired, &repairs.join("; "));
+                }
+                if !cleaned.redactions.is_empty() {
+                    let counts = counts_text(&cleaned.redactions);
+                    self.report.add(source, Status::Redacted, &counts);
+                }
+                if let Some(dropped) = cleaned.dropped_rows() {
+                    self.report.add(source, Status::Dropped, &dropped);
                 }
             }
             Err((status, class, reason)) => {
@@ -248,4 +298,39 @@ fn reason_class(reason: &str) -> String {
     } else {
         class.into()
     }
+}
+
+/// What the cleaning stages did to one file's documents.
+#[derive(Default)]
+struct Cleaned {
+    redactions: BTreeMap<String, u64>,
+    filtered: BTreeMap<String, u64>,
+    near: u64,
+    /// The earlier file holding the first near copy met.
+    near_of: Option<Arc<str>>,
+}
+
+impl Cleaned {
+    /// The report line of a file that was ingested with some of its documents dropped.
+    fn dropped_rows(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(first) = &self.near_of {
+            let n = self.near;
+            parts.push(format!(
+                "{n} near-duplicate document(s), the first of {first}"
+            ));
+        }
+        if !self.filtered.is_empty() {
+            let n: u64 = self.filtered.values().sum();
+            let rules = counts_text(&self.filtered);
+            parts.push(format!("{n} document(s) filtered ({rules})"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// `rule n, rule n` in rule order: what a report line says of redactions and filters.
+fn counts_text(counts: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    parts.join(", ")
 }

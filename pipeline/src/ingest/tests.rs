@@ -22,8 +22,11 @@ fn options(input: &Path, out: &Path, threads: usize, tokenizer: TokenizerSource)
             extract: ExtractOptions {
                 text_column: "text".into(),
                 batch_rows: 2,
+                batch_bytes: 1 << 20,
+                max_row_bytes: 1 << 20,
                 pdf: Default::default(),
             },
+            clean: Default::default(),
         },
         out: out.to_path_buf(),
         tokenizer,

@@ -41,7 +41,18 @@ pub fn render(r: &Report) -> String {
         r.files.failed,
         r.duplicates
     );
-    for (what, counts) in [("Skipped", &r.skip_reasons), ("Failed", &r.fail_reasons)] {
+    let _ = write!(
+        o,
+        "<p>Cleaned: {} near-duplicate documents dropped</p>",
+        r.near_duplicates
+    );
+    let lists = [
+        ("Skipped", &r.skip_reasons),
+        ("Failed", &r.fail_reasons),
+        ("Filtered", &r.filtered),
+        ("Redacted", &r.redactions),
+    ];
+    for (what, counts) in lists {
         if !counts.is_empty() {
             let list: Vec<String> = counts
                 .iter()

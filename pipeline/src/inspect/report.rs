@@ -22,6 +22,11 @@ pub struct Report {
     /// Uncompressed over compressed Parquet column data, from the footers.
     pub compression_ratio: Option<f64>,
     pub duplicates: u64,
+    /// Documents dropped as near-duplicates, and by a filter (by rule).
+    pub near_duplicates: u64,
+    pub filtered: Vec<Count>,
+    /// Replacements of secrets and personal data, by rule.
+    pub redactions: Vec<Count>,
     pub files: Outcomes,
     pub repaired: u64,
     pub skip_reasons: Vec<Count>,

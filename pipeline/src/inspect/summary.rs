@@ -42,6 +42,17 @@ pub fn summarize(dir: &Path, manifest: &Manifest, top: usize) -> Result<Report, 
         })
         .collect();
     sort_counts(&mut skip_reasons, top);
+    let counts = |map: &BTreeMap<String, u64>| {
+        let mut counts: Vec<Count> = map
+            .iter()
+            .map(|(reason, &count)| Count {
+                reason: reason.clone(),
+                count,
+            })
+            .collect();
+        sort_counts(&mut counts, top);
+        counts
+    };
     Ok(Report {
         store: dir.display().to_string(),
         schema_version: manifest.schema_version,
@@ -53,6 +64,9 @@ pub fn summarize(dir: &Path, manifest: &Manifest, top: usize) -> Result<Report, 
         val,
         total,
         duplicates: t.duplicates,
+        near_duplicates: t.near_duplicates,
+        filtered: counts(&t.filtered),
+        redactions: counts(&t.redactions),
         files: t.files.clone(),
         repaired: t.repaired,
         skip_reasons,

@@ -37,7 +37,20 @@ pub fn render(r: &Report) -> String {
         "  files: {} ingested ({} repaired), {} skipped, {} failed; {} duplicate documents dropped",
         r.files.ingested, r.repaired, r.files.skipped, r.files.failed, r.duplicates
     );
-    for (what, counts) in [("skipped", &r.skip_reasons), ("failed", &r.fail_reasons)] {
+    let _ = writeln!(
+        o,
+        "  cleaned: {} near-duplicate documents dropped, {} filtered, {} redactions",
+        r.near_duplicates,
+        r.filtered.iter().map(|c| c.count).sum::<u64>(),
+        r.redactions.iter().map(|c| c.count).sum::<u64>()
+    );
+    let lists = [
+        ("skipped", &r.skip_reasons),
+        ("failed", &r.fail_reasons),
+        ("filtered", &r.filtered),
+        ("redacted", &r.redactions),
+    ];
+    for (what, counts) in lists {
         if !counts.is_empty() {
             let list: Vec<String> = counts
                 .iter()

@@ -77,6 +77,16 @@ pub struct Totals {
     pub val: Group,
     pub by_kind: BTreeMap<String, Group>,
     pub by_lang: BTreeMap<String, Group>,
+    /// Replacements in the documents kept, by rule (`secret:aws_access_key`, `pii:email`);
+    /// absent in manifests written before cleaning.
+    #[serde(default)]
+    pub redactions: BTreeMap<String, u64>,
+    /// Documents dropped as near-duplicates of an earlier one.
+    #[serde(default)]
+    pub near_duplicates: u64,
+    /// Documents dropped by a filter, by rule (`quality:symbol_ratio`).
+    #[serde(default)]
+    pub filtered: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
