@@ -273,4 +273,17 @@ fn prose_gets_its_language_and_lang_keeps_only_those_asked_for() {
     assert_eq!(m["totals"]["filtered"]["lang:de"].as_u64(), Some(1));
     let kept: Vec<String> = decoded(&only_en).into_keys().collect();
     assert_eq!(kept, ["a-en.md", "c.py"]);
+
+    // Keeping languages without identifying them would keep everything: refused.
+    let o = mamba(&[
+        "ingest",
+        s(&data),
+        s(&tmp.path().join("x")),
+        "--lang",
+        "en",
+        "--lang-id",
+        "off",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --lang-id on"));
 }

@@ -53,7 +53,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let opts = IngestOptions {
-        stages: stage_options(args.read, inputs, out.clone(), select),
+        stages: stage_options(args.read, inputs, out.clone(), select)?,
         out: out.clone(),
         tokenizer,
         val_fraction: args.val_fraction,
@@ -101,19 +101,26 @@ fn finish(summary: ingest::Summary, out: &Path, strict: bool) -> anyhow::Result<
     })
 }
 
-/// How the stages read `inputs` (shared with `tokenizer train`).
+/// How the stages read `inputs` (shared with `tokenizer train`); flags that contradict each
+/// other are a usage error.
 pub fn stage_options(
     read: ReadArgs,
     inputs: Vec<PathBuf>,
     exclude: PathBuf,
     select: Select,
-) -> StageOptions {
+) -> anyhow::Result<StageOptions> {
+    if !read.lang_id && !read.lang.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "--lang {} keeps prose by its identified language: it needs --lang-id on",
+            read.lang.join(",")
+        )));
+    }
     let threads = read
         .threads
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let file_timeout = std::time::Duration::from_secs_f64(read.file_timeout);
-    StageOptions {
+    Ok(StageOptions {
         inputs,
         select,
         exclude,
@@ -142,7 +149,7 @@ pub fn stage_options(
             lang_id: read.lang_id,
             langs: read.lang,
         },
-    }
+    })
 }
 
 /// The part of a Slurm array job's task (`--array=1-8` gives parts 1/8 .. 8/8), when this

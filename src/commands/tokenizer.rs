@@ -27,7 +27,7 @@ fn train(args: TokenizerTrainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let started = std::time::Instant::now();
-    let mut stages = stage_options(args.read, args.inputs, args.out.clone(), Select::All);
+    let mut stages = stage_options(args.read, args.inputs, args.out.clone(), Select::All)?;
     if let Some(mb) = args.sample_mb {
         stages.select = ingest::sample(&stages, mb << 20);
     }
