@@ -107,10 +107,10 @@ impl FastStep {
     pub(super) fn new(model: &MambaLM, int8: bool) -> Result<FastStep> {
         let c = model.config();
         let tied = c.tie_embeddings;
-        // The embedding (and an untied head) are read a row at a time or as the head's product:
-        // 8-bit like the projections; a tied head is the embedding's copy.
+        // The embedding (and an untied head) are 8-bit like the projections; a tied head reads
+        // the embedding's copy.
         let mut outer = vec![
-            ("embedding", &model.embedding, Init::Linear),
+            ("embedding", &model.embedding, Init::Embedding),
             ("norm_f", &model.norm_f, Init::Ones),
         ];
         if !tied {

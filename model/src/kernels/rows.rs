@@ -58,7 +58,7 @@ impl Scratch {
 }
 
 /// A layer's weights as its step reads them: its own tensors (contiguous f32 or bf16, read in
-/// place each step) by name, and with 8-bit weights a copy of each projection, read instead.
+/// place each step) by name, and with 8-bit weights a copy of each matrix, read instead.
 pub(crate) struct Weights {
     names: Vec<&'static str>,
     tensors: Vec<Tensor>,
@@ -73,13 +73,13 @@ pub(crate) struct Mats<'a> {
 
 impl Weights {
     /// The tensors of a parameter table (name, tensor, initialisation); with `int8`, 8-bit
-    /// copies of its projections.
+    /// copies of its matrices.
     pub(crate) fn new(named: Vec<(&'static str, &Tensor, Init)>, int8: bool) -> Result<Weights> {
         let (mut names, mut tensors, mut q8) = (vec![], vec![], vec![]);
         for (name, t, init) in named {
             // Row-major as the step reads them (a no-op for weights as loaded or trained).
             let t = t.contiguous()?;
-            q8.push(match int8 && init.is_projection() {
+            q8.push(match int8 && init.is_matrix() {
                 true => {
                     let (rows, cols) = t.dims2()?;
                     Some(Q8::new(Mat::of(&read_cpu(&t, "decode"))?, rows, cols))

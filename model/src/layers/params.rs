@@ -4,7 +4,7 @@
 //! CPU fast step all read the same table.
 
 /// How a parameter is initialised (mamba_ssm's `_init_weights` and each mixer's own init, see
-/// [`crate::init`]); it also tells the projections apart, which generation may hold in bf16 or
+/// [`crate::init`]); it also tells the matrices apart, which generation may hold in bf16 or
 /// 8 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Init {
@@ -29,10 +29,14 @@ pub enum Init {
 }
 
 impl Init {
-    /// A projection (matrix multiplied with the activations): the tensors generation may hold
-    /// in another dtype and the fast step may read in 8 bits.
-    pub fn is_projection(self) -> bool {
-        matches!(self, Init::Linear | Init::OutProj | Init::DtProj)
+    /// A matrix the activations are multiplied with or looked up in (the projections and the
+    /// embedding): the tensors generation may hold in another dtype and the fast step may read
+    /// in 8 bits.
+    pub fn is_matrix(self) -> bool {
+        matches!(
+            self,
+            Init::Embedding | Init::Linear | Init::OutProj | Init::DtProj
+        )
     }
 }
 
@@ -103,7 +107,7 @@ macro_rules! param_table {
             }
 
             /// Every parameter through `f`, which is told how it is initialised (and so
-            /// whether it is a projection).
+            /// whether it is a matrix).
             pub fn map(
                 &self,
                 mut f: impl FnMut(

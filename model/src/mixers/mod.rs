@@ -52,7 +52,7 @@ impl Mixer {
     }
 
     /// The same mixer with every parameter through `f`, which is told how the parameter is
-    /// initialised (and so whether it is a projection).
+    /// initialised (and so whether it is a matrix).
     pub fn map(&self, f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mixer> {
         Ok(match self {
             Mixer::Mamba1(m) => Mixer::Mamba1(m.map(f)?),
@@ -71,7 +71,7 @@ impl Mixer {
     /// Consumes the mixer: this layer's f32 projections live until the end of the call, one
     /// layer's worth, not the model's.
     pub fn into_weight_dtype(self, dtype: DType) -> Result<Mixer> {
-        self.map(|t, init| match init.is_projection() {
+        self.map(|t, init| match init.is_matrix() {
             true => Ok(t.detach().to_dtype(dtype)?.detach()),
             false => Ok(t.detach()),
         })
