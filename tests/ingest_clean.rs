@@ -105,6 +105,15 @@ fn planted_secrets_are_gone_and_near_misses_stay() {
         shown.contains("redacted: ") && shown.contains("secret:aws_access_key 1"),
         "{shown}"
     );
+    let page = tmp.path().join("report.html");
+    ok(&mamba(&["inspect", s(&out), "--html", s(&page)]));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("Cleaned: 0 near-duplicate documents dropped")
+            && html.contains("Redacted")
+            && html.contains("secret:aws_access_key 1"),
+        "{html}"
+    );
 
     // Turned off, every planted value is in the shards: the decoding above can see them.
     let kept = tmp.path().join("kept");
