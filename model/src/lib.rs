@@ -39,6 +39,7 @@ pub mod init;
 pub mod io;
 pub mod kernels;
 pub mod layers;
+pub mod lora;
 pub mod loss;
 pub mod mixers;
 pub mod model;

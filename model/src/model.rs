@@ -202,6 +202,46 @@ impl MambaLM {
         }
     }
 
+    /// The same weights (no copy) with `adapters` on the mixers' projections: the model a
+    /// LoRA run trains (its loss; generation merges the adapters instead, see
+    /// [`MambaLM::merge_adapters`]).
+    pub fn with_adapters(&self, adapters: &crate::lora::Adapters) -> MambaLM {
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Block {
+                norm: l.norm.clone(),
+                mixer: l.mixer.with_lora(adapters.layer(&self.cfg, i)),
+            })
+            .collect();
+        MambaLM {
+            layers,
+            ..self.clone()
+        }
+    }
+
+    /// The model with `adapters` merged into its weights, W + s B A, each in its own dtype
+    /// (PEFT's `merge_and_unload`); detached.
+    pub fn merge_adapters(&self, adapters: &crate::lora::Adapters) -> Result<MambaLM> {
+        let mut out = self.detach();
+        for (i, layer) in out.layers.iter_mut().enumerate() {
+            let names: Vec<&'static str> =
+                layer.mixer.named().into_iter().map(|(n, _)| n).collect();
+            let mut k = 0;
+            // `map` visits the parameters in the order of `named`.
+            layer.mixer = layer.mixer.map(|t, _| {
+                let module = names[k].strip_suffix(".weight").unwrap_or(names[k]);
+                k += 1;
+                match adapters.delta(i, module)? {
+                    Some(d) => (t.to_dtype(DType::F32)? + d)?.to_dtype(t.dtype()),
+                    None => Ok(t.clone()),
+                }
+            })?;
+        }
+        Ok(out)
+    }
+
     /// The model for generation with its matrices (embedding, head, the four projections of
     /// every mixer) held in `dtype` (bf16: half the bytes each decode step reads), the rest in
     /// f32; computation stays f32, each matrix cast as it is used. Consumes the model so that

@@ -4,5 +4,6 @@
 pub mod config;
 pub mod gguf;
 pub mod mapped;
+pub mod peft;
 pub mod safetensors;
 pub mod weights;

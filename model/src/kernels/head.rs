@@ -11,12 +11,13 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::scan::exp_sub_inplace;
-use crate::layers::linear::matmul_xwt;
+use crate::layers::linear::{f32_weight, matmul_xwt, weight_for_backward};
 
 /// Negative log-likelihood per position, (N), of `targets` (N) u32 under logits
 /// `h (N, d) @ emb (V, d)^T`; `None` off the CPU or outside f32 (use the logits path there).
 pub(crate) fn head_nll(h: &Tensor, emb: &Tensor, targets: &Tensor) -> Result<Option<Tensor>> {
-    if !(h.device().is_cpu() && h.dtype() == DType::F32 && emb.dtype() == DType::F32) {
+    let half = matches!(emb.dtype(), DType::BF16 | DType::F16);
+    if !(h.device().is_cpu() && h.dtype() == DType::F32 && (emb.dtype() == DType::F32 || half)) {
         return Ok(None);
     }
     let (v, d) = emb.dims2()?;
@@ -70,7 +71,8 @@ impl CustomOp2 for HeadNll {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (logits, n, v) = matmul_xwt(s1, l1, s2, l2)?;
+        let (s2, l2) = f32_weight(s2, l2)?;
+        let (logits, n, v) = matmul_xwt(s1, l1, &s2, &l2)?;
         let CpuStorage::F32(logits) = logits else {
             candle_core::bail!("cross_entropy: logits are not f32")
         };
@@ -96,7 +98,7 @@ impl CustomOp2 for HeadNll {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (h, emb) = (h.detach(), emb.detach());
+        let (h, (emb, trained)) = (h.detach(), weight_for_backward(emb)?);
         let (v, _) = emb.dims2()?;
         let n = h.dim(0)?;
         let stashed = self.logits.lock().ok().and_then(|mut s| s.take());
@@ -123,8 +125,11 @@ impl CustomOp2 for HeadNll {
             });
         let dlogits = Tensor::from_vec(logits, (n, v), h.device())?;
         let dh = dlogits.matmul(&emb)?;
-        let demb = dlogits.t()?.matmul(&h)?;
-        Ok((Some(dh), Some(demb)))
+        let demb = match trained {
+            true => Some(dlogits.t()?.matmul(&h)?),
+            false => None,
+        };
+        Ok((Some(dh), demb))
     }
 }
 

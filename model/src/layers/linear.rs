@@ -6,10 +6,12 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-/// x @ w^T for x (.., k) and w (n, k) f32 on the CPU, as one op; `None` if the inputs are not
-/// of that kind (the caller falls back to basic ops).
+/// x @ w^T for x (.., k) f32 and w (n, k) f32, bf16 or f16 on the CPU, as one op; `None` if
+/// the inputs are not of that kind (the caller falls back to basic ops). A half-precision
+/// weight is widened inside the op, forward and backward alike, so no f32 copy of it outlives
+/// the product (a frozen bf16 base under adapters).
 pub(crate) fn linear_fused(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    if !(x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32) {
+    if !(x.device().is_cpu() && x.dtype() == DType::F32 && is_float_weight(w.dtype())) {
         return Ok(None);
     }
     let (n, k) = w.dims2()?;
@@ -17,6 +19,31 @@ pub(crate) fn linear_fused(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         candle_core::bail!("linear: input {:?} for weight {:?}", x.dims(), [n, k])
     }
     Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, LinearOp)?))
+}
+
+fn is_float_weight(dt: DType) -> bool {
+    matches!(dt, DType::F32 | DType::BF16 | DType::F16)
+}
+
+/// A weight's storage and layout as f32: itself, or a widened contiguous copy.
+pub(crate) fn f32_weight<'a>(
+    s: &'a CpuStorage,
+    l: &'a Layout,
+) -> Result<(std::borrow::Cow<'a, CpuStorage>, Layout)> {
+    match s {
+        CpuStorage::F32(_) => Ok((std::borrow::Cow::Borrowed(s), l.clone())),
+        _ => Ok((
+            std::borrow::Cow::Owned(s.to_dtype(l, DType::F32)?),
+            Layout::contiguous(l.shape()),
+        )),
+    }
+}
+
+/// The gradient of `x @ w^T` with respect to `w` when `w` is trained (`None` for a frozen
+/// weight, which is not a variable: nothing would read it), and the weight in f32 for the
+/// gradient of `x`.
+pub(crate) fn weight_for_backward(w: &Tensor) -> Result<(Tensor, bool)> {
+    Ok((w.detach().to_dtype(DType::F32)?, w.track_op()))
 }
 
 /// Layouts of the 2-d product `x (m, k) @ w^T (k, n)` over the storages' own offsets.
@@ -50,7 +77,8 @@ impl CustomOp2 for LinearOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (out, _, n) = matmul_xwt(s1, l1, s2, l2)?;
+        let (s2, l2) = f32_weight(s2, l2)?;
+        let (out, _, n) = matmul_xwt(s1, l1, &s2, &l2)?;
         let mut dims = l1.shape().dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = n;
@@ -65,13 +93,16 @@ impl CustomOp2 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (x, w) = (x.detach(), w.detach());
+        let (x, (w, trained)) = (x.detach(), weight_for_backward(w)?);
         let (n, k) = w.dims2()?;
         let m = x.elem_count() / k.max(1);
         let g = grad.contiguous()?.reshape((m, n))?;
         let dx = g.matmul(&w)?.reshape(x.shape())?;
-        let dw = g.t()?.matmul(&x.reshape((m, k))?)?;
-        Ok((Some(dx), Some(dw)))
+        let dw = match trained {
+            true => Some(g.t()?.matmul(&x.reshape((m, k))?)?),
+            false => None,
+        };
+        Ok((Some(dx), dw))
     }
 }
 

@@ -56,11 +56,11 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 /// On the CPU in f32 this is one autograd node (see [`crate::layers::linear`]). Weights held
 /// in another dtype than x (bf16 for generation) are cast to x's for the product.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if w.dtype() != x.dtype() {
-        return linear(x, &w.to_dtype(x.dtype())?);
-    }
     if let Some(y) = crate::layers::linear::linear_fused(x, w)? {
         return Ok(y);
+    }
+    if w.dtype() != x.dtype() {
+        return linear(x, &w.to_dtype(x.dtype())?);
     }
     let dims = x.dims();
     let k = dims[dims.len() - 1];

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::config::{Config, LayerKind};
 use crate::kernels::rows::FastMixer;
 use crate::layers::params::{Init, Param};
+use crate::lora::Lora;
 pub use mamba1::Mamba1;
 pub use mamba2::Mamba2;
 pub use state::MixerState;
@@ -49,6 +50,13 @@ impl Mixer {
     /// The parameters with their names (below `...mixer.`), in the order of the kind's table.
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
         each!(self, m => m.p.named())
+    }
+
+    /// The same parameters with adapters on its projections (see [`crate::lora`]).
+    pub fn with_lora(&self, lora: Lora) -> Mixer {
+        let mut m = self.clone();
+        each!(&mut m, m => m.lora = lora);
+        m
     }
 
     /// The same mixer with every parameter through `f`, which is told how the parameter is

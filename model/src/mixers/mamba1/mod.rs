@@ -20,8 +20,9 @@ use super::state::MixerState;
 use crate::config::Config;
 use crate::kernels::scan::{selective_scan, selective_scan_with_state, ScanOptions};
 use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
-use crate::layers::ops::{linear, linear_in};
+use crate::layers::ops::linear;
 use crate::layers::params::param_table;
+use crate::lora::Lora;
 use fused::{fused_ssm, SelectiveSsm};
 
 param_table! {
@@ -43,6 +44,8 @@ param_table! {
 #[derive(Clone, Debug)]
 pub struct Mamba1 {
     pub(crate) p: Params,
+    /// Adapters on its projections (none unless training with LoRA).
+    pub(crate) lora: Lora,
     pub(crate) d_inner: usize,
     pub(crate) d_state: usize,
     pub(crate) dt_rank: usize,
@@ -124,6 +127,7 @@ impl Mamba1 {
     fn over(p: Params, cfg: &Config) -> Mamba1 {
         Mamba1 {
             p,
+            lora: Lora::default(),
             d_inner: cfg.d_inner(),
             d_state: cfg.d_state,
             dt_rank: cfg.dt_rank(),
@@ -137,6 +141,7 @@ impl Mamba1 {
     ) -> Result<Mamba1> {
         Ok(Mamba1 {
             p: self.p.map(f)?,
+            lora: self.lora.clone(),
             ..*self
         })
     }
@@ -176,17 +181,19 @@ impl Mamba1 {
     /// x and z of `h` (b, l, d_model), each (b, l, di). Two matmuls instead of one plus narrow:
     /// x and z come out contiguous and their gradients need no zero-padding.
     fn in_proj(&self, h: &Tensor, dt: DType) -> Result<(Tensor, Tensor)> {
-        let di = self.d_inner;
-        let x = linear_in(h, &self.p.in_proj.narrow(0, 0, di)?, dt)?;
-        let z = linear_in(h, &self.p.in_proj.narrow(0, di, di)?, dt)?;
+        let (di, w) = (self.d_inner, &self.p.in_proj);
+        let x = self.lora.linear_rows("in_proj", h, w, Some((0, di)), dt)?;
+        let z = self.lora.linear_rows("in_proj", h, w, Some((di, di)), dt)?;
         Ok((x, z))
     }
 
     /// The scan's input-dependent parameters of u (b, l, di): (delta before its bias, B, C).
     fn selection(&self, u: &Tensor, dt: DType) -> Result<(Tensor, Tensor, Tensor)> {
         let (n, r) = (self.d_state, self.dt_rank);
-        let xdbl = linear_in(u, &self.p.x_proj, dt)?;
-        let delta = linear_in(&xdbl.narrow(2, 0, r)?, &self.p.dt_proj_w, dt)?;
+        let xdbl = self.lora.linear("x_proj", u, &self.p.x_proj, dt)?;
+        let delta = self
+            .lora
+            .linear("dt_proj", &xdbl.narrow(2, 0, r)?, &self.p.dt_proj_w, dt)?;
         let b = xdbl.narrow(2, r, n)?.contiguous()?;
         let c = xdbl.narrow(2, r + n, n)?.contiguous()?;
         Ok((delta, b, c))
@@ -209,16 +216,27 @@ impl Mamba1 {
     pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
         let (x, z) = self.in_proj(h, dt)?;
         let u = causal_conv1d_silu(&x, &self.p.conv_w, &self.p.conv_b, resets)?;
-        // On the CPU in f32 the whole SSM path is one op (see [`fused`]).
+        // On the CPU in f32 the whole SSM path is one op (see [`fused`]); it takes x_proj and
+        // dt_proj whole, so their adapters are merged in, unless their input is dropped out.
+        let whole = !self.lora.drops("x_proj") && !self.lora.drops("dt_proj");
         let fused = match dt {
-            DType::F32 => fused_ssm(&u, &z, &self.ssm_weights(), resets)?,
+            DType::F32 if whole => {
+                let x_proj = self.lora.merged("x_proj", &self.p.x_proj)?;
+                let dt_proj_w = self.lora.merged("dt_proj", &self.p.dt_proj_w)?;
+                let w = SelectiveSsm {
+                    x_proj: &x_proj,
+                    dt_proj_w: &dt_proj_w,
+                    ..self.ssm_weights()
+                };
+                fused_ssm(&u, &z, &w, resets)?
+            }
             _ => None,
         };
         let y = match fused {
             Some(y) => y,
             None => self.ssm_ops(&u, &z, resets, dt)?,
         };
-        linear_in(&y, &self.p.out_proj, dt)
+        self.lora.linear("out_proj", &y, &self.p.out_proj, dt)
     }
 
     /// The SSM path from separate ops: selection, then the selective scan gated by silu(z).

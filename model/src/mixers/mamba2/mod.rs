@@ -25,8 +25,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
 use crate::layers::norm::rms_norm;
-use crate::layers::ops::{linear, linear_in, softplus};
+use crate::layers::ops::{linear, softplus};
 use crate::layers::params::{param_table, Init};
+use crate::lora::Lora;
 
 pub mod passing;
 pub mod ssd;
@@ -104,6 +105,8 @@ param_table! {
 #[derive(Clone, Debug)]
 pub struct Mamba2 {
     pub(crate) p: Params,
+    /// Adapters on its projections (none unless training with LoRA).
+    pub(crate) lora: Lora,
     pub(crate) dims: Dims,
 }
 
@@ -239,6 +242,7 @@ impl Mamba2 {
     pub fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
         Ok(Mamba2 {
             p: Params::read(cfg, vb)?,
+            lora: Lora::default(),
             dims: Dims::of(cfg),
         })
     }
@@ -247,6 +251,7 @@ impl Mamba2 {
     pub fn map(&self, f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mamba2> {
         Ok(Mamba2 {
             p: self.p.map(f)?,
+            lora: self.lora.clone(),
             dims: self.dims,
         })
     }
@@ -292,7 +297,7 @@ impl Mamba2 {
     ) -> Result<(Tensor, Option<MixerState>)> {
         let (b, l, _) = h.dims3()?;
         let (di, hn, p, g, n) = self.dims.sizes();
-        let zxbcdt = linear_in(h, &self.p.in_proj, compute)?;
+        let zxbcdt = self.lora.linear("in_proj", h, &self.p.in_proj, compute)?;
         let z = zxbcdt.narrow(2, 0, di)?;
         let xbc = zxbcdt.narrow(2, di, self.dims.conv_dim())?.contiguous()?;
         let dt = zxbcdt.narrow(2, di + self.dims.conv_dim(), hn)?;
@@ -324,7 +329,10 @@ impl Mamba2 {
             (Some(conv), Some(ssm)) => Some(MixerState { conv, ssm }),
             _ => None,
         };
-        Ok((linear_in(&y, &self.p.out_proj, compute)?, state))
+        let out = self
+            .lora
+            .linear("out_proj", &y, &self.p.out_proj, compute)?;
+        Ok((out, state))
     }
 
     /// One position of each sequence in recurrent form: h (b, d_model) normalised input ->

@@ -1,0 +1,359 @@
+//! Low-rank adapters (Hu et al. 2021, "LoRA"; PEFT's `LoraModel`). A frozen projection W gets a
+//! trained update of rank r:
+//!
+//! ```text
+//! y = x W^T + s * dropout(x) A^T B^T        A (r, in) ~ U(+-1/sqrt(in)), B (out, r) = 0
+//! s = alpha / r    (alpha / sqrt(r) with rsLoRA)
+//! ```
+//!
+//! so training starts from the base model's function. The adapters are held under PEFT's
+//! names (`base_model.model.<module>.lora_A.weight`), so a saved adapter is PEFT's
+//! `adapter_model.safetensors` as it is, and PEFT's adapters load here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::config::Config;
+use crate::layers::ops::linear_in;
+use crate::layers::params::Init;
+use crate::rng::SplitMix64;
+
+/// What to adapt and how: the rank, alpha, dropout and target modules (short names matched
+/// against each layer's projections, as PEFT's `target_modules`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<String>,
+    /// rsLoRA's scale alpha / sqrt(r) instead of alpha / r (read from PEFT's configs).
+    pub rslora: bool,
+}
+
+impl LoraConfig {
+    /// The factor of B A.
+    pub fn scale(&self) -> f64 {
+        match self.rslora {
+            true => self.alpha / (self.rank as f64).sqrt(),
+            false => self.alpha / self.rank as f64,
+        }
+    }
+}
+
+/// The projections a LoRA adapter can target in a layer of `cfg`: every 2-d matrix of its
+/// kind's table except the embedding, by module name ("in_proj"), in table order.
+pub fn projections(cfg: &Config, layer: usize) -> Vec<(&'static str, [usize; 2])> {
+    cfg.layers[layer]
+        .table(cfg)
+        .into_iter()
+        .filter(|p| p.init.is_matrix() && p.init != Init::Embedding && p.shape.len() == 2)
+        .map(|p| (module_of(p.name), [p.shape[0], p.shape[1]]))
+        .collect()
+}
+
+fn module_of(param: &'static str) -> &'static str {
+    param.strip_suffix(".weight").unwrap_or(param)
+}
+
+/// Every projection name some layer of `cfg` has, for messages and the default targets.
+pub fn all_projections(cfg: &Config) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for i in 0..cfg.n_layer() {
+        for (m, _) in projections(cfg, i) {
+            if !names.contains(&m) {
+                names.push(m);
+            }
+        }
+    }
+    names
+}
+
+/// PEFT's name of adapter `ab` ("A" or "B") of `module` in layer `i`.
+pub fn peft_name(i: usize, module: &str, ab: &str) -> String {
+    format!("base_model.model.backbone.layers.{i}.mixer.{module}.lora_{ab}.weight")
+}
+
+/// One adapted projection: A (r, in), B (out, r).
+#[derive(Clone, Debug)]
+pub struct Adapter {
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+/// Dropout on the adapters' input, seeded so a run is repeatable: the mask of a projection is
+/// a function of (the step's seed, layer, projection), so a recomputed forward (gradient
+/// checkpointing) draws the same mask, and `u64::MAX` (eval, generation) turns it off.
+#[derive(Clone, Debug)]
+struct Dropout {
+    p: f64,
+    seed: Arc<AtomicU64>,
+    layer: usize,
+}
+
+const DROPOUT_OFF: u64 = u64::MAX;
+
+impl Dropout {
+    fn apply(&self, x: &Tensor, module: &str) -> Result<Tensor> {
+        let seed = self.seed.load(Ordering::Relaxed);
+        if seed == DROPOUT_OFF || self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let module = module.bytes().fold(0u64, |h, c| (h << 8) ^ c as u64);
+        let mut rng = SplitMix64::derive(seed, &[self.layer as u64, module]);
+        let keep = 1.0 - self.p;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| match rng.uniform() < keep {
+                true => (1.0 / keep) as f32,
+                false => 0.0,
+            })
+            .collect();
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+}
+
+/// The adapters of one mixer, by module name ("in_proj"); empty for a plain model.
+#[derive(Clone, Debug, Default)]
+pub struct Lora {
+    adapters: Vec<(&'static str, Adapter)>,
+    scale: f64,
+    dropout: Option<Dropout>,
+}
+
+impl Lora {
+    fn get(&self, module: &str) -> Option<&Adapter> {
+        self.adapters
+            .iter()
+            .find_map(|(m, a)| (*m == module).then_some(a))
+    }
+
+    /// Whether `module` has an adapter whose input is dropped out now (the mixer's fused ops,
+    /// which take the weight whole, cannot do that).
+    pub(crate) fn drops(&self, module: &str) -> bool {
+        let active = self
+            .dropout
+            .as_ref()
+            .is_some_and(|d| d.p > 0.0 && d.seed.load(Ordering::Relaxed) != DROPOUT_OFF);
+        active && self.get(module).is_some()
+    }
+
+    /// x @ w^T plus the adapter of `module`, if any, computed in `dt`.
+    pub(crate) fn linear(&self, module: &str, x: &Tensor, w: &Tensor, dt: DType) -> Result<Tensor> {
+        self.linear_rows(module, x, w, None, dt)
+    }
+
+    /// x @ w[rows]^T plus rows `rows` (start, len) of the adapter's output (Mamba-1 computes
+    /// in_proj's x and z halves apart); `None`: all rows.
+    pub(crate) fn linear_rows(
+        &self,
+        module: &str,
+        x: &Tensor,
+        w: &Tensor,
+        rows: Option<(usize, usize)>,
+        dt: DType,
+    ) -> Result<Tensor> {
+        let part = |t: &Tensor| match rows {
+            Some((start, len)) => t.narrow(0, start, len),
+            None => Ok(t.clone()),
+        };
+        let y = linear_in(x, &part(w)?, dt)?;
+        let Some(ad) = self.get(module) else {
+            return Ok(y);
+        };
+        let x = match &self.dropout {
+            Some(d) => d.apply(x, module)?,
+            None => x.clone(),
+        };
+        let down = linear_in(&x, &ad.a, dt)?;
+        y + (linear_in(&down, &part(&ad.b)?, dt)? * self.scale)?
+    }
+
+    /// w + s B A in f32, for an op that takes the weight whole (Mamba-1's fused selective
+    /// SSM); w as f32 when `module` has no adapter. Differentiable in A and B.
+    pub(crate) fn merged(&self, module: &str, w: &Tensor) -> Result<Tensor> {
+        let w = w.detach().to_dtype(DType::F32)?;
+        match self.get(module) {
+            Some(ad) => w + (ad.b.matmul(&ad.a)? * self.scale)?,
+            None => Ok(w),
+        }
+    }
+}
+
+/// A model's adapters: the configuration, A and B of every adapted projection under PEFT's
+/// names, and the dropout seed the trainer sets per micro-batch.
+#[derive(Clone, Debug)]
+pub struct Adapters {
+    pub cfg: LoraConfig,
+    /// PEFT name -> tensor (the VarMap's variables while training).
+    tensors: BTreeMap<String, Tensor>,
+    seed: Arc<AtomicU64>,
+}
+
+impl Adapters {
+    /// Fresh adapters for the targets of `lcfg` in every layer of `model` that has them:
+    /// A ~ U(+-1/sqrt(in)) (PEFT's kaiming-uniform with a = sqrt(5)), B = 0; deterministic
+    /// for a `seed`. The VarMap holds A and B as variables under PEFT's names.
+    pub fn init(
+        model: &Config,
+        lcfg: &LoraConfig,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<(Self, VarMap)> {
+        check_targets(model, lcfg)?;
+        let varmap = VarMap::new();
+        let mut tensors = BTreeMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("adapter variables poisoned".into()))?;
+            for i in 0..model.n_layer() {
+                for (module, [out, inp]) in projections(model, i) {
+                    if !lcfg.targets.iter().any(|t| t == module) {
+                        continue;
+                    }
+                    let bound = 1.0 / (inp as f64).sqrt();
+                    let mut rng = SplitMix64::for_tensor(seed, &peft_name(i, module, "A"));
+                    let a: Vec<f32> = (0..lcfg.rank * inp)
+                        .map(|_| rng.uniform_in(-bound, bound) as f32)
+                        .collect();
+                    let a = Var::from_tensor(&Tensor::from_vec(a, (lcfg.rank, inp), dev)?)?;
+                    let b = Var::zeros((out, lcfg.rank), DType::F32, dev)?;
+                    for (ab, v) in [("A", a), ("B", b)] {
+                        let name = peft_name(i, module, ab);
+                        tensors.insert(name.clone(), v.as_tensor().clone());
+                        data.insert(name, v);
+                    }
+                }
+            }
+        }
+        Ok((Adapters::of(lcfg.clone(), tensors), varmap))
+    }
+
+    /// Adapters over `tensors` (PEFT names), checked against `model`: every target's A and B
+    /// present with their shapes, nothing else.
+    pub fn from_tensors(
+        model: &Config,
+        lcfg: LoraConfig,
+        mut tensors: BTreeMap<String, Tensor>,
+    ) -> Result<Self> {
+        check_targets(model, &lcfg)?;
+        let mut kept = BTreeMap::new();
+        for i in 0..model.n_layer() {
+            for (module, [out, inp]) in projections(model, i) {
+                if !lcfg.targets.iter().any(|t| t == module) {
+                    continue;
+                }
+                for (ab, shape) in [("A", [lcfg.rank, inp]), ("B", [out, lcfg.rank])] {
+                    let name = peft_name(i, module, ab);
+                    let t = tensors.remove(&name).ok_or_else(|| {
+                        candle_core::Error::Msg(format!("the adapter has no tensor {name}"))
+                    })?;
+                    if t.dims() != shape {
+                        candle_core::bail!(
+                            "adapter tensor {name} has shape {:?}, the model needs {shape:?}",
+                            t.dims()
+                        )
+                    }
+                    kept.insert(name, t.to_dtype(DType::F32)?);
+                }
+            }
+        }
+        if let Some(extra) = tensors.keys().next() {
+            candle_core::bail!(
+                "adapter tensor {extra} adapts nothing in this model ({} more unknown)",
+                tensors.len() - 1
+            )
+        }
+        Ok(Adapters::of(lcfg, kept))
+    }
+
+    fn of(cfg: LoraConfig, tensors: BTreeMap<String, Tensor>) -> Adapters {
+        Adapters {
+            cfg,
+            tensors,
+            seed: Arc::new(AtomicU64::new(DROPOUT_OFF)),
+        }
+    }
+
+    /// Every A and B under PEFT's names.
+    pub fn named(&self) -> &BTreeMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// Number of adapter parameters.
+    pub fn num_params(&self) -> usize {
+        self.tensors.values().map(|t| t.elem_count()).sum()
+    }
+
+    /// Dropout draws its masks from `seed` from now on (a training micro-batch); `None`
+    /// turns it off (eval).
+    pub fn set_dropout_seed(&self, seed: Option<u64>) {
+        let s = seed.map_or(DROPOUT_OFF, |s| s.min(DROPOUT_OFF - 1));
+        self.seed.store(s, Ordering::Relaxed);
+    }
+
+    /// The adapters of layer `i`, for its mixer.
+    pub(crate) fn layer(&self, model: &Config, i: usize) -> Lora {
+        let adapters = projections(model, i)
+            .into_iter()
+            .filter_map(|(module, _)| {
+                let a = self.tensors.get(&peft_name(i, module, "A"))?;
+                let b = self.tensors.get(&peft_name(i, module, "B"))?;
+                Some((
+                    module,
+                    Adapter {
+                        a: a.clone(),
+                        b: b.clone(),
+                    },
+                ))
+            })
+            .collect();
+        Lora {
+            adapters,
+            scale: self.cfg.scale(),
+            dropout: (self.cfg.dropout > 0.0).then(|| Dropout {
+                p: self.cfg.dropout,
+                seed: self.seed.clone(),
+                layer: i,
+            }),
+        }
+    }
+
+    /// s B A of `module` in layer `i` (out, in), f32, if adapted.
+    pub fn delta(&self, i: usize, module: &str) -> Result<Option<Tensor>> {
+        let (Some(a), Some(b)) = (
+            self.tensors.get(&peft_name(i, module, "A")),
+            self.tensors.get(&peft_name(i, module, "B")),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some((b.matmul(a)? * self.cfg.scale())?))
+    }
+}
+
+/// Every target names a projection of some layer, and the rank and dropout make sense.
+fn check_targets(model: &Config, lcfg: &LoraConfig) -> Result<()> {
+    let known = all_projections(model);
+    if lcfg.rank == 0 {
+        candle_core::bail!("the LoRA rank must be at least 1")
+    }
+    if !(0.0..1.0).contains(&lcfg.dropout) {
+        candle_core::bail!("the LoRA dropout must be in [0, 1), not {}", lcfg.dropout)
+    }
+    if lcfg.targets.is_empty() {
+        candle_core::bail!("no LoRA targets; this model has {}", known.join(", "))
+    }
+    for t in &lcfg.targets {
+        if !known.contains(&t.as_str()) {
+            candle_core::bail!(
+                "LoRA target {t:?} is no projection of this model; it has {}",
+                known.join(", ")
+            )
+        }
+    }
+    Ok(())
+}
