@@ -64,6 +64,11 @@ pub enum Command {
         after_help = "Example:\n  mamba export checkpoints/final model.gguf\n  mamba export checkpoints/final model-q8.gguf --type q8_0\n\nThen: llama-cli -m model.gguf -p \"Hello\", or an ollama Modelfile with FROM ./model.gguf.\nThe tokenizer goes into the file: byte-level BPE tokenizers (GPT-2 and GPT-NeoX style,\nand those `mamba ingest` trains); others are refused with the reason."
     )]
     Export(ExportArgs),
+    /// Merge a LoRA adapter (PEFT's format) into its base model: a plain checkpoint
+    #[command(
+        after_help = "Example:\n  mamba merge mamba-130m-hf/ adapter/ merged/\n\nWrites W + (alpha/r) B A for every adapted projection (PEFT's merge_and_unload), in the\nbase's transformers layout with its tokenizer; generate, eval, export and transformers\nthen read OUT as any checkpoint."
+    )]
+    Merge(MergeArgs),
     /// Loss and perplexity of a checkpoint on a shard store's val split or on text
     #[command(
         after_help = "Example:\n  mamba eval --checkpoint checkpoints/final --shards shards/\n  mamba eval --checkpoint checkpoints/final --text notes/ --json"
@@ -349,6 +354,20 @@ pub struct ConvertArgs {
     /// Shard the weights past this many megabytes (10^6 bytes)
     #[arg(long, default_value_t = 5000.0, value_name = "MB")]
     pub max_shard_mb: f64,
+}
+
+/// Flags of `mamba merge`.
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The base model the adapter was trained on
+    #[arg(value_name = "BASE")]
+    pub base: PathBuf,
+    /// The adapter: adapter_config.json + adapter_model.safetensors
+    #[arg(value_name = "ADAPTER")]
+    pub adapter: PathBuf,
+    /// A new (or empty) directory for the merged model
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
 }
 
 /// Flags of `mamba export`.

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::Convert(args) => commands::convert::run(args),
         cli::Command::Export(args) => commands::export::run(args),
+        cli::Command::Merge(args) => commands::merge::run(args),
         cli::Command::Eval(args) => commands::eval::run(args),
         cli::Command::Demo(args) => commands::demo::run(args),
     };

@@ -27,21 +27,43 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             args.max_shard_mb
         )));
     }
+    check_new_dir(dst)?;
+    let (model, _) = MambaLM::load(src, &Device::Cpu).map_err(usage)?;
+    let copied = write_dir(src, dst, &model, (args.max_shard_mb * 1e6) as usize)?;
+    describe("converted", src, dst, &model, &copied);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// DST must be new or an empty directory.
+pub(super) fn check_new_dir(dst: &Path) -> anyhow::Result<()> {
     if dst.exists() && !is_empty_dir(dst) {
         return Err(usage(anyhow::anyhow!(
             "{}: exists and is not an empty directory; name a new one",
             dst.display()
         )));
     }
-    let (model, _) = MambaLM::load(src, &Device::Cpu).map_err(usage)?;
+    Ok(())
+}
+
+/// Writes `model` in transformers' layout into `dst` with `src`'s tokenizer files, under a
+/// temporary name renamed into place; returns the tokenizer files copied.
+pub(super) fn write_dir(
+    src: &Path,
+    dst: &Path,
+    model: &MambaLM,
+    shard: usize,
+) -> anyhow::Result<Vec<&'static str>> {
     let tmp = dst.with_file_name(format!(
-        ".{}.converting-{}",
+        ".{}.writing-{}",
         dst.file_name()
             .map_or("out".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
-    let shard = (args.max_shard_mb * 1e6) as usize;
-    let write = || -> anyhow::Result<Vec<&str>> {
+    let write = || -> anyhow::Result<Vec<&'static str>> {
         model.save_sharded(&tmp, shard)?;
         let mut copied = Vec::new();
         for f in TOKENIZER_FILES {
@@ -57,12 +79,16 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         std::fs::rename(&tmp, dst).with_context(|| format!("renaming into {}", dst.display()))?;
         Ok(copied)
     };
-    let copied = write().inspect_err(|_| {
+    write().inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&tmp);
-    })?;
+    })
+}
+
+/// The closing line: what was written and whether a tokenizer came along.
+pub(super) fn describe(verb: &str, src: &Path, dst: &Path, model: &MambaLM, copied: &[&str]) {
     let c = model.config();
     println!(
-        "converted {} -> {}: {} parameters, {} layers, d_model {}, vocab {} ({} rows), {} head{}",
+        "{verb} {} -> {}: {} parameters, {} layers, d_model {}, vocab {} ({} rows), {} head{}",
         src.display(),
         dst.display(),
         mamba_model::MambaLM::num_params(c),
@@ -76,9 +102,4 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             false => format!("; copied {}", copied.join(", ")),
         }
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
 }

@@ -7,6 +7,7 @@ pub mod export;
 pub mod generate;
 pub mod ingest;
 pub mod inspect;
+pub mod merge;
 pub mod model_info;
 pub mod report;
 pub mod tokenizer;
