@@ -26,5 +26,18 @@ fn main() -> mamba_model::Result<()> {
     let dir = fixtures.join("ours_mamba2");
     m2.save(&dir)?;
     println!("wrote {}", dir.display());
+    // Adapters over ours_tiny and ours_mamba2, for PEFT to load (make_lora_fixtures.py).
+    for (cfg, targets, name) in [
+        (
+            seeded::mamba1(true),
+            &["in_proj", "x_proj"][..],
+            "ours_lora_mamba1",
+        ),
+        (seeded::mamba2(), &["in_proj"][..], "ours_lora_mamba2"),
+    ] {
+        let dir = fixtures.join(name);
+        mamba_model::io::peft::save(&dir, &seeded::lora(&cfg, targets), "base")?;
+        println!("wrote {}", dir.display());
+    }
     Ok(())
 }

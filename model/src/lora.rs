@@ -172,12 +172,12 @@ impl Lora {
     }
 
     /// w + s B A in f32, for an op that takes the weight whole (Mamba-1's fused selective
-    /// SSM); w as f32 when `module` has no adapter. Differentiable in A and B.
+    /// SSM), differentiable in A and B only (the base under an adapter is frozen); w itself
+    /// (as f32) when `module` has no adapter.
     pub(crate) fn merged(&self, module: &str, w: &Tensor) -> Result<Tensor> {
-        let w = w.detach().to_dtype(DType::F32)?;
         match self.get(module) {
-            Some(ad) => w + (ad.b.matmul(&ad.a)? * self.scale)?,
-            None => Ok(w),
+            Some(ad) => w.detach().to_dtype(DType::F32)? + (ad.b.matmul(&ad.a)? * self.scale)?,
+            None => w.to_dtype(DType::F32),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! LoRA adapters: PEFT's adapters give PEFT's logits and PEFT's merged weights (fixtures made
-//! by tests/fixtures/make_lora_fixtures.py), every target changes the loss and gets a
+//! LoRA adapters: PEFT's adapters give PEFT's logits and PEFT's merged weights, and PEFT
+//! loads ours with our logits (fixtures made by tests/fixtures/make_lora_fixtures.py), every target changes the loss and gets a
 //! gradient (the fused CPU ops apply them), a frozen bf16 base, dropout, and save/load.
 
 mod common;
@@ -68,6 +68,41 @@ fn peft_adapters_give_peft_logits_and_merged_weights() {
                 .unwrap_or_else(|| panic!("{n} not in PEFT's merge"));
             assert_close(&n, &ours, want, 1e-5, 1e-5);
         }
+    }
+}
+
+#[test]
+fn our_adapters_load_in_peft_with_our_logits() {
+    for (cfg, targets, base, name) in [
+        (
+            seeded::mamba1(true),
+            &["in_proj", "x_proj"][..],
+            "ours_tiny",
+            "mamba1",
+        ),
+        (seeded::mamba2(), &["in_proj"][..], "ours_mamba2", "mamba2"),
+    ] {
+        // Saving the seeded adapter again gives the committed files PEFT read.
+        let adapters = seeded::lora(&cfg, targets);
+        let dir = tempfile::tempdir().unwrap();
+        peft::save(dir.path(), &adapters, "base").unwrap();
+        let committed = fixtures().join(format!("ours_lora_{name}"));
+        for f in [peft::ADAPTER_CONFIG, peft::ADAPTER_WEIGHTS] {
+            let a = std::fs::read(dir.path().join(f)).unwrap();
+            let b = std::fs::read(committed.join(f)).unwrap();
+            assert!(a == b, "{name}: {f} differs from the committed fixture");
+        }
+        let (model, _) = MambaLM::load(fixtures().join(base), &Device::Cpu).unwrap();
+        let t = candle_core::safetensors::load(
+            fixtures().join(format!("ours_lora_{name}_logits.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
+        let theirs = &t["logits"];
+        let scale = vec(theirs).iter().fold(0f64, |m, x| m.max(x.abs()));
+        let ours = model.with_adapters(&adapters).forward(&ids, None).unwrap();
+        assert_close(name, &ours, theirs, 1e-4 * scale, 1e-4);
     }
 }
 

@@ -1,13 +1,16 @@
 //! Checkpoints (DESIGN.md contract): `step-000500/` and `final/`, each a transformers model
 //! directory (`model.safetensors`, `config.json`) plus `tokenizer.json`,
-//! `optimizer.safetensors` and `trainer_state.json`. A checkpoint is written into a hidden
+//! `optimizer.safetensors` and `trainer_state.json` (a LoRA run's holds PEFT's adapter files
+//! instead of the model, and its state names the base). A checkpoint is written into a hidden
 //! temporary directory and renamed into place, so a crash leaves the last good one intact.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use candle_nn::VarMap;
+use mamba_model::io::peft;
 use mamba_model::io::safetensors::Load;
+use mamba_model::lora::Adapters;
 use mamba_model::{AdamW, MambaLM};
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +68,16 @@ pub struct TrainerState {
     pub vocab_size: usize,
     pub eos_id: u32,
     pub config: TrainConfig,
+    /// The base model of a LoRA run (its `--init`): the checkpoint holds only the adapters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_base: Option<PathBuf>,
+}
+
+/// What a checkpoint holds as its weights: the whole model, or LoRA adapters in PEFT's
+/// format over the base its state names.
+pub enum Weights<'a> {
+    Model(&'a MambaLM),
+    Adapters(&'a Adapters),
 }
 
 /// A model directory opened: a checkpoint of `mamba train` or a transformers model directory.
@@ -98,18 +111,48 @@ impl Checkpoint {
         if !dir.is_dir() {
             return Err(CheckpointError::NotFound(dir.display().to_string()));
         }
-        let (model, varmap) = MambaLM::load_with(dir, device, load)?;
-        let tokenizer = Some(dir.join(TOKENIZER_FILE)).filter(|p| p.is_file());
         let state = match dir.join(STATE_FILE).exists() {
             true => Some(load_state(dir)?),
             false => None,
         };
+        let tokenizer = Some(dir.join(TOKENIZER_FILE)).filter(|p| p.is_file());
+        // A LoRA run's checkpoint: its base with the adapters merged in.
+        if let Some(base) = state.as_ref().and_then(|s| s.lora_base.clone()) {
+            let ck = Self::open_with(&base, device, load)?.with_adapter(dir, device)?;
+            return Ok(Checkpoint {
+                dir: dir.to_path_buf(),
+                tokenizer: tokenizer.or(ck.tokenizer),
+                state,
+                ..ck
+            });
+        }
+        let (model, varmap) = MambaLM::load_with(dir, device, load)?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             model,
             varmap,
             tokenizer,
             state,
+        })
+    }
+}
+
+impl Checkpoint {
+    /// The model with the LoRA adapter in `adapter` (PEFT's format) merged into its weights;
+    /// the result has no variables (for generate and eval).
+    pub fn with_adapter(
+        self,
+        adapter: &Path,
+        device: &Device,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let adapters = peft::load(adapter, self.model.config(), device)?;
+        Ok(Checkpoint {
+            model: self
+                .model
+                .merge_adapters(&adapters)
+                .map_err(mamba_model::Error::from)?,
+            varmap: VarMap::new(),
+            ..self
         })
     }
 }
@@ -123,7 +166,7 @@ pub fn step_name(step: u64) -> String {
 pub fn save(
     root: &Path,
     name: &str,
-    model: &MambaLM,
+    weights: Weights,
     opt: &AdamW,
     tokenizer: &Path,
     state: &TrainerState,
@@ -133,7 +176,13 @@ pub fn save(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    model.save(&tmp)?;
+    match weights {
+        Weights::Model(model) => model.save(&tmp)?,
+        Weights::Adapters(adapters) => {
+            let base = state.lora_base.as_deref().unwrap_or(Path::new(""));
+            peft::save(&tmp, adapters, &base.display().to_string())?
+        }
+    }
     let tok = tmp.join(TOKENIZER_FILE);
     std::fs::copy(tokenizer, &tok).map_err(io(tokenizer))?;
     opt.save(tmp.join(OPTIMIZER_FILE))?;
@@ -243,6 +292,7 @@ mod tests {
             tokenizer_sha256: "abc".into(),
             vocab_size: 32,
             eos_id: 0,
+            lora_base: None,
             config: TrainConfig::default(),
         }
     }
@@ -257,7 +307,15 @@ mod tests {
         let (model, vm) = MambaLM::init(&cfg, 0, &Device::Cpu).unwrap();
         let opt = AdamW::from_varmap(&vm, AdamWConfig::default()).unwrap();
         for step in [2, 4, 6] {
-            save(r, &step_name(step), &model, &opt, &tok, &state(step)).unwrap();
+            save(
+                r,
+                &step_name(step),
+                Weights::Model(&model),
+                &opt,
+                &tok,
+                &state(step),
+            )
+            .unwrap();
         }
         let dir = r.join("step-000004");
         for f in [
@@ -276,8 +334,8 @@ mod tests {
         std::fs::write(r.join(".step-000008.tmp/model.safetensors"), "half").unwrap();
         assert_eq!(latest(r).unwrap(), r.join("step-000006"));
         // final/ counts by its recorded step, and is replaced whole.
-        save(r, FINAL, &model, &opt, &tok, &state(7)).unwrap();
-        save(r, FINAL, &model, &opt, &tok, &state(9)).unwrap();
+        save(r, FINAL, Weights::Model(&model), &opt, &tok, &state(7)).unwrap();
+        save(r, FINAL, Weights::Model(&model), &opt, &tok, &state(9)).unwrap();
         assert_eq!(latest(r).unwrap(), r.join(FINAL));
         assert_eq!(load_state(&r.join(FINAL)).unwrap().step, 9);
         prune(r, 2).unwrap();

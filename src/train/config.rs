@@ -182,6 +182,18 @@ impl TrainConfig {
         check!(self.shuffle_buffer, 0, 1 << 20, "0..=1048576")?;
         check!(self.prefetch, 1, 1024, "1..=1024")?;
         check!(self.reader_threads, 1, 64, "1..=64")?;
+        check!(self.lora_rank, 0, 4096, "0..=4096")?;
+        check!(self.lora_dropout, 0.0, 0.99, "[0, 0.99]")?;
+        if let Some(alpha) = self.lora_alpha {
+            check("lora_alpha", alpha, 1e-6, 1e6, "(0, 1e6]")?;
+        }
+        if !["bf16", "f32"].contains(&self.lora_base_dtype.as_str()) {
+            return Err(ConfigError::Range {
+                name: "lora_base_dtype",
+                value: self.lora_base_dtype.clone(),
+                allowed: "bf16 or f32".into(),
+            });
+        }
         Ok(())
     }
 

@@ -38,6 +38,9 @@ impl Console {
                  its parts to train on all of them"
             ));
         }
+        if let Some(l) = &run.lora {
+            console.say(&l.describe(run.model.config()));
+        }
         let plan = Plan::new(cfg, step, run.train_tokens);
         for line in std::iter::once(plan.line(cfg)).chain(plan.warnings(cfg)) {
             console.say(&line);

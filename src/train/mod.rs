@@ -10,6 +10,7 @@
 //! checks) lives in [`setup`], what the run prints in [`console`], the settings in
 //! [`settings`].
 
+pub mod adapters;
 pub mod checkpoint;
 pub mod choices;
 pub mod config;
@@ -130,7 +131,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         // The gradient of the mean loss over grad_accum micro-batches.
         let (micro, epoch) = micro_batches(&run.loader, &mut snapshot, cfg.grad_accum, ranks)?;
         let o = step_options(cfg, guard.scaler.scale);
+        run.dropout(Some(st.step));
         let (loss, mut grads) = step::accumulate(&run.model, &run.vars, &micro, &o)?;
+        run.dropout(None);
         // The mean over the ranks is the loss of the global batch; every rank sees the same.
         let loss = ranks.mean(loss);
         let gnorm = match loss.is_finite() {

@@ -150,6 +150,28 @@ settings! {
     )];
     /// cpu, cuda or cuda:N
     device: DeviceSpec = DeviceSpec::Cpu, flag: String, #[arg(long)];
+    /// Train LoRA adapters of rank R on the frozen --init model instead of all its weights
+    /// (0: full fine-tuning)
+    // Checkpoints from before adapters trained every weight.
+    #[serde(default)]
+    lora_rank: usize = 0, flag: usize, #[arg(long, value_name = "R")];
+    /// LoRA's alpha: the update is scaled by alpha / R [default: R]
+    #[serde(default)]
+    lora_alpha: Option<f64> = None, flag: f64, #[arg(long, value_name = "A")];
+    /// Dropout on the adapters' input during training
+    #[serde(default)]
+    lora_dropout: f64 = 0.0, flag: f64, #[arg(long, value_name = "P")];
+    /// Projections to adapt, comma-separated (e.g. in_proj,x_proj,out_proj) [default: those
+    /// PEFT applies as we do: in_proj and x_proj (Mamba-1), in_proj (Mamba-2)]
+    #[serde(default)]
+    lora_targets: Option<String> = None, flag: String, #[arg(long, value_name = "LIST")];
+    /// Dtype the frozen base is held in under adapters: bf16 or f32 (the math stays f32)
+    #[serde(default = "bf16")]
+    lora_base_dtype: String = bf16(), flag: String, #[arg(long, value_name = "DTYPE")];
+}
+
+fn bf16() -> String {
+    "bf16".into()
 }
 
 fn one_rank() -> usize {
@@ -207,7 +229,7 @@ mod tests {
         use clap::CommandFactory;
         let defaults = serde_json::to_value(TrainConfig::default()).unwrap();
         let keys = defaults.as_object().unwrap();
-        assert_eq!(keys.len(), 30);
+        assert_eq!(keys.len(), 35);
         let cmd = Cli::command();
         let mut flagged = 0;
         for arg in cmd.get_arguments().filter(|a| a.get_id() != "help") {

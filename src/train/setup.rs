@@ -11,6 +11,7 @@ use mamba_model::{AdamW, AdamWConfig, MambaLM};
 use mamba_pipeline::shard::manifest::Manifest;
 use mamba_pipeline::shard::Split;
 
+use super::adapters;
 use super::checkpoint::{self, Checkpoint, TrainerState, OPTIMIZER_FILE, TOKENIZER_FILE};
 use super::config::{DeviceSpec, Precision, TrainConfig};
 use super::eval::EvalSet;
@@ -20,7 +21,10 @@ use super::{RunOptions, TrainError};
 
 /// A run ready to loop.
 pub struct Run {
+    /// The model trained: with `--lora-rank`, the frozen base with the adapters on.
     pub model: MambaLM,
+    /// The adapters of a LoRA run (its only variables).
+    pub lora: Option<adapters::LoraRun>,
     /// Trainable parameters, sorted by name.
     pub vars: Vec<Var>,
     pub opt: AdamW,
@@ -165,10 +169,28 @@ impl Run {
             // Every save point and the last step fall on a multiple of gcd(save_every, max_steps).
             snapshot_every: gcd(cfg.save_every, cfg.max_steps) * cfg.grad_accum as u64,
         };
+        let mut lora = None;
         let (model, vm, state) = match &resume_dir {
             Some(dir) => {
-                let ck = Checkpoint::open(dir, &dev)?;
-                let st = ck.state.ok_or_else(|| no_state(dir))?;
+                let st = match (dir.is_dir(), dir.join(checkpoint::STATE_FILE).is_file()) {
+                    (true, true) => checkpoint::load_state(dir)?,
+                    (true, false) => return Err(no_state(dir)),
+                    (false, _) => {
+                        let shown = dir.display().to_string();
+                        return Err(checkpoint::CheckpointError::NotFound(shown).into());
+                    }
+                };
+                let (model, vm) = match &st.lora_base {
+                    Some(base) => {
+                        let (model, vm, run) = adapters::resume(cfg, dir, base, &dev)?;
+                        lora = Some(run);
+                        (model, vm)
+                    }
+                    None => {
+                        let ck = Checkpoint::open(dir, &dev)?;
+                        (ck.model, ck.varmap)
+                    }
+                };
                 check_same(dir, "tokenizer sha256", &st.tokenizer_sha256, &tok.sha256)?;
                 check_same(dir, "vocab size", &st.vocab_size, &tok.vocab_size)?;
                 for ((name, a), (_, b)) in
@@ -176,14 +198,26 @@ impl Run {
                 {
                     check_same(dir, name, a, &b)?;
                 }
-                (ck.model, ck.varmap, st)
+                (model, vm, st)
             }
             None => {
-                let (model, vm) = match &opts.init {
-                    Some(dir) => init_from(dir, &opts.shards, &manifest, &dev)?,
-                    None => {
+                let (model, vm) = match (&opts.init, cfg.lora_rank) {
+                    (Some(dir), 0) => init_from(dir, &opts.shards, &manifest, &dev)?,
+                    (Some(dir), _) => {
+                        let (base, _) = init_from(dir, &opts.shards, &manifest, &dev)?;
+                        let (model, vm, run) = adapters::start(cfg, base, dir, &dev)?;
+                        lora = Some(run);
+                        (model, vm)
+                    }
+                    (None, 0) => {
                         let model = cfg.model_size.config(cfg.arch, tok.vocab_size);
                         MambaLM::init(&model, cfg.seed, &dev)?
+                    }
+                    (None, _) => {
+                        return Err(TrainError::Unsupported(
+                            "--lora-rank trains adapters on a pretrained model: give it with --init DIR"
+                                .into(),
+                        ))
                     }
                 };
                 let st = TrainerState {
@@ -201,6 +235,7 @@ impl Run {
                     vocab_size: tok.vocab_size,
                     eos_id: tok.eos_id,
                     config: cfg.clone(),
+                    lora_base: lora.as_ref().map(|l| l.base.clone()),
                 };
                 (model, vm, st)
             }
@@ -221,6 +256,7 @@ impl Run {
             source,
         })?;
         Ok(Run {
+            lora,
             vars: sorted_vars(&vm),
             model,
             opt,
@@ -268,6 +304,14 @@ impl Run {
         Ok(h.finish())
     }
 
+    /// LoRA dropout for optimizer step `step` (`None`: off, as in eval); nothing without
+    /// adapters.
+    pub fn dropout(&self, step: Option<u64>) {
+        if let Some(l) = &self.lora {
+            l.set_step(self.state.config.seed, step);
+        }
+    }
+
     /// Appends a record to the metrics (which only rank 0 holds).
     pub fn write(&mut self, rec: &impl serde::Serialize) -> Result<(), TrainError> {
         let Some(m) = &mut self.metrics else {
@@ -284,10 +328,14 @@ impl Run {
         if !self.root {
             return Ok(self.checkpoint_dir.join(name));
         }
+        let weights = match &self.lora {
+            Some(l) => checkpoint::Weights::Adapters(&l.adapters),
+            None => checkpoint::Weights::Model(&self.model),
+        };
         Ok(checkpoint::save(
             &self.checkpoint_dir,
             name,
-            &self.model,
+            weights,
             &self.opt,
             &self.tokenizer,
             st,
