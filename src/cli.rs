@@ -281,6 +281,10 @@ pub struct GenerateArgs {
     /// A checkpoint or transformers model directory (config.json, model.safetensors, tokenizer.json)
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
+    /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) to merge into
+    /// the checkpoint's weights
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// A prompt (repeat for several; they are generated as one batch)
     #[arg(long, value_name = "TEXT")]
     pub prompt: Vec<String>,
@@ -391,6 +395,10 @@ pub struct EvalArgs {
     /// A checkpoint or transformers model directory
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
+    /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) to merge into
+    /// the checkpoint's weights
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// A shard store made with the checkpoint's tokenizer
     #[arg(long, value_name = "DIR")]
     pub shards: Option<PathBuf>,

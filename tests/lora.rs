@@ -64,19 +64,42 @@ fn lora_args<'a>(
     args
 }
 
-fn generate(ck: &Path) -> String {
+fn generate(ck: &Path, extra: &[&str]) -> String {
     let o = ok(&[
-        "generate",
+        &[
+            "generate",
+            "--checkpoint",
+            s(ck),
+            "--prompt",
+            "def",
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            "1",
+        ][..],
+        extra,
+    ]
+    .concat());
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn eval_loss(ck: &Path, shards: &Path, extra: &[&str]) -> f64 {
+    let args = [
+        "eval",
         "--checkpoint",
         s(ck),
-        "--prompt",
-        "def",
-        "--max-new-tokens",
-        "12",
-        "--seed",
-        "1",
-    ]);
-    String::from_utf8_lossy(&o.stdout).into_owned()
+        "--shards",
+        s(shards),
+        "--json",
+        // The run's shape, which eval takes from a checkpoint's state, not from a plain model.
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+    ];
+    let o = ok(&[&args[..], extra].concat());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["loss"].as_f64().unwrap()
 }
 
 #[test]
@@ -127,13 +150,19 @@ fn adapters_train_save_as_peft_resume_exactly_and_merge() {
     assert!(adapter(&a) == adapter(&b), "resumed adapters differ");
     assert_eq!(losses(&metrics(&b)), losses_a);
 
-    // generate reads the checkpoint as base + adapters; `mamba merge` writes that model.
-    let text = generate(&fin);
+    // generate and eval read the checkpoint as base + adapters, as they read the base given
+    // --adapter; `mamba merge` writes that model.
+    let text = generate(&fin, &[]);
     assert!(text.starts_with("def"), "{text}");
+    assert_eq!(generate(&base, &["--adapter", s(&fin)]), text);
     let merged = tmp.path().join("merged");
     ok(&["merge", s(&base), s(&fin), s(&merged)]);
-    assert_eq!(generate(&merged), text);
-    assert_ne!(generate(&base), text, "the adapters changed nothing");
+    assert_eq!(generate(&merged, &[]), text);
+    assert_ne!(generate(&base, &[]), text, "the adapters changed nothing");
+    let loss = eval_loss(&fin, &shards, &[]);
+    assert_eq!(eval_loss(&base, &shards, &["--adapter", s(&fin)]), loss);
+    assert_eq!(eval_loss(&merged, &shards, &[]), loss);
+    assert_ne!(eval_loss(&base, &shards, &[]), loss);
 }
 
 #[test]

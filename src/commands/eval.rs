@@ -26,7 +26,7 @@ fn bar(show: bool, total: u64) -> ProgressBar {
 }
 
 fn evaluate(a: &EvalArgs) -> Result<Evaluation, EvalError> {
-    let mut ck = evaluate::load(&a.checkpoint, &Device::Cpu)?;
+    let mut ck = evaluate::load(&a.checkpoint, a.adapter.as_deref(), &Device::Cpu)?;
     if let Some(n) = a.seq_len {
         ck.shape.seq_len = n;
     }

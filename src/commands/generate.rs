@@ -65,7 +65,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         "bf16" => Weights::Bf16,
         _ => Weights::Int8,
     };
-    let ck = Checkpoint::load(&a.checkpoint, &Device::Cpu, weights).map_err(usage)?;
+    let ck = Checkpoint::load(&a.checkpoint, a.adapter.as_deref(), &Device::Cpu, weights)
+        .map_err(usage)?;
     // One prompt streams as it is made; several are printed whole, one after the other.
     let single = prompts.len() == 1;
     let mut out = std::io::stdout().lock();

@@ -82,9 +82,10 @@ pub struct Loaded {
     pub shape: Shape,
 }
 
-/// Opens `dir` and takes the run settings from its `trainer_state.json` when it has one.
-pub fn load(dir: &Path, device: &Device) -> Result<Loaded, EvalError> {
-    let ck = Checkpoint::open_mapped(dir, device)?;
+/// Opens `dir` (with `adapter` merged in, if given) and takes the run settings from its
+/// `trainer_state.json` when it has one.
+pub fn load(dir: &Path, adapter: Option<&Path>, device: &Device) -> Result<Loaded, EvalError> {
+    let ck = Checkpoint::open_adapted(dir, adapter, device)?;
     let shape = match ck.state.map(|s| s.config) {
         Some(c) => Shape {
             seq_len: c.seq_len,

@@ -83,16 +83,18 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens `dir` ([`train::checkpoint::Checkpoint::open_mapped`]), which must hold a
+    /// Opens `dir` ([`train::checkpoint::Checkpoint::open_adapted`]: with `adapter` merged in,
+    /// if given), which must hold a
     /// `tokenizer.json` with a model row for every token. `weights` says how the model's
     /// matrices are held (see [`Weights`] and [`MambaLM::into_weight_dtype`]).
     pub fn load(
         dir: &Path,
+        adapter: Option<&Path>,
         device: &Device,
         weights: Weights,
     ) -> Result<Checkpoint, GenerateError> {
         let shown = dir.display().to_string();
-        let ck = train::checkpoint::Checkpoint::open_mapped(dir, device)?;
+        let ck = train::checkpoint::Checkpoint::open_adapted(dir, adapter, device)?;
         let Some(tok) = &ck.tokenizer else {
             return Err(GenerateError::NoTokenizer(shown));
         };

@@ -107,6 +107,20 @@ impl Checkpoint {
         Self::open_with(dir, device, Load::Map)
     }
 
+    /// [`Checkpoint::open_mapped`], then `adapter` (a LoRA adapter in PEFT's format), if
+    /// given, merged in (see [`Checkpoint::with_adapter`]): what generate and eval read.
+    pub fn open_adapted(
+        dir: &Path,
+        adapter: Option<&Path>,
+        device: &Device,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let ck = Self::open_mapped(dir, device)?;
+        match adapter {
+            Some(a) => ck.with_adapter(a, device),
+            None => Ok(ck),
+        }
+    }
+
     fn open_with(dir: &Path, device: &Device, load: Load) -> Result<Checkpoint, CheckpointError> {
         if !dir.is_dir() {
             return Err(CheckpointError::NotFound(dir.display().to_string()));
