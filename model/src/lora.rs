@@ -271,6 +271,25 @@ impl Adapters {
         Ok(Adapters::of(lcfg, kept))
     }
 
+    /// The same adapters as variables, to train on (a resumed run, a loaded adapter): the
+    /// VarMap holds them under PEFT's names.
+    pub fn into_vars(self) -> Result<(Adapters, VarMap)> {
+        let varmap = VarMap::new();
+        let mut tensors = BTreeMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("adapter variables poisoned".into()))?;
+            for (name, t) in self.tensors {
+                let v = Var::from_tensor(&t)?;
+                tensors.insert(name.clone(), v.as_tensor().clone());
+                data.insert(name, v);
+            }
+        }
+        Ok((Adapters::of(self.cfg, tensors), varmap))
+    }
+
     fn of(cfg: LoraConfig, tensors: BTreeMap<String, Tensor>) -> Adapters {
         Adapters {
             cfg,

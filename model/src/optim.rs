@@ -41,12 +41,16 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Whether the default policy applies weight decay to the parameter called `name`.
+/// Whether the default policy applies weight decay to the parameter called `name`: the
+/// projections and the conv, and LoRA adapters (as transformers' Trainer decays every
+/// trainable matrix).
 pub fn default_decay(name: &str) -> bool {
     name.ends_with(".weight")
-        && ["in_proj", "x_proj", "dt_proj", "out_proj", "conv1d"]
-            .iter()
-            .any(|p| name.ends_with(&format!("{p}.weight")))
+        && [
+            "in_proj", "x_proj", "dt_proj", "out_proj", "conv1d", "lora_A", "lora_B",
+        ]
+        .iter()
+        .any(|p| name.ends_with(&format!("{p}.weight")))
 }
 
 struct Param {

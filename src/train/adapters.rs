@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Var};
+use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use mamba_model::io::peft;
 use mamba_model::lora::{all_projections, Adapters, LoraConfig};
@@ -97,21 +97,7 @@ pub fn resume(
     dev: &Device,
 ) -> Result<(MambaLM, VarMap, LoraRun), TrainError> {
     let (base, _) = MambaLM::load(base_dir, dev)?;
-    let adapters = peft::load(dir, base.config(), dev)?;
-    let vm = VarMap::new();
-    let mut named = std::collections::BTreeMap::new();
-    {
-        let mut data = vm
-            .data()
-            .lock()
-            .map_err(|_| TrainError::Unsupported("adapter variables poisoned".into()))?;
-        for (name, t) in adapters.named() {
-            let v = Var::from_tensor(t)?;
-            named.insert(name.clone(), v.as_tensor().clone());
-            data.insert(name.clone(), v);
-        }
-    }
-    let adapters = Adapters::from_tensors(base.config(), adapters.cfg.clone(), named)?;
+    let (adapters, vm) = peft::load(dir, base.config(), dev)?.into_vars()?;
     finish(cfg, base, base_dir, adapters, vm)
 }
 
