@@ -11,10 +11,10 @@ use serde_json::{Map, Value};
 
 use super::usage;
 use crate::cli::TrainArgs;
-use mamba::train::checkpoint::latest;
+use mamba::train::checkpoint::{latest, load_state};
 use mamba::train::config::{self, DeviceSpec, TrainConfig};
 use mamba::train::ranks::Ranks;
-use mamba::train::{gpu, memory, RunOptions};
+use mamba::train::{adapters, gpu, memory, RunOptions};
 
 /// Vocabulary assumed by `--dry-run` when there is no shard store to read it from.
 const DRY_RUN_VOCAB: usize = 32768;
@@ -117,9 +117,15 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         (None, Some(None)) => latest(&args.checkpoint_dir).ok(),
         (None, None) => None,
     };
-    let model = match &given {
-        Some(dir) => load_config(dir).map_err(usage)?,
-        None => cfg
+    // A LoRA checkpoint holds adapters: the model is its base's, the adapters its own.
+    let lora_state = given
+        .as_ref()
+        .and_then(|d| load_state(d).ok())
+        .filter(|s| s.lora_base.is_some());
+    let base = lora_state.as_ref().and_then(|s| s.lora_base.clone());
+    let model = match (&base, &given) {
+        (Some(dir), _) | (None, Some(dir)) => load_config(dir).map_err(usage)?,
+        (None, None) => cfg
             .model_size
             .config(cfg.arch, vocab.unwrap_or(DRY_RUN_VOCAB)),
     };
@@ -138,7 +144,22 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         cfg.grad_accum,
         cfg.seq_len
     );
-    let est = memory::estimate(cfg, &model);
+    let lora_cfg = lora_state.as_ref().map_or(cfg, |s| &s.config);
+    let lora = match lora_cfg.lora_rank {
+        0 => None,
+        _ => Some(adapters::config(lora_cfg, &model).map_err(usage)?),
+    };
+    if let Some(l) = &lora {
+        println!(
+            "LoRA rank {} alpha {} on {}: {} trainable parameters, the base frozen in {}",
+            l.rank,
+            l.alpha,
+            l.targets.join(","),
+            memory::adapter_params(&model, l),
+            cfg.lora_base_dtype
+        );
+    }
+    let est = memory::estimate(cfg, &model, lora.as_ref());
     print!(
         "{}",
         memory::render(&est, MambaLM::num_params(&model), cfg.vram_gb)

@@ -1,6 +1,7 @@
 //! `--dry-run` memory estimate: parameters, gradients, optimizer moments and activations of
 //! one micro-batch, against the VRAM profile's budget.
 
+use mamba_model::lora::{projections, LoraConfig};
 use mamba_model::{Config, MambaLM};
 
 use super::config::{DeviceSpec, Precision, TrainConfig};
@@ -28,7 +29,8 @@ impl Estimate {
 /// packed inputs and output, the gate and the norm); plus the logits and their gradient. With
 /// checkpointing only each block's input is kept, and one block's activations are rebuilt at a
 /// time.
-pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
+/// With `lora`, the base is frozen: see [`with_adapters`].
+pub fn estimate(cfg: &TrainConfig, model: &Config, lora: Option<&LoraConfig>) -> Estimate {
     let p = MambaLM::num_params(model) as u64;
     let half = cfg.precision != Precision::Fp32;
     let elem: u64 = if half { 2 } else { 4 };
@@ -47,12 +49,59 @@ pub fn estimate(cfg: &TrainConfig, model: &Config) -> Estimate {
         false => per_layer.sum(),
     };
     let logits = 2 * model.padded_vocab() as u64;
-    Estimate {
-        params: 4 * p + if half { 2 * p } else { 0 },
-        grads: 4 * p,
-        optimizer: 8 * p,
-        activations: tokens * (kept + logits) * elem,
+    let activations = tokens * (kept + logits) * elem;
+    match lora {
+        None => Estimate {
+            params: 4 * p + if half { 2 * p } else { 0 },
+            grads: 4 * p,
+            optimizer: 8 * p,
+            activations,
+        },
+        Some(l) => with_adapters(cfg, model, l, activations + tokens * adapted_inputs(model, l)),
     }
+}
+
+/// A LoRA run: the frozen base's matrices at `--lora-base-dtype` (the rest f32), widened to
+/// f32 one matrix at a time; gradients and moments for the adapters only.
+fn with_adapters(cfg: &TrainConfig, model: &Config, l: &LoraConfig, activations: u64) -> Estimate {
+    let matrix_bytes: u64 = if cfg.lora_base_dtype == "f32" { 4 } else { 2 };
+    let (mut base, mut widest) = (0u64, 0u64);
+    for (_, p) in MambaLM::params(model) {
+        let n = p.shape.iter().product::<usize>() as u64;
+        match p.init.is_matrix() {
+            true => {
+                base += matrix_bytes * n;
+                widest = widest.max(4 * n);
+            }
+            false => base += 4 * n,
+        }
+    }
+    let a = adapter_params(model, l);
+    Estimate {
+        params: base + widest + 4 * a,
+        grads: 4 * a,
+        optimizer: 8 * a,
+        activations,
+    }
+}
+
+/// Parameters of the adapters `l` puts on `model`: r (in + out) per adapted projection.
+pub fn adapter_params(model: &Config, l: &LoraConfig) -> u64 {
+    (0..model.n_layer())
+        .flat_map(|i| projections(model, i))
+        .filter(|(m, _)| l.targets.iter().any(|t| t == m))
+        .map(|(_, [out, inp])| (l.rank * (inp + out)) as u64)
+        .sum()
+}
+
+/// f32 values the adapters keep per token: each adapted projection's down-projection (r),
+/// and with dropout its dropped-out input too.
+fn adapted_inputs(model: &Config, l: &LoraConfig) -> u64 {
+    (0..model.n_layer())
+        .flat_map(|i| projections(model, i))
+        .filter(|(m, _)| l.targets.iter().any(|t| t == m))
+        .map(|(_, [_, inp])| l.rank as u64 + if l.dropout > 0.0 { inp as u64 } else { 0 })
+        .sum()
 }
 
 fn gib(b: u64) -> String {
@@ -102,17 +151,52 @@ mod tests {
             seq_len: 2048,
             ..Default::default()
         };
-        let full = estimate(&cfg, &model);
+        let full = estimate(&cfg, &model, None);
         let p = MambaLM::num_params(&model) as u64;
         assert_eq!(full.params, 4 * p);
         assert_eq!(full.optimizer, 8 * p);
         cfg.grad_checkpointing = true;
-        let ck = estimate(&cfg, &model);
+        let ck = estimate(&cfg, &model, None);
         assert!(ck.activations < full.activations / 2);
         cfg.precision = Precision::Bf16;
-        let half = estimate(&cfg, &model);
+        let half = estimate(&cfg, &model, None);
         assert_eq!(half.activations * 2, ck.activations);
         let text = render(&half, MambaLM::num_params(&model), Some(8.0));
         assert!(text.contains("activations") && text.contains("8 GB profile"));
+    }
+
+    #[test]
+    fn adapters_count_the_frozen_base_at_its_dtype_and_train_little() {
+        let model = Config::new(768, 12, 32768);
+        let mut cfg = TrainConfig {
+            batch_size: 1,
+            seq_len: 512,
+            lora_rank: 8,
+            ..Default::default()
+        };
+        let l = super::super::adapters::config(&cfg, &model).unwrap();
+        let full = estimate(&cfg, &model, None);
+        let bf16 = estimate(&cfg, &model, Some(&l));
+        let p = MambaLM::num_params(&model) as u64;
+        let a = adapter_params(&model, &l);
+        // in_proj (768 -> 3072) and x_proj (1536 -> 80) of 12 layers at rank 8.
+        assert_eq!(a, 12 * 8 * ((768 + 3072) + (1536 + 80)));
+        assert_eq!((bf16.grads, bf16.optimizer), (4 * a, 8 * a));
+        let matrices: Vec<u64> = MambaLM::params(&model)
+            .iter()
+            .filter(|(_, q)| q.init.is_matrix())
+            .map(|(_, q)| q.shape.iter().product::<usize>() as u64)
+            .collect();
+        let widest = matrices.iter().max().unwrap();
+        cfg.lora_base_dtype = "f32".into();
+        let f32 = estimate(&cfg, &model, Some(&l));
+        // The base, one matrix widened to f32 at a time, the adapters.
+        assert_eq!(f32.params, 4 * p + 4 * widest + 4 * a);
+        assert_eq!(f32.params - bf16.params, 2 * matrices.iter().sum::<u64>());
+        // Weights, gradients and moments: 16 bytes a parameter in full; 4 or 2 (and one widened matrix) under adapters.
+        let state = |e: &Estimate| e.params + e.grads + e.optimizer;
+        assert!(state(&f32) < state(&full) / 2, "{f32:?} vs {full:?}");
+        assert!(state(&bf16) < state(&full) / 4, "{bf16:?} vs {full:?}");
+        assert!(bf16.activations > full.activations);
     }
 }

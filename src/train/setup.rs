@@ -249,6 +249,14 @@ impl Run {
         // A model from --init or a checkpoint keeps its architecture, whatever --arch says.
         // (A model of several kinds records its first layer's.)
         state.config.arch = model.config().layers[0];
+        // A resumed LoRA run keeps its adapters' settings, whatever the flags say.
+        if let Some(l) = &lora {
+            let c = &l.adapters.cfg;
+            state.config.lora_rank = c.rank;
+            state.config.lora_alpha = Some(c.alpha);
+            state.config.lora_dropout = c.dropout;
+            state.config.lora_targets = Some(c.targets.join(","));
+        }
         let eval = EvalSet::load(&val_shards, &loader_opts, cfg.eval_batches)?;
         let loader = Loader::spawn(train_shards, loader_opts, state.loader.clone());
         std::fs::create_dir_all(&opts.checkpoint_dir).map_err(|source| TrainError::Io {
