@@ -4,11 +4,13 @@
 //! cargo bench -p mamba-model --bench train_step
 //! (env: BENCH_ITERS, default 7; BENCH_D, BENCH_LAYERS, BENCH_VOCAB, BENCH_SEQ, BENCH_BATCH;
 //! BENCH_ARCH=mamba2 for Mamba-2, whose d_state is 128 and head_dim 64 unless BENCH_D_STATE,
-//! BENCH_HEAD_DIM say otherwise)
+//! BENCH_HEAD_DIM say otherwise; BENCH_LORA=R trains LoRA adapters of rank R on the default
+//! targets instead, the base frozen in bf16, or f32 with BENCH_LORA_BASE=f32)
 
 mod common;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::*;
+use mamba_model::lora::{default_targets, Adapters, LoraConfig};
 use mamba_model::rng::SplitMix64 as Rng;
 use mamba_model::{AdamW, AdamWConfig, Config, LayerKind, MambaLM};
 
@@ -37,6 +39,33 @@ fn main() -> mamba_model::Result<()> {
         ..base
     };
     let (model, varmap) = MambaLM::init(&cfg, 0, &dev)?;
+    let lora = env_usize("BENCH_LORA", 0);
+    let (model, varmap) = match lora {
+        0 => (model, varmap),
+        r => {
+            // The base's variables go: only the adapters train, as `mamba train --lora-rank`.
+            drop(varmap);
+            let base_dtype = match std::env::var("BENCH_LORA_BASE").as_deref() {
+                Ok("f32") => DType::F32,
+                _ => DType::BF16,
+            };
+            let base = model.into_weight_dtype(base_dtype)?;
+            let lcfg = LoraConfig {
+                rank: r,
+                alpha: r as f64,
+                dropout: 0.0,
+                targets: default_targets(&cfg),
+                rslora: false,
+            };
+            let (adapters, vm) = Adapters::init(&cfg, &lcfg, 0, &dev)?;
+            println!(
+                "  LoRA rank {r} on {}, base in {base_dtype:?}: {} trainable parameters",
+                lcfg.targets.join(","),
+                adapters.num_params()
+            );
+            (base.with_adapters(&adapters), vm)
+        }
+    };
     let mut opt = AdamW::from_varmap(&varmap, AdamWConfig::default())?;
     let mut rng = Rng::new(1);
     let n = batch * (seq + 1);

@@ -72,6 +72,21 @@ pub fn all_projections(cfg: &Config) -> Vec<&'static str> {
     names
 }
 
+/// The default targets of a model: each of its kinds' [`LayerKind::lora_targets`].
+///
+/// [`LayerKind::lora_targets`]: crate::LayerKind::lora_targets
+pub fn default_targets(cfg: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for kind in &cfg.layers {
+        for t in kind.lora_targets() {
+            if !out.iter().any(|o| o == t) {
+                out.push(t.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// PEFT's name of adapter `ab` ("A" or "B") of `module` in layer `i`.
 pub fn peft_name(i: usize, module: &str, ab: &str) -> String {
     format!("base_model.model.backbone.layers.{i}.mixer.{module}.lora_{ab}.weight")

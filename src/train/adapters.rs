@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use mamba_model::io::peft;
-use mamba_model::lora::{all_projections, Adapters, LoraConfig};
-use mamba_model::{Config, LayerKind, MambaLM};
+use mamba_model::io::safetensors::Load;
+use mamba_model::lora::{all_projections, default_targets, Adapters, LoraConfig};
+use mamba_model::{Config, MambaLM};
 
 use super::{TrainConfig, TrainError};
 
@@ -17,25 +18,6 @@ pub struct LoraRun {
     pub adapters: Adapters,
     /// The base model's directory, as given to `--init`.
     pub base: PathBuf,
-}
-
-/// The projections adapted unless `--lora-targets` says otherwise: those PEFT and
-/// transformers apply as this tool does (PEFT refuses out_proj of Mamba models; transformers'
-/// Mamba-1 reads dt_proj's weight itself, bypassing an adapter there).
-pub fn default_targets(model: &Config) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for kind in &model.layers {
-        let names: &[&str] = match kind {
-            LayerKind::Mamba1 => &["in_proj", "x_proj"],
-            LayerKind::Mamba2 => &["in_proj"],
-        };
-        for n in names {
-            if !out.iter().any(|o| o == n) {
-                out.push(n.to_string());
-            }
-        }
-    }
-    out
 }
 
 /// The run's LoRA settings for `model`, defaults filled in.
@@ -96,7 +78,7 @@ pub fn resume(
     base_dir: &Path,
     dev: &Device,
 ) -> Result<(MambaLM, VarMap, LoraRun), TrainError> {
-    let (base, _) = MambaLM::load(base_dir, dev)?;
+    let (base, _) = MambaLM::load_with(base_dir, dev, Load::Map)?;
     let (adapters, vm) = peft::load(dir, base.config(), dev)?.into_vars()?;
     finish(cfg, base, base_dir, adapters, vm)
 }

@@ -202,9 +202,11 @@ impl Run {
             }
             None => {
                 let (model, vm) = match (&opts.init, cfg.lora_rank) {
-                    (Some(dir), 0) => init_from(dir, &opts.shards, &manifest, &dev)?,
+                    (Some(dir), 0) => init_from(dir, &opts.shards, &manifest, &dev, false)?,
                     (Some(dir), _) => {
-                        let (base, _) = init_from(dir, &opts.shards, &manifest, &dev)?;
+                        // Mapped: the frozen base is cast from the file's pages, never held
+                        // whole in f32 on the heap.
+                        let (base, _) = init_from(dir, &opts.shards, &manifest, &dev, true)?;
                         let (model, vm, run) = adapters::start(cfg, base, dir, &dev)?;
                         lora = Some(run);
                         (model, vm)
@@ -392,8 +394,12 @@ fn init_from(
     shards: &Path,
     manifest: &Manifest,
     dev: &Device,
+    mapped: bool,
 ) -> Result<(MambaLM, candle_nn::VarMap), TrainError> {
-    let ck = Checkpoint::open(dir, dev)?;
+    let ck = match mapped {
+        true => Checkpoint::open_mapped(dir, dev)?,
+        false => Checkpoint::open(dir, dev)?,
+    };
     let (model, vm) = (ck.model, ck.varmap);
     let tok = &manifest.tokenizer;
     if model.config().vocab_size < tok.vocab_size {

@@ -183,6 +183,16 @@ impl LayerKind {
         }
     }
 
+    /// The projections LoRA adapts by default: those PEFT and transformers apply as this tool
+    /// does (PEFT refuses out_proj of Mamba models; transformers' Mamba-1 multiplies by
+    /// dt_proj's weight itself, bypassing an adapter there).
+    pub fn lora_targets(self) -> &'static [&'static str] {
+        match self {
+            LayerKind::Mamba1 => mamba1::LORA_TARGETS,
+            LayerKind::Mamba2 => mamba2::LORA_TARGETS,
+        }
+    }
+
     /// Its own sizes, for `model-info`.
     pub fn describe(self, cfg: &Config) -> String {
         match self {

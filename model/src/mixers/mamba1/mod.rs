@@ -51,6 +51,9 @@ pub struct Mamba1 {
     pub(crate) dt_rank: usize,
 }
 
+/// The projections LoRA adapts by default (see [`super::LayerKind::lora_targets`]).
+pub const LORA_TARGETS: &[&str] = &["in_proj", "x_proj"];
+
 /// transformers' `model_type` and class of a model of Mamba-1 layers.
 pub const TRANSFORMERS: (&str, &str) = ("mamba", "MambaForCausalLM");
 

@@ -110,6 +110,9 @@ pub struct Mamba2 {
     pub(crate) dims: Dims,
 }
 
+/// The projections LoRA adapts by default (see [`super::LayerKind::lora_targets`]).
+pub const LORA_TARGETS: &[&str] = &["in_proj"];
+
 /// transformers' `model_type` and class of a model of Mamba-2 layers.
 pub const TRANSFORMERS: (&str, &str) = ("mamba2", "Mamba2ForCausalLM");
 
