@@ -28,9 +28,12 @@ run() {
   local est
   est=$($mamba train --shards "$work/shards" --init "$work/base/final" "${shape[@]}" "$@" \
     --dry-run | awk '/^  total/ {print $2, $3}')
-  /usr/bin/time -f "%M" -o "$work/time-$name" $mamba train --shards "$work/shards" \
+  if ! /usr/bin/time -f "%M" -o "$work/time-$name" $mamba train --shards "$work/shards" \
     --init "$work/base/final" "${shape[@]}" --max-steps $steps --eval-every 1000 \
-    --save-every 1000 --warmup-steps 1 --checkpoint-dir "$ck" -q "$@" >/dev/null
+    --save-every 1000 --warmup-steps 1 --checkpoint-dir "$ck" -q "$@" >/dev/null; then
+    echo "$name | failed: $(tail -1 "$work/time-$name") | | estimate $est"
+    return
+  fi
   local peak step
   peak=$(awk '{printf "%.0f", $1 / 1024}' "$work/time-$name")
   # Median seconds of the steps after the first (256 tokens each), from their tokens/s.
@@ -44,6 +47,6 @@ print('%.2f' % statistics.median(256 / r['tokens_per_s'] for r in rows))")
 
 echo "780m shape, seq 256 x batch 1, $steps steps; $(nproc) cores; $(date -u +%F)"
 echo "run | median step | peak RSS | --dry-run total"
-run full
 run lora-bf16 --lora-rank 8
 run lora-f32 --lora-rank 8 --lora-base-dtype f32
+run full
