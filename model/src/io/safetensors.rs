@@ -10,52 +10,76 @@ use super::mapped::Mapping;
 use crate::error::{Error, Result};
 
 /// Writes named f32 tensors to a safetensors file with `{"format": "pt"}` metadata (what
-/// transformers expects). The bytes depend only on the names and values.
+/// transformers expects). The bytes depend only on the names and values. Each tensor becomes
+/// bytes only as it is written, so a save takes one tensor's worth of memory, not the model's.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
     extra_metadata: &[(String, String)],
 ) -> Result<()> {
-    let mut bufs = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_device(&Device::Cpu)?;
-        let v = t.to_vec1::<f32>()?;
-        let mut bytes = Vec::with_capacity(v.len() * 4);
-        for x in v {
-            bytes.extend_from_slice(&x.to_le_bytes());
-        }
-        bufs.push((name.clone(), tensors_shape(tensors, name), bytes));
-    }
-    let views = bufs
-        .iter()
-        .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::tensor(path, n, e))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let failed = std::cell::RefCell::new(None);
+    let views = tensors.iter().map(|(name, t)| {
+        let view = Lazy {
+            t,
+            name,
+            shape: t.dims().to_vec(),
+            failed: &failed,
+        };
+        (name.clone(), view)
+    });
     let mut meta: HashMap<String, String> = HashMap::new();
     meta.insert("format".into(), "pt".into());
     for (k, v) in extra_metadata {
         meta.insert(k.clone(), v.clone());
     }
-    let bytes =
-        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::file(path, e))?;
     // A new file renamed over the old one: a reader that maps the old file keeps it whole.
     let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    let written = safetensors::tensor::serialize_to_file(views, Some(meta), &tmp);
+    if let Some((name, e)) = failed.into_inner() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::tensor(path, name, e));
+    }
+    written.map_err(|e| Error::file(path, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-fn tensors_shape(tensors: &[(String, Tensor)], name: &str) -> Vec<usize> {
-    tensors
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, t)| t.dims().to_vec())
-        .unwrap_or_default()
+/// A tensor that becomes f32 little-endian bytes when the writer asks for them; a failure is
+/// kept (the writer's interface has no error) and reported after the write.
+struct Lazy<'a> {
+    t: &'a Tensor,
+    name: &'a str,
+    shape: Vec<usize>,
+    failed: &'a std::cell::RefCell<Option<(String, candle_core::Error)>>,
+}
+
+impl safetensors::View for Lazy<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let values = self
+            .t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_device(&Device::Cpu))
+            .and_then(|t| t.to_vec1::<f32>());
+        match values {
+            Ok(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Err(e) => {
+                self.failed.borrow_mut().get_or_insert((self.name.to_string(), e));
+                vec![0; self.data_len()].into()
+            }
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        4 * self.t.elem_count()
+    }
 }
 
 /// A tensor's f32 values as read from a file, to become a candle tensor (or a variable) without
