@@ -12,7 +12,7 @@ use common::*;
 use mamba_model::io::peft;
 use mamba_model::lora::{all_projections, Adapters, LoraConfig};
 use mamba_model::rng::SplitMix64 as Rng;
-use mamba_model::{Config, MambaLM};
+use mamba_model::{Config, ForwardOptions, MambaLM};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -132,16 +132,24 @@ fn vars(vm: &candle_nn::VarMap) -> Vec<(String, Var)> {
 
 #[test]
 fn every_target_gets_a_gradient_and_changes_the_loss() {
-    for cfg in [seeded::mamba1(true), seeded::mamba2()] {
+    // f32: the CPU's fused ops; bf16 compute: the separate candle ops a GPU runs.
+    let cases = [DType::F32, DType::BF16]
+        .into_iter()
+        .flat_map(|dt| [(seeded::mamba1(true), dt), (seeded::mamba2(), dt)]);
+    for (cfg, compute) in cases {
+        let o = ForwardOptions {
+            compute,
+            ..Default::default()
+        };
         let (base, _) = MambaLM::init(&cfg, 3, &Device::Cpu).unwrap();
         let base = base.detach();
         let (x, y) = batch(&cfg);
-        let base_loss = scalar(&base.loss(&x, &y, None, None).unwrap());
+        let base_loss = scalar(&base.loss_with(&x, &y, None, &o).unwrap());
         let (ad, vm) = Adapters::init(&cfg, &lora(&cfg, 2, 0.0), 9, &Device::Cpu).unwrap();
         let model = base.with_adapters(&ad);
         // B = 0: the adapted model starts as the base.
-        let loss = model.loss(&x, &y, None, None).unwrap();
-        assert!((scalar(&loss) - base_loss).abs() < 1e-6);
+        let loss = model.loss_with(&x, &y, None, &o).unwrap();
+        assert!((scalar(&loss) - base_loss).abs() < 1e-6, "{compute:?}");
         let grads = loss.backward().unwrap();
         let named = vars(&vm);
         assert_eq!(named.len(), 2 * cfg.n_layer() * all_projections(&cfg).len());
@@ -151,7 +159,7 @@ fn every_target_gets_a_gradient_and_changes_the_loss() {
                     .get(v)
                     .unwrap_or_else(|| panic!("no gradient for {n}"));
                 let norm = scalar(&g.sqr().unwrap().sum_all().unwrap());
-                assert!(norm > 0.0, "{n}: zero gradient");
+                assert!(norm > 0.0, "{compute:?} {n}: zero gradient");
             }
         }
         // The frozen base's large matrices get none (nothing is computed for them; the fused
@@ -167,9 +175,9 @@ fn every_target_gets_a_gradient_and_changes_the_loss() {
             let zero = v.as_tensor().zeros_like().unwrap();
             // Large: dt_proj's input is small at initialisation.
             v.set(&f32(&randn(&mut rng, v.dims(), 5.0))).unwrap();
-            let moved = scalar(&model.loss(&x, &y, None, None).unwrap());
+            let moved = scalar(&model.loss_with(&x, &y, None, &o).unwrap());
             let d = (moved - base_loss).abs();
-            assert!(d > 1e-6, "{n} does not change the loss ({d})");
+            assert!(d > 1e-6, "{compute:?} {n} does not change the loss ({d})");
             v.set(&zero).unwrap();
         }
     }

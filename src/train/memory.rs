@@ -57,7 +57,12 @@ pub fn estimate(cfg: &TrainConfig, model: &Config, lora: Option<&LoraConfig>) ->
             optimizer: 8 * p,
             activations,
         },
-        Some(l) => with_adapters(cfg, model, l, activations + tokens * adapted_inputs(model, l)),
+        Some(l) => with_adapters(
+            cfg,
+            model,
+            l,
+            activations + tokens * adapted_inputs(model, l),
+        ),
     }
 }
 

@@ -71,7 +71,9 @@ impl safetensors::View for Lazy<'_> {
         match values {
             Ok(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Err(e) => {
-                self.failed.borrow_mut().get_or_insert((self.name.to_string(), e));
+                self.failed
+                    .borrow_mut()
+                    .get_or_insert((self.name.to_string(), e));
                 vec![0; self.data_len()].into()
             }
         }
