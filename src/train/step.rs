@@ -49,19 +49,24 @@ pub fn accumulate(
             compute: o.dtype,
             checkpointing: o.checkpointing,
         };
-        let (loss, grads) = model.loss_and_grads(&ids, &targets, &fo, o.loss_scale)?;
+        let (loss, mut grads) = model.loss_and_grads(&ids, &targets, &fo, o.loss_scale)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         total += value;
         if !value.is_finite() {
             return Ok((value, acc));
         }
         let unscale = 1.0 / (n * o.loss_scale);
+        // Each gradient moves from `grads` to `acc` (scaled only where that changes it), so
+        // a step never holds two copies of all of them.
         for v in vars {
-            let Some(g) = grads.get(v.as_tensor()) else {
+            let Some(g) = grads.remove(v.as_tensor()) else {
                 continue;
             };
-            let g = (g * unscale)?;
-            let sum = match acc.get(v.as_tensor()) {
+            let g = match unscale == 1.0 {
+                true => g,
+                false => (g * unscale)?,
+            };
+            let sum = match acc.remove(v.as_tensor()) {
                 Some(a) => (a + g)?,
                 None => g,
             };
