@@ -4,6 +4,7 @@
 # time from metrics.jsonl, and the --dry-run estimate of each, side by side.
 #
 #   benches/lora.sh [WORK_DIR]     (needs ~15 GB of memory and ~12 GB of disk; ~15 min)
+#   LORA_ONLY=1 benches/lora.sh    (the two LoRA runs only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/mamba-lora-bench}
@@ -49,4 +50,4 @@ echo "780m shape, seq 256 x batch 1, $steps steps; $(nproc) cores; $(date -u +%F
 echo "run | median step | peak RSS | --dry-run total"
 run lora-bf16 --lora-rank 8
 run lora-f32 --lora-rank 8 --lora-base-dtype f32
-run full
+[ -n "${LORA_ONLY:-}" ] || run full

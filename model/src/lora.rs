@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 
 use crate::config::Config;
+use crate::layers::linear::linear_lora;
 use crate::layers::ops::linear_in;
 use crate::layers::params::Init;
 use crate::rng::SplitMix64;
@@ -174,16 +175,22 @@ impl Lora {
             Some((start, len)) => t.narrow(0, start, len),
             None => Ok(t.clone()),
         };
-        let y = linear_in(x, &part(w)?, dt)?;
         let Some(ad) = self.get(module) else {
-            return Ok(y);
+            return linear_in(x, &part(w)?, dt);
         };
-        let x = match &self.dropout {
+        let dropped = match &self.dropout {
             Some(d) => d.apply(x, module)?,
             None => x.clone(),
         };
-        let down = linear_in(&x, &ad.a, dt)?;
-        y + (linear_in(&down, &part(&ad.b)?, dt)? * self.scale)?
+        // The scale goes on the rank-r tensor, the smallest.
+        let down = (linear_in(&dropped, &ad.a, dt)? * self.scale)?;
+        let b = part(&ad.b)?;
+        if dt == DType::F32 {
+            if let Some(y) = linear_lora(x, &part(w)?, &down, &b)? {
+                return Ok(y);
+            }
+        }
+        linear_in(x, &part(w)?, dt)? + linear_in(&down, &b, dt)?
     }
 
     /// w + s B A in f32, for an op that takes the weight whole (Mamba-1's fused selective

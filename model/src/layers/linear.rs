@@ -4,7 +4,7 @@
 //! pass through a single accumulation and no transposed copy of `w` is made.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// x @ w^T for x (.., k) f32 and w (n, k) f32, bf16 or f16 on the CPU, as one op; `None` if
 /// the inputs are not of that kind (the caller falls back to basic ops). A half-precision
@@ -106,6 +106,83 @@ impl CustomOp2 for LinearOp {
     }
 }
 
+/// x @ w^T + down @ b^T as one op, for a frozen `w` under a LoRA adapter (`down` = s x A^T,
+/// (.., r); `b`, (n, r)), f32 on the CPU; `None` otherwise. Backward keeps x, down and b only:
+/// as separate ops the two products and their sum would each stay alive for it.
+pub(crate) fn linear_lora(
+    x: &Tensor,
+    w: &Tensor,
+    down: &Tensor,
+    b: &Tensor,
+) -> Result<Option<Tensor>> {
+    let f32s = [x, down, b].iter().all(|t| t.dtype() == DType::F32);
+    // A trained `w` would get no gradient here: those take the separate ops.
+    if !(x.device().is_cpu() && f32s && is_float_weight(w.dtype()) && !w.track_op()) {
+        return Ok(None);
+    }
+    let op = LoraLinear { w: w.contiguous()? };
+    Ok(Some(x.contiguous()?.apply_op3(
+        &down.contiguous()?,
+        &b.contiguous()?,
+        op,
+    )?))
+}
+
+struct LoraLinear {
+    w: Tensor,
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "linear-lora"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let w = crate::layers::ops::read_cpu(&self.w, "linear-lora weight");
+        let (ws, wl) = w.storage()?;
+        let (ws, wl) = f32_weight(ws, wl)?;
+        let (y, _, n) = matmul_xwt(xs, xl, &ws, &wl)?;
+        let (d, _, _) = matmul_xwt(ds, dl, bs, bl)?;
+        let (CpuStorage::F32(mut y), CpuStorage::F32(d)) = (y, d) else {
+            candle_core::bail!("linear-lora: products are not f32")
+        };
+        y.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        let mut dims = xl.shape().dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = n;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        down: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (w, _) = weight_for_backward(&self.w)?;
+        let (x, down, b) = (x.detach(), down.detach(), b.detach());
+        let (n, k) = w.dims2()?;
+        let r = b.dim(1)?;
+        let m = x.elem_count() / k.max(1);
+        let g = grad.contiguous()?.reshape((m, n))?;
+        let dx = g.matmul(&w)?.reshape(x.shape())?;
+        let ddown = g.matmul(&b)?.reshape(down.shape())?;
+        let db = g.t()?.matmul(&down.reshape((m, r))?)?;
+        Ok((Some(dx), Some(ddown), Some(db)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +216,33 @@ mod tests {
             let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(d < 1e-5, "gradient differs by {d}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn lora_linear_matches_separate_ops_over_a_frozen_half_weight() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(rand(&[2, 5, 7], 4), (2, 5, 7), &dev)?;
+        let down = Var::from_vec(rand(&[2, 5, 3], 5), (2, 5, 3), &dev)?;
+        let b = Var::from_vec(rand(&[6, 3], 6), (6, 3), &dev)?;
+        let w = Tensor::from_vec(rand(&[6, 7], 7), (6, 7), &dev)?.to_dtype(DType::BF16)?;
+        let fused = linear_lora(&x, &w, &down, &b)?.expect("cpu f32 takes the fused path");
+        let wf = w.to_dtype(DType::F32)?;
+        let plain = (x.reshape((10, 7))?.matmul(&wf.t()?)?
+            + down.reshape((10, 3))?.matmul(&b.t()?)?)?
+        .reshape((2, 5, 6))?;
+        let diff = (&fused - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let coef = Tensor::from_vec(rand(&[2, 5, 6], 8), (2, 5, 6), &dev)?;
+        let gf = (fused * &coef)?.sum_all()?.backward()?;
+        let gp = (plain * &coef)?.sum_all()?.backward()?;
+        for v in [x.as_tensor(), down.as_tensor(), b.as_tensor()] {
+            let d = (gf.get(v).unwrap() - gp.get(v).unwrap())?
+                .abs()?
+                .max_all()?;
+            assert!(d.to_scalar::<f32>()? < 1e-5, "gradient differs");
+        }
+        assert!(gf.get(&w).is_none(), "the frozen weight gets no gradient");
         Ok(())
     }
 }
