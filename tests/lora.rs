@@ -181,6 +181,15 @@ fn bad_lora_flags_are_refused_with_a_clear_line() {
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
         assert!(err.contains(want), "{extra:?}: {err}");
     }
+    // Targets PEFT does not apply as we do train, with a note saying how to hand them over.
+    let extra = ["--lora-targets", "in_proj,out_proj,dt_proj"];
+    let o = ok(&[&lora_args(&shards, Some(&base), &ck, "1")[..], &extra].concat());
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("out_proj, dt_proj") && said.contains("mamba merge"),
+        "{said}"
+    );
+
     // Adapters need a pretrained model to sit on.
     let mut args = train_args(&shards, &ck, "1");
     args.extend(["--lora-rank", "4"]);

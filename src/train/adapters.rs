@@ -125,4 +125,21 @@ impl LoraRun {
             total
         )
     }
+
+    /// A note when targets beyond the defaults are adapted: PEFT and transformers do not apply
+    /// those as this tool does (see [`mamba_model::LayerKind::lora_targets`]).
+    pub fn caveat(&self, model: &Config) -> Option<String> {
+        let defaults = default_targets(model);
+        let beyond: Vec<&str> = (self.adapters.cfg.targets.iter())
+            .filter(|t| !defaults.contains(t))
+            .map(String::as_str)
+            .collect();
+        (!beyond.is_empty()).then(|| {
+            format!(
+                "note: PEFT refuses or skips adapters on {} of Mamba models; to hand this run \
+                 to transformers, `mamba merge` the base and a checkpoint",
+                beyond.join(", ")
+            )
+        })
+    }
 }

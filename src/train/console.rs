@@ -40,6 +40,9 @@ impl Console {
         }
         if let Some(l) = &run.lora {
             console.say(&l.describe(run.model.config()));
+            if let Some(note) = l.caveat(run.model.config()) {
+                console.say(&note);
+            }
         }
         let plan = Plan::new(cfg, step, run.train_tokens);
         for line in std::iter::once(plan.line(cfg)).chain(plan.warnings(cfg)) {
