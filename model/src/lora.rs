@@ -45,6 +45,49 @@ impl LoraConfig {
     }
 }
 
+impl LoraConfig {
+    /// The projections these settings adapt in `model`: (layer, module, [out, in]), in layer
+    /// and table order.
+    pub fn adapted(&self, model: &Config) -> Vec<(usize, &'static str, [usize; 2])> {
+        (0..model.n_layer())
+            .flat_map(|i| {
+                projections(model, i)
+                    .into_iter()
+                    .map(move |(m, s)| (i, m, s))
+            })
+            .filter(|(_, m, _)| self.targets.iter().any(|t| t == m))
+            .collect()
+    }
+
+    /// Rank, dropout and targets make sense for `model`: every target names a projection of
+    /// some layer. The error says what to give instead.
+    pub fn check(&self, model: &Config) -> std::result::Result<(), String> {
+        let known = all_projections(model);
+        if self.rank == 0 {
+            return Err("the LoRA rank must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "the LoRA dropout must be in [0, 1), not {}",
+                self.dropout
+            ));
+        }
+        if self.targets.is_empty() {
+            return Err(format!(
+                "no LoRA targets; this model has {}",
+                known.join(", ")
+            ));
+        }
+        match self.targets.iter().find(|t| !known.contains(&t.as_str())) {
+            Some(t) => Err(format!(
+                "LoRA target {t:?} is no projection of this model; it has {}",
+                known.join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The projections a LoRA adapter can target in a layer of `cfg`: every 2-d matrix of its
 /// kind's table except the embedding, by module name ("in_proj"), in table order.
 pub fn projections(cfg: &Config, layer: usize) -> Vec<(&'static str, [usize; 2])> {
@@ -56,7 +99,8 @@ pub fn projections(cfg: &Config, layer: usize) -> Vec<(&'static str, [usize; 2])
         .collect()
 }
 
-fn module_of(param: &'static str) -> &'static str {
+/// A parameter's module: "in_proj" of "in_proj.weight".
+pub(crate) fn module_of(param: &'static str) -> &'static str {
     param.strip_suffix(".weight").unwrap_or(param)
 }
 
@@ -158,25 +202,29 @@ impl Lora {
 
     /// x @ w^T plus the adapter of `module`, if any, computed in `dt`.
     pub(crate) fn linear(&self, module: &str, x: &Tensor, w: &Tensor, dt: DType) -> Result<Tensor> {
-        self.linear_rows(module, x, w, None, dt)
+        let [y]: [Tensor; 1] = self
+            .linear_parts(module, x, w, &[(0, w.dim(0)?)], dt)?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("linear: one part expected".into()))?;
+        Ok(y)
     }
 
-    /// x @ w[rows]^T plus rows `rows` (start, len) of the adapter's output (Mamba-1 computes
-    /// in_proj's x and z halves apart); `None`: all rows.
-    pub(crate) fn linear_rows(
+    /// x @ w[rows]^T plus those rows of the adapter's output, for each (start, len) of `parts`
+    /// (Mamba-1 computes in_proj's x and z halves apart). The adapter's input (dropped out)
+    /// and its down-projection are computed once for all parts.
+    pub(crate) fn linear_parts(
         &self,
         module: &str,
         x: &Tensor,
         w: &Tensor,
-        rows: Option<(usize, usize)>,
+        parts: &[(usize, usize)],
         dt: DType,
-    ) -> Result<Tensor> {
-        let part = |t: &Tensor| match rows {
-            Some((start, len)) => t.narrow(0, start, len),
-            None => Ok(t.clone()),
-        };
+    ) -> Result<Vec<Tensor>> {
         let Some(ad) = self.get(module) else {
-            return linear_in(x, &part(w)?, dt);
+            return parts
+                .iter()
+                .map(|&(start, len)| linear_in(x, &w.narrow(0, start, len)?, dt))
+                .collect();
         };
         let dropped = match &self.dropout {
             Some(d) => d.apply(x, module)?,
@@ -184,13 +232,18 @@ impl Lora {
         };
         // The scale goes on the rank-r tensor, the smallest.
         let down = (linear_in(&dropped, &ad.a, dt)? * self.scale)?;
-        let b = part(&ad.b)?;
-        if dt == DType::F32 {
-            if let Some(y) = linear_lora(x, &part(w)?, &down, &b)? {
-                return Ok(y);
-            }
-        }
-        linear_in(x, &part(w)?, dt)? + linear_in(&down, &b, dt)?
+        parts
+            .iter()
+            .map(|&(start, len)| {
+                let (w, b) = (w.narrow(0, start, len)?, ad.b.narrow(0, start, len)?);
+                if dt == DType::F32 {
+                    if let Some(y) = linear_lora(x, &w, &down, &b)? {
+                        return Ok(y);
+                    }
+                }
+                linear_in(x, &w, dt)? + linear_in(&down, &b, dt)?
+            })
+            .collect()
     }
 
     /// w + s B A in f32, for an op that takes the weight whole (Mamba-1's fused selective
@@ -225,34 +278,19 @@ impl Adapters {
         dev: &Device,
     ) -> Result<(Self, VarMap)> {
         check_targets(model, lcfg)?;
-        let varmap = VarMap::new();
         let mut tensors = BTreeMap::new();
-        {
-            let mut data = varmap
-                .data()
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("adapter variables poisoned".into()))?;
-            for i in 0..model.n_layer() {
-                for (module, [out, inp]) in projections(model, i) {
-                    if !lcfg.targets.iter().any(|t| t == module) {
-                        continue;
-                    }
-                    let bound = 1.0 / (inp as f64).sqrt();
-                    let mut rng = SplitMix64::for_tensor(seed, &peft_name(i, module, "A"));
-                    let a: Vec<f32> = (0..lcfg.rank * inp)
-                        .map(|_| rng.uniform_in(-bound, bound) as f32)
-                        .collect();
-                    let a = Var::from_tensor(&Tensor::from_vec(a, (lcfg.rank, inp), dev)?)?;
-                    let b = Var::zeros((out, lcfg.rank), DType::F32, dev)?;
-                    for (ab, v) in [("A", a), ("B", b)] {
-                        let name = peft_name(i, module, ab);
-                        tensors.insert(name.clone(), v.as_tensor().clone());
-                        data.insert(name, v);
-                    }
-                }
-            }
+        for (i, module, [out, inp]) in lcfg.adapted(model) {
+            let bound = 1.0 / (inp as f64).sqrt();
+            let a = peft_name(i, module, "A");
+            let mut rng = SplitMix64::for_tensor(seed, &a);
+            let values: Vec<f32> = (0..lcfg.rank * inp)
+                .map(|_| rng.uniform_in(-bound, bound) as f32)
+                .collect();
+            tensors.insert(a, Tensor::from_vec(values, (lcfg.rank, inp), dev)?);
+            let b = Tensor::zeros((out, lcfg.rank), DType::F32, dev)?;
+            tensors.insert(peft_name(i, module, "B"), b);
         }
-        Ok((Adapters::of(lcfg.clone(), tensors), varmap))
+        Adapters::of(lcfg.clone(), tensors).into_vars()
     }
 
     /// Adapters over `tensors` (PEFT names), checked against `model`: every target's A and B
@@ -264,24 +302,19 @@ impl Adapters {
     ) -> Result<Self> {
         check_targets(model, &lcfg)?;
         let mut kept = BTreeMap::new();
-        for i in 0..model.n_layer() {
-            for (module, [out, inp]) in projections(model, i) {
-                if !lcfg.targets.iter().any(|t| t == module) {
-                    continue;
+        for (i, module, [out, inp]) in lcfg.adapted(model) {
+            for (ab, shape) in [("A", [lcfg.rank, inp]), ("B", [out, lcfg.rank])] {
+                let name = peft_name(i, module, ab);
+                let t = tensors.remove(&name).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("the adapter has no tensor {name}"))
+                })?;
+                if t.dims() != shape {
+                    candle_core::bail!(
+                        "adapter tensor {name} has shape {:?}, the model needs {shape:?}",
+                        t.dims()
+                    )
                 }
-                for (ab, shape) in [("A", [lcfg.rank, inp]), ("B", [out, lcfg.rank])] {
-                    let name = peft_name(i, module, ab);
-                    let t = tensors.remove(&name).ok_or_else(|| {
-                        candle_core::Error::Msg(format!("the adapter has no tensor {name}"))
-                    })?;
-                    if t.dims() != shape {
-                        candle_core::bail!(
-                            "adapter tensor {name} has shape {:?}, the model needs {shape:?}",
-                            t.dims()
-                        )
-                    }
-                    kept.insert(name, t.to_dtype(DType::F32)?);
-                }
+                kept.insert(name, t.to_dtype(DType::F32)?);
             }
         }
         if let Some(extra) = tensors.keys().next() {
@@ -337,21 +370,19 @@ impl Adapters {
         self.seed.store(s, Ordering::Relaxed);
     }
 
+    /// A and B of `module` in layer `i`, if adapted.
+    fn adapter(&self, i: usize, module: &str) -> Option<Adapter> {
+        Some(Adapter {
+            a: self.tensors.get(&peft_name(i, module, "A"))?.clone(),
+            b: self.tensors.get(&peft_name(i, module, "B"))?.clone(),
+        })
+    }
+
     /// The adapters of layer `i`, for its mixer.
     pub(crate) fn layer(&self, model: &Config, i: usize) -> Lora {
         let adapters = projections(model, i)
             .into_iter()
-            .filter_map(|(module, _)| {
-                let a = self.tensors.get(&peft_name(i, module, "A"))?;
-                let b = self.tensors.get(&peft_name(i, module, "B"))?;
-                Some((
-                    module,
-                    Adapter {
-                        a: a.clone(),
-                        b: b.clone(),
-                    },
-                ))
-            })
+            .filter_map(|(module, _)| Some((module, self.adapter(i, module)?)))
             .collect();
         Lora {
             adapters,
@@ -366,35 +397,14 @@ impl Adapters {
 
     /// s B A of `module` in layer `i` (out, in), f32, if adapted.
     pub fn delta(&self, i: usize, module: &str) -> Result<Option<Tensor>> {
-        let (Some(a), Some(b)) = (
-            self.tensors.get(&peft_name(i, module, "A")),
-            self.tensors.get(&peft_name(i, module, "B")),
-        ) else {
-            return Ok(None);
-        };
-        Ok(Some((b.matmul(a)? * self.cfg.scale())?))
+        match self.adapter(i, module) {
+            Some(ad) => Ok(Some((ad.b.matmul(&ad.a)? * self.cfg.scale())?)),
+            None => Ok(None),
+        }
     }
 }
 
-/// Every target names a projection of some layer, and the rank and dropout make sense.
+/// [`LoraConfig::check`] as a candle error.
 fn check_targets(model: &Config, lcfg: &LoraConfig) -> Result<()> {
-    let known = all_projections(model);
-    if lcfg.rank == 0 {
-        candle_core::bail!("the LoRA rank must be at least 1")
-    }
-    if !(0.0..1.0).contains(&lcfg.dropout) {
-        candle_core::bail!("the LoRA dropout must be in [0, 1), not {}", lcfg.dropout)
-    }
-    if lcfg.targets.is_empty() {
-        candle_core::bail!("no LoRA targets; this model has {}", known.join(", "))
-    }
-    for t in &lcfg.targets {
-        if !known.contains(&t.as_str()) {
-            candle_core::bail!(
-                "LoRA target {t:?} is no projection of this model; it has {}",
-                known.join(", ")
-            )
-        }
-    }
-    Ok(())
+    lcfg.check(model).map_err(candle_core::Error::Msg)
 }

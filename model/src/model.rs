@@ -231,7 +231,7 @@ impl MambaLM {
             let mut k = 0;
             // `map` visits the parameters in the order of `named`.
             layer.mixer = layer.mixer.map(|t, _| {
-                let module = names[k].strip_suffix(".weight").unwrap_or(names[k]);
+                let module = crate::lora::module_of(names[k]);
                 k += 1;
                 match adapters.delta(i, module)? {
                     Some(d) => (t.to_dtype(DType::F32)? + d)?.to_dtype(t.dtype()),

@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use mamba_model::io::peft;
 use mamba_model::io::safetensors::Load;
-use mamba_model::lora::{all_projections, default_targets, Adapters, LoraConfig};
+use mamba_model::lora::{default_targets, Adapters, LoraConfig};
 use mamba_model::{Config, MambaLM};
 
 use super::{TrainConfig, TrainError};
@@ -30,20 +30,15 @@ pub fn config(cfg: &TrainConfig, model: &Config) -> Result<LoraConfig, TrainErro
             .collect(),
         None => default_targets(model),
     };
-    let known = all_projections(model);
-    if let Some(bad) = targets.iter().find(|t| !known.contains(&t.as_str())) {
-        return Err(TrainError::Unsupported(format!(
-            "--lora-targets: {bad:?} is no projection of this model; it has {}",
-            known.join(", ")
-        )));
-    }
-    Ok(LoraConfig {
+    let lcfg = LoraConfig {
         rank: cfg.lora_rank,
         alpha: cfg.lora_alpha.unwrap_or(cfg.lora_rank as f64),
         dropout: cfg.lora_dropout,
         targets,
         rslora: false,
-    })
+    };
+    lcfg.check(model).map_err(TrainError::Unsupported)?;
+    Ok(lcfg)
 }
 
 fn base_dtype(cfg: &TrainConfig) -> DType {

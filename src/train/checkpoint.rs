@@ -75,7 +75,7 @@ pub struct TrainerState {
 
 /// What a checkpoint holds as its weights: the whole model, or LoRA adapters in PEFT's
 /// format over the base its state names.
-pub enum Weights<'a> {
+pub enum Trained<'a> {
     Model(&'a MambaLM),
     Adapters(&'a Adapters),
 }
@@ -180,7 +180,7 @@ pub fn step_name(step: u64) -> String {
 pub fn save(
     root: &Path,
     name: &str,
-    weights: Weights,
+    weights: Trained,
     opt: &AdamW,
     tokenizer: &Path,
     state: &TrainerState,
@@ -191,8 +191,8 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     match weights {
-        Weights::Model(model) => model.save(&tmp)?,
-        Weights::Adapters(adapters) => {
+        Trained::Model(model) => model.save(&tmp)?,
+        Trained::Adapters(adapters) => {
             let base = state.lora_base.as_deref().unwrap_or(Path::new(""));
             peft::save(&tmp, adapters, &base.display().to_string())?
         }
@@ -324,7 +324,7 @@ mod tests {
             save(
                 r,
                 &step_name(step),
-                Weights::Model(&model),
+                Trained::Model(&model),
                 &opt,
                 &tok,
                 &state(step),
@@ -348,8 +348,8 @@ mod tests {
         std::fs::write(r.join(".step-000008.tmp/model.safetensors"), "half").unwrap();
         assert_eq!(latest(r).unwrap(), r.join("step-000006"));
         // final/ counts by its recorded step, and is replaced whole.
-        save(r, FINAL, Weights::Model(&model), &opt, &tok, &state(7)).unwrap();
-        save(r, FINAL, Weights::Model(&model), &opt, &tok, &state(9)).unwrap();
+        save(r, FINAL, Trained::Model(&model), &opt, &tok, &state(7)).unwrap();
+        save(r, FINAL, Trained::Model(&model), &opt, &tok, &state(9)).unwrap();
         assert_eq!(latest(r).unwrap(), r.join(FINAL));
         assert_eq!(load_state(&r.join(FINAL)).unwrap().step, 9);
         prune(r, 2).unwrap();

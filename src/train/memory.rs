@@ -1,7 +1,7 @@
 //! `--dry-run` memory estimate: parameters, gradients, optimizer moments and activations of
 //! one micro-batch, against the VRAM profile's budget.
 
-use mamba_model::lora::{projections, LoraConfig};
+use mamba_model::lora::LoraConfig;
 use mamba_model::{Config, MambaLM};
 
 use super::config::{DeviceSpec, Precision, TrainConfig};
@@ -92,20 +92,18 @@ fn with_adapters(cfg: &TrainConfig, model: &Config, l: &LoraConfig, activations:
 
 /// Parameters of the adapters `l` puts on `model`: r (in + out) per adapted projection.
 pub fn adapter_params(model: &Config, l: &LoraConfig) -> u64 {
-    (0..model.n_layer())
-        .flat_map(|i| projections(model, i))
-        .filter(|(m, _)| l.targets.iter().any(|t| t == m))
-        .map(|(_, [out, inp])| (l.rank * (inp + out)) as u64)
+    l.adapted(model)
+        .into_iter()
+        .map(|(_, _, [out, inp])| (l.rank * (inp + out)) as u64)
         .sum()
 }
 
 /// f32 values the adapters keep per token: each adapted projection's down-projection (r),
 /// and with dropout its dropped-out input too.
 fn adapted_inputs(model: &Config, l: &LoraConfig) -> u64 {
-    (0..model.n_layer())
-        .flat_map(|i| projections(model, i))
-        .filter(|(m, _)| l.targets.iter().any(|t| t == m))
-        .map(|(_, [_, inp])| l.rank as u64 + if l.dropout > 0.0 { inp as u64 } else { 0 })
+    l.adapted(model)
+        .into_iter()
+        .map(|(_, _, [_, inp])| l.rank as u64 + if l.dropout > 0.0 { inp as u64 } else { 0 })
         .sum()
 }
 

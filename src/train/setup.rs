@@ -339,8 +339,8 @@ impl Run {
             return Ok(self.checkpoint_dir.join(name));
         }
         let weights = match &self.lora {
-            Some(l) => checkpoint::Weights::Adapters(&l.adapters),
-            None => checkpoint::Weights::Model(&self.model),
+            Some(l) => checkpoint::Trained::Adapters(&l.adapters),
+            None => checkpoint::Trained::Model(&self.model),
         };
         Ok(checkpoint::save(
             &self.checkpoint_dir,

@@ -11,13 +11,13 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::scan::exp_sub_inplace;
-use crate::layers::linear::{f32_weight, matmul_xwt, weight_for_backward};
+use crate::layers::linear::{f32_weight, is_float_weight, matmul_xwt, weight_for_backward};
 
 /// Negative log-likelihood per position, (N), of `targets` (N) u32 under logits
-/// `h (N, d) @ emb (V, d)^T`; `None` off the CPU or outside f32 (use the logits path there).
+/// `h (N, d) @ emb (V, d)^T`, emb in f32, bf16 or f16; `None` off the CPU or for h outside f32
+/// (use the logits path there).
 pub(crate) fn head_nll(h: &Tensor, emb: &Tensor, targets: &Tensor) -> Result<Option<Tensor>> {
-    let half = matches!(emb.dtype(), DType::BF16 | DType::F16);
-    if !(h.device().is_cpu() && h.dtype() == DType::F32 && (emb.dtype() == DType::F32 || half)) {
+    if !(h.device().is_cpu() && h.dtype() == DType::F32 && is_float_weight(emb.dtype())) {
         return Ok(None);
     }
     let (v, d) = emb.dims2()?;

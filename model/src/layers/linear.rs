@@ -21,7 +21,8 @@ pub(crate) fn linear_fused(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, LinearOp)?))
 }
 
-fn is_float_weight(dt: DType) -> bool {
+/// A weight dtype the CPU ops widen to f32 inside themselves.
+pub(crate) fn is_float_weight(dt: DType) -> bool {
     matches!(dt, DType::F32 | DType::BF16 | DType::F16)
 }
 

@@ -185,8 +185,12 @@ impl Mamba1 {
     /// x and z come out contiguous and their gradients need no zero-padding.
     fn in_proj(&self, h: &Tensor, dt: DType) -> Result<(Tensor, Tensor)> {
         let (di, w) = (self.d_inner, &self.p.in_proj);
-        let x = self.lora.linear_rows("in_proj", h, w, Some((0, di)), dt)?;
-        let z = self.lora.linear_rows("in_proj", h, w, Some((di, di)), dt)?;
+        let parts = self
+            .lora
+            .linear_parts("in_proj", h, w, &[(0, di), (di, di)], dt)?;
+        let [x, z]: [Tensor; 2] = parts
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("in_proj: two parts expected".into()))?;
         Ok((x, z))
     }
 
