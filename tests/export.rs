@@ -52,13 +52,7 @@ fn check_with_gguf_package(gguf: &Path, dir: &Path) -> String {
         .args([gguf, dir])
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ok(&out)
 }
 
 #[test]

@@ -293,11 +293,7 @@ fn adapters_round_trip_through_peft_files() {
 /// 1e-2 over the base held in bf16.
 #[test]
 fn the_loss_curve_is_peft() {
-    let t =
-        candle_core::safetensors::load(fixtures().join("lora_losses.safetensors"), &Device::Cpu)
-            .unwrap();
-    let batches = t["batches"].to_dtype(DType::U32).unwrap();
-    let want = t["losses"].to_vec1::<f64>().unwrap();
+    let curve = load_curve(&fixtures().join("lora_losses.safetensors"));
     for (dtype, tol) in [(DType::F32, 1e-3), (DType::BF16, 1e-2)] {
         let (base, _) = MambaLM::load(fixtures().join("ours_tiny"), &Device::Cpu).unwrap();
         let base = base.into_weight_dtype(dtype).unwrap();
@@ -317,18 +313,15 @@ fn the_loss_curve_is_peft() {
             .param_names()
             .iter()
             .all(|(n, decay)| n.contains("lora_") && *decay));
-        for (step, w) in want.iter().enumerate() {
-            let ids = batches.get(step).unwrap();
-            let (x, y) = (ids.narrow(1, 0, 16).unwrap(), ids.narrow(1, 1, 16).unwrap());
-            let loss = model.loss(&x, &y, None, None).unwrap();
-            let got = loss.to_scalar::<f32>().unwrap() as f64;
-            assert!(
-                (got - w).abs() <= tol * w,
-                "{dtype:?} base, step {step}: {got} vs PEFT's {w}"
-            );
-            opt.backward_step(&loss).unwrap();
-        }
+        follow_curve(
+            &model,
+            &mut opt,
+            &curve,
+            tol,
+            &format!("PEFT's, {dtype:?} base"),
+        );
     }
+    let want = &curve.1;
     assert!(
         want[49] < want[0] - 0.05,
         "the run learns: {} -> {}",

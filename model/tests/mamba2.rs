@@ -413,11 +413,7 @@ fn mamba2_trains_on_packed_documents_kept_apart() {
 /// transformers' Mamba2 gives on the same batches (make_mamba2_fixtures.py), within 1e-3.
 #[test]
 fn the_loss_curve_is_transformers() {
-    let t =
-        candle_core::safetensors::load(fixtures().join("mamba2_losses.safetensors"), &Device::Cpu)
-            .unwrap();
-    let batches = t["batches"].to_dtype(DType::U32).unwrap();
-    let want = t["losses"].to_vec1::<f64>().unwrap();
+    let curve = load_curve(&fixtures().join("mamba2_losses.safetensors"));
     let (model, varmap) =
         MambaLM::init(&seeded::mamba2(), seeded::MAMBA2_SEED, &Device::Cpu).unwrap();
     let cfg = mamba_model::AdamWConfig {
@@ -425,17 +421,8 @@ fn the_loss_curve_is_transformers() {
         ..Default::default()
     };
     let mut opt = mamba_model::AdamW::from_varmap(&varmap, cfg).unwrap();
-    for (step, w) in want.iter().enumerate() {
-        let ids = batches.get(step).unwrap();
-        let (x, y) = (ids.narrow(1, 0, 16).unwrap(), ids.narrow(1, 1, 16).unwrap());
-        let loss = model.loss(&x, &y, None, None).unwrap();
-        let got = loss.to_scalar::<f32>().unwrap() as f64;
-        assert!(
-            (got - w).abs() <= 1e-3 * w,
-            "step {step}: {got} vs transformers' {w}"
-        );
-        opt.backward_step(&loss).unwrap();
-    }
+    follow_curve(&model, &mut opt, &curve, 1e-3, "transformers'");
+    let want = &curve.1;
     assert!(
         want[49] < want[0] - 0.5,
         "the run learns: {} -> {}",

@@ -61,3 +61,33 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, atol: f64, rtol: f64) {
         bv.get(at).copied().unwrap_or(0.0)
     );
 }
+
+/// A reference training run stored by a fixture script: `batches` (steps, b, 17) of ids and
+/// the reference's loss at each step.
+pub fn load_curve(path: &std::path::Path) -> (Tensor, Vec<f64>) {
+    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let batches = t["batches"].to_dtype(DType::U32).unwrap();
+    (batches, t["losses"].to_vec1::<f64>().unwrap())
+}
+
+/// One AdamW step of `model` per stored batch (16 inputs, the next 16 ids as targets), each
+/// step's loss within `tol` (relative) of the reference's, which `whose` names in failures.
+pub fn follow_curve(
+    model: &mamba_model::MambaLM,
+    opt: &mut mamba_model::AdamW,
+    (batches, want): &(Tensor, Vec<f64>),
+    tol: f64,
+    whose: &str,
+) {
+    for (step, w) in want.iter().enumerate() {
+        let ids = batches.get(step).unwrap();
+        let (x, y) = (ids.narrow(1, 0, 16).unwrap(), ids.narrow(1, 1, 16).unwrap());
+        let loss = model.loss(&x, &y, None, None).unwrap();
+        let got = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (got - w).abs() <= tol * w,
+            "{whose}, step {step}: {got} vs {w}"
+        );
+        opt.backward_step(&loss).unwrap();
+    }
+}
