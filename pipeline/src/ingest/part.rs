@@ -134,6 +134,8 @@ impl PieceRecord {
             kind: self.kind.as_deref().map(kind).transpose()?,
             bytes: self.bytes,
             docs,
+            // The log holds what the writer made of the piece: a copy is already one.
+            raw: None,
             reserved: 0,
             end: match self.end {
                 None => None,

@@ -42,8 +42,9 @@ pub struct StageOptions {
 ///
 /// Byte-identical copies are common in real folders (a PDF saved twice, vendored code).
 /// A copy is not read again when an earlier file with the same bytes has been read already;
-/// the writer then treats it exactly as it would the copy's document, a duplicate, so the
-/// outcome does not depend on which worker got there first.
+/// a copy read anyway (the earlier file was not done yet) carries its bytes' hash, and the
+/// writer, which takes files in input order, turns it into the copy skipped unread (see
+/// `Tally::add`): so nothing, the part logs included, depends on which worker got there first.
 #[derive(Default)]
 pub struct SeenFiles(std::sync::Mutex<std::collections::HashMap<u128, (usize, u128)>>);
 
@@ -77,6 +78,8 @@ pub struct Piece {
     pub bytes: u64,
     pub docs: Vec<Doc>,
     pub end: Option<End>,
+    /// The hash of the file's bytes, for a file read whole.
+    pub raw: Option<u128>,
     /// The text bytes this piece holds against the in-flight budget (see [`Order::reserve`]),
     /// given back when the writer has taken it.
     pub reserved: usize,
@@ -113,6 +116,7 @@ impl Piece {
             bytes: 0,
             docs: Vec::new(),
             end: None,
+            raw: None,
             reserved: 0,
         }
     }
@@ -256,6 +260,7 @@ fn extract_file(
         bytes: 0,
         docs: Vec::new(),
         end: None,
+        raw: None,
         reserved: 0,
     };
     let (format, size) = match verdict {
@@ -297,9 +302,11 @@ fn extract_file(
         Ok((doc, _)) if doc.text.trim().is_empty() => End::Skipped("no text".into()),
         Ok((doc, repairs)) => {
             let doc = chunk_doc(doc, opts);
-            if let Some(seen) = seen {
+            // A dropped document stands for no copy: its copies are read and dropped too.
+            if let (Some(seen), None) = (seen, &doc.found.dropped) {
                 seen.record(raw_hash, index, doc.hash);
             }
+            piece.raw = Some(raw_hash);
             piece.docs.push(doc);
             End::Ingested(repairs)
         }

@@ -30,6 +30,8 @@ pub struct Tally {
     first_seen: HashMap<u128, std::sync::Arc<str>>,
     /// Dataset rows seen, by hash (rows are counted as duplicates, not named).
     rows_seen: HashSet<u128>,
+    /// Files read whole, by the hash of their bytes, with their document's hash.
+    files_read: HashMap<u128, u128>,
     /// Documents of the current file kept so far (a file of only duplicates is skipped).
     kept_in_file: u64,
     duplicate_of: Option<std::sync::Arc<str>>,
@@ -55,6 +57,7 @@ impl Tally {
             val_fraction,
             first_seen: HashMap::new(),
             rows_seen: HashSet::new(),
+            files_read: HashMap::new(),
             kept_in_file: 0,
             duplicate_of: None,
             near: near_dup::Seen::default(),
@@ -76,6 +79,7 @@ impl Tally {
 
     /// Takes the next piece in input order.
     pub fn add(&mut self, piece: Piece) -> Result<(), WriteError> {
+        let piece = self.unread_copy(piece);
         let kind = piece.kind.map_or("other", |k| k.as_str());
         let mut record = self.log.as_ref().map(|_| PieceRecord::of(&piece));
         for doc in piece.docs {
@@ -192,6 +196,27 @@ impl Tally {
             group.tokens += tokens;
         }
         Ok(())
+    }
+
+    /// A byte-identical copy of an earlier file that a worker read anyway (the earlier one was
+    /// not done yet) becomes the copy skipped unread (see [`super::stages::SeenFiles`]).
+    fn unread_copy(&mut self, mut piece: Piece) -> Piece {
+        let (Some(raw), [doc]) = (piece.raw, &piece.docs[..]) else {
+            return piece;
+        };
+        if doc.found.dropped.is_some() {
+            return piece;
+        }
+        match self.files_read.get(&raw) {
+            Some(&hash) => {
+                piece.docs.clear();
+                piece.end = Some(End::Duplicate(hash));
+            }
+            None => {
+                self.files_read.insert(raw, doc.hash);
+            }
+        }
+        piece
     }
 
     fn end_file(&mut self, source: &str, kind: &str, end: &End, bytes: u64) {
