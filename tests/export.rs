@@ -113,7 +113,7 @@ fn f32_exports_equal_the_checkpoint_for_both_kinds() {
         // Every tensor: the embedding and norm, and each layer's own under llama.cpp's names.
         let per_layer = match kind {
             LayerKind::Mamba1 => 10,
-            LayerKind::Mamba2 => 9,
+            _ => 9,
         };
         assert_eq!(t.len(), 2 + 2 * per_layer);
         assert_eq!(
@@ -130,7 +130,7 @@ fn f32_exports_equal_the_checkpoint_for_both_kinds() {
         );
         let rank = match kind {
             LayerKind::Mamba1 => cfg.dt_rank(),
-            LayerKind::Mamba2 => cfg.n_heads(),
+            _ => cfg.n_heads(),
         };
         assert_eq!(
             u32_of(&c, &format!("{arch}.ssm.time_step_rank")) as usize,

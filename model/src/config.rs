@@ -65,10 +65,14 @@ pub enum LayerKind {
     Mamba1,
     /// Dao & Gu 2024: the state-space dual, SSD (transformers `Mamba2ForCausalLM`).
     Mamba2,
+    /// Causal self-attention with grouped key/value heads, RoPE or none (the hybrids').
+    Attention,
+    /// The feed-forward layer of a hybrid family (see [`Family::mlp`]).
+    Mlp,
 }
 
 impl LayerKind {
-    /// Every kind, in the order `--arch` lists them.
+    /// Every Mamba kind, in the order `--arch` lists them (a whole model of one kind).
     pub const ALL: [LayerKind; 2] = [LayerKind::Mamba1, LayerKind::Mamba2];
 
     /// Its name in the papers.
@@ -76,6 +80,8 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => "Mamba-1",
             LayerKind::Mamba2 => "Mamba-2",
+            LayerKind::Attention => "attention",
+            LayerKind::Mlp => "MLP",
         }
     }
 
@@ -85,6 +91,8 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => "mamba1",
             LayerKind::Mamba2 => "mamba2",
+            LayerKind::Attention => "attention",
+            LayerKind::Mlp => "mlp",
         }
     }
 
@@ -92,8 +100,13 @@ impl LayerKind {
     pub fn released_d_state(self) -> usize {
         match self {
             LayerKind::Mamba1 => 16,
-            LayerKind::Mamba2 => 128,
+            _ => 128,
         }
+    }
+
+    /// A layer with a recurrent SSM state (not attention, not an MLP).
+    pub fn is_mamba(self) -> bool {
+        matches!(self, LayerKind::Mamba1 | LayerKind::Mamba2)
     }
 }
 
@@ -102,8 +115,10 @@ impl std::str::FromStr for LayerKind {
 
     fn from_str(s: &str) -> std::result::Result<LayerKind, String> {
         let keys: Vec<&str> = LayerKind::ALL.iter().map(|k| k.key()).collect();
+        let every = [LayerKind::Attention, LayerKind::Mlp];
         LayerKind::ALL
             .into_iter()
+            .chain(every)
             .find(|k| k.key() == s.to_ascii_lowercase())
             .ok_or_else(|| format!("unknown architecture `{s}` (valid: {})", keys.join(", ")))
     }
@@ -152,6 +167,74 @@ pub struct Config {
     pub n_groups: usize,
     /// Mamba-2: dt is clamped to this range after the softplus.
     pub dt_limit: (f64, f64),
+    /// d_inner when it is not expand * d_model (Nemotron-H: Mamba heads x head_dim).
+    pub inner: Option<usize>,
+    /// Whose checkpoint layout and residual arithmetic the model follows.
+    pub family: Family,
+    /// A hybrid family's own config.json as read, written back as it was (the fields this
+    /// tool does not compute with, e.g. token ids, stay the checkpoint's).
+    pub family_json: Option<serde_json::Value>,
+    /// Attention layers' sizes and position encoding.
+    pub attn: AttnConfig,
+    /// MLP layers: the hidden width (the activation is the family's, [`Family::mlp`]).
+    pub mlp_hidden: usize,
+    /// Granite: the embedding is multiplied by `embedding_multiplier`, every layer's output by
+    /// `residual_multiplier` before the residual add, and the logits divided by
+    /// `logits_scaling`; 1 in the other families.
+    pub embedding_multiplier: f64,
+    pub residual_multiplier: f64,
+    pub logits_scaling: f64,
+}
+
+/// The checkpoint family a model is read from and written as: its names, its config.json and
+/// the arithmetic around the layers. A hybrid family's decoder layer is here one layer of its
+/// mixer (Mamba-2 or attention) and, where the family has one, one MLP layer after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Family {
+    /// transformers `MambaForCausalLM` / `Mamba2ForCausalLM`, mamba_ssm `MambaLMHeadModel`.
+    #[default]
+    Mamba,
+    /// IBM/Princeton Bamba (transformers `BambaForCausalLM`).
+    Bamba,
+    /// IBM Granite 4.0-H, dense (transformers `GraniteMoeHybridForCausalLM`).
+    GraniteHybrid,
+    /// NVIDIA Nemotron-H (transformers `NemotronHForCausalLM`): one mixer per layer.
+    NemotronH,
+}
+
+/// The activation of a family's MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlpKind {
+    /// down(silu(gate(x)) * up(x)), gate and up apart (Bamba).
+    SwiGlu,
+    /// The same with gate and up one matrix, gate first (Granite's `shared_mlp.input_linear`).
+    SwiGluFused,
+    /// down(relu(up(x))^2) (Nemotron-H).
+    Relu2,
+}
+
+impl Family {
+    /// Its MLP's activation and layout.
+    pub fn mlp(self) -> MlpKind {
+        match self {
+            Family::GraniteHybrid => MlpKind::SwiGluFused,
+            Family::NemotronH => MlpKind::Relu2,
+            Family::Mamba | Family::Bamba => MlpKind::SwiGlu,
+        }
+    }
+}
+
+/// Attention layers: `heads` query heads and `kv_heads` key/value heads of `head_dim`
+/// channels; RoPE of base `rope_theta` on the first `rotary_dim` channels of each head (none
+/// when `rope_theta` is `None`); scores scaled by `scale` (1/sqrt(head_dim) when `None`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttnConfig {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: Option<f64>,
+    pub rotary_dim: usize,
+    pub scale: Option<f64>,
 }
 
 impl Default for Config {
@@ -176,6 +259,14 @@ impl Default for Config {
             head_dim: 64,
             n_groups: 1,
             dt_limit: (0.0, f64::INFINITY),
+            inner: None,
+            family: Family::Mamba,
+            family_json: None,
+            attn: AttnConfig::default(),
+            mlp_hidden: 0,
+            embedding_multiplier: 1.0,
+            residual_multiplier: 1.0,
+            logits_scaling: 1.0,
         }
     }
 }
@@ -239,7 +330,7 @@ impl Config {
 
     /// d_inner = expand * d_model.
     pub fn d_inner(&self) -> usize {
-        self.expand * self.d_model
+        self.inner.unwrap_or(self.expand * self.d_model)
     }
 
     /// Mamba-2: number of heads H.

@@ -46,7 +46,7 @@ pub mod model;
 pub mod optim;
 pub mod rng;
 
-pub use config::{Config, LayerKind, PRESETS};
+pub use config::{Config, Family, LayerKind, PRESETS};
 pub use decode::{Decoder, State};
 pub use error::{Error, Result};
 pub use io::mapped::MapAware;

@@ -289,17 +289,42 @@ impl MambaLM {
     /// Token embeddings (b, l, d_model) of `ids` (b, l) u32.
     pub(crate) fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
-        self.embedding
-            .index_select(&ids.flatten_all()?, 0)?
-            .to_dtype(DType::F32)?
+        self.embed_flat(&ids.flatten_all()?)?
             .reshape((b, l, self.cfg.d_model))
+    }
+
+    /// Token embeddings (n, d_model) of `ids` (n) u32, times the embedding multiplier.
+    pub(crate) fn embed_flat(&self, ids: &Tensor) -> Result<Tensor> {
+        let e = self.embedding.index_select(ids, 0)?.to_dtype(DType::F32)?;
+        match self.cfg.embedding_multiplier {
+            1.0 => Ok(e),
+            m => e * m,
+        }
+    }
+
+    /// The residual stream after a layer: h + out, out scaled by the residual multiplier.
+    pub(crate) fn residual(&self, h: &Tensor, out: &Tensor) -> Result<Tensor> {
+        match self.cfg.residual_multiplier {
+            1.0 => h + out,
+            m => h + (out * m)?,
+        }
+    }
+
+    /// The final norm of `h`, divided by the logits scaling (so that the head gives the
+    /// scaled logits).
+    pub(crate) fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
+        let x = rms_norm(h, &self.norm_f, self.cfg.norm_eps)?;
+        match self.cfg.logits_scaling {
+            1.0 => Ok(x),
+            s => x / s,
+        }
     }
 
     /// Residual block `i`: h + mixer(rms_norm(h)).
     fn block(&self, i: usize, h: &Tensor, o: &ForwardOptions) -> Result<Tensor> {
         let layer = &self.layers[i];
         let x = rms_norm(h, &layer.norm, self.cfg.norm_eps)?;
-        h + layer.mixer.forward(&x, o.resets, o.compute)?
+        self.residual(h, &layer.mixer.forward(&x, o.resets, o.compute)?)
     }
 
     /// Final norm, head and mean next-token cross-entropy of `targets` (b, l) given the
@@ -311,7 +336,7 @@ impl MambaLM {
         loss_mask: Option<&Tensor>,
         o: &ForwardOptions,
     ) -> Result<Tensor> {
-        let h = rms_norm(h, &self.norm_f, self.cfg.norm_eps)?.reshape(((), self.cfg.d_model))?;
+        let h = self.final_norm(h)?.reshape(((), self.cfg.d_model))?;
         // On the CPU in f32 the head and the cross-entropy are one op (see `crate::kernels::head`).
         if o.compute == DType::F32 {
             if let Some(nll) = crate::kernels::head::head_nll(&h, &self.head, targets)? {
@@ -357,7 +382,7 @@ impl MambaLM {
             ..Default::default()
         };
         let h = self.trunk(input_ids, &o)?;
-        let h = rms_norm(&h, &self.norm_f, self.cfg.norm_eps)?;
+        let h = self.final_norm(&h)?;
         crate::layers::ops::linear(&h, &self.head)
     }
 

@@ -41,7 +41,7 @@ pub fn estimate(cfg: &TrainConfig, model: &Config, lora: Option<&LoraConfig>) ->
     let per_layer = model
         .layers
         .iter()
-        .map(|k| k.activations_per_token(model, chunked));
+        .map(|k| k.activations_per_token(model, chunked, cfg.seq_len));
     let layers = model.n_layer() as u64;
     let kept = match cfg.grad_checkpointing {
         // Every block's input, and one block's activations rebuilt at a time.

@@ -10,7 +10,7 @@
 
 mod layer;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::linear;
@@ -73,7 +73,7 @@ impl MambaLM {
     /// Whether decoding takes the CPU fast path (and 8-bit weights can be had): on the CPU,
     /// either architecture.
     pub fn has_fast_step(&self) -> bool {
-        self.device().is_cpu()
+        self.device().is_cpu() && self.cfg.layers.iter().all(|k| k.is_mamba())
     }
 
     /// A decoder with the fastest step for the model's device.
@@ -141,10 +141,10 @@ impl Decoder<'_> {
                 let (out, s) = layer.mixer.prefill(&x)?;
                 st.0.push(s.conv);
                 st.1.push(s.ssm);
-                h = (h + out)?;
+                h = m.residual(&h, &out)?;
             }
             let last = h.narrow(1, l - 1, 1)?.reshape((1, d))?;
-            let x = rms_norm(&last, &m.norm_f, eps)?;
+            let x = m.final_norm(&last)?;
             logits.push(linear(&x, &m.head)?.squeeze(0)?.to_vec1::<f32>()?);
         }
         let layers = layers
@@ -197,17 +197,17 @@ impl Decoder<'_> {
     fn candle_step(&self, ids: &[u32], layers: &mut [(Tensor, Tensor)]) -> Result<Vec<Vec<f32>>> {
         let m = self.model;
         let ids = Tensor::from_slice(ids, ids.len(), m.device())?;
-        let mut h = m.embedding.index_select(&ids, 0)?.to_dtype(DType::F32)?; // (b, d)
+        let mut h = m.embed_flat(&ids)?; // (b, d)
         for (layer, (conv, ssm)) in m.layers.iter().zip(layers.iter_mut()) {
             let x = rms_norm(&h, &layer.norm, m.cfg.norm_eps)?;
             let mut s = MixerState {
                 conv: conv.clone(),
                 ssm: ssm.clone(),
             };
-            h = (h + layer.mixer.step(&x, &mut s)?)?;
+            h = m.residual(&h, &layer.mixer.step(&x, &mut s)?)?;
             (*conv, *ssm) = (s.conv, s.ssm);
         }
-        let x = rms_norm(&h, &m.norm_f, m.cfg.norm_eps)?;
+        let x = m.final_norm(&h)?;
         linear(&x, &m.head)?.to_vec2::<f32>()
     }
 }

@@ -44,6 +44,9 @@ pub(crate) fn required(o: &Value, k: &str, path: &Path) -> Result<usize> {
 /// class computes, is written as `model_type` [`MIXED`] with the kind of each layer in
 /// `layer_types` and every kind's fields: it loads here, and transformers refuses it by name.
 pub fn hf_config(cfg: &Config) -> Value {
+    if cfg.family != crate::config::Family::Mamba {
+        return super::hybrid::family_config(cfg);
+    }
     let (model_type, class) = match cfg.kind() {
         Some(kind) => kind.transformers_names(),
         None => MIXED,
@@ -115,9 +118,13 @@ fn layer_kinds(v: &Value, n_layer: usize, path: &Path) -> Result<Vec<LayerKind>>
     let kind = match v.get("model_type").and_then(|x| x.as_str()) {
         None => LayerKind::Mamba1,
         Some(mt) => LayerKind::from_model_type(mt).ok_or_else(|| {
+            if let Some(why) = super::hybrid::refused(mt) {
+                return bad(why);
+            }
             let known: Vec<&str> = LayerKind::ALL
                 .iter()
                 .map(|k| k.transformers_names().0)
+                .chain(super::hybrid::FAMILIES.iter().map(|f| f.0))
                 .collect();
             bad(format!(
                 "model_type is `{mt}`, expected one of {}",
@@ -216,7 +223,7 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
 /// Mamba-2's time-step limit (lo, hi) from transformers' `time_step_limit` or mamba_ssm's
 /// `dt_limit`: numbers, or `{"__float__": "Infinity"}` as transformers 5 writes infinity (4.x's
 /// bare `Infinity` is made that by [`parse_json`]); absent is (0, inf).
-fn time_step_limit(limits: Option<&Value>, path: &Path) -> Result<(f64, f64)> {
+pub(crate) fn time_step_limit(limits: Option<&Value>, path: &Path) -> Result<(f64, f64)> {
     let limit = |x: &Value| -> Option<f64> {
         x.as_f64()
             .or_else(|| match x.get("__float__").and_then(|f| f.as_str()) {
@@ -272,6 +279,9 @@ pub fn load_config(dir: &Path) -> Result<Config> {
     let v = parse_json(&text).map_err(|e| Error::file(&path, e))?;
     if v.get("d_model").is_some() && v.get("hidden_size").is_none() {
         return config_from_mamba_ssm(&v, &path);
+    }
+    if let Some(family) = super::hybrid::family_of(&v) {
+        return super::hybrid::config_from_family(&v, family, &path);
     }
     config_from_hf(&v, &path)
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod gguf;
+pub mod hybrid;
 pub mod mapped;
 pub mod peft;
 pub mod safetensors;

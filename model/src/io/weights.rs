@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::config::{hf_config, load_config, CONFIG_FILE};
+use super::hybrid::file_name;
 use super::safetensors::{
     read_f32, read_sharded, write_checkpoint_weights, HostTensor, Load, INDEX_FILE,
 };
@@ -115,7 +116,11 @@ impl MambaLM {
         let text = serde_json::to_string_pretty(&hf_config(&self.cfg))
             .map_err(|e| Error::file(&cfg_path, e))?;
         std::fs::write(&cfg_path, text + "\n").map_err(|e| Error::io(&cfg_path, e))?;
-        let mut named = self.named_tensors();
+        let mut named: Vec<(String, _)> = self
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (file_name(&self.cfg, &n), t))
+            .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         write_checkpoint_weights(dir, &named, max_shard_bytes)
     }
@@ -142,6 +147,14 @@ impl MambaLM {
     pub fn load_with(dir: &Path, device: &Device, load: Load) -> Result<(MambaLM, VarMap)> {
         let mut cfg = load_config(dir)?;
         let (mut tensors, path) = read_weights(dir, load)?;
+        if cfg.family != crate::config::Family::Mamba {
+            // A hybrid family's names become this tool's (one to one).
+            for (name, _) in MambaLM::shapes(&cfg) {
+                if let Some(t) = tensors.remove(&file_name(&cfg, &name)) {
+                    tensors.insert(name, t);
+                }
+            }
+        }
         if let Some(t) = tensors.remove("backbone.embedding.weight") {
             tensors
                 .entry("backbone.embeddings.weight".into())

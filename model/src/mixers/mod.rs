@@ -1,12 +1,14 @@
-//! The layer kinds, a module each: [`mamba1`] (the selective SSM, Gu & Dao 2023) and
-//! [`mamba2`] (the SSD, Dao & Gu 2024). Each owns its parameters by name (one table), its
+//! The layer kinds, a module each: [`mamba1`] (the selective SSM, Gu & Dao 2023),
+//! [`mamba2`] (the SSD, Dao & Gu 2024), and the hybrids' [`attention`] and [`mlp`]. Each owns its parameters by name (one table), its
 //! recurrent state's shapes, what backward keeps per token, its transformers config fields,
 //! its forward, its recurrent step and its CPU fast step. This file lists them: [`Mixer`] is
 //! one enum over the kinds with one `match` per method, and [`LayerKind`]'s methods here say
 //! what each kind says of itself. A new kind is one more module and one more arm in each.
 
+pub mod attention;
 pub mod mamba1;
 pub mod mamba2;
+pub mod mlp;
 pub mod state;
 
 use candle_core::{DType, Result, Tensor};
@@ -17,8 +19,10 @@ use crate::config::{Config, LayerKind};
 use crate::kernels::rows::FastMixer;
 use crate::layers::params::{Init, Param};
 use crate::lora::Lora;
+pub use attention::Attention;
 pub use mamba1::Mamba1;
 pub use mamba2::Mamba2;
+pub use mlp::Mlp;
 pub use state::MixerState;
 
 /// The mixer of one layer, of its kind.
@@ -26,6 +30,8 @@ pub use state::MixerState;
 pub enum Mixer {
     Mamba1(Mamba1),
     Mamba2(Mamba2),
+    Attention(Attention),
+    Mlp(Mlp),
 }
 
 /// Calls the same method on whichever mixer it is.
@@ -34,6 +40,8 @@ macro_rules! each {
         match $m {
             Mixer::Mamba1($x) => $e,
             Mixer::Mamba2($x) => $e,
+            Mixer::Attention($x) => $e,
+            Mixer::Mlp($x) => $e,
         }
     };
 }
@@ -44,12 +52,19 @@ impl Mixer {
         Ok(match kind {
             LayerKind::Mamba1 => Mixer::Mamba1(Mamba1::new(cfg, vb)?),
             LayerKind::Mamba2 => Mixer::Mamba2(Mamba2::new(cfg, vb)?),
+            LayerKind::Attention => Mixer::Attention(Attention::new(cfg, vb)?),
+            LayerKind::Mlp => Mixer::Mlp(Mlp::new(cfg, vb)?),
         })
     }
 
     /// The parameters with their names (below `...mixer.`), in the order of the kind's table.
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
-        each!(self, m => m.p.named())
+        match self {
+            Mixer::Mamba1(m) => m.p.named(),
+            Mixer::Mamba2(m) => m.p.named(),
+            Mixer::Attention(m) => m.p.named(),
+            Mixer::Mlp(m) => m.named(),
+        }
     }
 
     /// The same parameters with adapters on its projections (see [`crate::lora`]).
@@ -65,6 +80,8 @@ impl Mixer {
         Ok(match self {
             Mixer::Mamba1(m) => Mixer::Mamba1(m.map(f)?),
             Mixer::Mamba2(m) => Mixer::Mamba2(m.map(f)?),
+            Mixer::Attention(m) => Mixer::Attention(m.map(f)?),
+            Mixer::Mlp(m) => Mixer::Mlp(m.map(f)?),
         })
     }
 
@@ -88,22 +105,50 @@ impl Mixer {
     /// h: (b, l, d_model) normalised input -> (b, l, d_model); `resets` (b, l) u8, nonzero at
     /// document starts; the projections run in `dt`.
     pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
-        each!(self, m => m.forward(h, resets, dt))
+        match self {
+            Mixer::Mlp(m) => m.forward(h, dt),
+            Mixer::Mamba1(m) => m.forward(h, resets, dt),
+            Mixer::Mamba2(m) => m.forward(h, resets, dt),
+            Mixer::Attention(m) => m.forward(h, resets, dt),
+        }
     }
 
     /// The f32 forward of a prompt without resets and the state after its last position.
     pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, MixerState)> {
-        each!(self, m => m.prefill(h))
+        match self {
+            Mixer::Mlp(m) => {
+                let none = Tensor::zeros((h.dim(0)?, 0), DType::F32, h.device())?;
+                let state = MixerState {
+                    conv: none.clone(),
+                    ssm: none,
+                };
+                Ok((m.forward(h, DType::F32)?, state))
+            }
+            Mixer::Mamba1(m) => m.prefill(h),
+            Mixer::Mamba2(m) => m.prefill(h),
+            Mixer::Attention(m) => m.prefill(h),
+        }
     }
 
     /// One position in recurrent form: h (b, d_model) -> (b, d_model); `st` advances.
     pub fn step(&self, h: &Tensor, st: &mut MixerState) -> Result<Tensor> {
-        each!(self, m => m.step(h, st))
+        match self {
+            Mixer::Mlp(m) => m.forward(h, DType::F32),
+            Mixer::Mamba1(m) => m.step(h, st),
+            Mixer::Mamba2(m) => m.step(h, st),
+            Mixer::Attention(m) => m.step(h, st),
+        }
     }
 
     /// The parameters under llama.cpp's names (below `blk.N.`) and in its shapes.
     pub fn gguf_tensors(&self) -> Result<Vec<(&'static str, Tensor)>> {
-        each!(self, m => m.gguf_tensors())
+        match self {
+            Mixer::Mamba1(m) => m.gguf_tensors(),
+            Mixer::Mamba2(m) => m.gguf_tensors(),
+            _ => {
+                candle_core::bail!("llama.cpp export of attention and MLP layers is not supported")
+            }
+        }
     }
 
     /// The kind's CPU fast step over this mixer's weights (8-bit copies of its projections
@@ -112,6 +157,7 @@ impl Mixer {
         Ok(match self {
             Mixer::Mamba1(m) => Box::new(mamba1::step::Step::new(m, int8)?),
             Mixer::Mamba2(m) => Box::new(mamba2::step::Step::new(m, int8)?),
+            _ => candle_core::bail!("no CPU fast step for attention and MLP layers"),
         })
     }
 }
@@ -122,6 +168,8 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::Params::table(cfg),
             LayerKind::Mamba2 => mamba2::Params::table(cfg),
+            LayerKind::Attention => attention::Params::table(cfg),
+            LayerKind::Mlp => mlp::table(cfg),
         }
     }
 
@@ -130,15 +178,19 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::state_shapes(cfg),
             LayerKind::Mamba2 => mamba2::state_shapes(cfg),
+            LayerKind::Attention => attention::state_shapes(cfg),
+            LayerKind::Mlp => (vec![0], vec![0]),
         }
     }
 
-    /// Values backward keeps per token in one layer of this kind; `chunked`: the GPU's form
-    /// of the SSM where it differs.
-    pub fn activations_per_token(self, cfg: &Config, chunked: bool) -> u64 {
+    /// Values backward keeps per token in one layer of this kind at context `seq_len`;
+    /// `chunked`: the GPU's form of the SSM where it differs.
+    pub fn activations_per_token(self, cfg: &Config, chunked: bool, seq_len: usize) -> u64 {
         match self {
             LayerKind::Mamba1 => mamba1::activations_per_token(cfg),
             LayerKind::Mamba2 => mamba2::activations_per_token(cfg, chunked),
+            LayerKind::Attention => attention::activations_per_token(cfg, seq_len),
+            LayerKind::Mlp => mlp::activations_per_token(cfg),
         }
     }
 
@@ -147,6 +199,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::TRANSFORMERS,
             LayerKind::Mamba2 => mamba2::TRANSFORMERS,
+            LayerKind::Attention | LayerKind::Mlp => crate::io::config::MIXED,
         }
     }
 
@@ -162,7 +215,7 @@ impl LayerKind {
     pub fn hf_defaults(self) -> (bool, usize) {
         match self {
             LayerKind::Mamba1 => mamba1::HF_DEFAULTS,
-            LayerKind::Mamba2 => mamba2::HF_DEFAULTS,
+            LayerKind::Mamba2 | LayerKind::Attention | LayerKind::Mlp => mamba2::HF_DEFAULTS,
         }
     }
 
@@ -170,8 +223,8 @@ impl LayerKind {
     /// config made of it.
     pub fn check_hf(self, v: &Value, cfg: &Config) -> std::result::Result<(), String> {
         match self {
-            LayerKind::Mamba1 => Ok(()),
             LayerKind::Mamba2 => mamba2::check_hf(v, cfg),
+            _ => Ok(()),
         }
     }
 
@@ -180,6 +233,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::hf_fields(cfg),
             LayerKind::Mamba2 => mamba2::hf_fields(cfg),
+            LayerKind::Attention | LayerKind::Mlp => Value::Object(Default::default()),
         }
     }
 
@@ -190,6 +244,8 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::LORA_TARGETS,
             LayerKind::Mamba2 => mamba2::LORA_TARGETS,
+            LayerKind::Attention => attention::LORA_TARGETS,
+            LayerKind::Mlp => mlp::LORA_TARGETS,
         }
     }
 
@@ -198,6 +254,8 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::describe(cfg),
             LayerKind::Mamba2 => mamba2::describe(cfg),
+            LayerKind::Attention => attention::describe(cfg),
+            LayerKind::Mlp => mlp::describe(cfg),
         }
     }
 
@@ -205,7 +263,7 @@ impl LayerKind {
     pub fn gguf_arch(self) -> &'static str {
         match self {
             LayerKind::Mamba1 => mamba1::GGUF_ARCH,
-            LayerKind::Mamba2 => mamba2::GGUF_ARCH,
+            LayerKind::Mamba2 | LayerKind::Attention | LayerKind::Mlp => mamba2::GGUF_ARCH,
         }
     }
 
@@ -214,6 +272,9 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::gguf_limits(cfg),
             LayerKind::Mamba2 => mamba2::gguf_limits(cfg),
+            LayerKind::Attention | LayerKind::Mlp => {
+                Err("llama.cpp export of hybrid models is not supported yet".into())
+            }
         }
     }
 
@@ -222,6 +283,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::gguf_sizes(cfg),
             LayerKind::Mamba2 => mamba2::gguf_sizes(cfg),
+            LayerKind::Attention | LayerKind::Mlp => vec![],
         }
     }
 
@@ -230,6 +292,8 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => Ok(()),
             LayerKind::Mamba2 => mamba2::check(cfg),
+            LayerKind::Attention => attention::check(cfg),
+            LayerKind::Mlp => mlp::check(cfg),
         }
     }
 }

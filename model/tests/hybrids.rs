@@ -1,0 +1,161 @@
+//! The hybrid families (Bamba, Granite 4.0-H, Nemotron-H) against transformers (pure PyTorch
+//! path, f32): random tiny models saved by `save_pretrained`, their logits and greedy
+//! generations; fixtures and the script that made them in tests/fixtures
+//! (make_hybrid_fixtures.py).
+
+mod common;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use mamba_model::{Family, LayerKind, MambaLM};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Each family's fixture name, family, and its layers' kinds.
+fn families() -> Vec<(&'static str, Family, Vec<LayerKind>)> {
+    use LayerKind::{Attention as A, Mamba2 as M, Mlp as F};
+    vec![
+        ("bamba", Family::Bamba, vec![M, F, A, F, M, F, M, F]),
+        (
+            "granite_h",
+            Family::GraniteHybrid,
+            vec![M, F, A, F, M, F, M, F],
+        ),
+        ("nemotron_h", Family::NemotronH, vec![M, F, A, F, M, F]),
+    ]
+}
+
+fn load(name: &str) -> MambaLM {
+    MambaLM::load(fixtures().join(format!("hf_{name}")), &Device::Cpu)
+        .unwrap()
+        .0
+}
+
+fn assert_logits(what: &str, model: &MambaLM, t: &std::collections::HashMap<String, Tensor>) {
+    let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
+    let ours = model.forward(&ids, None).unwrap();
+    let theirs = &t["logits"];
+    let scale = vec(theirs).iter().fold(0f64, |m, x| m.max(x.abs()));
+    assert_close(what, &ours, theirs, 1e-4 * scale, 1e-4);
+}
+
+fn tensors(file: &str) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join(file), &Device::Cpu).unwrap()
+}
+
+/// Each family loads with its layers' kinds and gives transformers' logits.
+#[test]
+fn every_family_gives_transformers_logits() {
+    for (name, family, kinds) in families() {
+        let model = load(name);
+        let c = model.config();
+        assert_eq!((c.family, &c.layers), (family, &kinds), "{name}");
+        assert_eq!(c.padded_vocab(), 61, "{name}");
+        assert_logits(
+            name,
+            &model,
+            &tensors(&format!("hf_{name}_logits.safetensors")),
+        );
+    }
+}
+
+/// Greedy generation (the decoder's prefill, then one step per token with the attention
+/// layers' keys and values and the Mamba layers' states) gives transformers' tokens.
+#[test]
+fn every_family_generates_transformers_tokens() {
+    for (name, _, _) in families() {
+        let model = load(name);
+        let t = tensors(&format!("hf_{name}_generate.safetensors"));
+        let prompt: Vec<u32> = t["prompt"]
+            .to_dtype(DType::U32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<u32> = t["tokens"]
+            .to_dtype(DType::U32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let decoder = model.decoder().unwrap();
+        let (mut state, logits) = decoder.prefill(&[&prompt]).unwrap();
+        let argmax = |l: &[f32]| -> u32 {
+            let vocab = &l[..61];
+            (0..61)
+                .max_by(|&a, &b| vocab[a].total_cmp(&vocab[b]))
+                .unwrap() as u32
+        };
+        let mut got = prompt.clone();
+        let mut next = argmax(&logits[0]);
+        while got.len() < want.len() {
+            got.push(next);
+            let logits = decoder.step(&[next], &mut state).unwrap();
+            next = argmax(&logits[0]);
+        }
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+/// Saved and read back, each family keeps its names (transformers' layout) and its config, and
+/// gives the same logits.
+#[test]
+fn every_family_is_written_in_its_own_layout() {
+    for (name, _, _) in families() {
+        let model = load(name);
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let read = |d: &std::path::Path| {
+            let t =
+                candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).unwrap();
+            let mut names: Vec<String> = t.into_keys().collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            read(dir.path()),
+            read(&fixtures().join(format!("hf_{name}"))),
+            "{name}"
+        );
+        let again = MambaLM::load(dir.path(), &Device::Cpu).unwrap().0;
+        assert_eq!(again.config(), model.config(), "{name}");
+        assert_logits(
+            name,
+            &again,
+            &tensors(&format!("hf_{name}_logits.safetensors")),
+        );
+    }
+}
+
+/// Documents packed in one row are computed as if each ran alone: attention is masked by
+/// document and positions restart, and the Mamba layers reset, in every family.
+#[test]
+fn packed_documents_equal_separate_ones() {
+    for (name, _, _) in families() {
+        let model = load(name);
+        let docs: [&[u32]; 3] = [&[5, 9, 3, 14, 2], &[7, 1], &[33, 8, 40, 12, 6, 19, 60]];
+        let packed: Vec<u32> = docs.concat();
+        let mut resets = vec![0u8; packed.len()];
+        let mut at = 0;
+        for d in docs {
+            resets[at] = 1;
+            at += d.len();
+        }
+        let ids = Tensor::from_vec(packed.clone(), (1, packed.len()), &Device::Cpu).unwrap();
+        let r = Tensor::from_vec(resets, (1, packed.len()), &Device::Cpu).unwrap();
+        let together = model.forward(&ids, Some(&r)).unwrap();
+        let mut at = 0;
+        for d in docs {
+            let alone = Tensor::from_vec(d.to_vec(), (1, d.len()), &Device::Cpu).unwrap();
+            let alone = model.forward(&alone, None).unwrap();
+            let part = together.narrow(1, at, d.len()).unwrap();
+            assert_close(&format!("{name} doc at {at}"), &part, &alone, 1e-5, 1e-5);
+            at += d.len();
+        }
+    }
+}
