@@ -1,6 +1,8 @@
 //! Fine-tunes the pretrained fixtures (`tests/fixtures/pretrained/`, made by
 //! `make_pretrained_fixtures.py`, which runs this) and saves what transformers must load back:
-//! `finetuned/` from the f32 layouts, saved in shards, and `finetuned_f16/` from the f16 one.
+//! `finetuned/` from the f32 layouts, saved in shards, and `finetuned_f16/` from the f16 one;
+//! and the hybrid fixtures (`make_hybrid_fixtures.py`, which runs this too), each saved in its
+//! family's layout as `ours_<name>_tuned/`.
 //!
 //! ```sh
 //! cargo run -p mamba-model --release --example finetune_fixtures
@@ -11,6 +13,9 @@ mod finetune;
 
 use candle_core::Device;
 use mamba_model::MambaLM;
+
+/// The hybrid fixtures, `hf_<name>/`.
+pub const HYBRIDS: [&str; 3] = ["bamba", "granite_h", "nemotron_h"];
 
 /// Shard size of the saved `finetuned/`: small enough to give several shards.
 pub const SHARD_BYTES: usize = 40_000;
@@ -25,6 +30,13 @@ fn main() -> mamba_model::Result<()> {
         let losses = finetune::finetune(&model, &varmap);
         model.save_sharded(dir.join(to), shard)?;
         println!("{from} -> {to}: losses {losses:?}");
+    }
+    let fixtures = dir.join("..");
+    for name in HYBRIDS {
+        let (model, varmap) = MambaLM::load(fixtures.join(format!("hf_{name}")), &Device::Cpu)?;
+        let losses = finetune::finetune(&model, &varmap);
+        model.save(fixtures.join(format!("ours_{name}_tuned")))?;
+        println!("hf_{name} -> ours_{name}_tuned: losses {losses:?}");
     }
     Ok(())
 }

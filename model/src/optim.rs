@@ -42,12 +42,27 @@ impl Default for AdamWConfig {
 }
 
 /// Whether the default policy applies weight decay to the parameter called `name`: the
-/// projections and the conv, and LoRA adapters (as transformers' Trainer decays every
-/// trainable matrix).
+/// projections (the Mamba mixers', attention's and the MLPs') and the conv, and LoRA adapters
+/// (as transformers' Trainer decays every trainable matrix).
 pub fn default_decay(name: &str) -> bool {
     name.ends_with(".weight")
         && [
-            "in_proj", "x_proj", "dt_proj", "out_proj", "conv1d", "lora_A", "lora_B",
+            "in_proj",
+            "x_proj",
+            "dt_proj",
+            "out_proj",
+            "conv1d",
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+            "input_linear",
+            "output_linear",
+            "lora_A",
+            "lora_B",
         ]
         .iter()
         .any(|p| name.ends_with(&format!("{p}.weight")))

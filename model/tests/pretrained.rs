@@ -34,29 +34,6 @@ fn assert_rel(what: &str, ours: &Tensor, theirs: &Tensor) {
     assert_close(what, ours, theirs, 1e-4 * scale, 1e-4);
 }
 
-/// Every file of `a` has the bytes of the same file in `b`, and `b` has no other file.
-fn same_files(a: &Path, b: &Path, skip: &[&str]) {
-    let names = |d: &Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !skip.contains(&n.as_str()))
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(names(a), names(b), "{} vs {}", a.display(), b.display());
-    for n in names(a) {
-        let same = std::fs::read(a.join(&n)).unwrap() == std::fs::read(b.join(&n)).unwrap();
-        assert!(
-            same,
-            "{} differs from the committed {}",
-            a.join(&n).display(),
-            b.display()
-        );
-    }
-}
-
 #[test]
 fn every_layout_loads_with_transformers_logits() {
     for (dir, want) in [

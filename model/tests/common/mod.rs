@@ -91,3 +91,26 @@ pub fn follow_curve(
         opt.backward_step(&loss).unwrap();
     }
 }
+
+/// Every file of `a` has the bytes of the same file in `b`, and `b` has no other file.
+pub fn same_files(a: &std::path::Path, b: &std::path::Path, skip: &[&str]) {
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !skip.contains(&n.as_str()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(a), names(b), "{} vs {}", a.display(), b.display());
+    for n in names(a) {
+        let same = std::fs::read(a.join(&n)).unwrap() == std::fs::read(b.join(&n)).unwrap();
+        assert!(
+            same,
+            "{} differs from the committed {}",
+            a.join(&n).display(),
+            b.display()
+        );
+    }
+}
