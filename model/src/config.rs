@@ -115,10 +115,8 @@ impl std::str::FromStr for LayerKind {
 
     fn from_str(s: &str) -> std::result::Result<LayerKind, String> {
         let keys: Vec<&str> = LayerKind::ALL.iter().map(|k| k.key()).collect();
-        let every = [LayerKind::Attention, LayerKind::Mlp];
         LayerKind::ALL
             .into_iter()
-            .chain(every)
             .find(|k| k.key() == s.to_ascii_lowercase())
             .ok_or_else(|| format!("unknown architecture `{s}` (valid: {})", keys.join(", ")))
     }

@@ -85,19 +85,23 @@ fn every_family_generates_transformers_tokens() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let decoder = model.decoder().unwrap();
-        let (mut state, logits) = decoder.prefill(&[&prompt]).unwrap();
-        let argmax = |l: &[f32]| -> u32 {
-            (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32
-        };
-        let mut got = prompt.clone();
-        let mut next = argmax(&logits[0]);
-        while got.len() < want.len() {
-            got.push(next);
-            let logits = decoder.step(&[next], &mut state).unwrap();
-            next = argmax(&logits[0]);
+        for (how, decoder) in [
+            ("fast", model.decoder().unwrap()),
+            ("candle", model.candle_decoder()),
+        ] {
+            let (mut state, logits) = decoder.prefill(&[&prompt]).unwrap();
+            let argmax = |l: &[f32]| -> u32 {
+                (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32
+            };
+            let mut got = prompt.clone();
+            let mut next = argmax(&logits[0]);
+            while got.len() < want.len() {
+                got.push(next);
+                let logits = decoder.step(&[next], &mut state).unwrap();
+                next = argmax(&logits[0]);
+            }
+            assert_eq!(got, want, "{name}, {how} step");
         }
-        assert_eq!(got, want, "{name}");
     }
 }
 
@@ -204,5 +208,52 @@ fn fine_tuned_hybrids_load_in_transformers() {
             &again,
             &want,
         );
+    }
+}
+
+/// The CPU fast step (attention's keys and values growing beside the Mamba states) gives the
+/// forward's logits at every position, for prompts short enough to run in it and long enough
+/// to run through the forward, of different lengths in one batch.
+#[test]
+fn the_fast_step_is_the_forward_for_every_family() {
+    for (name, _, _) in families() {
+        let model = load(name);
+        let ids: Vec<u32> = (0..70u32).map(|i| (i * 37 + 11) % 300).collect();
+        let full = model
+            .forward(
+                &Tensor::from_vec(ids.clone(), (1, 70), &Device::Cpu).unwrap(),
+                None,
+            )
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let at = |p: usize| full.get(p).unwrap();
+        let decoder = model.decoder().unwrap();
+        // 5 tokens run in the fast step, 60 through the forward.
+        let (short, long) = (&ids[..5], &ids[..60]);
+        let (mut state, logits) = decoder.prefill(&[short, long]).unwrap();
+        let row = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+        assert_close(
+            &format!("{name} short prefill"),
+            &row(&logits[0]),
+            &at(4),
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("{name} long prefill"),
+            &row(&logits[1]),
+            &at(59),
+            1e-4,
+            1e-4,
+        );
+        for step in 0..3 {
+            let logits = decoder
+                .step(&[ids[5 + step], ids[60 + step]], &mut state)
+                .unwrap();
+            let what = format!("{name} step {step}");
+            assert_close(&what, &row(&logits[0]), &at(5 + step), 1e-4, 1e-4);
+            assert_close(&what, &row(&logits[1]), &at(60 + step), 1e-4, 1e-4);
+        }
     }
 }

@@ -86,9 +86,21 @@ impl SeqState {
     pub(super) fn to_tensors(seqs: &[SeqState], model: &MambaLM) -> Result<Vec<(Tensor, Tensor)>> {
         let c = model.config();
         let stack = |f: &dyn Fn(&SeqState) -> &Vec<f32>, shape: &[usize]| -> Result<Tensor> {
+            let lens: Vec<usize> = seqs.iter().map(|s| f(s).len()).collect();
+            if lens.windows(2).any(|w| w[0] != w[1]) {
+                candle_core::bail!(
+                    "sequences of different lengths in attention layers cannot move to this device's decoder: decode them one at a time"
+                )
+            }
             let v: Vec<f32> = seqs.iter().flat_map(|s| f(s).iter().copied()).collect();
+            // Attention's keys and values: as many rows (the 0 of its shape) as positions.
+            let row: usize = shape.iter().filter(|&&n| n > 0).product();
+            let per_seq = lens.first().copied().unwrap_or(0);
             let mut dims = vec![seqs.len()];
-            dims.extend(shape);
+            dims.extend(shape.iter().map(|&n| match n {
+                0 => per_seq / row.max(1),
+                n => n,
+            }));
             Tensor::from_vec(v, dims, model.device())
         };
         c.layers
@@ -170,9 +182,14 @@ impl FastStep {
         let (d, vocab, eps) = (c.d_model, c.padded_vocab(), c.norm_eps as f32);
         self.outer.with(|w| {
             let emb = w.mat("embedding")?;
+            let em = c.embedding_multiplier as f32;
             let mut res: Vec<Vec<f32>> = ids
                 .iter()
                 .map(|&id| emb.row((id as usize).min(vocab - 1), d))
+                .map(|mut row| {
+                    row.iter_mut().for_each(|x| *x *= em);
+                    row
+                })
                 .collect();
             let mut out = vec![vec![0f32; d]; ids.len()];
             let mut scratch = Scratch::default();
@@ -187,12 +204,15 @@ impl FastStep {
                     out: &mut out,
                     threads: self.threads,
                 })?;
+                let rm = c.residual_multiplier as f32;
                 for (res, out) in res.iter_mut().zip(&out) {
-                    res.iter_mut().zip(out).for_each(|(a, b)| *a += b);
+                    res.iter_mut().zip(out).for_each(|(a, b)| *a += rm * b);
                 }
             }
             let last = res.last().map_or(&[][..], Vec::as_slice);
-            let h = rms_norm(last, w.vec("norm_f")?, eps);
+            let mut h = rms_norm(last, w.vec("norm_f")?, eps);
+            let ls = c.logits_scaling as f32;
+            h.iter_mut().for_each(|x| *x /= ls);
             let head = match c.tie_embeddings {
                 true => emb,
                 false => w.mat("head")?,

@@ -73,7 +73,7 @@ impl MambaLM {
     /// Whether decoding takes the CPU fast path (and 8-bit weights can be had): on the CPU,
     /// either architecture.
     pub fn has_fast_step(&self) -> bool {
-        self.device().is_cpu() && self.cfg.layers.iter().all(|k| k.is_mamba())
+        self.device().is_cpu()
     }
 
     /// A decoder with the fastest step for the model's device.
@@ -147,13 +147,33 @@ impl Decoder<'_> {
             let x = m.final_norm(&last)?;
             logits.push(linear(&x, &m.head)?.squeeze(0)?.to_vec1::<f32>()?);
         }
-        let layers = layers
-            .iter()
-            .map(|(c, s)| Ok((Tensor::cat(c, 0)?, Tensor::cat(s, 0)?)))
-            .collect::<Result<Vec<_>>>()?;
         let seqs = match &self.fast {
-            Some(_) => Seqs::Rows(layer::SeqState::from_tensors(&layers)?),
-            None => Seqs::Tensors(layers),
+            // Prompt by prompt: attention's keys are as many as each prompt's tokens.
+            Some(_) => Seqs::Rows(
+                (0..prompts.len())
+                    .map(|p| {
+                        let one: Vec<_> = layers
+                            .iter()
+                            .map(|(c, s)| (c[p].clone(), s[p].clone()))
+                            .collect();
+                        layer::SeqState::from_tensors(&one)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .concat(),
+            ),
+            None => {
+                let uneven = prompts.iter().any(|p| p.len() != prompts[0].len());
+                if uneven && m.cfg.layers.iter().any(|k| !k.is_mamba()) {
+                    candle_core::bail!(
+                        "prompts of different lengths through attention layers decode one at a time on this device"
+                    )
+                }
+                let layers = layers
+                    .iter()
+                    .map(|(c, s)| Ok((Tensor::cat(c, 0)?, Tensor::cat(s, 0)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                Seqs::Tensors(layers)
+            }
         };
         Ok((State { seqs }, logits))
     }

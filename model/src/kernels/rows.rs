@@ -20,12 +20,12 @@ pub(crate) trait FastMixer: Send + Sync {
 
 /// What one layer's step is given: the rows `h` (the normalised input of one sequence's
 /// tokens, in order), this layer's `conv` window and `ssm` state (flat, in the shapes of the
-/// kind's state) to advance, buffers that every layer of a run reuses, one output row
+/// kind's state; attention's keys and values, which grow) to advance, buffers that every layer of a run reuses, one output row
 /// (d_model) per token to write, and the threads the projections may use.
 pub(crate) struct RunArgs<'a> {
     pub h: &'a [Vec<f32>],
-    pub conv: &'a mut [f32],
-    pub ssm: &'a mut [f32],
+    pub conv: &'a mut Vec<f32>,
+    pub ssm: &'a mut Vec<f32>,
     pub scratch: &'a mut Scratch,
     pub out: &'a mut [Vec<f32>],
     pub threads: usize,

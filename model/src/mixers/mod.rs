@@ -157,7 +157,8 @@ impl Mixer {
         Ok(match self {
             Mixer::Mamba1(m) => Box::new(mamba1::step::Step::new(m, int8)?),
             Mixer::Mamba2(m) => Box::new(mamba2::step::Step::new(m, int8)?),
-            _ => candle_core::bail!("no CPU fast step for attention and MLP layers"),
+            Mixer::Attention(m) => Box::new(attention::step::Step::new(m, int8)?),
+            Mixer::Mlp(m) => Box::new(mlp::step::Step::new(m, int8)?),
         })
     }
 }

@@ -16,12 +16,14 @@ use crate::error::Error;
 use crate::layers::params::{Init, Param};
 use crate::lora::Lora;
 
+pub(crate) mod step;
+
 /// One MLP layer: its matrices in the order of [`table`], by name.
 #[derive(Clone, Debug)]
 pub struct Mlp {
-    kind: MlpKind,
-    hidden: usize,
-    w: Vec<(&'static str, Tensor, Init)>,
+    pub(crate) kind: MlpKind,
+    pub(crate) hidden: usize,
+    pub(crate) w: Vec<(&'static str, Tensor, Init)>,
     /// Adapters on its projections (none unless training with LoRA).
     pub(crate) lora: Lora,
 }

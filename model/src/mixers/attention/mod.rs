@@ -22,6 +22,8 @@ use crate::layers::ops::{linear, log_softmax_last};
 use crate::layers::params::{param_table, Init};
 use crate::lora::Lora;
 
+pub(crate) mod step;
+
 param_table! {
     /// Parameters of one attention layer, named as in transformers (`...q_proj.weight`).
     pub struct Params for c {
@@ -38,7 +40,7 @@ pub struct Attention {
     pub(crate) p: Params,
     /// Adapters on its projections (none unless training with LoRA).
     pub(crate) lora: Lora,
-    a: AttnConfig,
+    pub(crate) a: AttnConfig,
 }
 
 /// The projections LoRA adapts by default.
@@ -228,19 +230,29 @@ impl Attention {
             .reshape((b, lq, a.heads * a.head_dim))
     }
 
+    /// RoPE's frequency of each channel of a half: 1 / theta^(2i / rotary_dim) (none
+    /// without RoPE).
+    pub(crate) fn inv_freq(&self) -> Vec<f32> {
+        let (r, theta) = (self.a.rotary_dim, self.a.rope_theta.unwrap_or(0.0));
+        match self.a.rope_theta {
+            None => vec![],
+            Some(_) => (0..r / 2)
+                .map(|i| (1.0 / theta.powf((2 * i) as f64 / r as f64)) as f32)
+                .collect(),
+        }
+    }
+
     /// RoPE on x (b, l, heads x head_dim) at positions `pos` (b x l): within each head, the
     /// first rotary_dim channels as two halves (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin),
     /// angle pos / theta^(2i / rotary_dim) for channel i of a half.
     fn rope(&self, x: &Tensor, pos: &[u32], b: usize, l: usize) -> Result<Tensor> {
         let a = &self.a;
-        let Some(theta) = a.rope_theta else {
+        if a.rope_theta.is_none() {
             return Ok(x.clone());
-        };
+        }
         let (r, half) = (a.rotary_dim, a.rotary_dim / 2);
         let n = x.dim(2)? / a.head_dim;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / r as f64)) as f32)
-            .collect();
+        let inv = self.inv_freq();
         let angles: Vec<f32> = pos
             .iter()
             .flat_map(|&p| inv.iter().map(move |f| p as f32 * f))
