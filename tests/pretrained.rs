@@ -158,3 +158,49 @@ fn convert_writes_transformers_layout_with_the_same_logits() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!tmp.path().join("x").exists());
 }
+
+/// The same three commands on the hybrid families' checkpoints (transformers' save_pretrained
+/// of Bamba, Granite 4.0-H and Nemotron-H, with a tokenizer): the fine-tuned model is saved in
+/// the family's own layout and config.json, its weights moved.
+#[test]
+fn hybrid_checkpoints_fine_tune_in_three_commands() {
+    for (name, model_type, weight) in [
+        (
+            "hf_bamba",
+            "bamba",
+            "model.layers.1.self_attn.q_proj.weight",
+        ),
+        (
+            "hf_granite_h",
+            "granitemoehybrid",
+            "model.layers.0.shared_mlp.input_linear.weight",
+        ),
+        (
+            "hf_nemotron_h",
+            "nemotron_h",
+            "backbone.layers.2.mixer.k_proj.weight",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("model/tests/fixtures")
+            .join(name);
+        let out = fine_tune(&model, tmp.path());
+        let read = |d: &Path| {
+            candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).unwrap()
+        };
+        let (before, after) = (read(&model), read(&out));
+        let mut names: Vec<&String> = after.keys().collect();
+        names.sort();
+        let mut want: Vec<&String> = before.keys().collect();
+        want.sort();
+        assert_eq!(names, want, "{name}");
+        let moved = (&before[weight] - &after[weight]).unwrap().abs().unwrap();
+        let moved = moved.max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved > 0.0, "{name}: training changed nothing");
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["model_type"], model_type, "{name}");
+    }
+}

@@ -212,6 +212,16 @@ pub enum MlpKind {
 }
 
 impl Family {
+    /// Its name as its makers write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Mamba => "Mamba",
+            Family::Bamba => "Bamba",
+            Family::GraniteHybrid => "Granite 4.0-H",
+            Family::NemotronH => "Nemotron-H",
+        }
+    }
+
     /// Its MLP's activation and layout.
     pub fn mlp(self) -> MlpKind {
         match self {
@@ -315,7 +325,8 @@ impl Config {
         self.layers.iter().all(|&k| k == first).then_some(first)
     }
 
-    /// The architecture in words: `Mamba-2`, or `Mamba-1 + Mamba-2` for a model of both.
+    /// The architecture in words: `Mamba-2`, `Mamba-1 + Mamba-2` for a model of both, a
+    /// hybrid's family with its kinds (`Bamba (Mamba-2 + MLP + attention)`).
     pub fn arch_name(&self) -> String {
         let mut names: Vec<&str> = vec![];
         for k in &self.layers {
@@ -323,7 +334,10 @@ impl Config {
                 names.push(k.name());
             }
         }
-        names.join(" + ")
+        match self.family {
+            Family::Mamba => names.join(" + "),
+            f => format!("{} ({})", f.name(), names.join(" + ")),
+        }
     }
 
     /// d_inner = expand * d_model.

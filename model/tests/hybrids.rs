@@ -257,3 +257,91 @@ fn the_fast_step_is_the_forward_for_every_family() {
         }
     }
 }
+
+/// What is not computed here is refused by name, with the file and what does load: MoE
+/// layers (Granite 4.0-H tiny/small, Nemotron-H MoE), Falcon-H1, Zamba2, other RoPE types.
+#[test]
+fn what_is_not_computed_is_refused_by_name() {
+    let edit = |name: &str, f: &dyn Fn(&mut serde_json::Value)| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let src = fixtures().join(format!("hf_{name}"));
+        for file in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(file), dir.path().join(file)).unwrap();
+        }
+        let path = dir.path().join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = MambaLM::load(dir.path(), &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("config.json"), "{e}");
+        e
+    };
+    let e = edit("granite_h", &|v| v["num_local_experts"] = 62.into());
+    assert!(
+        e.contains("mixture-of-experts") && e.contains("-h-micro"),
+        "{e}"
+    );
+    let e = edit("nemotron_h", &|v| {
+        v["layers_block_type"] = serde_json::json!(["linear_attention", "moe"])
+    });
+    assert!(e.contains("layer 1") && e.contains("moe"), "{e}");
+    let e = edit("nemotron_h", &|v| {
+        v.as_object_mut().unwrap().remove("layers_block_type");
+        v["hybrid_override_pattern"] = "M*E".into();
+    });
+    assert!(e.contains("layer 2") && e.contains("moe"), "{e}");
+    for (mt, why) in [
+        ("falcon_h1", "side by side"),
+        ("zamba2", "shares one attention"),
+    ] {
+        let e = edit("bamba", &|v| v["model_type"] = mt.into());
+        assert!(
+            e.contains(mt) && e.contains(why) && e.contains("Bamba"),
+            "{e}"
+        );
+    }
+    let e = edit("bamba", &|v| {
+        v["rope_parameters"]["rope_type"] = "yarn".into()
+    });
+    assert!(e.contains("rope_type `yarn`"), "{e}");
+    let e = edit("nemotron_h", &|v| v["mlp_hidden_act"] = "gelu".into());
+    assert!(e.contains("mlp_hidden_act") && e.contains("relu2"), "{e}");
+}
+
+/// A Nemotron-H config as the released checkpoints write it (`hybrid_override_pattern`, no
+/// `layers_block_type`) and Granite's legacy layer names read as transformers 5 writes them.
+#[test]
+fn released_config_spellings_load() {
+    let load_with = |name: &str, f: &dyn Fn(&mut serde_json::Value)| -> MambaLM {
+        let dir = tempfile::tempdir().unwrap();
+        let src = fixtures().join(format!("hf_{name}"));
+        std::fs::copy(
+            src.join("model.safetensors"),
+            dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap())
+                .unwrap();
+        f(&mut v);
+        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        MambaLM::load(dir.path(), &Device::Cpu).unwrap().0
+    };
+    let nemotron = load_with("nemotron_h", &|v| {
+        v.as_object_mut().unwrap().remove("layers_block_type");
+        v["hybrid_override_pattern"] = "M-*-M-".into();
+    });
+    assert_eq!(nemotron.config().layers, load("nemotron_h").config().layers);
+    let granite = load_with("granite_h", &|v| {
+        v["layer_types"] = serde_json::json!(["mamba", "attention", "mamba", "mamba"])
+    });
+    assert_eq!(granite.config().layers, load("granite_h").config().layers);
+    assert_eq!(
+        granite.config().arch_name(),
+        "Granite 4.0-H (Mamba-2 + MLP + attention)"
+    );
+}
