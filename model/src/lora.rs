@@ -132,9 +132,18 @@ pub fn default_targets(cfg: &Config) -> Vec<String> {
     out
 }
 
-/// PEFT's name of adapter `ab` ("A" or "B") of `module` in layer `i`.
+/// PEFT's name of adapter `ab` ("A" or "B") of `module` in layer `i` of a Mamba model, the
+/// name this tool keeps it under whatever the family.
 pub fn peft_name(i: usize, module: &str, ab: &str) -> String {
     format!("base_model.model.backbone.layers.{i}.mixer.{module}.lora_{ab}.weight")
+}
+
+/// PEFT's name of the same adapter in `model`'s family's layout (a hybrid's module names).
+fn peft_file_name(model: &Config, i: usize, module: &str, ab: &str) -> String {
+    let weight = format!("backbone.layers.{i}.mixer.{module}.weight");
+    let file = crate::io::hybrid::file_name(model, &weight);
+    let module = file.strip_suffix(".weight").unwrap_or(&file);
+    format!("base_model.model.{module}.lora_{ab}.weight")
 }
 
 /// One adapted projection: A (r, in), B (out, r).
@@ -264,6 +273,8 @@ pub struct Adapters {
     pub cfg: LoraConfig,
     /// PEFT name -> tensor (the VarMap's variables while training).
     tensors: BTreeMap<String, Tensor>,
+    /// PEFT name -> its name in the model family's layout, as the adapter file has it.
+    files: BTreeMap<String, String>,
     seed: Arc<AtomicU64>,
 }
 
@@ -290,11 +301,12 @@ impl Adapters {
             let b = Tensor::zeros((out, lcfg.rank), DType::F32, dev)?;
             tensors.insert(peft_name(i, module, "B"), b);
         }
-        Adapters::of(lcfg.clone(), tensors).into_vars()
+        Adapters::of(lcfg.clone(), tensors, file_names(model, lcfg)).into_vars()
     }
 
-    /// Adapters over `tensors` (PEFT names), checked against `model`: every target's A and B
-    /// present with their shapes, nothing else.
+    /// Adapters over `tensors` (PEFT names, of `model`'s family's layout or this tool's),
+    /// checked against `model`: every target's A and B present with their shapes, nothing
+    /// else.
     pub fn from_tensors(
         model: &Config,
         lcfg: LoraConfig,
@@ -305,8 +317,10 @@ impl Adapters {
         for (i, module, [out, inp]) in lcfg.adapted(model) {
             for (ab, shape) in [("A", [lcfg.rank, inp]), ("B", [out, lcfg.rank])] {
                 let name = peft_name(i, module, ab);
-                let t = tensors.remove(&name).ok_or_else(|| {
-                    candle_core::Error::Msg(format!("the adapter has no tensor {name}"))
+                let file = peft_file_name(model, i, module, ab);
+                let t = tensors.remove(&file).or_else(|| tensors.remove(&name));
+                let t = t.ok_or_else(|| {
+                    candle_core::Error::Msg(format!("the adapter has no tensor {file}"))
                 })?;
                 if t.dims() != shape {
                     candle_core::bail!(
@@ -323,7 +337,8 @@ impl Adapters {
                 tensors.len() - 1
             )
         }
-        Ok(Adapters::of(lcfg, kept))
+        let files = file_names(model, &lcfg);
+        Ok(Adapters::of(lcfg, kept, files))
     }
 
     /// The same adapters as variables, to train on (a resumed run, a loaded adapter): the
@@ -342,13 +357,18 @@ impl Adapters {
                 data.insert(name, v);
             }
         }
-        Ok((Adapters::of(self.cfg, tensors), varmap))
+        Ok((Adapters::of(self.cfg, tensors, self.files), varmap))
     }
 
-    fn of(cfg: LoraConfig, tensors: BTreeMap<String, Tensor>) -> Adapters {
+    fn of(
+        cfg: LoraConfig,
+        tensors: BTreeMap<String, Tensor>,
+        files: BTreeMap<String, String>,
+    ) -> Adapters {
         Adapters {
             cfg,
             tensors,
+            files,
             seed: Arc::new(AtomicU64::new(DROPOUT_OFF)),
         }
     }
@@ -356,6 +376,15 @@ impl Adapters {
     /// Every A and B under PEFT's names.
     pub fn named(&self) -> &BTreeMap<String, Tensor> {
         &self.tensors
+    }
+
+    /// Every A and B under PEFT's names in the model family's layout, for the adapter file.
+    pub fn file_named(&self) -> Vec<(String, Tensor)> {
+        let file = |n: &String| self.files.get(n).cloned().unwrap_or_else(|| n.clone());
+        self.tensors
+            .iter()
+            .map(|(n, t)| (file(n), t.clone()))
+            .collect()
     }
 
     /// Number of adapter parameters.
@@ -402,6 +431,20 @@ impl Adapters {
             None => Ok(None),
         }
     }
+}
+
+/// Each adapter's PEFT name -> its name in `model`'s family's layout.
+fn file_names(model: &Config, lcfg: &LoraConfig) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (i, module, _) in lcfg.adapted(model) {
+        for ab in ["A", "B"] {
+            out.insert(
+                peft_name(i, module, ab),
+                peft_file_name(model, i, module, ab),
+            );
+        }
+    }
+    out
 }
 
 /// [`LoraConfig::check`] as a candle error.

@@ -345,3 +345,36 @@ fn released_config_spellings_load() {
         "Granite 4.0-H (Mamba-2 + MLP + attention)"
     );
 }
+
+/// A PEFT adapter over Bamba (its Mamba, attention and MLP projections) gives PEFT's logits,
+/// applied and merged; saved again, it has PEFT's names in Bamba's layout.
+#[test]
+fn peft_adapters_on_a_hybrid_give_peft_logits() {
+    use mamba_model::io::peft;
+    let model = load("bamba");
+    let dir = fixtures().join("lora_bamba");
+    let adapters = peft::load(&dir, model.config(), &Device::Cpu).unwrap();
+    let t = tensors("lora_bamba_logits.safetensors");
+    let theirs = &t["logits"];
+    let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
+    let base = model.forward(&ids, None).unwrap();
+    let moved = vec(&(&base - theirs).unwrap())
+        .iter()
+        .fold(0f64, |m, x| m.max(x.abs()));
+    assert!(
+        moved > 0.1,
+        "the adapter barely changes the logits ({moved})"
+    );
+    assert_logits("adapted", &model.with_adapters(&adapters), &t);
+    assert_logits("merged", &model.merge_adapters(&adapters).unwrap(), &t);
+    let out = tempfile::tempdir().unwrap();
+    peft::save(out.path(), &adapters, "hf_bamba").unwrap();
+    let names = |d: &std::path::Path| {
+        let t = candle_core::safetensors::load(d.join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
+        let mut n: Vec<String> = t.into_keys().collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(out.path()), names(&dir));
+}

@@ -45,12 +45,7 @@ pub fn save(dir: &Path, adapters: &Adapters, base: &str) -> Result<()> {
     let tmp = dir.join(format!("{ADAPTER_CONFIG}.tmp"));
     std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    let tensors: Vec<_> = adapters
-        .named()
-        .iter()
-        .map(|(n, t)| (n.clone(), t.clone()))
-        .collect();
-    write_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors, &[])
+    write_safetensors(&dir.join(ADAPTER_WEIGHTS), &adapters.file_named(), &[])
 }
 
 /// Reads the adapter in `dir` for a base model of config `model`. A PEFT option this tool
