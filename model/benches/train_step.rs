@@ -5,7 +5,9 @@
 //! (env: BENCH_ITERS, default 7; BENCH_D, BENCH_LAYERS, BENCH_VOCAB, BENCH_SEQ, BENCH_BATCH;
 //! BENCH_ARCH=mamba2 for Mamba-2, whose d_state is 128 and head_dim 64 unless BENCH_D_STATE,
 //! BENCH_HEAD_DIM say otherwise; BENCH_LORA=R trains LoRA adapters of rank R on the default
-//! targets instead, the base frozen in bf16, or f32 with BENCH_LORA_BASE=f32)
+//! targets instead, the base frozen in bf16, or f32 with BENCH_LORA_BASE=f32; BENCH_INIT=DIR
+//! trains the checkpoint in DIR instead, e.g. a hybrid made by `benches/hybrid_step.py`, without
+//! document resets, as transformers' torch path computes it)
 
 mod common;
 use candle_core::{DType, Device, Tensor};
@@ -38,7 +40,13 @@ fn main() -> mamba_model::Result<()> {
         head_dim: env_usize("BENCH_HEAD_DIM", base.head_dim),
         ..base
     };
-    let (model, varmap) = MambaLM::init(&cfg, 0, &dev)?;
+    let init = std::env::var("BENCH_INIT").ok();
+    let (model, varmap) = match &init {
+        Some(dir) => MambaLM::load(dir, &dev)?,
+        None => MambaLM::init(&cfg, 0, &dev)?,
+    };
+    let cfg = model.config().clone();
+    let (d, layers, vocab) = (cfg.d_model, cfg.n_layer(), cfg.vocab_size);
     let lora = env_usize("BENCH_LORA", 0);
     let (model, varmap) = match lora {
         0 => (model, varmap),
@@ -77,12 +85,12 @@ fn main() -> mamba_model::Result<()> {
     let y = toks.narrow(1, 1, seq)?.contiguous()?;
     // Document resets every 100 tokens, as in packed training data.
     let resets: Vec<u8> = (0..batch * seq)
-        .map(|i| (i % seq).is_multiple_of(100) as u8)
+        .map(|i| (init.is_none() && (i % seq).is_multiple_of(100)) as u8)
         .collect();
     let resets = Tensor::from_vec(resets, (batch, seq), &dev)?;
     println!(
         "train_step: {}, d_model {d}, n_layer {layers}, d_state {}, vocab {vocab}, seq {seq}, batch {batch}, {} params, {} threads",
-        arch.name(),
+        cfg.arch_name(),
         cfg.d_state,
         MambaLM::num_params(&cfg),
         rayon::current_num_threads()

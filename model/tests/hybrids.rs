@@ -157,7 +157,7 @@ fn packed_documents_equal_separate_ones() {
             let alone = Tensor::from_vec(d.to_vec(), (1, d.len()), &Device::Cpu).unwrap();
             let alone = model.forward(&alone, None).unwrap();
             let part = together.narrow(1, at, d.len()).unwrap();
-            assert_close(&format!("{name} doc at {at}"), &part, &alone, 1e-5, 1e-5);
+            assert_close(&format!("{name} doc at {at}"), &part, &alone, 1e-4, 1e-4);
             at += d.len();
         }
     }

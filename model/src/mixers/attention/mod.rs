@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use super::state::MixerState;
 use crate::config::{AttnConfig, Config};
 use crate::error::Error;
-use crate::layers::ops::{linear, log_softmax_last};
+use crate::layers::ops::linear;
 use crate::layers::params::{param_table, Init};
 use crate::lora::Lora;
 
@@ -53,15 +53,18 @@ pub fn state_shapes(c: &Config) -> (Vec<usize>, Vec<usize>) {
     (vec![0, width], vec![0, width])
 }
 
-/// Values backward keeps per token at context `seq_len`: the residual and norm output, q, k,
-/// v, the attention output, and each head's scores and probabilities over the context.
+/// Values backward keeps per token at context `seq_len` (candle keeps every op's inputs):
+/// the residual, the norm output and o_proj's output; q, k, v; RoPE's halves and products for
+/// q and k; the scaled q, the shared k and v; per query head the scores, masked, shifted,
+/// exponentiated and normalised over the context; the attention output and its reshape.
 pub fn activations_per_token(c: &Config, seq_len: usize) -> u64 {
     let a = &c.attn;
     let (q, kv) = (
         (a.heads * a.head_dim) as u64,
         (a.kv_heads * a.head_dim) as u64,
     );
-    2 * c.d_model as u64 + 2 * q + 4 * kv + 2 * q + 2 * a.heads as u64 * seq_len as u64
+    let scores = 5 * a.heads as u64 * seq_len as u64;
+    3 * c.d_model as u64 + (q + 2 * kv) + 4 * (q + kv) + 5 * q + scores
 }
 
 /// Its own sizes, for `model-info`.
@@ -219,11 +222,14 @@ impl Attention {
         };
         let (k, v) = (shared(k)?, shared(v)?);
         let scale = a.scale.unwrap_or(1.0 / (a.head_dim as f64).sqrt());
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        // The scale on q (head_dim wide) rather than on the scores (context wide).
+        let mut scores = (q * scale)?.matmul(&k.t()?)?;
         if let Some(m) = mask {
             scores = scores.broadcast_add(m)?;
         }
-        let probs = log_softmax_last(&scores)?.exp()?;
+        let max = scores.max_keepdim(D::Minus1)?.detach();
+        let e = scores.broadcast_sub(&max)?.exp()?;
+        let probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
         probs
             .matmul(&v)?
             .transpose(1, 2)?
