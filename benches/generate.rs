@@ -10,6 +10,7 @@
 //! nice -n -20 cargo bench --bench generate            # both prompt lengths, 3 runs each
 //! cargo bench --bench generate -- 16 1024 4096        # other prompt lengths
 //! BENCH_ARCH=mamba2 cargo bench --bench generate      # a 130m-shaped Mamba-2
+//! BENCH_INIT=DIR cargo bench --bench generate         # the checkpoint in DIR (e.g. a hybrid)
 //! ```
 
 use std::time::Instant;
@@ -54,12 +55,17 @@ fn main() {
     let arch: LayerKind = std::env::var("BENCH_ARCH")
         .map(|s| s.parse().expect("BENCH_ARCH is mamba1 or mamba2"))
         .unwrap_or_default();
-    let cfg = Config::of(arch, 768, 24, 50280);
     let t = Instant::now();
-    let (model, _) = MambaLM::init(&cfg, 0, &Device::Cpu).unwrap();
+    let (model, _) = match std::env::var("BENCH_INIT") {
+        Ok(dir) => MambaLM::load(dir, &Device::Cpu).unwrap(),
+        Err(_) => MambaLM::init(&Config::of(arch, 768, 24, 50280), 0, &Device::Cpu).unwrap(),
+    };
+    let cfg = model.config().clone();
     println!(
-        "130m-shaped {}: {} parameters, initialised in {:.1} s; {} threads",
-        arch.name(),
+        "{} (d_model {}, {} layers): {} parameters, made in {:.1} s; {} threads",
+        cfg.arch_name(),
+        cfg.d_model,
+        cfg.n_layer(),
         MambaLM::num_params(&cfg),
         t.elapsed().as_secs_f64(),
         candle_core::utils::get_num_threads()
@@ -84,7 +90,8 @@ fn main() {
 fn run(model: &MambaLM, dec: &Decoder, lens: &[usize]) {
     println!("prompt  new  run   prefill s  decode ms/token   total s   tokens/s (with prefill)");
     for &len in lens {
-        let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % 50280).collect();
+        let vocab = model.config().vocab_size as u32;
+        let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % vocab).collect();
         generate_once(model, dec, &prompt[..len.min(8)]); // warm-up
         let mut best = f64::INFINITY;
         for run in 0..RUNS {

@@ -378,3 +378,17 @@ fn peft_adapters_on_a_hybrid_give_peft_logits() {
     };
     assert_eq!(names(out.path()), names(&dir));
 }
+
+/// llama.cpp export refuses a hybrid by its family's name.
+#[test]
+fn export_refuses_hybrids_by_name() {
+    let model = load("granite_h");
+    let e = mamba_model::io::gguf::Gguf::of_model(&model, mamba_model::io::gguf::GgufType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("Granite 4.0-H") && e.contains("not supported"),
+        "{e}"
+    );
+}

@@ -88,6 +88,12 @@ impl Gguf {
     /// limits, see [`crate::config::LayerKind::gguf_limits`]).
     pub fn of_model(model: &MambaLM, ty: GgufType) -> Result<Gguf> {
         let cfg = model.config();
+        if cfg.family != crate::config::Family::Mamba {
+            return Err(Error::Config(format!(
+                "export to llama.cpp of {} models is not supported yet; Mamba-1 and Mamba-2 models export",
+                cfg.family.name()
+            )));
+        }
         let kind = cfg.kind().ok_or_else(|| {
             Error::Config(format!(
                 "llama.cpp has no architecture for a model of several layer kinds ({})",
