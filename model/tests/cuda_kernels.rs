@@ -6,7 +6,7 @@
 #[test]
 fn scan_kernels_compile_with_nvrtc() {
     let ptx = mamba_model::kernels::scan::cuda::ptx().unwrap_or_else(|e| panic!("{e}"));
-    for n in [4, 8, 16, 32, 64] {
+    for n in [4, 8, 16, 32, 64, 128, 256] {
         for pass in ["fwd", "bwd"] {
             let entry = format!(".entry scan_{pass}_{n}(");
             assert!(ptx.contains(&entry), "{entry} missing from the PTX");

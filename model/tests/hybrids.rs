@@ -336,6 +336,15 @@ fn released_config_spellings_load() {
         v["hybrid_override_pattern"] = "M-*-M-".into();
     });
     assert_eq!(nemotron.config().layers, load("nemotron_h").config().layers);
+    // Nemotron-H's Mamba width is heads x head_dim whatever `expand` says (Nano-v2's is no
+    // multiple of hidden_size).
+    let wide = load_with("nemotron_h", &|v| v["expand"] = 3.into());
+    assert_eq!(wide.config().d_inner(), 64);
+    assert_logits(
+        "expand 3",
+        &wide,
+        &tensors("hf_nemotron_h_logits.safetensors"),
+    );
     let granite = load_with("granite_h", &|v| {
         v["layer_types"] = serde_json::json!(["mamba", "attention", "mamba", "mamba"])
     });

@@ -212,12 +212,12 @@ fn assert_f32_close(what: &str, got: &[Tensor], want: &[Tensor]) {
 
 /// The SSD through the fused scan (the CPU prefill's form, f32) equals the f64 recurrence in
 /// value, in every gradient and in the final state, with documents packed inside, for
-/// Mamba-2's state of 128 too.
+/// Mamba-2's state of 128 and the 256 of some hybrids too.
 #[test]
 fn scan_ssd_equals_the_recurrence_with_gradients() {
     let mut rng = mamba_model::rng::SplitMix64::new(6);
     let (b, l) = (2, 37);
-    for n in [8, 128] {
+    for n in [8, 128, 256] {
         let inputs = inputs_n(&mut rng, b, l, n);
         let coef = randn(&mut rng, &[b, l, 4, 3], 1.0);
         let docs = resets(b, l, &[3, 4, 20, l + 9]);
@@ -242,13 +242,13 @@ fn scan_ssd_equals_the_recurrence_with_gradients() {
 
 /// The SSD's own CPU op (training's form, f32) equals the f64 recurrence in value and in every
 /// gradient, with documents packed inside, at states shorter than its sixteen lanes, a
-/// multiple of them and Mamba-2's 128, over several spans of the backward; and gives the
-/// same bits on one thread as on several.
+/// multiple of them, Mamba-2's 128 and 256, over several spans of the backward; and gives
+/// the same bits on one thread as on several.
 #[test]
 fn cpu_ssd_op_equals_the_recurrence_with_gradients() {
     let mut rng = mamba_model::rng::SplitMix64::new(8);
     let (b, l) = (2, 37);
-    for n in [5, 16, 128] {
+    for n in [5, 16, 128, 256] {
         let inputs = inputs_n(&mut rng, b, l, n);
         let coef = randn(&mut rng, &[b, l, 4, 3], 1.0);
         let docs = resets(b, l, &[3, 4, 20, l + 9]);

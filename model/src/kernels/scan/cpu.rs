@@ -465,6 +465,7 @@ pub fn forward(dm: &Dims, x: &Inputs, last: Option<&mut [f32]>) -> Vec<f32> {
         32 => fwd_n::<32>(dm, x, last),
         64 => fwd_n::<64>(dm, x, last),
         128 => fwd_n::<128>(dm, x, last),
+        256 => fwd_n::<256>(dm, x, last),
         n => panic!("unsupported d_state {n}"),
     }
 }
@@ -541,6 +542,7 @@ pub fn backward(dm: &Dims, x: &Inputs, dout: &[f32]) -> Vec<f32> {
         32 => bwd_n::<32>(dm, x, dout),
         64 => bwd_n::<64>(dm, x, dout),
         128 => bwd_n::<128>(dm, x, dout),
+        256 => bwd_n::<256>(dm, x, dout),
         n => panic!("unsupported d_state {n}"),
     }
 }

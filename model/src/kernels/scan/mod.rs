@@ -18,7 +18,7 @@
 //!
 //! d_state must be one of [`SUPPORTED_D_STATE`]: the kernels keep a channel's state in a
 //! fixed-size array (registers) and are compiled once per size; Mamba-1 models use 16, Mamba-2
-//! models (whose SSD runs through this scan channel by channel) 128.
+//! models (whose SSD runs through this scan channel by channel) 128, some hybrids 256.
 //!
 //! Candle custom ops take at most three inputs, so the op sees packed tensors:
 //! `(u, delta[, z])` stacked to (2|3, b, l, d), `[B | C]` as (b, l, 2n) and `[A | D | bias]` as
@@ -41,7 +41,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use crate::layers::ops::{contiguous, read_cpu};
 
 /// State sizes the kernels are compiled for.
-pub const SUPPORTED_D_STATE: &[usize] = &[4, 8, 16, 32, 64, 128];
+pub const SUPPORTED_D_STATE: &[usize] = &[4, 8, 16, 32, 64, 128, 256];
 
 /// Default checkpoint interval of the backward (time steps between stored states).
 pub const DEFAULT_CHUNK: usize = 1024;
