@@ -44,6 +44,34 @@ fn assert_logits(what: &str, model: &MambaLM, t: &std::collections::HashMap<Stri
     assert_close(what, &ours, theirs, 1e-4 * scale, 1e-4);
 }
 
+/// [`assert_logits`] against transformers' logits of the fixture `hf_<name>`.
+fn assert_hf_logits(what: &str, name: &str, model: &MambaLM) {
+    let t = tensors(&format!("hf_{name}_logits.safetensors"));
+    assert_logits(what, model, &t);
+}
+
+/// The ids stored under `key`, flat.
+fn ids_of(t: &std::collections::HashMap<String, Tensor>, key: &str) -> Vec<u32> {
+    let ids = t[key].to_dtype(DType::U32).unwrap();
+    ids.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// A copy of the fixture `hf_<name>` (config and weights) with its config.json through `f`.
+fn edited(name: &str, f: &dyn Fn(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join(format!("hf_{name}"));
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    f(&mut v);
+    std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+    dir
+}
+
 fn tensors(file: &str) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(fixtures().join(file), &Device::Cpu).unwrap()
 }
@@ -56,11 +84,7 @@ fn every_family_gives_transformers_logits() {
         let c = model.config();
         assert_eq!((c.family, &c.layers), (family, &kinds), "{name}");
         assert_eq!(c.padded_vocab(), 300, "{name}");
-        assert_logits(
-            name,
-            &model,
-            &tensors(&format!("hf_{name}_logits.safetensors")),
-        );
+        assert_hf_logits(name, name, &model);
     }
 }
 
@@ -71,20 +95,8 @@ fn every_family_generates_transformers_tokens() {
     for (name, _, _) in families() {
         let model = load(name);
         let t = tensors(&format!("hf_{name}_generate.safetensors"));
-        let prompt: Vec<u32> = t["prompt"]
-            .to_dtype(DType::U32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let want: Vec<u32> = t["tokens"]
-            .to_dtype(DType::U32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let prompt = ids_of(&t, "prompt");
+        let want = ids_of(&t, "tokens");
         for (how, decoder) in [
             ("fast", model.decoder().unwrap()),
             ("candle", model.candle_decoder()),
@@ -127,11 +139,7 @@ fn every_family_is_written_in_its_own_layout() {
         );
         let again = MambaLM::load(dir.path(), &Device::Cpu).unwrap().0;
         assert_eq!(again.config(), model.config(), "{name}");
-        assert_logits(
-            name,
-            &again,
-            &tensors(&format!("hf_{name}_logits.safetensors")),
-        );
+        assert_hf_logits(name, name, &again);
     }
 }
 
@@ -263,16 +271,7 @@ fn the_fast_step_is_the_forward_for_every_family() {
 #[test]
 fn what_is_not_computed_is_refused_by_name() {
     let edit = |name: &str, f: &dyn Fn(&mut serde_json::Value)| -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let src = fixtures().join(format!("hf_{name}"));
-        for file in ["config.json", "model.safetensors"] {
-            std::fs::copy(src.join(file), dir.path().join(file)).unwrap();
-        }
-        let path = dir.path().join("config.json");
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        f(&mut v);
-        std::fs::write(&path, v.to_string()).unwrap();
+        let dir = edited(name, f);
         let e = MambaLM::load(dir.path(), &Device::Cpu)
             .err()
             .unwrap()
@@ -317,18 +316,7 @@ fn what_is_not_computed_is_refused_by_name() {
 #[test]
 fn released_config_spellings_load() {
     let load_with = |name: &str, f: &dyn Fn(&mut serde_json::Value)| -> MambaLM {
-        let dir = tempfile::tempdir().unwrap();
-        let src = fixtures().join(format!("hf_{name}"));
-        std::fs::copy(
-            src.join("model.safetensors"),
-            dir.path().join("model.safetensors"),
-        )
-        .unwrap();
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap())
-                .unwrap();
-        f(&mut v);
-        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        let dir = edited(name, f);
         MambaLM::load(dir.path(), &Device::Cpu).unwrap().0
     };
     let nemotron = load_with("nemotron_h", &|v| {
