@@ -328,11 +328,7 @@ fn released_config_spellings_load() {
     // multiple of hidden_size).
     let wide = load_with("nemotron_h", &|v| v["expand"] = 3.into());
     assert_eq!(wide.config().d_inner(), 64);
-    assert_logits(
-        "expand 3",
-        &wide,
-        &tensors("hf_nemotron_h_logits.safetensors"),
-    );
+    assert_hf_logits("expand 3", "nemotron_h", &wide);
     let granite = load_with("granite_h", &|v| {
         v["layer_types"] = serde_json::json!(["mamba", "attention", "mamba", "mamba"])
     });
