@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod mamba1;
 pub mod mamba2;
+pub mod mamba3;
 pub mod mlp;
 pub mod state;
 
