@@ -100,3 +100,116 @@ fn the_reference_is_mamba_ssm_in_value_and_every_gradient() {
         }
     }
 }
+
+/// The recurrence the fused op computes, one position at a time in candle ops (f64):
+/// y (b, l, H, R, P) for qk (b, l, H, 2, R, N), v (b, l, H, R, P), coef (b, l, H, 3).
+fn trapezoid_steps(qk: &Tensor, v: &Tensor, coef: &Tensor) -> Tensor {
+    let [b, l, h, _, r, n] = qk.dims().try_into().unwrap();
+    let p = v.dim(4).unwrap();
+    let mut state = Tensor::zeros((b, h, p, n), qk.dtype(), qk.device()).unwrap();
+    let mut prev: Option<Tensor> = None;
+    let mut ys = vec![];
+    for t in 0..l {
+        let at = |x: &Tensor| x.narrow(1, t, 1).unwrap().squeeze(1).unwrap();
+        let (qkt, vt, ct) = (at(qk), at(v), at(coef)); // (b, h, 2, r, n), (b, h, r, p), (b, h, 3)
+        let (q, k) = (qkt.get_on_dim(2, 0).unwrap(), qkt.get_on_dim(2, 1).unwrap());
+        let w = vt
+            .unsqueeze(4)
+            .unwrap()
+            .broadcast_mul(&k.unsqueeze(3).unwrap())
+            .unwrap();
+        let w = w.sum(2).unwrap(); // (b, h, p, n)
+        let c = |i: usize| ct.narrow(2, i, 1).unwrap().reshape((b, h, 1, 1)).unwrap();
+        state = (state.broadcast_mul(&c(0)).unwrap() + w.broadcast_mul(&c(2)).unwrap()).unwrap();
+        if let Some(pw) = &prev {
+            state = (state + pw.broadcast_mul(&c(1)).unwrap()).unwrap();
+        }
+        prev = Some(w);
+        // y_r = h q_r: (b, h, r, p)
+        let y = state
+            .unsqueeze(2)
+            .unwrap()
+            .broadcast_mul(&q.unsqueeze(3).unwrap())
+            .unwrap();
+        ys.push(y.sum(4).unwrap());
+    }
+    Tensor::stack(&ys, 1).unwrap()
+}
+
+/// The fused CPU op (f32) equals the recurrence step by step (f64) in value and in the
+/// gradients of q, k, v and the three coefficients, with documents starting inside (alpha and
+/// beta 0 there), at ranks 1 and 3, over several spans of its backward; the final state too.
+#[test]
+fn the_fused_trapezoid_op_is_the_recurrence_with_gradients() {
+    use mamba_model::mixers::mamba3::trap_cpu::{final_state, trapezoid};
+    let mut rng = mamba_model::rng::SplitMix64::new(11);
+    for (r, l) in [(1, 37), (3, 21)] {
+        let (b, h, p, n) = (2, 3, 5, 8);
+        let qk = randn(&mut rng, &[b, l, h, 2, r, n], 1.0);
+        let v = randn(&mut rng, &[b, l, h, r, p], 1.0);
+        let mut coef = vec(&rand_in(&mut rng, &[b, l, h, 3], 0.05, 0.95));
+        for (bi, t) in [(0, 5), (0, 17), (1, 9)] {
+            for hi in 0..h {
+                let at = ((bi * l + t) * h + hi) * 3;
+                (coef[at], coef[at + 1]) = (0.0, 0.0);
+            }
+        }
+        let coef = Tensor::from_vec(coef, (b, l, h, 3), &Device::Cpu).unwrap();
+        let dy = randn(&mut rng, &[b, l, h, r, p], 1.0);
+        let run = |dt: DType, fused: bool| {
+            let vars: Vec<Var> = [&qk, &v, &coef]
+                .iter()
+                .map(|t| Var::from_tensor(&t.to_dtype(dt).unwrap()).unwrap())
+                .collect();
+            let [a, bv, c] = [0, 1, 2].map(|i| vars[i].as_tensor().clone());
+            let y = match fused {
+                true => trapezoid(&a, &bv, &c).unwrap(),
+                false => trapezoid_steps(&a, &bv, &c),
+            };
+            let loss = (y.to_dtype(DType::F64).unwrap() * &dy)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g = loss.backward().unwrap();
+            let grads: Vec<Tensor> = vars
+                .iter()
+                .map(|v| g.get(v.as_tensor()).unwrap().clone())
+                .collect();
+            (y, grads)
+        };
+        let (want, want_g) = run(DType::F64, false);
+        let (got, got_g) = run(DType::F32, true);
+        let what = format!("rank {r}");
+        assert_close(&what, &got, &want, 1e-4, 1e-4);
+        for (i, (a, e)) in got_g.iter().zip(&want_g).enumerate() {
+            assert_close(&format!("{what}: gradient {i}"), a, e, 1e-4, 1e-4);
+        }
+        // The final state: the last y of rank 0 is h_l q; compare h through q = unit vectors.
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let state = final_state(&f32s(&qk), &f32s(&v), &f32s(&coef)).unwrap(); // (b, h, p, n)
+        let last = want.narrow(1, l - 1, 1).unwrap().squeeze(1).unwrap(); // (b, h, r, p)
+        let q_last = qk
+            .narrow(1, l - 1, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .get_on_dim(2, 0)
+            .unwrap();
+        let from_state = state
+            .to_dtype(DType::F64)
+            .unwrap()
+            .unsqueeze(2)
+            .unwrap()
+            .broadcast_mul(&q_last.unsqueeze(3).unwrap())
+            .unwrap()
+            .sum(4)
+            .unwrap();
+        assert_close(
+            &format!("{what}: final state"),
+            &from_state,
+            &last,
+            1e-4,
+            1e-4,
+        );
+    }
+}

@@ -4,3 +4,4 @@
 //! builds on it.
 
 pub mod reference;
+pub mod trap_cpu;
