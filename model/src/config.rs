@@ -65,6 +65,9 @@ pub enum LayerKind {
     Mamba1,
     /// Dao & Gu 2024: the state-space dual, SSD (transformers `Mamba2ForCausalLM`).
     Mamba2,
+    /// Lahoti, Gu, Dao et al. 2026: the trapezoidal, rotary, optionally MIMO SSM (mamba_ssm
+    /// `Mamba3`, flash-linear-attention `Mamba3ForCausalLM`).
+    Mamba3,
     /// Causal self-attention with grouped key/value heads, RoPE or none (the hybrids').
     Attention,
     /// The feed-forward layer of a hybrid family (see [`Family::mlp`]).
@@ -73,13 +76,14 @@ pub enum LayerKind {
 
 impl LayerKind {
     /// Every Mamba kind, in the order `--arch` lists them (a whole model of one kind).
-    pub const ALL: [LayerKind; 2] = [LayerKind::Mamba1, LayerKind::Mamba2];
+    pub const ALL: [LayerKind; 3] = [LayerKind::Mamba1, LayerKind::Mamba2, LayerKind::Mamba3];
 
     /// Its name in the papers.
     pub fn name(self) -> &'static str {
         match self {
             LayerKind::Mamba1 => "Mamba-1",
             LayerKind::Mamba2 => "Mamba-2",
+            LayerKind::Mamba3 => "Mamba-3",
             LayerKind::Attention => "attention",
             LayerKind::Mlp => "MLP",
         }
@@ -91,6 +95,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => "mamba1",
             LayerKind::Mamba2 => "mamba2",
+            LayerKind::Mamba3 => "mamba3",
             LayerKind::Attention => "attention",
             LayerKind::Mlp => "mlp",
         }
@@ -106,7 +111,10 @@ impl LayerKind {
 
     /// A layer with a recurrent SSM state (not attention, not an MLP).
     pub fn is_mamba(self) -> bool {
-        matches!(self, LayerKind::Mamba1 | LayerKind::Mamba2)
+        matches!(
+            self,
+            LayerKind::Mamba1 | LayerKind::Mamba2 | LayerKind::Mamba3
+        )
     }
 }
 
@@ -165,6 +173,14 @@ pub struct Config {
     pub n_groups: usize,
     /// Mamba-2: dt is clamped to this range after the softplus.
     pub dt_limit: (f64, f64),
+    /// Mamba-3: MIMO's rank R (0: SISO), the fraction of the state rotated (0.5 or 1), the
+    /// per-head norm before the gate, the floor of -A, and A's activation (see
+    /// [`crate::mixers::mamba3`]).
+    pub mimo_rank: usize,
+    pub rope_fraction: f64,
+    pub outproj_norm: bool,
+    pub a_floor: f64,
+    pub heavy_tail: bool,
     /// d_inner when it is not expand * d_model (Nemotron-H: Mamba heads x head_dim).
     pub inner: Option<usize>,
     /// Whose checkpoint layout and residual arithmetic the model follows.
@@ -267,6 +283,11 @@ impl Default for Config {
             head_dim: 64,
             n_groups: 1,
             dt_limit: (0.0, f64::INFINITY),
+            mimo_rank: 0,
+            rope_fraction: 0.5,
+            outproj_norm: false,
+            a_floor: 1e-4,
+            heavy_tail: false,
             inner: None,
             family: Family::Mamba,
             family_json: None,

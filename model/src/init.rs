@@ -40,6 +40,7 @@ pub fn init_values(cfg: &Config, init: Init, name: &str, shape: &[usize], seed: 
             .map(|_| (rng.normal() * cfg.initializer_range) as f32)
             .collect(),
         Init::Ones => vec![1.0; numel],
+        Init::InvRank => vec![1.0 / cfg.mimo_rank.max(1) as f32; numel],
         Init::ALogUniform => (0..numel)
             .map(|_| rng.uniform_in(1.0, 16.0).ln() as f32)
             .collect(),

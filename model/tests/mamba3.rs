@@ -213,3 +213,129 @@ fn the_fused_trapezoid_op_is_the_recurrence_with_gradients() {
         );
     }
 }
+
+/// A config of one Mamba-3 layer of the fixtures' sizes (`d`'s options).
+fn config(d: &Dims) -> mamba_model::Config {
+    mamba_model::Config {
+        d_state: d.d_state,
+        head_dim: d.head_dim,
+        n_groups: d.groups,
+        mimo_rank: d.mimo_rank,
+        rope_fraction: d.rope_fraction,
+        outproj_norm: d.outproj_norm,
+        heavy_tail: d.heavy_tail,
+        ..mamba_model::Config::of(mamba_model::LayerKind::Mamba3, 32, 1, 64)
+    }
+}
+
+/// The layer of a fixture as our mixer, its parameters variables.
+fn mixer(
+    t: &HashMap<String, Tensor>,
+    d: &Dims,
+) -> (mamba_model::mixers::Mixer, Vec<(String, Var)>) {
+    let cfg = config(d);
+    let vars: Vec<(String, Var)> = mamba_model::mixers::mamba3::table(&cfg)
+        .iter()
+        .map(|p| (p.name.to_string(), Var::from_tensor(&t[p.name]).unwrap()))
+        .collect();
+    let map: HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    let vb = candle_nn::VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
+    let m = mamba_model::mixers::Mixer::new(mamba_model::LayerKind::Mamba3, &cfg, &vb).unwrap();
+    (m, vars)
+}
+
+/// The mixer (on the CPU: the fused op between candle ops) gives mamba_ssm's output and every
+/// gradient, in each case.
+#[test]
+fn the_mixer_is_mamba_ssm_in_value_and_every_gradient() {
+    for (case, d) in cases() {
+        let t = fixture(case);
+        let (m, vars) = mixer(&t, &d);
+        let u = Var::from_tensor(&t["u"]).unwrap();
+        let out = m.forward(u.as_tensor(), None, DType::F32).unwrap();
+        assert_close(case, &out, &t["out"], 1e-4 * scale(&t["out"]), 1e-4);
+        let grads = (out * &t["dout"])
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut checked = vec![("u".to_string(), u)];
+        checked.extend(vars);
+        for (name, x) in checked {
+            let want = &t[&format!("grad.{name}")];
+            let got = grads
+                .get(x.as_tensor())
+                .unwrap_or_else(|| panic!("{case}: no gradient for {name}"));
+            assert_close(
+                &format!("{case}: gradient of {name}"),
+                got,
+                want,
+                1e-4 * scale(want),
+                1e-4,
+            );
+        }
+    }
+}
+
+/// Documents packed in one row are computed as if each ran alone (state, phases and the last
+/// k and v reset), by the fused op and by the step-by-step form.
+#[test]
+fn packed_documents_equal_separate_ones() {
+    for (case, d) in [cases()[0].clone(), cases()[4].clone()] {
+        let t = fixture(case);
+        let (m, _) = mixer(&t, &d);
+        let u = t["u"].narrow(0, 0, 1).unwrap(); // (1, 16, 32)
+        let mut resets = vec![0u8; 16];
+        (resets[0], resets[6], resets[7]) = (1, 1, 1);
+        let r = Tensor::from_vec(resets, (1, 16), &Device::Cpu).unwrap();
+        let packed = m.forward(&u, Some(&r), DType::F32).unwrap();
+        let stepwise = match &m {
+            mamba_model::mixers::Mixer::Mamba3(m3) => m3.forward_stepwise(&u, Some(&r)).unwrap(),
+            _ => unreachable!("a Mamba-3 layer"),
+        };
+        for (start, len) in [(0, 6), (6, 1), (7, 9)] {
+            let alone = m
+                .forward(&u.narrow(1, start, len).unwrap(), None, DType::F32)
+                .unwrap();
+            let part = packed.narrow(1, start, len).unwrap();
+            assert_close(&format!("{case} at {start}"), &part, &alone, 1e-4, 1e-4);
+        }
+        // The other form (other devices'), on the same documents.
+        assert_close(
+            &format!("{case}, step by step"),
+            &stepwise,
+            &packed,
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+/// Generation: the prefill's state and then one step at a time give the forward's outputs.
+#[test]
+fn prefill_and_steps_equal_the_forward() {
+    for (case, d) in cases() {
+        let t = fixture(case);
+        let (m, _) = mixer(&t, &d);
+        let u = &t["u"];
+        let full = m.forward(u, None, DType::F32).unwrap();
+        let (out, mut st) = m.prefill(&u.narrow(1, 0, 10).unwrap()).unwrap();
+        assert_close(
+            &format!("{case} prefill"),
+            &out,
+            &full.narrow(1, 0, 10).unwrap(),
+            1e-4,
+            1e-4,
+        );
+        for pos in 10..16 {
+            let x = u.narrow(1, pos, 1).unwrap().squeeze(1).unwrap();
+            let y = m.step(&x, &mut st).unwrap();
+            let want = full.narrow(1, pos, 1).unwrap().squeeze(1).unwrap();
+            assert_close(&format!("{case} step {pos}"), &y, &want, 1e-4, 1e-4);
+        }
+    }
+}

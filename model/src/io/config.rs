@@ -216,6 +216,10 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
     for kind in &cfg.layers {
         kind.check_hf(v, &cfg).map_err(bad)?;
     }
+    let mut cfg = cfg;
+    if cfg.layers.contains(&LayerKind::Mamba3) {
+        crate::mixers::mamba3::read_fields(v, &mut cfg, false).map_err(bad)?;
+    }
     crate::mixers::check(&cfg).map_err(|e| bad(e.to_string()))?;
     Ok(cfg)
 }
@@ -302,7 +306,7 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         .unwrap_or("Mamba1");
     let kind: LayerKind = layer.parse().map_err(|_| {
         bad(format!(
-            "ssm_cfg.layer `{layer}` is not supported (only Mamba1 and Mamba2)"
+            "ssm_cfg.layer `{layer}` is not supported (only Mamba1, Mamba2 and Mamba3)"
         ))
     })?;
     if num(v, "d_intermediate")?.unwrap_or(0) != 0 {
@@ -360,6 +364,10 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         dt_limit: time_step_limit(ssm.get("dt_limit"), path)?,
         ..base
     };
+    let mut cfg = cfg;
+    if kind == LayerKind::Mamba3 {
+        crate::mixers::mamba3::read_fields(&ssm, &mut cfg, true).map_err(bad)?;
+    }
     if let Some(d_ssm) = num(&ssm, "d_ssm")? {
         if d_ssm != cfg.d_inner() {
             return Err(bad(format!(

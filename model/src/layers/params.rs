@@ -26,6 +26,8 @@ pub enum Init {
     ALogRange,
     /// A_log = log(U(1, 16)), one A per head (Mamba-2).
     ALogUniform,
+    /// 1 / R, R the MIMO rank (Mamba-3's mimo_x and mimo_o).
+    InvRank,
 }
 
 impl Init {

@@ -23,6 +23,7 @@ use crate::lora::Lora;
 pub use attention::Attention;
 pub use mamba1::Mamba1;
 pub use mamba2::Mamba2;
+pub use mamba3::Mamba3;
 pub use mlp::Mlp;
 pub use state::MixerState;
 
@@ -31,6 +32,7 @@ pub use state::MixerState;
 pub enum Mixer {
     Mamba1(Mamba1),
     Mamba2(Mamba2),
+    Mamba3(Mamba3),
     Attention(Attention),
     Mlp(Mlp),
 }
@@ -41,6 +43,7 @@ macro_rules! each {
         match $m {
             Mixer::Mamba1($x) => $e,
             Mixer::Mamba2($x) => $e,
+            Mixer::Mamba3($x) => $e,
             Mixer::Attention($x) => $e,
             Mixer::Mlp($x) => $e,
         }
@@ -53,6 +56,7 @@ impl Mixer {
         Ok(match kind {
             LayerKind::Mamba1 => Mixer::Mamba1(Mamba1::new(cfg, vb)?),
             LayerKind::Mamba2 => Mixer::Mamba2(Mamba2::new(cfg, vb)?),
+            LayerKind::Mamba3 => Mixer::Mamba3(Mamba3::new(cfg, vb)?),
             LayerKind::Attention => Mixer::Attention(Attention::new(cfg, vb)?),
             LayerKind::Mlp => Mixer::Mlp(Mlp::new(cfg, vb)?),
         })
@@ -63,6 +67,7 @@ impl Mixer {
         match self {
             Mixer::Mamba1(m) => m.p.named(),
             Mixer::Mamba2(m) => m.p.named(),
+            Mixer::Mamba3(m) => m.named(),
             Mixer::Attention(m) => m.p.named(),
             Mixer::Mlp(m) => m.named(),
         }
@@ -81,6 +86,7 @@ impl Mixer {
         Ok(match self {
             Mixer::Mamba1(m) => Mixer::Mamba1(m.map(f)?),
             Mixer::Mamba2(m) => Mixer::Mamba2(m.map(f)?),
+            Mixer::Mamba3(m) => Mixer::Mamba3(m.map(f)?),
             Mixer::Attention(m) => Mixer::Attention(m.map(f)?),
             Mixer::Mlp(m) => Mixer::Mlp(m.map(f)?),
         })
@@ -110,6 +116,7 @@ impl Mixer {
             Mixer::Mlp(m) => m.forward(h, dt),
             Mixer::Mamba1(m) => m.forward(h, resets, dt),
             Mixer::Mamba2(m) => m.forward(h, resets, dt),
+            Mixer::Mamba3(m) => m.forward(h, resets, dt),
             Mixer::Attention(m) => m.forward(h, resets, dt),
         }
     }
@@ -127,6 +134,7 @@ impl Mixer {
             }
             Mixer::Mamba1(m) => m.prefill(h),
             Mixer::Mamba2(m) => m.prefill(h),
+            Mixer::Mamba3(m) => m.prefill(h),
             Mixer::Attention(m) => m.prefill(h),
         }
     }
@@ -137,6 +145,7 @@ impl Mixer {
             Mixer::Mlp(m) => m.forward(h, DType::F32),
             Mixer::Mamba1(m) => m.step(h, st),
             Mixer::Mamba2(m) => m.step(h, st),
+            Mixer::Mamba3(m) => m.step(h, st),
             Mixer::Attention(m) => m.step(h, st),
         }
     }
@@ -160,6 +169,7 @@ impl Mixer {
             Mixer::Mamba2(m) => Box::new(mamba2::step::Step::new(m, int8)?),
             Mixer::Attention(m) => Box::new(attention::step::Step::new(m, int8)?),
             Mixer::Mlp(m) => Box::new(mlp::step::Step::new(m, int8)?),
+            Mixer::Mamba3(_) => candle_core::bail!("no CPU fast step for Mamba-3 layers yet"),
         })
     }
 }
@@ -170,6 +180,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::Params::table(cfg),
             LayerKind::Mamba2 => mamba2::Params::table(cfg),
+            LayerKind::Mamba3 => mamba3::table(cfg),
             LayerKind::Attention => attention::Params::table(cfg),
             LayerKind::Mlp => mlp::table(cfg),
         }
@@ -180,6 +191,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::state_shapes(cfg),
             LayerKind::Mamba2 => mamba2::state_shapes(cfg),
+            LayerKind::Mamba3 => mamba3::state_shapes(cfg),
             LayerKind::Attention => attention::state_shapes(cfg),
             LayerKind::Mlp => (vec![0], vec![0]),
         }
@@ -191,6 +203,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::activations_per_token(cfg),
             LayerKind::Mamba2 => mamba2::activations_per_token(cfg, chunked),
+            LayerKind::Mamba3 => mamba3::activations_per_token(cfg),
             LayerKind::Attention => attention::activations_per_token(cfg, seq_len),
             LayerKind::Mlp => mlp::activations_per_token(cfg),
         }
@@ -201,6 +214,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::TRANSFORMERS,
             LayerKind::Mamba2 => mamba2::TRANSFORMERS,
+            LayerKind::Mamba3 => mamba3::TRANSFORMERS,
             LayerKind::Attention | LayerKind::Mlp => crate::io::config::MIXED,
         }
     }
@@ -218,6 +232,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::HF_DEFAULTS,
             LayerKind::Mamba2 | LayerKind::Attention | LayerKind::Mlp => mamba2::HF_DEFAULTS,
+            LayerKind::Mamba3 => mamba3::HF_DEFAULTS,
         }
     }
 
@@ -235,6 +250,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::hf_fields(cfg),
             LayerKind::Mamba2 => mamba2::hf_fields(cfg),
+            LayerKind::Mamba3 => mamba3::hf_fields(cfg),
             LayerKind::Attention | LayerKind::Mlp => Value::Object(Default::default()),
         }
     }
@@ -246,6 +262,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::LORA_TARGETS,
             LayerKind::Mamba2 => mamba2::LORA_TARGETS,
+            LayerKind::Mamba3 => mamba3::LORA_TARGETS,
             LayerKind::Attention => attention::LORA_TARGETS,
             LayerKind::Mlp => mlp::LORA_TARGETS,
         }
@@ -256,6 +273,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::describe(cfg),
             LayerKind::Mamba2 => mamba2::describe(cfg),
+            LayerKind::Mamba3 => mamba3::describe(cfg),
             LayerKind::Attention => attention::describe(cfg),
             LayerKind::Mlp => mlp::describe(cfg),
         }
@@ -265,7 +283,9 @@ impl LayerKind {
     pub fn gguf_arch(self) -> &'static str {
         match self {
             LayerKind::Mamba1 => mamba1::GGUF_ARCH,
-            LayerKind::Mamba2 | LayerKind::Attention | LayerKind::Mlp => mamba2::GGUF_ARCH,
+            LayerKind::Mamba2 | LayerKind::Mamba3 | LayerKind::Attention | LayerKind::Mlp => {
+                mamba2::GGUF_ARCH
+            }
         }
     }
 
@@ -277,6 +297,7 @@ impl LayerKind {
             LayerKind::Attention | LayerKind::Mlp => {
                 Err("llama.cpp export of hybrid models is not supported yet".into())
             }
+            LayerKind::Mamba3 => Err("llama.cpp has no Mamba-3 architecture yet".into()),
         }
     }
 
@@ -285,7 +306,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => mamba1::gguf_sizes(cfg),
             LayerKind::Mamba2 => mamba2::gguf_sizes(cfg),
-            LayerKind::Attention | LayerKind::Mlp => vec![],
+            LayerKind::Mamba3 | LayerKind::Attention | LayerKind::Mlp => vec![],
         }
     }
 
@@ -294,6 +315,7 @@ impl LayerKind {
         match self {
             LayerKind::Mamba1 => Ok(()),
             LayerKind::Mamba2 => mamba2::check(cfg),
+            LayerKind::Mamba3 => mamba3::check(cfg),
             LayerKind::Attention => attention::check(cfg),
             LayerKind::Mlp => mlp::check(cfg),
         }

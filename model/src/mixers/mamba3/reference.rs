@@ -65,6 +65,24 @@ impl Dims {
     }
 }
 
+impl Dims {
+    /// The sizes of a Mamba-3 layer of `c`.
+    pub fn of(c: &crate::config::Config) -> Dims {
+        Dims {
+            d_model: c.d_model,
+            heads: c.n_heads(),
+            head_dim: c.head_dim,
+            d_state: c.d_state,
+            groups: c.n_groups,
+            mimo_rank: c.mimo_rank,
+            rope_fraction: c.rope_fraction,
+            outproj_norm: c.outproj_norm,
+            a_floor: c.a_floor,
+            heavy_tail: c.heavy_tail,
+        }
+    }
+}
+
 /// softplus(x) = log(1 + e^x), stable.
 fn softplus(x: &Tensor) -> Result<Tensor> {
     crate::layers::ops::softplus(x)
@@ -85,7 +103,7 @@ fn rms(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// Rotates the pairs of `x` (.., N) by the phases `phi` (.., S): SISO turns (2i, 2i + 1),
 /// MIMO (i, i + N/2), for i < S; the other entries stay.
-fn rotate(x: &Tensor, phi: &Tensor, pairwise: bool) -> Result<Tensor> {
+pub(crate) fn rotate(x: &Tensor, phi: &Tensor, pairwise: bool) -> Result<Tensor> {
     let n = x.dim(D::Minus1)?;
     let s = phi.dim(D::Minus1)?;
     let (cos, sin) = (phi.cos()?, phi.sin()?);
@@ -132,16 +150,36 @@ fn rotate(x: &Tensor, phi: &Tensor, pairwise: bool) -> Result<Tensor> {
     )
 }
 
-/// The layer on `u` (b, l, d_model) with the parameters `p` under mamba_ssm's names, in `u`'s
-/// dtype; (b, l, d_model).
-pub fn forward(u: &Tensor, p: &HashMap<String, Tensor>, d: &Dims) -> Result<Tensor> {
-    let get = |name: &str| -> Result<Tensor> {
-        match p.get(name) {
-            Some(t) => t.to_dtype(u.dtype()),
-            None => candle_core::bail!("mamba3 reference: no parameter {name}"),
-        }
-    };
-    let (b, l, _) = u.dims3()?;
+/// A layer's input projected and made ready for the recurrence: everything per position.
+pub struct Prepared {
+    /// The gate (b, l, H, P) and the input x (b, l, H, P).
+    pub z: Tensor,
+    pub x: Tensor,
+    /// v per rank (b, l, R, H, P); q and k per rank and head, normed and biased, not yet
+    /// rotated (b, l, R, H, N).
+    pub v: Tensor,
+    pub q: Tensor,
+    pub k: Tensor,
+    /// The phase each position adds, per head (b, l, 1, H, S).
+    pub turn: Tensor,
+    /// alpha, beta, gamma of each position and head (b, l, H).
+    pub alpha: Tensor,
+    pub beta: Tensor,
+    pub gamma: Tensor,
+}
+
+/// What one position leaves the next: the phases (b, 1, H, S), the state (b, H, P, N), and
+/// its rotated k (b, R, H, N) and v (b, R, H, P).
+pub struct Carry {
+    pub phi: Tensor,
+    pub state: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+/// in_proj's output `proj` (b, l, rows) made ready; `get` gives a parameter by name.
+pub fn prepare(proj: &Tensor, get: &dyn Fn(&str) -> Result<Tensor>, d: &Dims) -> Result<Prepared> {
+    let (b, l, _) = proj.dims3()?;
     let (h, hp, n, g, r, s) = (
         d.heads,
         d.head_dim,
@@ -151,7 +189,6 @@ pub fn forward(u: &Tensor, p: &HashMap<String, Tensor>, d: &Dims) -> Result<Tens
         d.angles(),
     );
     let di = d.d_inner();
-    let proj = crate::layers::ops::linear(u, &get("in_proj.weight")?)?; // (b, l, rows)
     let mut at = 0;
     let mut take = |width: usize| -> Result<Tensor> {
         let t = proj.narrow(2, at, width)?;
@@ -170,7 +207,7 @@ pub fn forward(u: &Tensor, p: &HashMap<String, Tensor>, d: &Dims) -> Result<Tens
         true => heavy_tail(&dd_a)?,
         false => softplus(&dd_a)?,
     };
-    let a = f.neg()?.minimum(-d.a_floor)?; // (b, l, h)
+    let a = f.neg()?.minimum(-d.a_floor)?;
     let dt = softplus(&dd_dt.broadcast_add(&get("dt_bias")?)?)?;
     let lam = (trap.neg()?.exp()? + 1.0)?.recip()?; // sigmoid
     let alpha = (&a * &dt)?.exp()?;
@@ -183,58 +220,114 @@ pub fn forward(u: &Tensor, p: &HashMap<String, Tensor>, d: &Dims) -> Result<Tens
             .unsqueeze(4)?
             .broadcast_as((b, l, r, g, h / g, n))?
             .reshape((b, l, r, h, n))?;
-        // bias (h, r, n) -> (r, h, n)
         m.broadcast_add(&get(bias)?.transpose(0, 1)?)
     };
-    let k = per_head(&bm, "B_norm.weight", "B_bias")?;
-    let q = per_head(&cm, "C_norm.weight", "C_bias")?;
-    // Each position turns the phases by pi tanh(theta) dt, per head: (b, l, 1, h, s).
     let turn = theta
         .tanh()?
         .affine(PI, 0.0)?
         .unsqueeze(2)?
         .broadcast_mul(&dt.unsqueeze(3)?)?
         .unsqueeze(2)?;
-    let pairwise = d.mimo_rank == 0;
-    // v per rank: (b, l, r, h, p).
     let v = match d.mimo_rank {
         0 => x.unsqueeze(2)?,
         _ => x
             .unsqueeze(2)?
             .broadcast_mul(&get("mimo_x")?.transpose(0, 1)?)?,
     };
-    let dskip = get("D")?.reshape((1, h, 1))?;
-    let mut state = Tensor::zeros((b, h, hp, n), u.dtype(), u.device())?;
-    let mut prev: Option<Tensor> = None; // sum_r v k^T of the position before
-    let mut phi = Tensor::zeros((b, 1, h, s), u.dtype(), u.device())?;
+    Ok(Prepared {
+        k: per_head(&bm, "B_norm.weight", "B_bias")?,
+        q: per_head(&cm, "C_norm.weight", "C_bias")?,
+        z,
+        x,
+        v,
+        turn,
+        alpha,
+        beta,
+        gamma,
+    })
+}
+
+/// The recurrence one position at a time from `carry` (none: the start of a document), a
+/// document starting where `resets` (b x l) says; y (b, l, R, H, P) without the D skip, and
+/// what the last position leaves.
+pub fn recurrence(
+    p: &Prepared,
+    carry: Option<Carry>,
+    resets: Option<&[u8]>,
+    pairwise: bool,
+) -> Result<(Tensor, Carry)> {
+    let (b, l, r, h, hp) = p.v.dims5()?;
+    let (n, s) = (p.k.dim(4)?, p.turn.dim(4)?);
+    let (dev, dt) = (p.v.device(), p.v.dtype());
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, dt, dev);
+    let mut c = match carry {
+        Some(c) => c,
+        None => Carry {
+            phi: zeros(&[b, 1, h, s])?,
+            state: zeros(&[b, h, hp, n])?,
+            k: zeros(&[b, r, h, n])?,
+            v: zeros(&[b, r, h, hp])?,
+        },
+    };
     let mut ys = Vec::with_capacity(l);
     for t in 0..l {
         let at = |m: &Tensor| m.narrow(1, t, 1)?.squeeze(1);
-        phi = (phi + at(&turn)?)?;
-        let kt = rotate(&at(&k)?, &phi, pairwise)?; // (b, r, h, n)
-        let qt = rotate(&at(&q)?, &phi, pairwise)?;
-        let vt = at(&v)?; // (b, r, h, p)
-        let coef = |c: &Tensor| at(c)?.reshape((b, h, 1, 1));
-        // sum_r v k^T: (b, h, p, n)
-        let vk = vt.unsqueeze(4)?.broadcast_mul(&kt.unsqueeze(3)?)?.sum(1)?;
-        state = (state.broadcast_mul(&coef(&alpha)?)? + vk.broadcast_mul(&coef(&gamma)?)?)?;
-        if let Some(pv) = &prev {
-            state = (state + pv.broadcast_mul(&coef(&beta)?)?)?;
-        }
-        prev = Some(vk);
-        // y_r = h q_r + D v_r: (b, r, h, p)
-        let y = state
-            .unsqueeze(1)?
-            .broadcast_mul(&qt.unsqueeze(3)?)?
-            .sum(D::Minus1)?;
-        ys.push((y + vt.broadcast_mul(&dskip)?)?);
+        let coef = |m: &Tensor| at(m)?.reshape((b, h, 1, 1));
+        // Where a document starts, nothing of the one before: no state, phase or last k, v.
+        let keep: Vec<f32> = (0..b)
+            .map(
+                |bi| match resets.is_some_and(|r| t > 0 && r[bi * l + t] != 0) {
+                    true => 0.0,
+                    false => 1.0,
+                },
+            )
+            .collect();
+        let keep = Tensor::from_vec(keep, b, dev)?.to_dtype(dt)?;
+        let kept = |x: &Tensor| -> Result<Tensor> {
+            let mut shape = vec![b];
+            shape.resize(x.rank(), 1);
+            x.broadcast_mul(&keep.reshape(shape)?)
+        };
+        c.phi = (kept(&c.phi)? + at(&p.turn)?)?;
+        let kt = rotate(&at(&p.k)?, &c.phi, pairwise)?; // (b, r, h, n)
+        let qt = rotate(&at(&p.q)?, &c.phi, pairwise)?;
+        let vt = at(&p.v)?; // (b, r, h, p)
+                            // sum_r v k^T: (b, h, p, n)
+        let vk = |v: &Tensor, k: &Tensor| -> Result<Tensor> {
+            v.unsqueeze(4)?.broadcast_mul(&k.unsqueeze(3)?)?.sum(1)
+        };
+        let before = kept(&vk(&c.v, &c.k)?)?;
+        c.state = (kept(&c.state)?.broadcast_mul(&coef(&p.alpha)?)?
+            + before.broadcast_mul(&coef(&p.beta)?)?
+            + vk(&vt, &kt)?.broadcast_mul(&coef(&p.gamma)?)?)?;
+        // y_r = h q_r: (b, r, h, p)
+        ys.push(
+            c.state
+                .unsqueeze(1)?
+                .broadcast_mul(&qt.unsqueeze(3)?)?
+                .sum(D::Minus1)?,
+        );
+        (c.k, c.v) = (kt, vt);
     }
-    let y = Tensor::stack(&ys, 1)?; // (b, l, r, h, p)
+    Ok((Tensor::stack(&ys, 1)?, c))
+}
+
+/// y (b, l, R, H, P) of the recurrence through the D skip, the gate (and the norm before it)
+/// and MIMO's output projection: (b, l, d_inner), out_proj's input.
+pub fn finish(
+    y: &Tensor,
+    p: &Prepared,
+    get: &dyn Fn(&str) -> Result<Tensor>,
+    d: &Dims,
+) -> Result<Tensor> {
+    let (b, l, _, h, hp) = y.dims5()?;
+    let y = (y + p.v.broadcast_mul(&get("D")?.reshape((1, 1, 1, h, 1))?)?)?;
     let zr = match d.mimo_rank {
-        0 => z.unsqueeze(2)?,
-        _ => z
-            .unsqueeze(2)?
-            .broadcast_mul(&get("mimo_z")?.transpose(0, 1)?)?,
+        0 => p.z.unsqueeze(2)?,
+        _ => {
+            p.z.unsqueeze(2)?
+                .broadcast_mul(&get("mimo_z")?.transpose(0, 1)?)?
+        }
     };
     let y = match d.outproj_norm {
         true => rms(&y, &get("norm.weight")?.reshape((h, hp))?, 1e-5)?,
@@ -247,7 +340,22 @@ pub fn forward(u: &Tensor, p: &HashMap<String, Tensor>, d: &Dims) -> Result<Tens
             .broadcast_mul(&get("mimo_o")?.transpose(0, 1)?)?
             .sum(2)?,
     };
-    let o = o.reshape((b, l, di))?;
+    o.reshape((b, l, h * hp))
+}
+
+/// The layer on `u` (b, l, d_model) with the parameters `p` under mamba_ssm's names, in `u`'s
+/// dtype, one position at a time; (b, l, d_model).
+pub fn forward(u: &Tensor, p: &HashMap<String, Tensor>, d: &Dims) -> Result<Tensor> {
+    let get = |name: &str| -> Result<Tensor> {
+        match p.get(name) {
+            Some(t) => t.to_dtype(u.dtype()),
+            None => candle_core::bail!("mamba3 reference: no parameter {name}"),
+        }
+    };
+    let proj = crate::layers::ops::linear(u, &get("in_proj.weight")?)?;
+    let prep = prepare(&proj, &get, d)?;
+    let (y, _) = recurrence(&prep, None, None, d.mimo_rank == 0)?;
+    let o = finish(&y, &prep, &get, d)?;
     crate::layers::ops::linear(&o, &get("out_proj.weight")?)
 }
 

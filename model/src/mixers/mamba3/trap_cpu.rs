@@ -20,6 +20,8 @@
 //! dalpha_t = <G_t, h_{t-1}>,  dbeta_t = <G_t, W_{t-1}>,  dgamma_t = <G_t, W_t>
 //! ```
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -350,5 +352,81 @@ impl CustomOp3 for TrapOp {
             Some(Tensor::from_vec(dv, v.dims(), dev)?),
             Some(Tensor::from_vec(dcoef, coef.dims(), dev)?),
         ))
+    }
+}
+
+/// The phases (b, l, C): the running sum of `turn` (b, l, C) within each document, a document
+/// starting where `resets` (b x l) is nonzero; f32 on the CPU, differentiable.
+pub fn phases(turn: &Tensor, resets: Option<Arc<Vec<u8>>>) -> Result<Tensor> {
+    let (b, l, c) = turn.dims3()?;
+    turn.contiguous()?.apply_op1(RunningSum { b, l, c, resets })
+}
+
+/// [`phases`] as an op: forward a running sum over positions, backward the same from the end.
+#[derive(Clone)]
+struct RunningSum {
+    b: usize,
+    l: usize,
+    c: usize,
+    resets: Option<Arc<Vec<u8>>>,
+}
+
+impl RunningSum {
+    /// Whether position `t` of row `bi` starts a document (past the first position).
+    fn starts(&self, bi: usize, t: usize) -> bool {
+        t > 0
+            && self
+                .resets
+                .as_ref()
+                .is_some_and(|r| r[bi * self.l + t] != 0)
+    }
+
+    /// The running sums of `x` over positions, forward or from the end.
+    fn run(&self, x: &[f32], from_end: bool) -> Vec<f32> {
+        let (l, c) = (self.l, self.c);
+        let mut out = vec![0f32; x.len()];
+        for bi in 0..self.b {
+            let mut acc = vec![0f32; c];
+            for step in 0..l {
+                let t = if from_end { l - 1 - step } else { step };
+                if !from_end && self.starts(bi, t) {
+                    acc.fill(0.0);
+                }
+                let at = (bi * l + t) * c;
+                for (a, (o, &v)) in acc
+                    .iter_mut()
+                    .zip(out[at..at + c].iter_mut().zip(&x[at..at + c]))
+                {
+                    *a += v;
+                    *o = *a;
+                }
+                // From the end, a document's first position is the last its sums reach.
+                if from_end && self.starts(bi, t) {
+                    acc.fill(0.0);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl candle_core::CustomOp1 for RunningSum {
+    fn name(&self) -> &'static str {
+        "mamba3-phases"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous::<f32>(s, l, "mamba3: phases")?;
+        Ok((
+            CpuStorage::F32(self.run(x, false)),
+            Shape::from((self.b, self.l, self.c)),
+        ))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let read = read_cpu(&grad, "mamba3: phases gradient");
+        let g = self.run(read.f32s()?, true);
+        Ok(Some(Tensor::from_vec(g, arg.dims(), arg.device())?))
     }
 }
