@@ -234,9 +234,12 @@ pub struct InspectArgs {
 
 #[derive(Args)]
 pub struct ModelInfoArgs {
-    /// Architecture: mamba1 (selective SSM) or mamba2 (SSD)
+    /// Architecture: mamba1 (selective SSM), mamba2 (SSD) or mamba3 (trapezoidal, rotary)
     #[arg(long, default_value = "mamba1")]
     pub arch: LayerKind,
+    /// Mamba-3's MIMO rank (0: SISO)
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub mimo_rank: usize,
     /// Model preset (configs/models.json)
     #[arg(long, default_value = "small", value_parser = PossibleValuesParser::new(preset_names()))]
     pub size: String,
@@ -441,9 +444,12 @@ pub struct DemoArgs {
     /// Train exactly this many steps instead (overrides --seconds)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
-    /// Architecture: mamba1 (selective SSM) or mamba2 (SSD)
+    /// Architecture: mamba1 (selective SSM), mamba2 (SSD) or mamba3 (trapezoidal, rotary)
     #[arg(long, default_value = "mamba1")]
     pub arch: LayerKind,
+    /// Mamba-3's MIMO rank (0: SISO)
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub mimo_rank: usize,
     /// Prompt of the generated sample (no trailing space: the tokenizer joins a space to the
     /// word after it)
     #[arg(long, default_value = "def")]

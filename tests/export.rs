@@ -57,7 +57,7 @@ fn check_with_gguf_package(gguf: &Path, dir: &Path) -> String {
 
 #[test]
 fn f32_exports_equal_the_checkpoint_for_both_kinds() {
-    for kind in LayerKind::ALL {
+    for kind in [LayerKind::Mamba1, LayerKind::Mamba2] {
         let tmp = tempfile::tempdir().unwrap();
         let (dir, out) = (tmp.path().join("ck"), tmp.path().join("model.gguf"));
         checkpoint(&dir, kind);

@@ -42,14 +42,22 @@ pub fn breakdown(cfg: &Config) -> String {
     let _ = writeln!(o, "{} language model", cfg.arch_name());
     let own: Vec<String> = kinds.iter().map(|(k, _, _)| k.describe(cfg)).collect();
     let own = own.join("  ");
+    // Mamba-3 has no conv.
+    let conv = match cfg
+        .layers
+        .iter()
+        .any(|k| matches!(k, LayerKind::Mamba1 | LayerKind::Mamba2))
+    {
+        true => format!("  d_conv {}", cfg.d_conv),
+        false => String::new(),
+    };
     let _ = writeln!(
         o,
-        "  d_model {}  n_layer {}  d_inner {}  d_state {}  d_conv {}  {own}",
+        "  d_model {}  n_layer {}  d_inner {}  d_state {}{conv}  {own}",
         cfg.d_model,
         cfg.n_layer(),
         cfg.d_inner(),
         cfg.d_state,
-        cfg.d_conv,
     );
     let _ = writeln!(
         o,

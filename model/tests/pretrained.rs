@@ -143,8 +143,8 @@ fn broken_layouts_are_refused_with_the_file_named() {
     for (from, to, says) in [
         (
             "\"ssm_cfg\": {}",
-            "\"ssm_cfg\": {\"layer\": \"Mamba3\"}",
-            "Mamba3",
+            "\"ssm_cfg\": {\"layer\": \"Mamba4\"}",
+            "Mamba4",
         ),
         (
             "\"d_intermediate\": 0",

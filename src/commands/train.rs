@@ -125,9 +125,7 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
     let base = lora_state.as_ref().and_then(|s| s.lora_base.clone());
     let model = match (&base, &given) {
         (Some(dir), _) | (None, Some(dir)) => load_config(dir).map_err(usage)?,
-        (None, None) => cfg
-            .model_size
-            .config(cfg.arch, vocab.unwrap_or(DRY_RUN_VOCAB)),
+        (None, None) => cfg.new_model(vocab.unwrap_or(DRY_RUN_VOCAB)),
     };
     println!("{}", serde_json::to_string_pretty(cfg)?);
     match &given {

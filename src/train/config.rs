@@ -183,6 +183,14 @@ impl TrainConfig {
         check!(self.prefetch, 1, 1024, "1..=1024")?;
         check!(self.reader_threads, 1, 64, "1..=64")?;
         check!(self.lora_rank, 0, 4096, "0..=4096")?;
+        check!(self.mimo_rank, 0, 64, "0..=64")?;
+        if self.mimo_rank > 0 && self.arch != mamba_model::LayerKind::Mamba3 {
+            return Err(ConfigError::Range {
+                name: "mimo_rank",
+                value: self.mimo_rank.to_string(),
+                allowed: "0 unless --arch mamba3".into(),
+            });
+        }
         check!(self.lora_dropout, 0.0, 0.99, "[0, 0.99]")?;
         if let Some(alpha) = self.lora_alpha {
             check("lora_alpha", alpha, 1e-6, 1e6, "(0, 1e6]")?;
@@ -195,6 +203,14 @@ impl TrainConfig {
             });
         }
         Ok(())
+    }
+
+    /// A new model of the preset, architecture (and MIMO rank) for a vocabulary of `vocab`.
+    pub fn new_model(&self, vocab: usize) -> mamba_model::Config {
+        mamba_model::Config {
+            mimo_rank: self.mimo_rank,
+            ..self.model_size.config(self.arch, vocab)
+        }
     }
 
     /// Tokens per optimizer step.

@@ -71,11 +71,14 @@ macro_rules! settings {
 }
 
 settings! {
-    /// Architecture of a new model: mamba1 (selective SSM) or mamba2 (SSD) [default: mamba1;
-    /// --init and --resume keep the checkpoint's]
+    /// Architecture of a new model: mamba1 (selective SSM), mamba2 (SSD) or mamba3
+    /// (trapezoidal, rotary) [default: mamba1; --init and --resume keep the checkpoint's]
     // Checkpoints from before Mamba-2 have no `arch`: they are Mamba-1.
     #[serde(default)]
     arch: LayerKind = LayerKind::Mamba1, flag: LayerKind, #[arg(long, value_name = "ARCH")];
+    /// Mamba-3's MIMO rank R (0: SISO) of a new model [default: 0]
+    #[serde(default)]
+    mimo_rank: usize = 0, flag: usize, #[arg(long, value_name = "R")];
     /// Model preset (configs/models.json)
     model_size: ModelSize = ModelSize::default(), flag: String,
         #[arg(long, value_name = "NAME", help = preset_help())];

@@ -212,7 +212,7 @@ impl Run {
                         (model, vm)
                     }
                     (None, 0) => {
-                        let model = cfg.model_size.config(cfg.arch, tok.vocab_size);
+                        let model = cfg.new_model(tok.vocab_size);
                         MambaLM::init(&model, cfg.seed, &dev)?
                     }
                     (None, _) => {
@@ -251,6 +251,7 @@ impl Run {
         // A model from --init or a checkpoint keeps its architecture, whatever --arch says.
         // (A model of several kinds records its first layer's.)
         state.config.arch = model.config().layers[0];
+        state.config.mimo_rank = model.config().mimo_rank;
         // A resumed LoRA run keeps its adapters' settings, whatever the flags say.
         if let Some(l) = &lora {
             let c = &l.adapters.cfg;

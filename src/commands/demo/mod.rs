@@ -81,8 +81,11 @@ fn s(p: &Path) -> String {
 }
 
 /// Seconds of one training step of the tiny preset of `arch` at the demo's shape.
-fn step_seconds(arch: LayerKind, vocab: usize) -> anyhow::Result<f64> {
-    let cfg = Config::arch_preset(arch, "tiny", vocab)?;
+fn step_seconds(arch: LayerKind, mimo_rank: usize, vocab: usize) -> anyhow::Result<f64> {
+    let cfg = Config {
+        mimo_rank,
+        ..Config::arch_preset(arch, "tiny", vocab)?
+    };
     let (model, vm) = MambaLM::init(&cfg, 0, &Device::Cpu)?;
     let vars: Vec<Var> = vm
         .data()
@@ -181,7 +184,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let steps = match a.max_steps {
         Some(n) => n,
         None => {
-            let t = step_seconds(a.arch, manifest.tokenizer.vocab_size)?;
+            let t = step_seconds(a.arch, a.mimo_rank, manifest.tokenizer.vocab_size)?;
             // At most MAX_EPOCHS passes: whole steps within them.
             let passes = MAX_EPOCHS * manifest.totals.train.tokens / (BATCH * SEQ_LEN) as u64;
             ((a.seconds as f64 / (t * RUN_OVERHEAD)) as u64).clamp(1, passes.max(1))
@@ -204,6 +207,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         &s(&ckpt),
         "--arch",
         a.arch.key(),
+        "--mimo-rank",
+        &a.mimo_rank.to_string(),
         "--model-size",
         "tiny",
         "--max-steps",
