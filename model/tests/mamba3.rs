@@ -339,3 +339,63 @@ fn prefill_and_steps_equal_the_forward() {
         }
     }
 }
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Whole Mamba-3 models in mamba_ssm's layout (config.json with ssm_cfg.layer Mamba3,
+/// pytorch_model.bin), SISO and MIMO with the output norm, give mamba_ssm's logits; saved here
+/// (flash-linear-attention's Mamba3ForCausalLM layout) and read back, the same logits.
+#[test]
+fn mamba_ssm_models_give_its_logits_and_round_trip() {
+    for name in ["mamba_ssm_mamba3", "mamba_ssm_mamba3_mimo"] {
+        let (model, _) = mamba_model::MambaLM::load(fixtures().join(name), &Device::Cpu).unwrap();
+        let c = model.config();
+        assert_eq!(c.kind(), Some(mamba_model::LayerKind::Mamba3), "{name}");
+        assert_eq!(c.mimo_rank, if name.ends_with("mimo") { 2 } else { 0 });
+        let t = candle_core::safetensors::load(
+            fixtures().join(format!("{name}_logits.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
+        let want = &t["logits"];
+        let ours = model.forward(&ids, None).unwrap();
+        assert_close(name, &ours, want, 1e-4 * scale(want), 1e-4);
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        assert!(
+            text.contains("\"model_type\": \"mamba3\"") && text.contains("Mamba3ForCausalLM"),
+            "{text}"
+        );
+        let (again, _) = mamba_model::MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(again.config().mimo_rank, c.mimo_rank);
+        assert_eq!(again.config().outproj_norm, c.outproj_norm);
+        let logits = again.forward(&ids, None).unwrap();
+        assert_close(
+            &format!("{name} saved and read"),
+            &logits,
+            want,
+            1e-4 * scale(want),
+            1e-4,
+        );
+    }
+}
+
+/// 50 AdamW steps of the SISO model give the losses of a PyTorch loop of mamba_ssm's model on
+/// the same batches (make_mamba3_fixtures.py), within 1e-3.
+#[test]
+fn the_loss_curve_is_mamba_ssm() {
+    let curve = load_curve(&fixtures().join("mamba3_losses.safetensors"));
+    let (model, varmap) =
+        mamba_model::MambaLM::load(fixtures().join("mamba_ssm_mamba3"), &Device::Cpu).unwrap();
+    let cfg = mamba_model::AdamWConfig {
+        lr: 1e-3,
+        ..Default::default()
+    };
+    let mut opt = mamba_model::AdamW::from_varmap(&varmap, cfg).unwrap();
+    follow_curve(&model, &mut opt, &curve, 1e-3, "mamba_ssm's");
+    assert!(curve.1[49] < curve.1[0] - 0.3, "{:?}", curve.1);
+}
