@@ -232,7 +232,7 @@ mod tests {
         use clap::CommandFactory;
         let defaults = serde_json::to_value(TrainConfig::default()).unwrap();
         let keys = defaults.as_object().unwrap();
-        assert_eq!(keys.len(), 35);
+        assert_eq!(keys.len(), 36);
         let cmd = Cli::command();
         let mut flagged = 0;
         for arg in cmd.get_arguments().filter(|a| a.get_id() != "help") {

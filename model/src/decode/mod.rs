@@ -73,7 +73,7 @@ impl MambaLM {
     /// Whether decoding takes the CPU fast path (and 8-bit weights can be had): on the CPU,
     /// either architecture.
     pub fn has_fast_step(&self) -> bool {
-        self.device().is_cpu() && !self.cfg.layers.contains(&crate::LayerKind::Mamba3)
+        self.device().is_cpu()
     }
 
     /// A decoder with the fastest step for the model's device.

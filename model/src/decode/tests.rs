@@ -19,16 +19,23 @@ fn forward_rows(model: &MambaLM, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
-/// Each kind's tiny preset (Mamba-2's: two heads of 64, state 128) and a model of both kinds
-/// at the same depth (Mamba-1 then Mamba-2, both at state 128), vocabulary `vocab`.
-fn tiny(vocab: usize) -> [Config; 3] {
+/// Each kind's tiny preset (Mamba-2's and Mamba-3's: two heads of 64, state 128; Mamba-3 SISO
+/// and MIMO rank 2 with the output norm), and a model of Mamba-1 and Mamba-2 at the same depth
+/// (both at state 128), vocabulary `vocab`.
+fn tiny(vocab: usize) -> [Config; 5] {
     let [m1, m2] = [LayerKind::Mamba1, LayerKind::Mamba2]
         .map(|a| Config::arch_preset(a, "tiny", vocab).unwrap());
     let mixed = Config {
         layers: vec![LayerKind::Mamba1, LayerKind::Mamba2],
         ..m2.clone()
     };
-    [m1, m2, mixed]
+    let m3 = Config::arch_preset(LayerKind::Mamba3, "tiny", vocab).unwrap();
+    let mimo = Config {
+        mimo_rank: 2,
+        outproj_norm: true,
+        ..m3.clone()
+    };
+    [m1, m2, mixed, m3, mimo]
 }
 
 #[test]
@@ -63,19 +70,6 @@ fn prefill_then_step_matches_the_full_forward(cfg: &Config) {
         }
     }
     assert!(model.decoder().unwrap().prefill(&[&[]]).is_err());
-}
-
-/// Mamba-3 (SISO and MIMO, no CPU fast step yet) decodes through the candle step.
-#[test]
-fn mamba3_prefill_then_step_matches_the_full_forward() {
-    let siso = Config::arch_preset(LayerKind::Mamba3, "tiny", 50).unwrap();
-    let mimo = Config {
-        mimo_rank: 2,
-        ..siso.clone()
-    };
-    for cfg in [siso, mimo] {
-        prefill_then_step_matches_the_full_forward(&cfg);
-    }
 }
 
 #[test]
@@ -226,10 +220,7 @@ fn int8_weights_decode_close_to_f32() {
                 worst = worst.max(max_diff(&x[0], &z[0]));
                 scale = z[0].iter().fold(scale, |m, v| m.max(v.abs()));
             }
-            let bound = match cfg.kind() {
-                Some(_) => 0.02 * scale,
-                None => 0.04 * scale,
-            };
+            let bound = int8_tolerance(&cfg) * scale;
             assert!(max_diff(&la[0], &lc[0]) < bound);
             assert!(
                 worst > 0.0 && worst < bound,
@@ -237,6 +228,16 @@ fn int8_weights_decode_close_to_f32() {
                 cfg.layers
             );
         }
+    }
+}
+
+/// How far 8-bit matrices may move the logits, relative to their scale: Mamba-3's in_proj
+/// also gives the rotation angles, whose error the phases sum over positions.
+fn int8_tolerance(cfg: &Config) -> f32 {
+    match (cfg.kind(), cfg.layers.contains(&LayerKind::Mamba3)) {
+        (_, true) => 0.05,
+        (Some(_), false) => 0.02,
+        (None, false) => 0.04,
     }
 }
 
@@ -260,7 +261,7 @@ fn short_prompts_equal_stepping(cfg: &Config) {
     for (dec, tol) in [
         (full.decoder().unwrap(), 1e-4),
         (half.decoder().unwrap(), 2e-2),
-        (half.decoder_int8().unwrap(), 2e-2),
+        (half.decoder_int8().unwrap(), int8_tolerance(cfg)),
     ] {
         let limit = dec.fast.as_ref().unwrap().short_prompt;
         for len in [1, 4, 7, limit, limit + 1] {

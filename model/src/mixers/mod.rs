@@ -169,7 +169,7 @@ impl Mixer {
             Mixer::Mamba2(m) => Box::new(mamba2::step::Step::new(m, int8)?),
             Mixer::Attention(m) => Box::new(attention::step::Step::new(m, int8)?),
             Mixer::Mlp(m) => Box::new(mlp::step::Step::new(m, int8)?),
-            Mixer::Mamba3(_) => candle_core::bail!("no CPU fast step for Mamba-3 layers yet"),
+            Mixer::Mamba3(m) => Box::new(mamba3::step::Step::new(m, int8)?),
         })
     }
 }

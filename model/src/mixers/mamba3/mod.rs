@@ -2,13 +2,15 @@
 //! SISO and MIMO ([`reference`] writes out the math). There is no conv and no A_log: A, dt, the
 //! trapezoid's gate and the rotation angles all come from in_proj. On the CPU the recurrence is
 //! one fused op with its own backward ([`trap_cpu`]) between candle ops that prepare q, k, v
-//! and the coefficients and gate the output; elsewhere the step-by-step form.
+//! and the coefficients and gate the output; elsewhere the step-by-step form. Generation on
+//! the CPU runs [`step`], on plain rows.
 //!
 //! The A activation follows mamba_ssm's releases (2.3.2.post1) and flash-linear-attention:
 //! A = -softplus(a), floored at -A_floor; mamba_ssm's main branch since June 2026 uses a
 //! heavy-tail activation instead, which `a_activation: "heavy_tail"` selects.
 
 pub mod reference;
+pub(crate) mod step;
 pub mod trap_cpu;
 
 use std::sync::Arc;
@@ -30,7 +32,7 @@ pub struct Mamba3 {
     pub(crate) w: Vec<(&'static str, Tensor, Init)>,
     /// Adapters on its projections (none unless training with LoRA).
     pub(crate) lora: Lora,
-    dims: Dims,
+    pub(crate) dims: Dims,
 }
 
 /// The projections LoRA adapts by default.
