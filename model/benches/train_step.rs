@@ -4,7 +4,8 @@
 //! cargo bench -p mamba-model --bench train_step
 //! (env: BENCH_ITERS, default 7; BENCH_D, BENCH_LAYERS, BENCH_VOCAB, BENCH_SEQ, BENCH_BATCH;
 //! BENCH_ARCH=mamba2 for Mamba-2, whose d_state is 128 and head_dim 64 unless BENCH_D_STATE,
-//! BENCH_HEAD_DIM say otherwise; BENCH_LORA=R trains LoRA adapters of rank R on the default
+//! BENCH_HEAD_DIM say otherwise; BENCH_ARCH=mamba3 for Mamba-3, MIMO of rank BENCH_MIMO=R;
+//! BENCH_LORA=R trains LoRA adapters of rank R on the default
 //! targets instead, the base frozen in bf16, or f32 with BENCH_LORA_BASE=f32; BENCH_INIT=DIR
 //! trains the checkpoint in DIR instead, e.g. a hybrid made by `benches/hybrid_step.py`, without
 //! document resets, as transformers' torch path computes it)
@@ -32,12 +33,13 @@ fn main() -> mamba_model::Result<()> {
     let iters = env_usize("BENCH_ITERS", 7);
     let dev = Device::Cpu;
     let arch: LayerKind = std::env::var("BENCH_ARCH")
-        .map(|s| s.parse().expect("BENCH_ARCH is mamba1 or mamba2"))
+        .map(|s| s.parse().expect("BENCH_ARCH is mamba1, mamba2 or mamba3"))
         .unwrap_or_default();
     let base = Config::of(arch, d, layers, vocab);
     let cfg = Config {
         d_state: env_usize("BENCH_D_STATE", base.d_state),
         head_dim: env_usize("BENCH_HEAD_DIM", base.head_dim),
+        mimo_rank: env_usize("BENCH_MIMO", 0),
         ..base
     };
     let init = std::env::var("BENCH_INIT").ok();

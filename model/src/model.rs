@@ -320,6 +320,12 @@ impl MambaLM {
         }
     }
 
+    /// Residual block `i` on `h` (b, l, d_model) in f32 without resets: one layer's work, for
+    /// benchmarks that compare a layer with another library's.
+    pub fn layer_forward(&self, i: usize, h: &Tensor) -> Result<Tensor> {
+        self.block(i, h, &ForwardOptions::default())
+    }
+
     /// Residual block `i`: h + mixer(rms_norm(h)).
     fn block(&self, i: usize, h: &Tensor, o: &ForwardOptions) -> Result<Tensor> {
         let layer = &self.layers[i];
