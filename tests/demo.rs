@@ -1,12 +1,14 @@
 //! The one-command demo end to end, with a few training steps, on the corpus it writes and on
-//! the bundled sample (`--data`, with Mamba-2): every stage runs and leaves its output, a rerun
+//! the bundled sample (`--data`, with Mamba-2), and with Mamba-3 MIMO: every stage runs and leaves its output, a rerun
 //! replaces the previous demo, and a folder the demo did not write is refused. How much the demo learns in
 //! its full two minutes is measured by `cargo bench --bench demo`, not here.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn demo(out: &Path, sample: bool) -> Output {
+/// The demo into `out`: run 0 plain, run 1 on the bundled sample with Mamba-2, run 2 with
+/// Mamba-3 MIMO of rank 2.
+fn demo(out: &Path, run: usize) -> Output {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamba"));
     cmd.env("CANDLE_NUM_THREADS", "1")
@@ -14,9 +16,11 @@ fn demo(out: &Path, sample: bool) -> Output {
         .args(["demo", "--out"])
         .arg(out)
         .args(["--max-steps", "4", "--max-new-tokens", "12", "-q"]);
-    if sample {
-        cmd.arg("--data").arg(data).args(["--arch", "mamba2"]);
-    }
+    match run {
+        1 => cmd.arg("--data").arg(data).args(["--arch", "mamba2"]),
+        2 => cmd.args(["--arch", "mamba3", "--mimo-rank", "2"]),
+        _ => &mut cmd,
+    };
     cmd.output().unwrap()
 }
 
@@ -24,8 +28,8 @@ fn demo(out: &Path, sample: bool) -> Output {
 fn the_demo_runs_every_stage() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    for run in 0..2 {
-        let o = demo(&out, run == 1);
+    for run in 0..3 {
+        let o = demo(&out, run);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success(),
@@ -51,21 +55,21 @@ fn the_demo_runs_every_stage() {
             eval.contains(": the first ") && eval.contains(&format!(" | {loss} | ")),
             "{last_eval}\n{eval}"
         );
-        let arch = ["Mamba-1", "Mamba-2"][run];
+        let arch = ["Mamba-1", "Mamba-2", "Mamba-3"][run];
         assert!(
             stdout.contains(&format!("train the tiny preset ({arch}) for 4 steps")),
             "{stdout}"
         );
         let config = std::fs::read_to_string(out.join("checkpoints/final/config.json")).unwrap();
-        let model_type = ["\"mamba\"", "\"mamba2\""][run];
+        let model_type = ["\"mamba\"", "\"mamba2\"", "\"mamba3\""][run];
         assert!(
             config.contains(&format!("\"model_type\": {model_type}")),
             "{config}"
         );
-        // The first run writes its corpus; both say how the val perplexity moved.
+        // The runs without --data write their corpus; all say how the val perplexity moved.
         assert_eq!(
             stdout.contains("wrote the demo corpus"),
-            run == 0,
+            run != 1,
             "{stdout}"
         );
         assert!(stdout.contains("learned: val perplexity "), "{stdout}");
@@ -103,7 +107,7 @@ fn the_demo_runs_every_stage() {
     let foreign = tmp.path().join("mine");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("keep.txt"), "x").unwrap();
-    let o = demo(&foreign, true);
+    let o = demo(&foreign, 1);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a demo folder"));
     assert!(foreign.join("keep.txt").exists());

@@ -10,3 +10,14 @@ pub struct MixerState {
     pub conv: Tensor,
     pub ssm: Tensor,
 }
+
+impl MixerState {
+    /// A prefill's output and state, from a forward asked to keep the state.
+    pub(crate) fn prefilled(
+        run: (Tensor, Option<MixerState>),
+    ) -> candle_core::Result<(Tensor, MixerState)> {
+        let (out, state) = run;
+        let state = state.ok_or_else(|| candle_core::Error::Msg("no state".into()))?;
+        Ok((out, state))
+    }
+}

@@ -286,9 +286,7 @@ impl Mamba2 {
     /// the conv window's last d_conv - 1 inputs (b, conv_dim, d_conv - 1) and the SSD state
     /// (b, H, P, N), from which [`Mamba2::step`] continues.
     pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, MixerState)> {
-        let (out, state) = self.run(h, None, DType::F32, true)?;
-        let state = state.ok_or_else(|| candle_core::Error::Msg("no state".into()))?;
-        Ok((out, state))
+        MixerState::prefilled(self.run(h, None, DType::F32, true)?)
     }
 
     fn run(

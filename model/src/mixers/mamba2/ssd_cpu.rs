@@ -221,6 +221,19 @@ impl SsdOp {
     }
 }
 
+/// The rows of per-(batch row, head) tasks, task `bi * h + hi` holding `l` rows of `width`,
+/// laid out as (b, l, h, width).
+pub(crate) fn interleave(tasks: &[Vec<f32>], l: usize, h: usize, width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; tasks.len() * l * width];
+    for (task, rows) in tasks.iter().enumerate() {
+        let (bi, hi) = (task / h, task % h);
+        for (t, row) in rows.chunks_exact(width).enumerate() {
+            out[((bi * l + t) * h + hi) * width..][..width].copy_from_slice(row);
+        }
+    }
+    out
+}
+
 /// One task's gradients (see [`SsdOp::backward_task`]).
 struct Grads {
     dxdt: Vec<f32>,
@@ -378,13 +391,7 @@ impl CustomOp3 for SsdOp {
             .into_par_iter()
             .map(|task| self.forward_isa(&i, task / h, task % h))
             .collect();
-        let mut y = vec![0f32; b * l * h * p];
-        for (task, yt) in ys.iter().enumerate() {
-            let (bi, hi) = (task / h, task % h);
-            for (t, row) in yt.chunks_exact(p).enumerate() {
-                y[((bi * l + t) * h + hi) * p..][..p].copy_from_slice(row);
-            }
-        }
+        let y = interleave(&ys, l, h, p);
         Ok((CpuStorage::F32(y), Shape::from((b, l, h, p))))
     }
 

@@ -263,9 +263,7 @@ impl Mamba3 {
 
     /// The f32 forward of a prompt and the state after its last position.
     pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, MixerState)> {
-        let (out, state) = self.run(h, None, DType::F32, true)?;
-        let state = state.ok_or_else(|| candle_core::Error::Msg("no state".into()))?;
-        Ok((out, state))
+        MixerState::prefilled(self.run(h, None, DType::F32, true)?)
     }
 
     fn run(

@@ -47,6 +47,12 @@ impl Dims {
         self.heads * self.head_dim
     }
 
+    /// (heads, head_dim, d_state, groups, ranks, angles).
+    pub fn sizes(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let (h, p, n, g) = (self.heads, self.head_dim, self.d_state, self.groups);
+        (h, p, n, g, self.rank(), self.angles())
+    }
+
     /// Ranks of B, C and v (1 for SISO).
     pub fn rank(&self) -> usize {
         self.mimo_rank.max(1)
@@ -180,14 +186,7 @@ pub struct Carry {
 /// in_proj's output `proj` (b, l, rows) made ready; `get` gives a parameter by name.
 pub fn prepare(proj: &Tensor, get: &dyn Fn(&str) -> Result<Tensor>, d: &Dims) -> Result<Prepared> {
     let (b, l, _) = proj.dims3()?;
-    let (h, hp, n, g, r, s) = (
-        d.heads,
-        d.head_dim,
-        d.d_state,
-        d.groups,
-        d.rank(),
-        d.angles(),
-    );
+    let (h, hp, n, g, r, s) = d.sizes();
     let di = d.d_inner();
     let mut at = 0;
     let mut take = |width: usize| -> Result<Tensor> {

@@ -50,14 +50,7 @@ impl Step {
     fn run_body(&self, a: RunArgs) -> Result<()> {
         let (hs, carry, ssm, sc, out, threads) = (a.h, a.conv, a.ssm, a.scratch, a.out, a.threads);
         let d = &self.d;
-        let (h, p, n, g, r, s) = (
-            d.heads,
-            d.head_dim,
-            d.d_state,
-            d.groups,
-            d.rank(),
-            d.angles(),
-        );
+        let (h, p, n, g, r, s) = d.sizes();
         let di = d.d_inner();
         let tokens = hs.len();
         self.w.with(|m| {

@@ -26,7 +26,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::layers::ops::{contiguous, read_cpu};
-use crate::mixers::mamba2::ssd_cpu::dot;
+use crate::mixers::mamba2::ssd_cpu::{dot, interleave};
 
 /// Positions between the states the backward keeps.
 const SPAN: usize = 16;
@@ -301,13 +301,7 @@ impl CustomOp3 for TrapOp {
             .into_par_iter()
             .map(|task| self.forward_task(&i, task / h, task % h).0)
             .collect();
-        let mut y = vec![0f32; b * l * h * r * p];
-        for (task, yt) in ys.iter().enumerate() {
-            let (bi, hi) = (task / h, task % h);
-            for (t, rows) in yt.chunks_exact(r * p).enumerate() {
-                y[((bi * l + t) * h + hi) * r * p..][..r * p].copy_from_slice(rows);
-            }
-        }
+        let y = interleave(&ys, l, h, r * p);
         Ok((CpuStorage::F32(y), Shape::from((b, l, h, r, p))))
     }
 
@@ -333,19 +327,19 @@ impl CustomOp3 for TrapOp {
             .into_par_iter()
             .map(|task| self.backward_task(&i, dy, task / h, task % h))
             .collect();
-        let mut dqk = vec![0f32; b * l * h * 2 * r * n];
-        let mut dv = vec![0f32; b * l * h * r * p];
-        let mut dcoef = vec![0f32; b * l * h * 3];
-        for (task, gr) in grads.iter().enumerate() {
-            let (bi, hi) = (task / h, task % h);
-            for t in 0..l {
-                let row = (bi * l + t) * h + hi;
-                dqk[row * 2 * r * n..][..2 * r * n]
-                    .copy_from_slice(&gr.dqk[t * 2 * r * n..][..2 * r * n]);
-                dv[row * r * p..][..r * p].copy_from_slice(&gr.dv[t * r * p..][..r * p]);
-                dcoef[row * 3..][..3].copy_from_slice(&gr.dcoef[t * 3..][..3]);
-            }
-        }
+        let (dqk, dv, dcoef): (Vec<_>, Vec<_>, Vec<_>) =
+            grads.into_iter().map(|g| (g.dqk, g.dv, g.dcoef)).fold(
+                (vec![], vec![], vec![]),
+                |(mut a, mut b, mut c), (x, y, z)| {
+                    a.push(x);
+                    b.push(y);
+                    c.push(z);
+                    (a, b, c)
+                },
+            );
+        let dqk = interleave(&dqk, l, h, 2 * r * n);
+        let dv = interleave(&dv, l, h, r * p);
+        let dcoef = interleave(&dcoef, l, h, 3);
         let dev = qk.device();
         Ok((
             Some(Tensor::from_vec(dqk, qk.dims(), dev)?),
