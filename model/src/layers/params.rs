@@ -125,3 +125,50 @@ macro_rules! param_table {
     };
 }
 pub(crate) use param_table;
+
+/// The parameters of a kind whose table depends on its config (which of them it has, or
+/// their names), in the table's order: what [`param_table!`] gives a fixed table.
+#[derive(Clone, Debug)]
+pub struct Params(pub(crate) Vec<(&'static str, candle_core::Tensor, Init)>);
+
+impl Params {
+    /// Reads every parameter of `table` from `vb`.
+    pub fn read(table: Vec<Param>, vb: &candle_nn::VarBuilder) -> candle_core::Result<Params> {
+        let w = table
+            .into_iter()
+            .map(|p| Ok((p.name, vb.get(p.shape, p.name)?, p.init)))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Params(w))
+    }
+
+    /// The parameters with their names, in the order of the table.
+    pub fn named(&self) -> Vec<(&'static str, &candle_core::Tensor)> {
+        self.0.iter().map(|(n, t, _)| (*n, t)).collect()
+    }
+
+    /// The parameters with their names and initialisations.
+    pub fn named_with_init(&self) -> Vec<(&'static str, &candle_core::Tensor, Init)> {
+        self.0.iter().map(|(n, t, i)| (*n, t, *i)).collect()
+    }
+
+    /// Every parameter through `f`, which is told how it is initialised.
+    pub fn map(
+        &self,
+        mut f: impl FnMut(&candle_core::Tensor, Init) -> candle_core::Result<candle_core::Tensor>,
+    ) -> candle_core::Result<Params> {
+        let w = self
+            .0
+            .iter()
+            .map(|(n, t, i)| Ok((*n, f(t, *i)?, *i)))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Params(w))
+    }
+
+    /// The parameter `name`.
+    pub fn get(&self, name: &str) -> candle_core::Result<&candle_core::Tensor> {
+        match self.0.iter().find(|(n, _, _)| *n == name) {
+            Some((_, t, _)) => Ok(t),
+            None => candle_core::bail!("no parameter {name}"),
+        }
+    }
+}

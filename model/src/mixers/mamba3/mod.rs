@@ -22,14 +22,14 @@ use serde_json::{json, Value};
 use super::state::MixerState;
 use crate::config::Config;
 use crate::error::Error;
-use crate::layers::params::{Init, Param};
+use crate::layers::params::{Init, Param, Params};
 use crate::lora::Lora;
 use reference::{finish, prepare, recurrence, rotate, Carry, Dims};
 
 /// One Mamba-3 mixer: its parameters (in the order of [`table`]) and sizes.
 #[derive(Clone, Debug)]
 pub struct Mamba3 {
-    pub(crate) w: Vec<(&'static str, Tensor, Init)>,
+    pub(crate) w: Params,
     /// Adapters on its projections (none unless training with LoRA).
     pub(crate) lora: Lora,
     pub(crate) dims: Dims,
@@ -198,12 +198,8 @@ pub fn check(c: &Config) -> crate::error::Result<()> {
 impl Mamba3 {
     /// Reads the parameters of [`table`] from `vb` (below `...mixer.`).
     pub fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
-        let w = table(cfg)
-            .into_iter()
-            .map(|p| Ok((p.name, vb.get(p.shape, p.name)?, p.init)))
-            .collect::<Result<_>>()?;
         Ok(Mamba3 {
-            w,
+            w: Params::read(table(cfg), vb)?,
             lora: Lora::default(),
             dims: Dims::of(cfg),
         })
@@ -211,32 +207,24 @@ impl Mamba3 {
 
     /// The parameters with their names, in the order of [`table`].
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
-        self.w.iter().map(|(n, t, _)| (*n, t)).collect()
+        self.w.named()
     }
 
     /// The same mixer with every parameter through `f`.
-    pub fn map(&self, mut f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mamba3> {
-        let w = self
-            .w
-            .iter()
-            .map(|(n, t, i)| Ok((*n, f(t, *i)?, *i)))
-            .collect::<Result<_>>()?;
-        Ok(Mamba3 { w, ..self.clone() })
+    pub fn map(&self, f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mamba3> {
+        Ok(Mamba3 {
+            w: self.w.map(f)?,
+            ..self.clone()
+        })
     }
 
     /// The parameter `name` in f32 (the projections may be held in another dtype).
     fn get(&self, name: &str) -> Result<Tensor> {
-        match self.w.iter().find(|(n, _, _)| *n == name) {
-            Some((_, t, _)) => t.to_dtype(DType::F32),
-            None => candle_core::bail!("mamba3: no parameter {name}"),
-        }
+        self.w.get(name)?.to_dtype(DType::F32)
     }
 
     fn weight(&self, name: &str) -> Result<&Tensor> {
-        match self.w.iter().find(|(n, _, _)| *n == name) {
-            Some((_, t, _)) => Ok(t),
-            None => candle_core::bail!("mamba3: no parameter {name}"),
-        }
+        self.w.get(name)
     }
 
     /// h: (b, l, d_model) normalised input -> (b, l, d_model); `resets` (b, l) nonzero at

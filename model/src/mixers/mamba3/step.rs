@@ -21,9 +21,8 @@ pub(crate) struct Step {
 
 impl Step {
     pub(crate) fn new(m: &Mamba3, int8: bool) -> Result<Step> {
-        let named = m.w.iter().map(|(n, t, i)| (*n, t, *i)).collect();
         Ok(Step {
-            w: Weights::new(named, int8)?,
+            w: Weights::new(m.w.named_with_init(), int8)?,
             d: m.dims,
         })
     }

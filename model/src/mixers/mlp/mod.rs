@@ -13,7 +13,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Config, MlpKind};
 use crate::error::Error;
-use crate::layers::params::{Init, Param};
+use crate::layers::params::{Init, Param, Params};
 use crate::lora::Lora;
 
 pub(crate) mod step;
@@ -23,7 +23,7 @@ pub(crate) mod step;
 pub struct Mlp {
     pub(crate) kind: MlpKind,
     pub(crate) hidden: usize,
-    pub(crate) w: Vec<(&'static str, Tensor, Init)>,
+    pub(crate) w: Params,
     /// Adapters on its projections (none unless training with LoRA).
     pub(crate) lora: Lora,
 }
@@ -87,33 +87,23 @@ pub fn check(c: &Config) -> crate::error::Result<()> {
 impl Mlp {
     /// Reads the parameters of [`table`] from `vb` (below the layer's prefix).
     pub fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
-        let w = table(cfg)
-            .into_iter()
-            .map(|p| Ok((p.name, vb.get(p.shape, p.name)?, p.init)))
-            .collect::<Result<_>>()?;
         Ok(Mlp {
             kind: cfg.family.mlp(),
             hidden: cfg.mlp_hidden,
-            w,
+            w: Params::read(table(cfg), vb)?,
             lora: Lora::default(),
         })
     }
 
     /// The parameters with their names, in the order of [`table`].
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
-        self.w.iter().map(|(n, t, _)| (*n, t)).collect()
+        self.w.named()
     }
 
     /// The same layer with every parameter through `f`.
-    pub fn map(&self, mut f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mlp> {
-        let w = self
-            .w
-            .iter()
-            .map(|(n, t, i)| Ok((*n, f(t, *i)?, *i)))
-            .collect::<Result<_>>()?;
+    pub fn map(&self, f: impl FnMut(&Tensor, Init) -> Result<Tensor>) -> Result<Mlp> {
         Ok(Mlp {
-            w,
-            lora: self.lora.clone(),
+            w: self.w.map(f)?,
             ..self.clone()
         })
     }
@@ -121,7 +111,7 @@ impl Mlp {
     /// h: (.., d_model) normalised input -> (.., d_model), the projections in `dt`.
     pub fn forward(&self, h: &Tensor, dt: DType) -> Result<Tensor> {
         let proj = |i: usize, x: &Tensor| {
-            let (name, w, _) = &self.w[i];
+            let (name, w, _) = &self.w.0[i];
             self.lora.linear(crate::lora::module_of(name), x, w, dt)
         };
         let hidden = match self.kind {
@@ -133,6 +123,6 @@ impl Mlp {
             }
             MlpKind::Relu2 => proj(0, h)?.relu()?.sqr()?,
         };
-        proj(self.w.len() - 1, &hidden)
+        proj(self.w.0.len() - 1, &hidden)
     }
 }

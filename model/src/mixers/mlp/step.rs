@@ -18,10 +18,10 @@ pub(crate) struct Step {
 impl Step {
     pub(crate) fn new(m: &Mlp, int8: bool) -> Result<Step> {
         Ok(Step {
-            w: Weights::new(m.w.iter().map(|(n, t, i)| (*n, t, *i)).collect(), int8)?,
+            w: Weights::new(m.w.named_with_init(), int8)?,
             kind: m.kind,
             hidden: m.hidden,
-            names: m.w.iter().map(|(n, _, _)| *n).collect(),
+            names: m.w.named().into_iter().map(|(n, _)| n).collect(),
         })
     }
 
