@@ -1,8 +1,9 @@
 //! The project's CUDA kernels' source, compiled with the system C++ compiler and run on the CPU
 //! through a thread-per-lane shim (tests/cuda_emulation/shim.h), against the CPU ops: the
 //! selective scan (src/kernels/scan/scan.cu: forward and every gradient, with z, softplus,
-//! document resets and a partial last warp, over several backward chunks) and the SSD's state
-//! passing (src/mixers/mamba2/passing.cu: forward and adjoint, with a partial last block). A GPU run
+//! document resets and a partial last warp, over several backward chunks), the SSD's state
+//! passing (src/mixers/mamba2/passing.cu: forward and adjoint, with a partial last block) and
+//! Mamba-3's trapezoid (src/mixers/mamba3/trap.cu: forward, final state and every gradient). A GPU run
 //! (scripts/gpu-check.sh) is still what shows the kernels right on the hardware; this shows
 //! their arithmetic and indexing here.
 
@@ -125,6 +126,55 @@ fn state_passing_kernels_match_the_cpu_op() {
         assert_close("E", &read_f32(&dir.join("e.f32")), &flat(&e));
         let ds = flat(grads.get(sv.as_tensor()).unwrap());
         assert_close("dS", &read_f32(&dir.join("ds.f32")), &ds);
+    }
+}
+
+/// Mamba-3's trapezoid kernels against the CPU op: y, the final state, and every gradient (of
+/// <y, dy>), with documents starting inside (alpha and beta 0), ranks 1 and 3, state rows more
+/// than a warp's lanes (P = 40) and over several backward spans.
+#[test]
+fn trapezoid_kernels_match_the_cpu_op() {
+    use mamba_model::mixers::mamba3::trap_cpu::{final_state, trapezoid};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exe = build(dir, "trap");
+    let mut rng = Rng::new(13);
+    for (b, l, h, r, p, n) in [(2, 37, 2, 1, 40, 8), (1, 9, 3, 3, 5, 6)] {
+        let mut rand = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+        let qk = rand(b * l * h * 2 * r * n);
+        let v = rand(b * l * h * r * p);
+        let dy = rand(b * l * h * r * p);
+        let coef: Vec<f32> = rand(b * l * h * 3)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| match (i / 3 / h) % l == 5 && i % 3 < 2 {
+                true => 0.0,
+                false => 1.0 / (1.0 + x.exp()),
+            })
+            .collect();
+        for (name, data) in [("qk", &qk), ("v", &v), ("coef", &coef), ("dy", &dy)] {
+            write_f32(&dir.join(format!("{name}.f32")), data);
+        }
+        run(&exe, dir, &[b, l, h, r, p, n]);
+
+        let cpu = Device::Cpu;
+        let var = |d: Vec<f32>, shape: &[usize]| {
+            Var::from_tensor(&Tensor::from_vec(d, shape, &cpu).unwrap()).unwrap()
+        };
+        let qkv = var(qk, &[b, l, h, 2, r, n]);
+        let vv = var(v, &[b, l, h, r, p]);
+        let cv = var(coef, &[b, l, h, 3]);
+        let y = trapezoid(qkv.as_tensor(), vv.as_tensor(), cv.as_tensor()).unwrap();
+        let dyt = Tensor::from_vec(dy, (b, l, h, r, p), &cpu).unwrap();
+        let grads = (&y * &dyt).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_close("y", &read_f32(&dir.join("y.f32")), &flat(&y));
+        let state = final_state(qkv.as_tensor(), vv.as_tensor(), cv.as_tensor()).unwrap();
+        assert_close("state", &read_f32(&dir.join("state.f32")), &flat(&state));
+        for (name, x) in [("dqk", &qkv), ("dv", &vv), ("dcoef", &cv)] {
+            let want = flat(grads.get(x.as_tensor()).unwrap());
+            assert_close(name, &read_f32(&dir.join(format!("{name}.f32"))), &want);
+        }
     }
 }
 
