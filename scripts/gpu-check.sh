@@ -3,7 +3,8 @@
 #   1. the CUDA selective scan, forward and all gradients, against the CPU op (f32 and bf16
 #      inputs, document resets; two GPU runs bit-identical), Mamba-2's SSD through it, the time
 #      of the SSD's scan and chunked forms at a 130m layer, and a bf16 matmul for the MFU;
-#   2. a 3-step tiny training run on the CPU and on the GPU in f32, Mamba-1 and Mamba-2: losses
+#   2. a 3-step tiny training run on the CPU and on the GPU in f32, Mamba-1, -2 and -3 (its
+#      trapezoid through its CUDA kernels): losses
 #      within 1e-4 relative;
 #   3. peak GPU memory of a few training steps for each VRAM profile with its preset model;
 #   4. training speed at the 130m shape (d_model 768, 24 layers, vocab 50280, 4 x 2048, bf16),
@@ -108,9 +109,9 @@ grep -q "^scan check: PASS" "$out/scan.log" || fail=1
   echo "| bf16 matmul 8192^3 | ${tflops:-?} TFLOP/s |"
 } >>"$table"
 
-echo "== 2. tiny training, CPU vs GPU, f32, both architectures"
+echo "== 2. tiny training, CPU vs GPU, f32, every architecture"
 timeout "$limit" "$mamba" ingest data/ "$work/shards" --quiet || fail=1
-for arch in mamba1 mamba2; do
+for arch in mamba1 mamba2 mamba3; do
   for dev in cpu cuda; do
     timeout "$limit" "$mamba" train --shards "$work/shards" --arch "$arch" --model-size tiny \
       --max-steps 3 --precision fp32 --device "$dev" --checkpoint-dir "$work/ck-$arch-$dev" \
@@ -161,7 +162,7 @@ echo "== 4. speed at the 130m shape, both architectures (GPU memory sampled ever
   echo "| 130m shape (vocabulary $vocab), bf16, batch 4 x 2048 | parameters | tokens/s | MFU | peak GPU memory |"
   echo "|---|---:|---:|---:|---:|"
 } >>"$table"
-for arch in mamba1 mamba2; do
+for arch in mamba1 mamba2 mamba3; do
   params=$("$mamba" model-info --arch "$arch" --size 130m --vocab "$vocab" |
     sed -n 's/^ *parameters: \([0-9]*\).*/\1/p')
   mib=$(peak_mib "$out/speed-$arch.log" "$mamba" train --shards "$work/syn-shards" --arch "$arch" \

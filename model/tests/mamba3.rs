@@ -399,3 +399,34 @@ fn the_loss_curve_is_mamba_ssm() {
     follow_curve(&model, &mut opt, &curve, 1e-3, "mamba_ssm's");
     assert!(curve.1[49] < curve.1[0] - 0.3, "{:?}", curve.1);
 }
+
+/// The phases from candle ops (devices without the CPU's op) equal the op's, in value and
+/// gradient, with documents starting inside.
+#[test]
+fn phases_from_candle_ops_equal_the_cpu_op() {
+    use mamba_model::mixers::mamba3::{phases_by_cumsum, trap_cpu::phases};
+    let mut rng = mamba_model::rng::SplitMix64::new(17);
+    let (b, l, c) = (2, 23, 5);
+    let turn = Var::from_tensor(
+        &randn(&mut rng, &[b, l, c], 1.0)
+            .to_dtype(DType::F32)
+            .unwrap(),
+    )
+    .unwrap();
+    let mut r = vec![0u8; b * l];
+    (r[4], r[5], r[l + 11]) = (1, 1, 1);
+    let dy = randn(&mut rng, &[b, l, c], 1.0)
+        .to_dtype(DType::F32)
+        .unwrap();
+    let run = |ops: bool| {
+        let y = match ops {
+            true => phases_by_cumsum(turn.as_tensor(), Some(&r)).unwrap(),
+            false => phases(turn.as_tensor(), Some(std::sync::Arc::new(r.clone()))).unwrap(),
+        };
+        let g = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(turn.as_tensor()).unwrap().clone())
+    };
+    let ((a, ga), (e, ge)) = (run(true), run(false));
+    assert_close("phases", &a, &e, 1e-5, 1e-5);
+    assert_close("their gradient", &ga, &ge, 1e-5, 1e-5);
+}

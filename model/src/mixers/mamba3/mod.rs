@@ -1,8 +1,9 @@
 //! The Mamba-3 mixer (Lahoti, Gu, Dao et al., ICLR 2026), as mamba_ssm's `Mamba3` computes it,
 //! SISO and MIMO ([`reference`] writes out the math). There is no conv and no A_log: A, dt, the
 //! trapezoid's gate and the rotation angles all come from in_proj. On the CPU the recurrence is
-//! one fused op with its own backward ([`trap_cpu`]) between candle ops that prepare q, k, v
-//! and the coefficients and gate the output; elsewhere the step-by-step form. Generation on
+//! one fused op with its own backward ([`trap_cpu`]; on NVIDIA GPUs its CUDA kernels,
+//! `trap.cu`) between candle ops that prepare q, k, v and the coefficients and gate the output;
+//! elsewhere the step-by-step form. Generation on
 //! the CPU runs [`step`], on plain rows.
 //!
 //! The A activation follows mamba_ssm's releases (2.3.2.post1) and flash-linear-attention:
@@ -12,6 +13,8 @@
 pub mod reference;
 pub(crate) mod step;
 pub mod trap_cpu;
+#[cfg(feature = "cuda")]
+pub mod trap_cuda;
 
 use std::sync::Arc;
 
@@ -272,7 +275,11 @@ impl Mamba3 {
             None => None,
         };
         let pairwise = d.mimo_rank == 0;
-        let (y, carry) = match h.device().is_cpu() && proj.dtype() == DType::F32 {
+        // The fused op on the CPU, and for training on an NVIDIA GPU (a prefill's final state
+        // there comes from the step-by-step form).
+        let dev = h.device();
+        let fused = dev.is_cpu() || (dev.is_cuda() && cfg!(feature = "cuda") && !keep_state);
+        let (y, carry) = match fused && proj.dtype() == DType::F32 {
             true => self.fused(&prep, resets, keep_state)?,
             false => {
                 let (y, c) = recurrence(&prep, None, resets.as_deref().map(|r| &r[..]), pairwise)?;
@@ -311,8 +318,12 @@ impl Mamba3 {
             )
             .collect();
         let keep = Tensor::from_vec(keep, (b, l, 1), p.v.device())?;
-        let phi =
-            trap_cpu::phases(&p.turn.reshape((b, l, h * s))?, resets)?.reshape((b, l, 1, h, s))?;
+        let turn = p.turn.reshape((b, l, h * s))?;
+        let phi = match turn.device().is_cpu() {
+            true => trap_cpu::phases(&turn, resets.clone())?,
+            false => phases_by_cumsum(&turn, resets.as_deref().map(|r| &r[..]))?,
+        };
+        let phi = phi.reshape((b, l, 1, h, s))?;
         let (k, q) = (rotate(&p.k, &phi, pairwise)?, rotate(&p.q, &phi, pairwise)?);
         let qk = Tensor::stack(&[q.transpose(2, 3)?, k.transpose(2, 3)?], 3)?;
         let v = p.v.transpose(2, 3)?;
@@ -353,6 +364,34 @@ impl Mamba3 {
         *st = pack(&carry)?;
         crate::layers::ops::linear(&o, self.weight("out_proj.weight")?)?.squeeze(1)
     }
+}
+
+/// The phases (b, l, C) as [`trap_cpu::phases`] gives them, from candle ops on any device:
+/// the running sum of `turn` (b, l, C), less its value before each document's start.
+pub fn phases_by_cumsum(turn: &Tensor, resets: Option<&[u8]>) -> Result<Tensor> {
+    let (b, l, c) = turn.dims3()?;
+    let sums = turn.contiguous()?.cumsum(1)?;
+    let Some(r) = resets else {
+        return Ok(sums);
+    };
+    // Per position, the row of the sum just before its document's start (none for the first).
+    let (mut before, mut inside) = (vec![0u32; b * l], vec![0f32; b * l]);
+    for bi in 0..b {
+        let mut start = 0;
+        for t in 0..l {
+            if t > 0 && r[bi * l + t] != 0 {
+                start = t;
+            }
+            before[bi * l + t] = (bi * l + start.max(1) - 1) as u32;
+            inside[bi * l + t] = (start > 0) as u8 as f32;
+        }
+    }
+    let dev = turn.device();
+    let flat = sums.reshape((b * l, c))?;
+    let base = flat
+        .index_select(&Tensor::from_vec(before, b * l, dev)?, 0)?
+        .broadcast_mul(&Tensor::from_vec(inside, (b * l, 1), dev)?)?;
+    (flat - base)?.reshape((b, l, c))
 }
 
 /// A carry as a mixer state: conv = [phases | k | v] flat per sequence, ssm = the state.

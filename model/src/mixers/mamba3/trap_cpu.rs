@@ -8,6 +8,9 @@
 //! y_{t,r} = h_t q_{t,r}
 //! ```
 //!
+//! With the `cuda` feature the same op runs on NVIDIA GPUs (`trap_cuda.rs`, `trap.cu`: one
+//! warp per batch row and head, the same recurrence and backward).
+//!
 //! Work splits by (batch row, head), each task sequential in time and writing its own buffers:
 //! the same bits at any thread count. The backward keeps the state every [`SPAN`] positions and
 //! recomputes those between, so no (b, l, H, P, N) tensor is ever held. In the backward, with
@@ -70,6 +73,12 @@ struct Dims {
 }
 
 impl Dims {
+    /// (b, l, H, R, P, N).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn sizes(&self) -> (usize, usize, usize, usize, usize, usize) {
+        (self.b, self.l, self.h, self.r, self.p, self.n)
+    }
+
     fn of(qk: &Tensor, v: &Tensor, coef: &Tensor) -> Result<Dims> {
         let d = qk.dims();
         let vd = v.dims();
@@ -266,6 +275,43 @@ impl TrapOp {
     }
 }
 
+/// The backward on a GPU: (qk, v and dy stacked, coef) -> the flat gradients.
+struct TrapBwd {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    dims: Dims,
+}
+
+impl CustomOp3 for TrapBwd {
+    fn name(&self) -> &'static str {
+        "mamba3-trapezoid-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("mamba3: the CPU's backward is the op's own")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::trap_cuda::backward(self.dims.sizes(), (s1, l1), (s2, l2), (s3, l3))
+    }
+}
+
 /// One task's gradients (see [`TrapOp::backward_task`]).
 struct Grads {
     dqk: Vec<f32>,
@@ -305,6 +351,19 @@ impl CustomOp3 for TrapOp {
         Ok((CpuStorage::F32(y), Shape::from((b, l, h, r, p))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::trap_cuda::forward(self.dims.sizes(), (s1, l1), (s2, l2), (s3, l3))
+    }
+
     fn bwd(
         &self,
         qk: &Tensor,
@@ -314,6 +373,20 @@ impl CustomOp3 for TrapOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Dims { b, l, h, r, p, n } = self.dims;
+        if qk.device().is_cuda() {
+            // The kernels' flat [dqk | dv | dcoef], from a second op (v and dy stacked).
+            let vdy = Tensor::stack(&[v, grad], 0)?.contiguous()?;
+            let flat = qk.apply_op3_no_bwd(&vdy, coef, &TrapBwd { dims: self.dims })?;
+            let (lqk, lv) = (b * l * h * 2 * r * n, b * l * h * r * p);
+            return Ok((
+                Some(flat.narrow(0, 0, lqk)?.reshape(qk.dims())?),
+                Some(flat.narrow(0, lqk, lv)?.reshape(v.dims())?),
+                Some(
+                    flat.narrow(0, lqk + lv, b * l * h * 3)?
+                        .reshape(coef.dims())?,
+                ),
+            ));
+        }
         let grad = grad.contiguous()?;
         let reads = [qk, v, coef].map(|t| read_cpu(t, "mamba3: input"));
         let rdy = read_cpu(&grad, "mamba3: output gradient");
