@@ -361,6 +361,10 @@ pub struct ConvertArgs {
     /// Shard the weights past this many megabytes (10^6 bytes)
     #[arg(long, default_value_t = 5000.0, value_name = "MB")]
     pub max_shard_mb: f64,
+    /// Write mamba_ssm's own layout (config.json + pytorch_model.bin, what its
+    /// MambaLMHeadModel.from_pretrained reads) instead of transformers'
+    #[arg(long)]
+    pub mamba_ssm: bool,
 }
 
 /// Flags of `mamba merge`.

@@ -204,3 +204,39 @@ fn hybrid_checkpoints_fine_tune_in_three_commands() {
         assert_eq!(cfg["model_type"], model_type, "{name}");
     }
 }
+
+/// `mamba convert --mamba-ssm` writes mamba_ssm's layout (config.json with ssm_cfg,
+/// pytorch_model.bin); without it, a Mamba-3 model becomes flash-linear-attention's
+/// Mamba3ForCausalLM. Both read back with the same logits.
+#[test]
+fn convert_writes_either_layout_of_a_mamba3_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/fixtures/mamba_ssm_mamba3");
+    let (want, _) = MambaLM::load(&src, &Device::Cpu).unwrap();
+    let ids = candle_core::Tensor::new(&[[3u32, 14, 15, 9, 26, 5]], &Device::Cpu).unwrap();
+    let logits = want.forward(&ids, None).unwrap();
+    for (flag, file, says) in [
+        (
+            Some("--mamba-ssm"),
+            "pytorch_model.bin",
+            "\"layer\": \"Mamba3\"",
+        ),
+        (None, "model.safetensors", "Mamba3ForCausalLM"),
+    ] {
+        let out = tmp.path().join(file);
+        let mut cmd = bin();
+        cmd.args(["convert", s(&src), s(&out)]);
+        cmd.args(flag);
+        ok(&cmd.output().unwrap());
+        assert!(out.join(file).is_file(), "{file}");
+        let cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
+        assert!(cfg.contains(says), "{cfg}");
+        let (got, _) = MambaLM::load(&out, &Device::Cpu).unwrap();
+        let diff = (got.forward(&ids, None).unwrap() - &logits)
+            .unwrap()
+            .abs()
+            .unwrap();
+        let diff = diff.max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{file}: {diff}");
+    }
+}

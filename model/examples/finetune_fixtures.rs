@@ -1,8 +1,10 @@
 //! Fine-tunes the pretrained fixtures (`tests/fixtures/pretrained/`, made by
 //! `make_pretrained_fixtures.py`, which runs this) and saves what transformers must load back:
 //! `finetuned/` from the f32 layouts, saved in shards, and `finetuned_f16/` from the f16 one;
-//! and the hybrid fixtures (`make_hybrid_fixtures.py`, which runs this too), each saved in its
-//! family's layout as `ours_<name>_tuned/`.
+//! the hybrid fixtures (`make_hybrid_fixtures.py`, which runs this too), each saved in its
+//! family's layout as `ours_<name>_tuned/`; and the Mamba-3 MIMO model of mamba_ssm's layout
+//! written back in that layout by this tool, `ours_mamba_ssm_mamba3_mimo/`, for
+//! `make_mamba3_fixtures.py` (which runs this too) to load with `torch.load`.
 //!
 //! ```sh
 //! cargo run -p mamba-model --release --example finetune_fixtures
@@ -38,5 +40,7 @@ fn main() -> mamba_model::Result<()> {
         model.save(fixtures.join(format!("ours_{name}_tuned")))?;
         println!("hf_{name} -> ours_{name}_tuned: losses {losses:?}");
     }
+    let (m3, _) = MambaLM::load(fixtures.join("mamba_ssm_mamba3_mimo"), &Device::Cpu)?;
+    m3.save_mamba_ssm(fixtures.join("ours_mamba_ssm_mamba3_mimo"))?;
     Ok(())
 }

@@ -430,3 +430,42 @@ fn phases_from_candle_ops_equal_the_cpu_op() {
     assert_close("phases", &a, &e, 1e-5, 1e-5);
     assert_close("their gradient", &ga, &ge, 1e-5, 1e-5);
 }
+
+/// Written in mamba_ssm's own layout (config.json + pytorch_model.bin), a Mamba-3 model is the
+/// committed ours_mamba_ssm_mamba3_mimo/, which mamba_ssm loads (torch.load, strict) with the
+/// logits it gave before; read back here, the same logits.
+#[test]
+fn mamba_ssm_layout_is_written_as_mamba_ssm_reads_it() {
+    let (model, _) =
+        mamba_model::MambaLM::load(fixtures().join("mamba_ssm_mamba3_mimo"), &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save_mamba_ssm(dir.path()).unwrap();
+    same_files(
+        dir.path(),
+        &fixtures().join("ours_mamba_ssm_mamba3_mimo"),
+        &[],
+    );
+    let t = candle_core::safetensors::load(
+        fixtures().join("ours_mamba_ssm_mamba3_mimo_logits.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = t["input_ids"].to_dtype(DType::U32).unwrap();
+    let (again, _) = mamba_model::MambaLM::load(dir.path(), &Device::Cpu).unwrap();
+    let logits = again.forward(&ids, None).unwrap();
+    assert_close(
+        "read back",
+        &logits,
+        &t["logits"],
+        1e-4 * scale(&t["logits"]),
+        1e-4,
+    );
+    // A hybrid has no place in mamba_ssm's layout: refused by name.
+    let (bamba, _) = mamba_model::MambaLM::load(fixtures().join("hf_bamba"), &Device::Cpu).unwrap();
+    let e = bamba
+        .save_mamba_ssm(dir.path().join("x"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("Bamba"), "{e}");
+}

@@ -1,5 +1,6 @@
 //! `mamba convert SRC DST`: a pretrained checkpoint in any layout the model loads, written in
-//! transformers' (config.json, f32 safetensors, sharded past a size) with its tokenizer beside.
+//! transformers' (config.json, f32 safetensors, sharded past a size), or with `--mamba-ssm` in
+//! mamba_ssm's own, with its tokenizer beside.
 //! The output is built under a temporary name and renamed into place.
 
 use std::path::Path;
@@ -29,7 +30,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     }
     check_new_dir(dst)?;
     let (model, _) = MambaLM::load(src, &Device::Cpu).map_err(usage)?;
-    let copied = write_dir(src, dst, &model, (args.max_shard_mb * 1e6) as usize)?;
+    let shard = (args.max_shard_mb * 1e6) as usize;
+    let copied = match args.mamba_ssm {
+        true => write_dir(src, dst, &|tmp| model.save_mamba_ssm(tmp))?,
+        false => write_dir(src, dst, &|tmp| model.save_sharded(tmp, shard))?,
+    };
     describe("converted", src, dst, &model, &copied);
     Ok(ExitCode::SUCCESS)
 }
@@ -49,13 +54,12 @@ pub(super) fn check_new_dir(dst: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `model` in transformers' layout into `dst` with `src`'s tokenizer files, under a
-/// temporary name renamed into place; returns the tokenizer files copied.
+/// Writes a model into `dst` by `save` (given the temporary directory) with `src`'s tokenizer
+/// files, under a temporary name renamed into place; returns the tokenizer files copied.
 pub(super) fn write_dir(
     src: &Path,
     dst: &Path,
-    model: &MambaLM,
-    shard: usize,
+    save: &dyn Fn(&Path) -> mamba_model::Result<()>,
 ) -> anyhow::Result<Vec<&'static str>> {
     let tmp = dst.with_file_name(format!(
         ".{}.writing-{}",
@@ -64,7 +68,7 @@ pub(super) fn write_dir(
         std::process::id()
     ));
     let write = || -> anyhow::Result<Vec<&'static str>> {
-        model.save_sharded(&tmp, shard)?;
+        save(&tmp)?;
         let mut copied = Vec::new();
         for f in TOKENIZER_FILES {
             if src.join(f).is_file() {

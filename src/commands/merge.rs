@@ -18,12 +18,7 @@ pub fn run(a: MergeArgs) -> anyhow::Result<ExitCode> {
     let (base, _) = MambaLM::load(&a.base, &Device::Cpu).map_err(usage)?;
     let adapters = peft::load(&a.adapter, base.config(), &Device::Cpu).map_err(usage)?;
     let merged = base.merge_adapters(&adapters)?;
-    let copied = write_dir(
-        &a.base,
-        &a.out,
-        &merged,
-        mamba_model::io::weights::MAX_SHARD_BYTES,
-    )?;
+    let copied = write_dir(&a.base, &a.out, &|tmp| merged.save(tmp))?;
     describe("merged", &a.adapter, &a.out, &merged, &copied);
     Ok(ExitCode::SUCCESS)
 }

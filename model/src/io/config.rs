@@ -94,6 +94,42 @@ pub fn hf_config(cfg: &Config) -> Value {
     v
 }
 
+/// mamba_ssm's `config.json` (its `MambaConfig`) of a model whose layers are all of one kind
+/// mamba_ssm has.
+pub fn mamba_ssm_config(cfg: &Config) -> Result<Value> {
+    let ssm = cfg
+        .kind()
+        .filter(|_| cfg.family == crate::config::Family::Mamba)
+        .and_then(|k| k.ssm_cfg(cfg))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "mamba_ssm's layout holds models of Mamba-1, Mamba-2 or Mamba-3 layers, not {}",
+                cfg.arch_name()
+            ))
+        })?;
+    // MambaConfig has no field for it: its blocks use 1e-5.
+    if cfg.norm_eps != 1e-5 {
+        return Err(Error::Config(format!(
+            "mamba_ssm's layout has no RMSNorm epsilon (its models use 1e-5); this model's is {}",
+            cfg.norm_eps
+        )));
+    }
+    Ok(json!({
+        "d_model": cfg.d_model,
+        "d_intermediate": 0,
+        "n_layer": cfg.n_layer(),
+        "vocab_size": cfg.vocab_size,
+        "ssm_cfg": ssm,
+        "attn_layer_idx": [],
+        "attn_cfg": {},
+        "rms_norm": true,
+        "residual_in_fp32": true,
+        "fused_add_norm": true,
+        "pad_vocab_size_multiple": cfg.pad_vocab_size_multiple,
+        "tie_embeddings": cfg.tie_embeddings,
+    }))
+}
+
 /// `model_type` and class of a model whose layers are of several kinds.
 pub const MIXED: (&str, &str) = ("mamba_mixed", "MambaMixedForCausalLM");
 

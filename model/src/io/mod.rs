@@ -7,4 +7,5 @@ pub mod hybrid;
 pub mod mapped;
 pub mod peft;
 pub mod safetensors;
+pub mod torch_save;
 pub mod weights;

@@ -125,6 +125,32 @@ impl MambaLM {
         write_checkpoint_weights(dir, &named, max_shard_bytes)
     }
 
+    /// Saves `dir/config.json` and `dir/pytorch_model.bin` in mamba_ssm's own layout (what its
+    /// `MambaLMHeadModel.save_pretrained` writes and `from_pretrained` reads): its config keys,
+    /// `backbone.embedding.weight`, and `lm_head.weight` always (the embedding when tied).
+    pub fn save_mamba_ssm(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let cfg = super::config::mamba_ssm_config(&self.cfg)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let cfg_path = dir.join(CONFIG_FILE);
+        let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::file(&cfg_path, e))?;
+        let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+        std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let mut named: Vec<(String, candle_core::Tensor)> = self
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| match n.as_str() {
+                "backbone.embeddings.weight" => ("backbone.embedding.weight".to_string(), t),
+                _ => (n, t),
+            })
+            .collect();
+        if self.cfg.tie_embeddings {
+            named.push((LM_HEAD.to_string(), self.head.clone()));
+        }
+        super::torch_save::save(&dir.join(PYTORCH_FILE), &named)
+    }
+
     /// Loads a directory written by [`MambaLM::save`], transformers' `save_pretrained` (single
     /// or sharded, f32/f16/bf16) or mamba_ssm's `save_pretrained` (its config.json and
     /// pytorch_model.bin). Accepts `backbone.embedding.weight` for the embedding. The LM head is untied when

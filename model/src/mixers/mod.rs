@@ -245,6 +245,16 @@ impl LayerKind {
         }
     }
 
+    /// mamba_ssm's `ssm_cfg` of a layer of this kind, if mamba_ssm has the kind.
+    pub fn ssm_cfg(self, cfg: &Config) -> Option<Value> {
+        match self {
+            LayerKind::Mamba1 => Some(mamba1::ssm_cfg(cfg)),
+            LayerKind::Mamba2 => Some(mamba2::ssm_cfg(cfg)),
+            LayerKind::Mamba3 => Some(mamba3::ssm_cfg(cfg)),
+            LayerKind::Attention | LayerKind::Mlp => None,
+        }
+    }
+
     /// The fields of transformers' config that only this kind has.
     pub fn hf_fields(self, cfg: &Config) -> Value {
         match self {

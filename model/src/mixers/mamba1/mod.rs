@@ -77,6 +77,16 @@ pub fn activations_per_token(c: &Config) -> u64 {
 }
 
 /// The fields of transformers' `MambaConfig` that only Mamba-1 has.
+/// mamba_ssm's `ssm_cfg` of a Mamba-1 layer.
+pub fn ssm_cfg(c: &Config) -> Value {
+    let mut v =
+        json!({"layer": "Mamba1", "d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand});
+    if let (Some(o), Some(r)) = (v.as_object_mut(), c.dt_rank) {
+        o.insert("dt_rank".into(), json!(r));
+    }
+    v
+}
+
 pub fn hf_fields(c: &Config) -> Value {
     json!({
         "intermediate_size": c.d_inner(),

@@ -161,6 +161,21 @@ pub fn activations_per_token(c: &Config, chunked: bool) -> u64 {
     }
 }
 
+/// mamba_ssm's `ssm_cfg` of a Mamba-2 layer.
+pub fn ssm_cfg(c: &Config) -> Value {
+    let mut v = json!({
+        "layer": "Mamba2", "d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand,
+        "headdim": c.head_dim, "ngroups": c.n_groups,
+    });
+    if let (Some(o), true) = (v.as_object_mut(), c.dt_limit != (0.0, f64::INFINITY)) {
+        o.insert(
+            "dt_limit".into(),
+            json!([c.dt_limit.0, c.dt_limit.1.min(f64::MAX)]),
+        );
+    }
+    v
+}
+
 /// The fields of transformers' `Mamba2Config` that only Mamba-2 has.
 pub fn hf_fields(c: &Config) -> Value {
     let limit = |x: f64| match x.is_finite() {

@@ -130,6 +130,20 @@ pub fn hf_fields(c: &Config) -> Value {
     v
 }
 
+/// mamba_ssm's `ssm_cfg` of a Mamba-3 layer (its `Mamba3` ignores `a_activation`, which says
+/// which A this tool computed with).
+pub fn ssm_cfg(c: &Config) -> Value {
+    let mut v = json!({
+        "layer": "Mamba3", "d_state": c.d_state, "expand": c.expand, "headdim": c.head_dim,
+        "ngroups": c.n_groups, "rope_fraction": c.rope_fraction, "is_mimo": c.mimo_rank > 0,
+        "mimo_rank": c.mimo_rank.max(1), "is_outproj_norm": c.outproj_norm, "A_floor": c.a_floor,
+    });
+    if let (Some(o), true) = (v.as_object_mut(), c.heavy_tail) {
+        o.insert("a_activation".into(), json!("heavy_tail"));
+    }
+    v
+}
+
 /// Reads Mamba-3's own fields of flash-linear-attention's config (or mamba_ssm's `ssm_cfg`,
 /// whose names differ where `mamba_ssm` says so) into `c`.
 pub fn read_fields(v: &Value, c: &mut Config, mamba_ssm: bool) -> std::result::Result<(), String> {
