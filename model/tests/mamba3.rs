@@ -104,7 +104,7 @@ fn the_reference_is_mamba_ssm_in_value_and_every_gradient() {
 /// The recurrence the fused op computes, one position at a time in candle ops (f64):
 /// y (b, l, H, R, P) for qk (b, l, H, 2, R, N), v (b, l, H, R, P), coef (b, l, H, 3).
 fn trapezoid_steps(qk: &Tensor, v: &Tensor, coef: &Tensor) -> Tensor {
-    let [b, l, h, _, r, n] = qk.dims().try_into().unwrap();
+    let [b, l, h, _, _, n] = qk.dims().try_into().unwrap();
     let p = v.dim(4).unwrap();
     let mut state = Tensor::zeros((b, h, p, n), qk.dtype(), qk.device()).unwrap();
     let mut prev: Option<Tensor> = None;
@@ -285,7 +285,7 @@ fn the_mixer_is_mamba_ssm_in_value_and_every_gradient() {
 /// k and v reset), by the fused op and by the step-by-step form.
 #[test]
 fn packed_documents_equal_separate_ones() {
-    for (case, d) in [cases()[0].clone(), cases()[4].clone()] {
+    for (case, d) in [cases()[0], cases()[4]] {
         let t = fixture(case);
         let (m, _) = mixer(&t, &d);
         let u = t["u"].narrow(0, 0, 1).unwrap(); // (1, 16, 32)

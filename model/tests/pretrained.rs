@@ -8,7 +8,7 @@ mod common;
 #[path = "common/finetune.rs"]
 mod finetune;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
