@@ -63,7 +63,7 @@ pub fn forward(
     let mut y = dev.alloc_zeros::<f32>(b * l * h * r * p)?;
     let mut state = unsafe { dev.alloc::<f32>((b * h * p * n).max(1)) }?;
     if b * h > 0 {
-        let [bi, li, hi, ri, pi, ni] = ints(s)?;
+        let sizes = ints(s)?;
         let mut builder = func.builder();
         builder
             .arg(&qs)
@@ -71,13 +71,9 @@ pub fn forward(
             .arg(&cs)
             .arg(&mut y)
             .arg(&mut state);
-        builder
-            .arg(&bi)
-            .arg(&li)
-            .arg(&hi)
-            .arg(&ri)
-            .arg(&pi)
-            .arg(&ni);
+        for x in &sizes {
+            builder.arg(x);
+        }
         unsafe { builder.launch(warps(s)) }.w()?;
     }
     Ok((
@@ -109,7 +105,7 @@ pub fn backward(
     let spans = l.div_ceil(SPAN);
     let mut ws = unsafe { dev.alloc::<f32>((b * h * (spans + SPAN + 4) * p * n).max(1)) }?;
     if b * h > 0 {
-        let [bi, li, hi, ri, pi, ni] = ints(s)?;
+        let sizes = ints(s)?;
         let (mut dqk, mut rest) = out.split_at_mut(lqk);
         let (mut dv, mut dcoef) = rest.split_at_mut(lv);
         let mut builder = func.builder();
@@ -119,13 +115,9 @@ pub fn backward(
             .arg(&mut dv)
             .arg(&mut dcoef)
             .arg(&mut ws);
-        builder
-            .arg(&bi)
-            .arg(&li)
-            .arg(&hi)
-            .arg(&ri)
-            .arg(&pi)
-            .arg(&ni);
+        for x in &sizes {
+            builder.arg(x);
+        }
         unsafe { builder.launch(warps(s)) }.w()?;
     }
     Ok((
