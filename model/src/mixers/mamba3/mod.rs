@@ -109,7 +109,7 @@ pub fn activations_per_token(c: &Config) -> u64 {
 
 /// The fields of flash-linear-attention's `Mamba3Config` that only Mamba-3 has.
 pub fn hf_fields(c: &Config) -> Value {
-    let mut v = json!({
+    let v = json!({
         "head_dim": c.head_dim,
         "num_heads": c.n_heads(),
         "n_groups": c.n_groups,
@@ -124,6 +124,12 @@ pub fn hf_fields(c: &Config) -> Value {
         "norm_eps": c.norm_eps,
         "chunk_size": 64,
     });
+    with_activation(v, c)
+}
+
+/// `v` with `a_activation: "heavy_tail"` when the model computes A with it (the default,
+/// softplus, is left unsaid, as the configs of mamba_ssm and flash-linear-attention have it).
+fn with_activation(mut v: Value, c: &Config) -> Value {
     if let (Some(o), true) = (v.as_object_mut(), c.heavy_tail) {
         o.insert("a_activation".into(), json!("heavy_tail"));
     }
@@ -133,15 +139,12 @@ pub fn hf_fields(c: &Config) -> Value {
 /// mamba_ssm's `ssm_cfg` of a Mamba-3 layer (its `Mamba3` ignores `a_activation`, which says
 /// which A this tool computed with).
 pub fn ssm_cfg(c: &Config) -> Value {
-    let mut v = json!({
+    let v = json!({
         "layer": "Mamba3", "d_state": c.d_state, "expand": c.expand, "headdim": c.head_dim,
         "ngroups": c.n_groups, "rope_fraction": c.rope_fraction, "is_mimo": c.mimo_rank > 0,
         "mimo_rank": c.mimo_rank.max(1), "is_outproj_norm": c.outproj_norm, "A_floor": c.a_floor,
     });
-    if let (Some(o), true) = (v.as_object_mut(), c.heavy_tail) {
-        o.insert("a_activation".into(), json!("heavy_tail"));
-    }
-    v
+    with_activation(v, c)
 }
 
 /// Reads Mamba-3's own fields of flash-linear-attention's config (or mamba_ssm's `ssm_cfg`,
@@ -190,16 +193,10 @@ pub fn describe(c: &Config) -> String {
     )
 }
 
-/// Checks the sizes only Mamba-3 has.
+/// Checks the sizes only Mamba-3 has: heads and groups as Mamba-2's, a rotation it can do.
 pub fn check(c: &Config) -> crate::error::Result<()> {
+    super::mamba2::check(c)?;
     let bad = |m: String| Err(Error::Config(m));
-    let (p, g) = (c.head_dim, c.n_groups);
-    if p == 0 || !c.d_inner().is_multiple_of(p) || g == 0 || !c.n_heads().is_multiple_of(g) {
-        return bad(format!(
-            "head_dim {p} must divide d_inner {} and n_groups {g} the heads",
-            c.d_inner()
-        ));
-    }
     if c.rope_fraction != 0.5 && c.rope_fraction != 1.0 {
         return bad(format!(
             "rope_fraction {} must be 0.5 or 1",
@@ -247,36 +244,29 @@ impl Mamba3 {
     /// h: (b, l, d_model) normalised input -> (b, l, d_model); `resets` (b, l) nonzero at
     /// document starts; the projections run in `dt`.
     pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
-        Ok(self.run(h, resets, dt, false)?.0)
+        Ok(self.run(h, resets, dt, false, true)?.0)
     }
 
     /// The forward as devices without the fused op run it (one position at a time), on any
     /// device: the CPU's tests compare the two.
     pub fn forward_stepwise(&self, h: &Tensor, resets: Option<&Tensor>) -> Result<Tensor> {
-        let proj = crate::layers::ops::linear(h, self.weight("in_proj.weight")?)?;
-        let get = |name: &str| self.get(name);
-        let prep = prepare(&proj, &get, &self.dims)?;
-        let resets = match resets {
-            Some(r) => Some(r.ne(0f64)?.flatten_all()?.to_vec1::<u8>()?),
-            None => None,
-        };
-        let pairwise = self.dims.mimo_rank == 0;
-        let (y, _) = recurrence(&prep, None, resets.as_deref(), pairwise)?;
-        let o = finish(&y, &prep, &get, &self.dims)?;
-        crate::layers::ops::linear(&o, self.weight("out_proj.weight")?)
+        Ok(self.run(h, resets, DType::F32, false, false)?.0)
     }
 
     /// The f32 forward of a prompt and the state after its last position.
     pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, MixerState)> {
-        MixerState::prefilled(self.run(h, None, DType::F32, true)?)
+        MixerState::prefilled(self.run(h, None, DType::F32, true, true)?)
     }
 
+    /// The forward (`fusable`: through the fused op where the device has it) and, with
+    /// `keep_state`, the state after the last position.
     fn run(
         &self,
         h: &Tensor,
         resets: Option<&Tensor>,
         compute: DType,
         keep_state: bool,
+        fusable: bool,
     ) -> Result<(Tensor, Option<MixerState>)> {
         let d = &self.dims;
         let proj = self
@@ -288,15 +278,14 @@ impl Mamba3 {
             Some(r) => Some(Arc::new(r.ne(0f64)?.flatten_all()?.to_vec1::<u8>()?)),
             None => None,
         };
-        let pairwise = d.mimo_rank == 0;
         // The fused op on the CPU, and for training on an NVIDIA GPU (a prefill's final state
         // there comes from the step-by-step form).
         let dev = h.device();
         let fused = dev.is_cpu() || (dev.is_cuda() && cfg!(feature = "cuda") && !keep_state);
-        let (y, carry) = match fused && proj.dtype() == DType::F32 {
+        let (y, carry) = match fusable && fused && proj.dtype() == DType::F32 {
             true => self.fused(&prep, resets, keep_state)?,
             false => {
-                let (y, c) = recurrence(&prep, None, resets.as_deref().map(|r| &r[..]), pairwise)?;
+                let (y, c) = recurrence(&prep, None, resets.as_deref().map(|r| &r[..]))?;
                 (y, Some(c))
             }
         };
@@ -321,7 +310,6 @@ impl Mamba3 {
     ) -> Result<(Tensor, Option<Carry>)> {
         let (b, l, _, h, _) = p.v.dims5()?;
         let s = p.turn.dim(4)?;
-        let pairwise = self.dims.mimo_rank == 0;
         // Where a document starts, nothing of the one before reaches it.
         let keep: Vec<f32> = (0..b * l)
             .map(
@@ -338,7 +326,10 @@ impl Mamba3 {
             false => phases_by_cumsum(&turn, resets.as_deref().map(|r| &r[..]))?,
         };
         let phi = phi.reshape((b, l, 1, h, s))?;
-        let (k, q) = (rotate(&p.k, &phi, pairwise)?, rotate(&p.q, &phi, pairwise)?);
+        let (k, q) = (
+            rotate(&p.k, &phi, p.pairwise)?,
+            rotate(&p.q, &phi, p.pairwise)?,
+        );
         let qk = Tensor::stack(&[q.transpose(2, 3)?, k.transpose(2, 3)?], 3)?;
         let v = p.v.transpose(2, 3)?;
         let coef = Tensor::stack(
@@ -373,7 +364,7 @@ impl Mamba3 {
         let get = |name: &str| self.get(name);
         let prep = prepare(&proj, &get, d)?;
         let carry = unpack(st, d)?;
-        let (y, carry) = recurrence(&prep, Some(carry), None, d.mimo_rank == 0)?;
+        let (y, carry) = recurrence(&prep, Some(carry), None)?;
         let o = finish(&y, &prep, &get, d)?;
         *st = pack(&carry)?;
         crate::layers::ops::linear(&o, self.weight("out_proj.weight")?)?.squeeze(1)

@@ -172,6 +172,8 @@ pub struct Prepared {
     pub alpha: Tensor,
     pub beta: Tensor,
     pub gamma: Tensor,
+    /// Rotation of pairs (2i, 2i + 1) (SISO), not (i, i + N/2) (MIMO).
+    pub pairwise: bool,
 }
 
 /// What one position leaves the next: the phases (b, 1, H, S), the state (b, H, P, N), and
@@ -243,6 +245,7 @@ pub fn prepare(proj: &Tensor, get: &dyn Fn(&str) -> Result<Tensor>, d: &Dims) ->
         alpha,
         beta,
         gamma,
+        pairwise: d.mimo_rank == 0,
     })
 }
 
@@ -253,7 +256,6 @@ pub fn recurrence(
     p: &Prepared,
     carry: Option<Carry>,
     resets: Option<&[u8]>,
-    pairwise: bool,
 ) -> Result<(Tensor, Carry)> {
     let (b, l, r, h, hp) = p.v.dims5()?;
     let (n, s) = (p.k.dim(4)?, p.turn.dim(4)?);
@@ -288,8 +290,8 @@ pub fn recurrence(
             x.broadcast_mul(&keep.reshape(shape)?)
         };
         c.phi = (kept(&c.phi)? + at(&p.turn)?)?;
-        let kt = rotate(&at(&p.k)?, &c.phi, pairwise)?; // (b, r, h, n)
-        let qt = rotate(&at(&p.q)?, &c.phi, pairwise)?;
+        let kt = rotate(&at(&p.k)?, &c.phi, p.pairwise)?; // (b, r, h, n)
+        let qt = rotate(&at(&p.q)?, &c.phi, p.pairwise)?;
         let vt = at(&p.v)?; // (b, r, h, p)
                             // sum_r v k^T: (b, h, p, n)
         let vk = |v: &Tensor, k: &Tensor| -> Result<Tensor> {
@@ -353,7 +355,7 @@ pub fn forward(u: &Tensor, p: &HashMap<String, Tensor>, d: &Dims) -> Result<Tens
     };
     let proj = crate::layers::ops::linear(u, &get("in_proj.weight")?)?;
     let prep = prepare(&proj, &get, d)?;
-    let (y, _) = recurrence(&prep, None, None, d.mimo_rank == 0)?;
+    let (y, _) = recurrence(&prep, None, None)?;
     let o = finish(&y, &prep, &get, d)?;
     crate::layers::ops::linear(&o, &get("out_proj.weight")?)
 }
