@@ -79,9 +79,9 @@ fn scan_kernels_match_the_cpu_kernel() {
     let dir = tmp.path();
     let exe = build(dir, "scan");
     // d = 40: a full warp and a partial one; chunk 32 over l = 70: three backward chunks.
-    // Mamba-2's state of 128: one warp, chunk 4 over l = 8. Small, because every emulated
-    // shuffle is two thread barriers.
-    for (b, l, d, n, chunk) in [(2, 70, 40, 4, 32), (1, 8, 32, 128, 4)] {
+    // Mamba-2's state of 128 and the 256 of some hybrids: one warp, chunk 4 over l = 8. Small,
+    // because every emulated shuffle is two thread barriers.
+    for (b, l, d, n, chunk) in [(2, 70, 40, 4, 32), (1, 8, 32, 128, 4), (1, 8, 32, 256, 4)] {
         check(&exe, dir, b, l, d, n, chunk);
     }
 }

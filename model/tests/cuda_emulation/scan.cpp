@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     void (*bwd)(const float*, const float*, const float*, const unsigned char*, const float*,
                 float*, float*, float*, float*, float*, Dims);
     switch (n) {
-        KERNELS(4) KERNELS(8) KERNELS(16) KERNELS(32) KERNELS(64) KERNELS(128)
+        KERNELS(4) KERNELS(8) KERNELS(16) KERNELS(32) KERNELS(64) KERNELS(128) KERNELS(256)
         default: return 2;
     }
     auto x = load<float>(dir + "/x.f32", s * bld);
