@@ -403,6 +403,12 @@ impl Config {
         if self.d_conv == 0 {
             return bad("d_conv must be positive".into());
         }
+        if self.mimo_rank > 0 && !self.layers.contains(&LayerKind::Mamba3) {
+            return bad(format!(
+                "MIMO rank {} is Mamba-3's: this model has no Mamba-3 layers (--arch mamba3)",
+                self.mimo_rank
+            ));
+        }
         if self.dt_rank() == 0 {
             return bad("dt_rank must be positive".into());
         }

@@ -43,11 +43,7 @@ pub fn breakdown(cfg: &Config) -> String {
     let own: Vec<String> = kinds.iter().map(|(k, _, _)| k.describe(cfg)).collect();
     let own = own.join("  ");
     // Mamba-3 has no conv.
-    let conv = match cfg
-        .layers
-        .iter()
-        .any(|k| matches!(k, LayerKind::Mamba1 | LayerKind::Mamba2))
-    {
+    let conv = match cfg.layers.iter().any(|k| k.has_conv()) {
         true => format!("  d_conv {}", cfg.d_conv),
         false => String::new(),
     };

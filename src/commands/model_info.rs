@@ -6,13 +6,11 @@ use crate::cli::ModelInfoArgs;
 
 pub fn run(args: ModelInfoArgs) -> anyhow::Result<ExitCode> {
     let cfg = mamba_model::Config::arch_preset(args.arch, &args.size, args.vocab as usize)?;
-    if args.mimo_rank > 0 && args.arch != mamba_model::LayerKind::Mamba3 {
-        anyhow::bail!("--mimo-rank {} needs --arch mamba3", args.mimo_rank);
-    }
     let cfg = mamba_model::Config {
         mimo_rank: args.mimo_rank,
         ..cfg
     };
+    mamba_model::mixers::check(&cfg)?;
     print!("{}", mamba_model::info::breakdown(&cfg));
     Ok(ExitCode::SUCCESS)
 }

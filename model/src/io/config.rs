@@ -253,8 +253,12 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<Config> {
         kind.check_hf(v, &cfg).map_err(bad)?;
     }
     let mut cfg = cfg;
-    if cfg.layers.contains(&LayerKind::Mamba3) {
-        crate::mixers::mamba3::read_fields(v, &mut cfg, false).map_err(bad)?;
+    let kinds: Vec<LayerKind> = LayerKind::ALL
+        .into_iter()
+        .filter(|k| cfg.layers.contains(k))
+        .collect();
+    for kind in kinds {
+        kind.read_own_fields(v, &mut cfg, false).map_err(bad)?;
     }
     crate::mixers::check(&cfg).map_err(|e| bad(e.to_string()))?;
     Ok(cfg)
@@ -401,9 +405,7 @@ pub fn config_from_mamba_ssm(v: &Value, path: &Path) -> Result<Config> {
         ..base
     };
     let mut cfg = cfg;
-    if kind == LayerKind::Mamba3 {
-        crate::mixers::mamba3::read_fields(&ssm, &mut cfg, true).map_err(bad)?;
-    }
+    kind.read_own_fields(&ssm, &mut cfg, true).map_err(bad)?;
     if let Some(d_ssm) = num(&ssm, "d_ssm")? {
         if d_ssm != cfg.d_inner() {
             return Err(bad(format!(

@@ -255,6 +255,25 @@ impl LayerKind {
         }
     }
 
+    /// Reads the fields of a config `v` that only this kind has into `cfg` (`mamba_ssm`: `v`
+    /// is mamba_ssm's `ssm_cfg`, else a transformers-style config.json).
+    pub fn read_own_fields(
+        self,
+        v: &Value,
+        cfg: &mut Config,
+        mamba_ssm: bool,
+    ) -> std::result::Result<(), String> {
+        match self {
+            LayerKind::Mamba3 => mamba3::read_fields(v, cfg, mamba_ssm),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a layer of this kind has the causal conv (and so `d_conv` means something).
+    pub fn has_conv(self) -> bool {
+        matches!(self, LayerKind::Mamba1 | LayerKind::Mamba2)
+    }
+
     /// The fields of transformers' config that only this kind has.
     pub fn hf_fields(self, cfg: &Config) -> Value {
         match self {
