@@ -9,13 +9,15 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mamba_model::memory::Counting;
 
 /// The stages allocate many short strings on several threads at once, where the system
 /// allocator spends a third of ingest time; mimalloc does not. `MapAware` lets a load keep a
-/// checkpoint's weights in a map of its file.
+/// checkpoint's weights in a map of its file; `Counting` gives each training step's peak of
+/// tensor memory (`mem_peak_bytes` in metrics.jsonl).
 #[global_allocator]
-static GLOBAL: mamba_model::MapAware<mimalloc::MiMalloc> =
-    unsafe { mamba_model::MapAware::new(mimalloc::MiMalloc) };
+static GLOBAL: mamba_model::MapAware<Counting<mimalloc::MiMalloc>> =
+    unsafe { mamba_model::MapAware::new(Counting::new(mimalloc::MiMalloc)) };
 
 /// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_e` in its v2 and v3 headers).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -41,6 +41,7 @@ pub mod kernels;
 pub mod layers;
 pub mod lora;
 pub mod loss;
+pub mod memory;
 pub mod mixers;
 pub mod model;
 pub mod optim;

@@ -19,7 +19,7 @@ use candle_nn::VarMap;
 
 use crate::config::Config;
 use crate::layers::linear::linear_lora;
-use crate::layers::ops::linear_in;
+use crate::layers::ops::{linear_as, linear_in};
 use crate::layers::params::Init;
 use crate::rng::SplitMix64;
 
@@ -235,12 +235,7 @@ impl Lora {
                 .map(|&(start, len)| linear_in(x, &w.narrow(0, start, len)?, dt))
                 .collect();
         };
-        let dropped = match &self.dropout {
-            Some(d) => d.apply(x, module)?,
-            None => x.clone(),
-        };
-        // The scale goes on the rank-r tensor, the smallest.
-        let down = (linear_in(&dropped, &ad.a, dt)? * self.scale)?;
+        let down = self.down(ad, module, x, dt)?;
         parts
             .iter()
             .map(|&(start, len)| {
@@ -253,6 +248,38 @@ impl Lora {
                 linear_in(x, &w, dt)? + linear_in(&down, &b, dt)?
             })
             .collect()
+    }
+
+    /// The adapter's down-projection s x A^T (x dropped out), computed in `dt`, in f32. The
+    /// scale goes on the rank-r tensor, the smallest.
+    fn down(&self, ad: &Adapter, module: &str, x: &Tensor, dt: DType) -> Result<Tensor> {
+        let dropped = match &self.dropout {
+            Some(d) => d.apply(x, module)?,
+            None => x.clone(),
+        };
+        linear_in(&dropped, &ad.a, dt)? * self.scale
+    }
+
+    /// [`Lora::linear`] with the result left in `dt`: for the input of a part a layer
+    /// recomputes in backward, kept at the compute dtype's size.
+    pub(crate) fn linear_kept(
+        &self,
+        module: &str,
+        x: &Tensor,
+        w: &Tensor,
+        dt: DType,
+    ) -> Result<Tensor> {
+        match self.get(module) {
+            None => linear_as(x, w, dt),
+            Some(ad) => {
+                linear_as(x, w, dt)? + linear_as(&self.down(ad, module, x, dt)?, &ad.b, dt)?
+            }
+        }
+    }
+
+    /// Whether any of `modules` has an adapter.
+    pub(crate) fn adapts_any(&self, modules: &[&str]) -> bool {
+        modules.iter().any(|m| self.get(m).is_some())
     }
 
     /// w + s B A in f32, for an op that takes the weight whole (Mamba-1's fused selective

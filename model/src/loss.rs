@@ -42,7 +42,7 @@ pub(crate) fn mean_nll(nll: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
 
 /// -log softmax(logits)[target] per row; logits (N, V), targets (N) u32.
 pub fn per_position_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if logits.device().is_cpu() && logits.dtype() == DType::F32 {
+    if crate::kernels::cpu_fused(logits.device()) && logits.dtype() == DType::F32 {
         return logits
             .contiguous()?
             .apply_op2(&targets.contiguous()?, CrossEntropyOp);

@@ -3,6 +3,8 @@
 //! `Mamba2ForCausalLM`, mamba_ssm `MambaLMHeadModel`); each layer's mixer is of its kind.
 //! One forward serves training, evaluation and prefill; see [`ForwardOptions`].
 
+use std::sync::Arc;
+
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -11,7 +13,12 @@ use crate::config::Config;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::linear_in;
 use crate::layers::params::{Init, Param};
+use crate::layers::recompute::{recompute, Part};
 use crate::mixers::Mixer;
+
+/// Logits the head computes at once off the CPU's fused ops (a block of positions times the
+/// vocabulary; 64 MiB in f32).
+pub const HEAD_LOGITS: usize = 1 << 24;
 
 /// Name of an untied LM head's weight in transformers' layout.
 pub const LM_HEAD: &str = "lm_head.weight";
@@ -304,6 +311,7 @@ impl MambaLM {
 
     /// The residual stream after a layer: h + out, out scaled by the residual multiplier.
     pub(crate) fn residual(&self, h: &Tensor, out: &Tensor) -> Result<Tensor> {
+        let out = &out.to_dtype(h.dtype())?;
         match self.cfg.residual_multiplier {
             1.0 => h + out,
             m => h + (out * m)?,
@@ -329,8 +337,19 @@ impl MambaLM {
     /// Residual block `i`: h + mixer(rms_norm(h)).
     fn block(&self, i: usize, h: &Tensor, o: &ForwardOptions) -> Result<Tensor> {
         let layer = &self.layers[i];
-        let x = rms_norm(h, &layer.norm, self.cfg.norm_eps)?;
+        let x = self.block_norm(h, &layer.norm, o.compute)?;
         self.residual(h, &layer.mixer.forward(&x, o.resets, o.compute)?)
+    }
+
+    /// A block's input norm. Off the CPU's fused ops it is recomputed in backward and handed to
+    /// the mixer in the compute dtype, so a layer keeps only that half-size copy of it.
+    fn block_norm(&self, h: &Tensor, w: &Tensor, compute: DType) -> Result<Tensor> {
+        let eps = self.cfg.norm_eps;
+        if crate::kernels::cpu_fused(h.device()) {
+            return rms_norm(h, w, eps);
+        }
+        let norm: Part = Arc::new(move |h, _, p| rms_norm(h, &p[0], eps)?.to_dtype(compute));
+        recompute(h, std::slice::from_ref(w), None, norm)
     }
 
     /// Final norm, head and mean next-token cross-entropy of `targets` (b, l) given the
@@ -342,6 +361,10 @@ impl MambaLM {
         loss_mask: Option<&Tensor>,
         o: &ForwardOptions,
     ) -> Result<Tensor> {
+        if !crate::kernels::cpu_fused(h.device()) {
+            let nll = self.head_nll_recomputed(h, targets, o.compute)?;
+            return crate::loss::mean_nll(&nll, loss_mask);
+        }
         let h = self.final_norm(h)?.reshape(((), self.cfg.d_model))?;
         // On the CPU in f32 the head and the cross-entropy are one op (see `crate::kernels::head`).
         if o.compute == DType::F32 {
@@ -351,6 +374,25 @@ impl MambaLM {
         }
         let logits = linear_in(&h, &self.head, o.compute)?;
         crate::loss::cross_entropy(&logits, targets, loss_mask)
+    }
+
+    /// Per-position loss (N) of the last block's output `h` (b, l, d_model) off the CPU's
+    /// fused ops: final norm, head and cross-entropy as one part recomputed in backward, a
+    /// block of positions at a time, so that the (positions x vocabulary) logits never exist
+    /// whole, forward or backward.
+    fn head_nll_recomputed(&self, h: &Tensor, targets: &Tensor, compute: DType) -> Result<Tensor> {
+        let h = h.reshape(((), self.cfg.d_model))?;
+        let targets = targets.flatten_all()?.to_dtype(DType::U32)?;
+        let (eps, scaling) = (self.cfg.norm_eps, self.cfg.logits_scaling);
+        let part: Part = Arc::new(move |h, start, p| {
+            let x = rms_norm(h, &p[1], eps)?;
+            let x = if scaling == 1.0 { x } else { (x / scaling)? };
+            let logits = linear_in(&x, &p[0], compute)?;
+            let t = targets.narrow(0, start, h.dim(0)?)?;
+            crate::loss::per_position_nll(&logits, &t)
+        });
+        let rows = (HEAD_LOGITS / self.cfg.padded_vocab()).max(1);
+        recompute(&h, &[self.head.clone(), self.norm_f.clone()], Some(rows), part)
     }
 
     /// Checks `resets` against `ids` and makes it a u8 mask.

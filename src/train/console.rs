@@ -74,8 +74,12 @@ impl Console {
         }
         let num = |v: Option<f64>| v.unwrap_or(f64::NAN);
         self.bar.set_position(rec.step);
+        let mem = match rec.mem_peak_bytes {
+            Some(b) => format!(" mem {}", super::metrics::gib(b)),
+            None => String::new(),
+        };
         self.bar.set_message(format!(
-            "loss {:.4} lr {:.1e} {:.0} tok/s",
+            "loss {:.4} lr {:.1e} {:.0} tok/s{mem}",
             num(rec.loss),
             num(rec.lr),
             num(rec.tokens_per_s)

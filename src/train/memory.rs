@@ -5,6 +5,7 @@ use mamba_model::lora::LoraConfig;
 use mamba_model::{Config, MambaLM};
 
 use super::config::{DeviceSpec, Precision, TrainConfig};
+use super::metrics::gib;
 
 /// Bytes of each part of a training step's memory.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,10 +106,6 @@ fn adapted_inputs(model: &Config, l: &LoraConfig) -> u64 {
         .into_iter()
         .map(|(_, _, [_, inp])| l.rank as u64 + if l.dropout > 0.0 { inp as u64 } else { 0 })
         .sum()
-}
-
-fn gib(b: u64) -> String {
-    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
 }
 
 /// The table printed by `--dry-run`; `budget_gb` is the VRAM profile's size in GiB.

@@ -33,6 +33,10 @@ pub struct StepRecord {
     /// step has been timed.
     #[serde(default)]
     pub eta_s: Option<f64>,
+    /// The step's peak of live tensor memory on its device (see `mamba_model::memory`);
+    /// `None` where it is not known.
+    #[serde(default)]
+    pub mem_peak_bytes: Option<u64>,
 }
 
 /// One evaluation on the val split (a line of `metrics.jsonl`, told apart by `val_loss`).
@@ -47,6 +51,11 @@ pub struct EvalRecord {
     /// with this many scores the same ones. Absent in runs from before it was recorded.
     #[serde(default)]
     pub val_tokens: Option<u64>,
+}
+
+/// Bytes in GiB, as the progress line and `--dry-run` show them.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// A logged value, NaN where it was not finite.
@@ -75,15 +84,20 @@ impl Metrics {
 }
 
 impl StepRecord {
-    /// `step    12/100 | loss 5.1234 | lr 3.00e-04 | gnorm 1.234 | 12345 tok/s | eta 3m 05s`
+    /// `step    12/100 | loss 5.1234 | lr 3.00e-04 | gnorm 1.234 | 12345 tok/s | mem 1.25 GiB |
+    /// eta 3m 05s`
     pub fn line(&self, max_steps: u64) -> String {
         let skipped = if self.skipped { " | skipped" } else { "" };
+        let mem = match self.mem_peak_bytes {
+            Some(b) => format!(" | mem {}", gib(b)),
+            None => String::new(),
+        };
         let eta = match self.eta_s.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
             Some(d) => format!(" | eta {}", super::plan::human(d)),
             None => String::new(),
         };
         format!(
-            "step {:>6}/{max_steps} | loss {:.4} | lr {:.2e} | gnorm {:.3} | {:.0} tok/s{eta}{skipped}",
+            "step {:>6}/{max_steps} | loss {:.4} | lr {:.2e} | gnorm {:.3} | {:.0} tok/s{mem}{eta}{skipped}",
             self.step,
             num(self.loss),
             num(self.lr),
@@ -126,6 +140,7 @@ mod tests {
             skipped: false,
             passes: Some(0.5),
             eta_s: None,
+            mem_peak_bytes: None,
         };
         Metrics::open(&path).unwrap().write(&rec).unwrap();
         Metrics::open(&path).unwrap().write(&rec).unwrap();
@@ -143,11 +158,12 @@ mod tests {
         );
         let timed = StepRecord {
             eta_s: Some(185.0),
+            mem_peak_bytes: Some(3 << 29),
             ..rec
         };
         assert_eq!(
             timed.line(10),
-            "step      3/10 | loss 2.5000 | lr 1.00e-3 | gnorm 0.500 | 1000 tok/s | eta 3m 05s"
+            "step      3/10 | loss 2.5000 | lr 1.00e-3 | gnorm 0.500 | 1000 tok/s | mem 1.50 GiB | eta 3m 05s"
         );
     }
 

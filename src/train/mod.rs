@@ -131,6 +131,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
         // The gradient of the mean loss over grad_accum micro-batches.
         let (micro, epoch) = micro_batches(&run.loader, &mut snapshot, cfg.grad_accum, ranks)?;
         let o = step_options(cfg, guard.scaler.scale);
+        let dev = run.model.device().clone();
+        mamba_model::memory::reset_peak(&dev)?;
         run.dropout(Some(st.step));
         let (loss, mut grads) = step::accumulate(&run.model, &run.vars, &micro, &o)?;
         run.dropout(None);
@@ -149,6 +151,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             run.opt.step(&grads)?;
         }
         drop(grads);
+        let mem_peak_bytes = mamba_model::memory::peak_bytes(&dev)?;
         st.step += 1;
         let step_tokens = ranks.size() * micro.iter().map(|b| b.tokens()).sum::<usize>();
         st.tokens += step_tokens as u64;
@@ -166,6 +169,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary, TrainError
             skipped: !apply,
             passes: Some(st.tokens as f64 / run.train_tokens.max(1) as f64),
             eta_s: pace.map(|p| p.left.as_secs_f64()),
+            mem_peak_bytes,
         };
         run.write(&rec)?;
         console.step(&rec, cfg, pace.filter(|_| clock.first_report(st.step)));

@@ -17,7 +17,7 @@ use crate::layers::linear::{f32_weight, is_float_weight, matmul_xwt, weight_for_
 /// `h (N, d) @ emb (V, d)^T`, emb in f32, bf16 or f16; `None` off the CPU or for h outside f32
 /// (use the logits path there).
 pub(crate) fn head_nll(h: &Tensor, emb: &Tensor, targets: &Tensor) -> Result<Option<Tensor>> {
-    if !(h.device().is_cpu() && h.dtype() == DType::F32 && is_float_weight(emb.dtype())) {
+    if !(super::cpu_fused(h.device()) && h.dtype() == DType::F32 && is_float_weight(emb.dtype())) {
         return Ok(None);
     }
     let (v, d) = emb.dims2()?;

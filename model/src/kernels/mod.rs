@@ -4,6 +4,10 @@
 //! Below them the CPU's vector lanes ([`simd`]), and the pieces of the recurrent CPU step
 //! ([`matvec`], [`rows`]).
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use candle_core::Device;
+
 pub(crate) mod head;
 pub(crate) mod matvec;
 #[cfg(feature = "cuda")]
@@ -11,3 +15,19 @@ pub(crate) mod nvrtc;
 pub(crate) mod rows;
 pub mod scan;
 pub(crate) mod simd;
+
+static CPU_FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Whether the CPU's own fused ops (norm, conv + SiLU, the projections, Mamba-1's SSM path,
+/// Mamba-2's SSD recurrence, the head with its loss) compute on `dev`: on the CPU, unless
+/// [`compute_as_gpu`] turned them off. Elsewhere the ops every device has compute.
+pub(crate) fn cpu_fused(dev: &Device) -> bool {
+    dev.is_cpu() && CPU_FUSED.load(Relaxed)
+}
+
+/// With `true`, the CPU computes a model as a GPU does: the ops every device has, Mamba-2's
+/// SSD in its chunked form. Process-wide; for measuring the GPU's path (its memory, above
+/// all) on a machine without one.
+pub fn compute_as_gpu(on: bool) {
+    CPU_FUSED.store(!on, Relaxed);
+}

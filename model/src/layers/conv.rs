@@ -94,7 +94,7 @@ pub fn causal_conv1d_silu(
     bias: &Tensor,
     resets: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+    if !crate::kernels::cpu_fused(x.device()) || x.dtype() != DType::F32 {
         return causal_conv1d(x, w, bias, resets)?.silu();
     }
     let (_b, _l, d) = x.dims3()?;

@@ -11,7 +11,10 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 /// weight is widened inside the op, forward and backward alike, so no f32 copy of it outlives
 /// the product (a frozen bf16 base under adapters).
 pub(crate) fn linear_fused(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    if !(x.device().is_cpu() && x.dtype() == DType::F32 && is_float_weight(w.dtype())) {
+    if !(crate::kernels::cpu_fused(x.device())
+        && x.dtype() == DType::F32
+        && is_float_weight(w.dtype()))
+    {
         return Ok(None);
     }
     let (n, k) = w.dims2()?;
@@ -118,7 +121,11 @@ pub(crate) fn linear_lora(
 ) -> Result<Option<Tensor>> {
     let f32s = [x, down, b].iter().all(|t| t.dtype() == DType::F32);
     // A trained `w` would get no gradient here: those take the separate ops.
-    if !(x.device().is_cpu() && f32s && is_float_weight(w.dtype()) && !w.track_op()) {
+    if !(crate::kernels::cpu_fused(x.device())
+        && f32s
+        && is_float_weight(w.dtype())
+        && !w.track_op())
+    {
         return Ok(None);
     }
     let op = LoraLinear { w: w.contiguous()? };

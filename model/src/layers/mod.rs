@@ -1,8 +1,10 @@
 //! The model's shared building blocks as candle ops, below every layer kind: the causal conv,
-//! RMSNorm, the projections and the table that declares a kind's parameters.
+//! RMSNorm, the projections, the table that declares a kind's parameters, and recomputation
+//! in backward (what keeps a layer's memory small off the CPU's fused ops).
 
 pub mod conv;
 pub(crate) mod linear;
 pub mod norm;
 pub mod ops;
 pub mod params;
+pub mod recompute;

@@ -74,10 +74,15 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// x @ w^T computed in `dt` (inputs and weight cast to it), returned in f32. The casts are
 /// differentiable, so the gradients of f32 parameters arrive in f32.
 pub fn linear_in(x: &Tensor, w: &Tensor, dt: DType) -> Result<Tensor> {
-    if dt == DType::F32 {
-        return linear(x, w);
+    linear_as(x, w, dt)?.to_dtype(DType::F32)
+}
+
+/// x @ w^T computed and returned in `dt` (inputs and weight cast to it, differentiably).
+pub fn linear_as(x: &Tensor, w: &Tensor, dt: DType) -> Result<Tensor> {
+    match dt == DType::F32 && x.dtype() == DType::F32 {
+        true => linear(x, w),
+        false => linear(&x.to_dtype(dt)?, &w.to_dtype(dt)?),
     }
-    linear(&x.to_dtype(dt)?, &w.to_dtype(dt)?)?.to_dtype(DType::F32)
 }
 
 /// log-softmax over the last dimension (differentiable; the max is detached, which does not

@@ -61,7 +61,8 @@ pub struct Param {
 /// ```
 ///
 /// gives `Params { in_proj: Tensor }` with `table(c)` (names, shapes, inits), `read(c, vb)`,
-/// `named()` and `map(f)`, all in the order of the table. `c` names the `&Config` the shapes
+/// `named()`, `map(f)`, `select(names)` and `replaced(names, subs)`, all in the order of the
+/// table. `c` names the `&Config` the shapes
 /// are computed from.
 macro_rules! param_table {
     (
@@ -120,6 +121,30 @@ macro_rules! param_table {
                 Ok(Self {
                     $( $field: f(&self.$field, $crate::layers::params::Init::$init)?, )*
                 })
+            }
+
+            /// The parameters named in `names`, in the order of the table.
+            pub fn select(&self, names: &[&str]) -> Vec<candle_core::Tensor> {
+                let mut out = Vec::new();
+                $( if names.contains(&$key) { out.push(self.$field.clone()); } )*
+                out
+            }
+
+            /// The same parameters with those named in `names` replaced by `subs`, in the
+            /// order of the table (the order [`Self::select`] gives them).
+            pub fn replaced(
+                &self,
+                names: &[&str],
+                subs: &[candle_core::Tensor],
+            ) -> candle_core::Result<Self> {
+                let mut subs = subs.iter();
+                let mut take = |key: &str, own: &candle_core::Tensor| match names.contains(&key) {
+                    true => subs.next().cloned().ok_or_else(|| {
+                        candle_core::Error::Msg(format!("no replacement for {key}"))
+                    }),
+                    false => Ok(own.clone()),
+                };
+                Ok(Self { $( $field: take($key, &self.$field)?, )* })
             }
         }
     };

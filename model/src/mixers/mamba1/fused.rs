@@ -42,7 +42,7 @@ pub(crate) fn fused_ssm(
     let (di, n) = w.a_log.dims2()?;
     let (di2, r) = w.dt_proj_w.dims2()?;
     let all = [u, z, w.x_proj, w.dt_proj_w, w.dt_proj_b, w.a_log, w.d];
-    if !u.device().is_cpu()
+    if !crate::kernels::cpu_fused(u.device())
         || all.iter().any(|t| t.dtype() != DType::F32)
         || !SUPPORTED_D_STATE.contains(&n)
     {

@@ -12,6 +12,8 @@
 pub(crate) mod fused;
 pub(crate) mod step;
 
+use std::sync::Arc;
+
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::{json, Value};
@@ -22,6 +24,7 @@ use crate::kernels::scan::{selective_scan, selective_scan_with_state, ScanOption
 use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
 use crate::layers::ops::linear;
 use crate::layers::params::param_table;
+use crate::layers::recompute::{recompute, rows_of, rows_per_part, Part};
 use crate::lora::Lora;
 use fused::{fused_ssm, SelectiveSsm};
 
@@ -39,6 +42,18 @@ param_table! {
         out_proj: "out_proj.weight", [c.d_model, c.d_inner()], OutProj;
     }
 }
+
+/// The parameters of the part between in_proj and out_proj (recomputed in backward off the
+/// CPU's fused ops).
+const INNER: &[&str] = &[
+    "conv1d.weight",
+    "conv1d.bias",
+    "x_proj.weight",
+    "dt_proj.weight",
+    "dt_proj.bias",
+    "A_log",
+    "D",
+];
 
 /// One Mamba-1 mixer: its parameters and the sizes it computes with.
 #[derive(Clone, Debug)]
@@ -231,6 +246,9 @@ impl Mamba1 {
     /// `dt` (f32, bf16 or f16); the conv and the scan always in f32, as mamba_ssm keeps its scan
     /// in f32 under autocast.
     pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
+        if !crate::kernels::cpu_fused(h.device()) && !self.lora.adapts_any(&["x_proj", "dt_proj"]) {
+            return self.forward_recomputed(h, resets, dt);
+        }
         let (x, z) = self.in_proj(h, dt)?;
         let u = causal_conv1d_silu(&x, &self.p.conv_w, &self.p.conv_b, resets)?;
         // On the CPU in f32 the whole SSM path is one op (see [`fused`]); it takes x_proj and
@@ -254,6 +272,30 @@ impl Mamba1 {
             None => self.ssm_ops(&u, &z, resets, dt)?,
         };
         self.lora.linear("out_proj", &y, &self.p.out_proj, dt)
+    }
+
+    /// The forward off the CPU's fused ops: in_proj, then conv, selection and the gated scan
+    /// as one part recomputed in backward (mamba_ssm's fused mixer recomputes the conv and
+    /// delta likewise), then out_proj. A layer keeps in_proj's output and the part's, both in
+    /// the compute dtype.
+    fn forward_recomputed(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
+        let xz = self.lora.linear_kept("in_proj", h, &self.p.in_proj, dt)?;
+        let (me, resets) = (self.clone(), resets.cloned());
+        let part: Part = Arc::new(move |xz, start, p| {
+            let m = Mamba1 {
+                p: me.p.replaced(INNER, p)?,
+                ..me.clone()
+            };
+            let di = m.d_inner;
+            let x = xz.narrow(2, 0, di)?.to_dtype(DType::F32)?;
+            let z = xz.narrow(2, di, di)?.to_dtype(DType::F32)?;
+            let resets = rows_of(resets.as_ref(), start, xz.dim(0)?)?;
+            let u = causal_conv1d_silu(&x, &m.p.conv_w, &m.p.conv_b, resets.as_ref())?;
+            m.ssm_ops(&u, &z, resets.as_ref(), dt)?.to_dtype(dt)
+        });
+        let rows = rows_per_part(h.dim(1)?);
+        let y = recompute(&xz, &self.p.select(INNER), Some(rows), part)?;
+        self.lora.linear_kept("out_proj", &y, &self.p.out_proj, dt)
     }
 
     /// The SSM path from separate ops: selection, then the selective scan gated by silu(z).

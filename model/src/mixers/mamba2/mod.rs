@@ -16,6 +16,8 @@
 //! ```
 //! Head k reads group k / (H / G) of B and C.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde_json::{json, Value};
@@ -27,6 +29,7 @@ use crate::layers::conv::{causal_conv1d_silu, conv_step, conv_tail};
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::{linear, softplus};
 use crate::layers::params::{param_table, Init};
+use crate::layers::recompute::{recompute, rows_of, rows_per_part, Part};
 use crate::lora::Lora;
 
 pub mod passing;
@@ -100,6 +103,17 @@ param_table! {
         out_proj: "out_proj.weight", [c.d_model, c.d_inner()], OutProj;
     }
 }
+
+/// The parameters of the part between in_proj and out_proj (recomputed in backward off the
+/// CPU's fused ops).
+const INNER: &[&str] = &[
+    "conv1d.weight",
+    "conv1d.bias",
+    "dt_bias",
+    "A_log",
+    "D",
+    "norm.weight",
+];
 
 /// One Mamba-2 mixer: its parameters and the sizes it computes with.
 #[derive(Clone, Debug)]
@@ -311,9 +325,55 @@ impl Mamba2 {
         compute: DType,
         keep_state: bool,
     ) -> Result<(Tensor, Option<MixerState>)> {
-        let (b, l, _) = h.dims3()?;
-        let (di, hn, p, g, n) = self.dims.sizes();
+        if !keep_state && !crate::kernels::cpu_fused(h.device()) {
+            return Ok((self.forward_recomputed(h, resets, compute)?, None));
+        }
         let zxbcdt = self.lora.linear("in_proj", h, &self.p.in_proj, compute)?;
+        let (y, state) = self.inner(&zxbcdt, resets, keep_state)?;
+        let out = self
+            .lora
+            .linear("out_proj", &y, &self.p.out_proj, compute)?;
+        Ok((out, state))
+    }
+
+    /// The forward off the CPU's fused ops: in_proj, then conv, SSD and gated norm as one
+    /// part recomputed in backward, a few sequences at a time, then out_proj. A layer keeps
+    /// in_proj's output and the part's, both in the compute dtype.
+    fn forward_recomputed(
+        &self,
+        h: &Tensor,
+        resets: Option<&Tensor>,
+        compute: DType,
+    ) -> Result<Tensor> {
+        let zxbcdt = self
+            .lora
+            .linear_kept("in_proj", h, &self.p.in_proj, compute)?;
+        let (me, resets) = (self.clone(), resets.cloned());
+        let part: Part = Arc::new(move |zxbcdt, start, p| {
+            let m = Mamba2 {
+                p: me.p.replaced(INNER, p)?,
+                ..me.clone()
+            };
+            let resets = rows_of(resets.as_ref(), start, zxbcdt.dim(0)?)?;
+            let (y, _) = m.inner(&zxbcdt.to_dtype(DType::F32)?, resets.as_ref(), false)?;
+            y.to_dtype(compute)
+        });
+        let rows = rows_per_part(h.dim(1)?);
+        let y = recompute(&zxbcdt, &self.p.select(INNER), Some(rows), part)?;
+        self.lora
+            .linear_kept("out_proj", &y, &self.p.out_proj, compute)
+    }
+
+    /// From in_proj's output (b, l, di + conv_dim + H) in f32 to the gated norm's (b, l, di),
+    /// and with `keep_state` the state after the last position.
+    fn inner(
+        &self,
+        zxbcdt: &Tensor,
+        resets: Option<&Tensor>,
+        keep_state: bool,
+    ) -> Result<(Tensor, Option<MixerState>)> {
+        let (b, l, _) = zxbcdt.dims3()?;
+        let (di, hn, p, g, n) = self.dims.sizes();
         let z = zxbcdt.narrow(2, 0, di)?;
         let xbc = zxbcdt.narrow(2, di, self.dims.conv_dim())?.contiguous()?;
         let dt = zxbcdt.narrow(2, di + self.dims.conv_dim(), hn)?;
@@ -330,7 +390,7 @@ impl Mamba2 {
         // The recurrence on the CPU (the SSD's own op; the scan where the final state is
         // wanted), the chunked form on a GPU (3.4x the scan's speed there on an H200, for 1.6x
         // its memory; BENCHMARKS.md).
-        let (y, ssm) = match (x.device().is_cpu(), keep_state) {
+        let (y, ssm) = match (crate::kernels::cpu_fused(x.device()), keep_state) {
             (true, false) if x.dtype() == DType::F32 => {
                 (ssd_cpu(&x, &dt, &a, &bm, &cm, &self.p.d, resets)?, None)
             }
@@ -345,10 +405,7 @@ impl Mamba2 {
             (Some(conv), Some(ssm)) => Some(MixerState { conv, ssm }),
             _ => None,
         };
-        let out = self
-            .lora
-            .linear("out_proj", &y, &self.p.out_proj, compute)?;
-        Ok((out, state))
+        Ok((y, state))
     }
 
     /// One position of each sequence in recurrent form: h (b, d_model) normalised input ->
