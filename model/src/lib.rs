@@ -53,5 +53,5 @@ pub use error::{Error, Result};
 pub use io::mapped::MapAware;
 pub use kernels::scan::{selective_scan, ScanOptions};
 pub use loss::cross_entropy;
-pub use model::{ForwardOptions, MambaLM};
+pub use model::{block_kept_per_token, head_bytes, ForwardOptions, MambaLM};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};

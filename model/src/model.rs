@@ -20,6 +20,25 @@ use crate::mixers::Mixer;
 /// vocabulary; 64 MiB in f32).
 pub const HEAD_LOGITS: usize = 1 << 24;
 
+/// Bytes per token every block keeps until the end of backward on the path a GPU computes,
+/// whatever its kind: its output (the f32 residual stream), its norm's output in the compute
+/// dtype (`e` bytes), its mixer's output and, in half precision, that output widened to f32.
+pub fn block_kept_per_token(cfg: &Config, e: u64) -> u64 {
+    let d = cfg.d_model as u64;
+    4 * d + 2 * e * d + if e < 4 { 4 * d } else { 0 }
+}
+
+/// Bytes the head and its loss hold at most, on the path a GPU computes, over `tokens`
+/// positions: one block of positions (see [`HEAD_LOGITS`]) times the vocabulary, as ~12 f32
+/// tensors of logits' size (the logits, their log-softmax's steps and their gradients;
+/// measured), and the head's weight cast to the compute dtype (`e` bytes).
+pub fn head_bytes(cfg: &Config, tokens: usize, e: u64) -> u64 {
+    let v = cfg.padded_vocab();
+    let block = tokens.min((HEAD_LOGITS / v).max(1)) as u64;
+    let cast = if e < 4 { e * (v * cfg.d_model) as u64 } else { 0 };
+    47 * block * v as u64 + cast
+}
+
 /// Name of an untied LM head's weight in transformers' layout.
 pub const LM_HEAD: &str = "lm_head.weight";
 

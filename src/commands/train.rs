@@ -43,7 +43,14 @@ fn config_file(a: &TrainArgs) -> Result<Map<String, Value>, config::ConfigError>
     }
 }
 
+/// Set to 1, the CPU computes as a GPU does (the path, and the memory, that `--dry-run`
+/// models for a GPU), to measure that path where there is no GPU.
+pub const AS_GPU_ENV: &str = "MAMBA_COMPUTE_AS_GPU";
+
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    if std::env::var(AS_GPU_ENV).is_ok_and(|v| v == "1") {
+        mamba_model::kernels::compute_as_gpu(true);
+    }
     let file = config_file(&args).map_err(usage)?;
     let mut flags = flags(&args)?;
     let notes = gpu::apply_defaults(&file, &mut flags, gpu::query).map_err(anyhow::Error::msg);

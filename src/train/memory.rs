@@ -7,69 +7,137 @@ use mamba_model::{Config, MambaLM};
 use super::config::{DeviceSpec, Precision, TrainConfig};
 use super::metrics::gib;
 
-/// Bytes of each part of a training step's memory.
+/// Bytes of each part of a training step's peak memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Estimate {
     pub params: u64,
     pub grads: u64,
     pub optimizer: u64,
+    /// What backward keeps until it ends.
     pub activations: u64,
+    /// What exists only while one part of backward runs: the largest of a layer's recomputed
+    /// part and the head's block of logits.
+    pub workspace: u64,
 }
 
 impl Estimate {
     pub fn total(&self) -> u64 {
-        self.params + self.grads + self.optimizer + self.activations
+        self.params + self.grads + self.optimizer + self.activations + self.workspace
     }
 }
 
-/// Parameters, gradients and both AdamW moments are f32 (low precision only changes compute,
-/// which adds a half-size copy of the weights). Activations are what backward keeps per token
-/// and layer: the residual, the norm output, in_proj's 2*d_inner, the conv and SiLU outputs,
-/// x_proj's dt_rank + 2N, dt before and after softplus, the scan output and the gate (Mamba-2:
-/// in_proj's z, xBC and dt, the conv and SiLU outputs, dt per head and per channel, the scan's
-/// packed inputs and output, the gate and the norm); plus the logits and their gradient. With
-/// checkpointing only each block's input is kept, and one block's activations are rebuilt at a
-/// time.
+/// The peak of a training step, as `mem_peak_bytes` measures it. Parameters, gradients and
+/// both AdamW moments are f32; with `grad_accum` above 1 the running sum of the gradients
+/// is held beside the next micro-batch's.
+///
+/// On the path a GPU computes (`--device cuda`, or any run sized by a VRAM profile) each
+/// block keeps the tensors between its recomputed parts in the compute dtype (see
+/// `mamba_model::layers::recompute`), and in half precision each layer's matrices cast to it;
+/// one part's or the head's intermediates exist at a time. With checkpointing only each
+/// block's input is kept, and one block is rebuilt at a time. On the CPU's fused ops backward
+/// keeps each layer's activations (its kind's `activations_per_token`) and the logits.
 /// With `lora`, the base is frozen: see [`with_adapters`].
 pub fn estimate(cfg: &TrainConfig, model: &Config, lora: Option<&LoraConfig>) -> Estimate {
     let p = MambaLM::num_params(model) as u64;
     let half = cfg.precision != Precision::Fp32;
-    let elem: u64 = if half { 2 } else { 4 };
-    let tokens = (cfg.batch_size * cfg.seq_len) as u64;
-    let d = model.d_model as u64;
-    // On a GPU (or sized for one) the SSM may take its chunked form, which keeps more.
-    let chunked = !(cfg.device == DeviceSpec::Cpu && cfg.vram.is_none());
-    let per_layer = model
-        .layers
-        .iter()
-        .map(|k| k.activations_per_token(model, chunked, cfg.seq_len));
-    let layers = model.n_layer() as u64;
-    let kept = match cfg.grad_checkpointing {
-        // Every block's input, and one block's activations rebuilt at a time.
-        true => layers * d + per_layer.max().unwrap_or(0),
-        false => per_layer.sum(),
+    let e: u64 = if half { 2 } else { 4 };
+    let gpu_path = cfg.device != DeviceSpec::Cpu
+        || cfg.vram.is_some()
+        || mamba_model::kernels::computes_as_gpu();
+    let (activations, workspace) = match gpu_path {
+        true => gpu_activations(cfg, model, e),
+        false => (cpu_activations(cfg, model, e), 0),
     };
-    let logits = 2 * model.padded_vocab() as u64;
-    let activations = tokens * (kept + logits) * elem;
+    let accumulated = if cfg.grad_accum > 1 { 4 * p } else { 0 };
     match lora {
         None => Estimate {
-            params: 4 * p + if half { 2 * p } else { 0 },
-            grads: 4 * p,
+            params: 4 * p,
+            grads: 4 * p + accumulated,
             optimizer: 8 * p,
             activations,
+            workspace,
         },
         Some(l) => with_adapters(
             cfg,
             model,
             l,
-            activations + tokens * adapted_inputs(model, l),
+            activations + (cfg.batch_size * cfg.seq_len) as u64 * adapted_inputs(model, l),
+            workspace,
         ),
     }
 }
 
+/// (kept, workspace) bytes on the path a GPU computes.
+fn gpu_activations(cfg: &TrainConfig, model: &Config, e: u64) -> (u64, u64) {
+    let tokens = (cfg.batch_size * cfg.seq_len) as u64;
+    let d = model.d_model as u64;
+    let block = mamba_model::block_kept_per_token(model, e);
+    let per_layer: Vec<u64> = model
+        .layers
+        .iter()
+        .map(|k| block + k.gpu_kept_per_token(model, e, cfg.seq_len))
+        .collect();
+    let casts = layer_matrices(model).map(|n| if e < 4 { e * n } else { 0 });
+    let (kept, casts) = match cfg.grad_checkpointing {
+        true => (
+            model.n_layer() as u64 * 4 * d + per_layer.iter().max().unwrap_or(&0),
+            casts.max().unwrap_or(0),
+        ),
+        false => (per_layer.iter().sum(), casts.sum()),
+    };
+    // The embedding's output starts the residual stream.
+    let kept = tokens * (4 * d + kept) + casts;
+    let part_tokens =
+        cfg.batch_size.min(mamba_model::layers::recompute::rows_per_part(cfg.seq_len)) * cfg.seq_len;
+    let part = model
+        .layers
+        .iter()
+        .map(|k| k.gpu_part_per_token(model))
+        .max()
+        .unwrap_or(0);
+    let head = mamba_model::head_bytes(model, tokens as usize, e);
+    (kept, (part_tokens as u64 * part).max(head))
+}
+
+/// Bytes of the matrices of each layer (what half precision casts per layer).
+fn layer_matrices(model: &Config) -> impl Iterator<Item = u64> + '_ {
+    (0..model.n_layer()).map(move |i| {
+        let prefix = format!("backbone.layers.{i}.");
+        MambaLM::params(model)
+            .iter()
+            .filter(|(n, q)| n.starts_with(&prefix) && q.init.is_matrix())
+            .map(|(_, q)| q.shape.iter().product::<usize>() as u64)
+            .sum()
+    })
+}
+
+/// Bytes backward keeps on the CPU's fused ops: each layer's activations (with checkpointing
+/// every block's input and one block's activations) and the logits with their gradient.
+fn cpu_activations(cfg: &TrainConfig, model: &Config, e: u64) -> u64 {
+    let tokens = (cfg.batch_size * cfg.seq_len) as u64;
+    let d = model.d_model as u64;
+    let per_layer = model
+        .layers
+        .iter()
+        .map(|k| k.activations_per_token(model, false, cfg.seq_len));
+    let layers = model.n_layer() as u64;
+    let kept = match cfg.grad_checkpointing {
+        true => layers * d + per_layer.max().unwrap_or(0),
+        false => per_layer.sum(),
+    };
+    let logits = 2 * model.padded_vocab() as u64;
+    tokens * (kept + logits) * e
+}
+
 /// A LoRA run: the frozen base's matrices at `--lora-base-dtype` (the rest f32), widened to
 /// f32 one matrix at a time; gradients and moments for the adapters only.
-fn with_adapters(cfg: &TrainConfig, model: &Config, l: &LoraConfig, activations: u64) -> Estimate {
+fn with_adapters(
+    cfg: &TrainConfig,
+    model: &Config,
+    l: &LoraConfig,
+    activations: u64,
+    workspace: u64,
+) -> Estimate {
     let matrix_bytes: u64 = if cfg.lora_base_dtype == "f32" { 4 } else { 2 };
     let (mut base, mut widest) = (0u64, 0u64);
     for (_, p) in MambaLM::params(model) {
@@ -88,6 +156,7 @@ fn with_adapters(cfg: &TrainConfig, model: &Config, l: &LoraConfig, activations:
         grads: 4 * a,
         optimizer: 8 * a,
         activations,
+        workspace,
     }
 }
 
@@ -116,6 +185,7 @@ pub fn render(e: &Estimate, params: usize, budget_gb: Option<f64>) -> String {
         ("grads", e.grads),
         ("optimizer", e.optimizer),
         ("activations", e.activations),
+        ("workspace", e.workspace),
         ("total", e.total()),
     ] {
         s += &format!("  {k:<12} {:>12}\n", gib(v));

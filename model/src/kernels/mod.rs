@@ -31,3 +31,8 @@ pub(crate) fn cpu_fused(dev: &Device) -> bool {
 pub fn compute_as_gpu(on: bool) {
     CPU_FUSED.store(!on, Relaxed);
 }
+
+/// Whether [`compute_as_gpu`] is on.
+pub fn computes_as_gpu() -> bool {
+    !CPU_FUSED.load(Relaxed)
+}

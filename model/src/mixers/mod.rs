@@ -209,6 +209,29 @@ impl LayerKind {
         }
     }
 
+    /// Bytes per token one layer of this kind keeps until the end of backward on the path a
+    /// GPU computes (see [`crate::layers::recompute`]), beyond what every block keeps
+    /// ([`crate::model::block_kept_per_token`]); `e`: bytes of a compute-dtype element.
+    /// Kinds without a recomputed part keep their [`LayerKind::activations_per_token`].
+    pub fn gpu_kept_per_token(self, cfg: &Config, e: u64, seq_len: usize) -> u64 {
+        match self {
+            LayerKind::Mamba1 => mamba1::gpu_kept_per_token(cfg, e),
+            LayerKind::Mamba2 => mamba2::gpu_kept_per_token(cfg, e),
+            _ => e * self.activations_per_token(cfg, true, seq_len),
+        }
+    }
+
+    /// Bytes per token that this kind's recomputed part holds while its backward runs (its
+    /// separate ops' outputs and their gradients; measured by the memory tests), 0 for kinds
+    /// without one.
+    pub fn gpu_part_per_token(self, cfg: &Config) -> u64 {
+        match self {
+            LayerKind::Mamba1 => mamba1::gpu_part_per_token(cfg),
+            LayerKind::Mamba2 => mamba2::gpu_part_per_token(cfg),
+            _ => 0,
+        }
+    }
+
     /// transformers' `model_type` and class of a model whose layers are all of this kind.
     pub fn transformers_names(self) -> (&'static str, &'static str) {
         match self {

@@ -91,6 +91,19 @@ pub fn activations_per_token(c: &Config) -> u64 {
     3 * d + 8 * di + c.dt_rank() as u64 + 2 * n
 }
 
+/// Bytes per token a layer keeps on the path a GPU computes: in_proj's output x, z and the
+/// recomputed part's output y, in the compute dtype (`e` bytes).
+pub fn gpu_kept_per_token(c: &Config, e: u64) -> u64 {
+    3 * e * c.d_inner() as u64
+}
+
+/// Bytes per token the recomputed part (conv, selection, gated scan) holds while its
+/// backward runs: ~49 f32 values per inner channel (measured; B, C and dt's rank are small
+/// beside them).
+pub fn gpu_part_per_token(c: &Config) -> u64 {
+    196 * c.d_inner() as u64
+}
+
 /// The fields of transformers' `MambaConfig` that only Mamba-1 has.
 /// mamba_ssm's `ssm_cfg` of a Mamba-1 layer.
 pub fn ssm_cfg(c: &Config) -> Value {

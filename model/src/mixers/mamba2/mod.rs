@@ -161,6 +161,21 @@ pub fn state_shapes(c: &Config) -> (Vec<usize>, Vec<usize>) {
     )
 }
 
+/// Bytes per token a layer keeps on the path a GPU computes: in_proj's output (z, x, B, C,
+/// dt) and the recomputed part's output, in the compute dtype (`e` bytes).
+pub fn gpu_kept_per_token(c: &Config, e: u64) -> u64 {
+    let (di, gn) = (c.d_inner() as u64, (c.n_groups * c.d_state) as u64);
+    e * (2 * di + 2 * gn + c.n_heads() as u64) + e * di
+}
+
+/// Bytes per token the recomputed part (conv, chunked SSD, gated norm) holds while its
+/// backward runs: ~88 f32 values per inner channel (its chunk products among them) and ~38
+/// per channel of B and C (measured).
+pub fn gpu_part_per_token(c: &Config) -> u64 {
+    let (di, gn) = (c.d_inner() as u64, (c.n_groups * c.d_state) as u64);
+    352 * di + 152 * 2 * gn
+}
+
 /// Values backward keeps per token: the residual, the norm output, in_proj's z, xBC and dt,
 /// the conv and SiLU outputs, dt per head and per channel, the scan's packed inputs and output,
 /// the gate and the norm; with `chunked` (the GPU's SSD) also its (chunk x chunk) products per
