@@ -121,10 +121,10 @@ fn dry_run_prints_the_resolved_config_and_memory() {
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
     for want in [
-        "\"batch_size\": 1",
-        "\"grad_accum\": 16",
+        "\"batch_size\": 8",
+        "\"grad_accum\": 2",
         "\"precision\": \"fp16\"",
-        "\"grad_checkpointing\": true",
+        "\"grad_checkpointing\": false",
         "\"lr\": 0.0001",
         "params",
         "grads",
@@ -194,7 +194,7 @@ fn the_headline_command_on_a_cpu_says_the_plan_the_warnings_and_the_eta() {
         serde_json::from_slice(&std::fs::read(shards.join("manifest.json")).unwrap()).unwrap();
     let train = manifest["totals"]["train"]["tokens"].as_u64().unwrap();
     let ckpt = tmp.path().join("ckpt");
-    // `--vram 12gb`: micro-batch 2, accumulation 8; 50 steps of 2 x 8 x 64 tokens.
+    // `--vram 12gb`: micro-batch 16, no accumulation; 50 steps of 16 x 64 tokens.
     let o = ok(&[
         "train",
         "--shards",
@@ -216,7 +216,7 @@ fn the_headline_command_on_a_cpu_says_the_plan_the_warnings_and_the_eta() {
     let out = String::from_utf8_lossy(&o.stdout);
     let passes = 51_200.0 / train as f64;
     let plan = format!(
-        "plan: 50 steps x 1024 tokens (batch 2 x accumulation 8 x seq 64) = 51200 tokens, {passes:.1} passes over the train split ({train} tokens)\n"
+        "plan: 50 steps x 1024 tokens (batch 16 x accumulation 1 x seq 64) = 51200 tokens, {passes:.1} passes over the train split ({train} tokens)\n"
     );
     assert!(out.starts_with(&plan), "{out}");
     assert!(

@@ -35,7 +35,11 @@ pub fn block_kept_per_token(cfg: &Config, e: u64) -> u64 {
 pub fn head_bytes(cfg: &Config, tokens: usize, e: u64) -> u64 {
     let v = cfg.padded_vocab();
     let block = tokens.min((HEAD_LOGITS / v).max(1)) as u64;
-    let cast = if e < 4 { e * (v * cfg.d_model) as u64 } else { 0 };
+    let cast = if e < 4 {
+        e * (v * cfg.d_model) as u64
+    } else {
+        0
+    };
     47 * block * v as u64 + cast
 }
 
@@ -411,7 +415,12 @@ impl MambaLM {
             crate::loss::per_position_nll(&logits, &t)
         });
         let rows = (HEAD_LOGITS / self.cfg.padded_vocab()).max(1);
-        recompute(&h, &[self.head.clone(), self.norm_f.clone()], Some(rows), part)
+        recompute(
+            &h,
+            &[self.head.clone(), self.norm_f.clone()],
+            Some(rows),
+            part,
+        )
     }
 
     /// Checks `resets` against `ids` and makes it a u8 mask.

@@ -53,7 +53,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let file = config_file(&args).map_err(usage)?;
     let mut flags = flags(&args)?;
-    let notes = gpu::apply_defaults(&file, &mut flags, gpu::query).map_err(anyhow::Error::msg);
+    let need = |f: &Map<String, Value>| {
+        let cfg = config::resolve(&file, f).ok()?;
+        Some(Plan::of(&cfg, &args).ok()?.estimate(&cfg).total())
+    };
+    let notes =
+        gpu::apply_defaults(&file, &mut flags, gpu::query, need).map_err(anyhow::Error::msg);
     notes
         .map_err(usage)?
         .iter()
@@ -62,6 +67,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         dry_run(&cfg, &args)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    // A run sized by a VRAM profile that the model says cannot fit stops here, not out of
+    // memory later.
+    if cfg.vram_gb.is_some() {
+        let plan = Plan::of(&cfg, &args)?;
+        memory::check_fit(&cfg, |c| plan.estimate(c).total())
+            .map_err(|e| usage(anyhow::anyhow!(e)))?;
     }
     let ranks = Ranks::join().map_err(|e| usage(anyhow::anyhow!(e)))?;
     cfg.ranks = ranks.size();
@@ -111,33 +123,66 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The model a run will train and its adapters, as far as can be told before it starts.
+struct Plan {
+    model: mamba_model::Config,
+    /// The checkpoint the model comes from (--init, --resume), if any.
+    given: Option<std::path::PathBuf>,
+    /// Whether the vocabulary came from the shard store (else [`DRY_RUN_VOCAB`]).
+    vocab_known: bool,
+    lora: Option<mamba_model::lora::LoraConfig>,
+}
+
+impl Plan {
+    fn of(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Plan> {
+        let vocab = args
+            .shards
+            .as_deref()
+            .and_then(|d| Manifest::load(d).ok())
+            .map(|m| m.tokenizer.vocab_size);
+        // A model given by --init or --resume is what the run trains: its own shape and
+        // architecture, whatever --model-size and --arch say.
+        let given = match (&args.init, &args.resume) {
+            (Some(dir), _) | (None, Some(Some(dir))) => Some(dir.clone()),
+            (None, Some(None)) => latest(&args.checkpoint_dir).ok(),
+            (None, None) => None,
+        };
+        // A LoRA checkpoint holds adapters: the model is its base's, the adapters its own.
+        let lora_state = given
+            .as_ref()
+            .and_then(|d| load_state(d).ok())
+            .filter(|s| s.lora_base.is_some());
+        let base = lora_state.as_ref().and_then(|s| s.lora_base.clone());
+        let model = match (&base, &given) {
+            (Some(dir), _) | (None, Some(dir)) => load_config(dir).map_err(usage)?,
+            (None, None) => cfg.new_model(vocab.unwrap_or(DRY_RUN_VOCAB)),
+        };
+        let lora_cfg = lora_state.as_ref().map_or(cfg, |s| &s.config);
+        let lora = match lora_cfg.lora_rank {
+            0 => None,
+            _ => Some(adapters::config(lora_cfg, &model).map_err(usage)?),
+        };
+        Ok(Plan {
+            model,
+            given,
+            vocab_known: vocab.is_some(),
+            lora,
+        })
+    }
+
+    /// The estimated peak of a step of `cfg` on this model.
+    fn estimate(&self, cfg: &TrainConfig) -> memory::Estimate {
+        memory::estimate(cfg, &self.model, self.lora.as_ref())
+    }
+}
+
 fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
-    let vocab = args
-        .shards
-        .as_deref()
-        .and_then(|d| Manifest::load(d).ok())
-        .map(|m| m.tokenizer.vocab_size);
-    // A model given by --init or --resume is what the run trains: its own shape and
-    // architecture, whatever --model-size and --arch say.
-    let given = match (&args.init, &args.resume) {
-        (Some(dir), _) | (None, Some(Some(dir))) => Some(dir.clone()),
-        (None, Some(None)) => latest(&args.checkpoint_dir).ok(),
-        (None, None) => None,
-    };
-    // A LoRA checkpoint holds adapters: the model is its base's, the adapters its own.
-    let lora_state = given
-        .as_ref()
-        .and_then(|d| load_state(d).ok())
-        .filter(|s| s.lora_base.is_some());
-    let base = lora_state.as_ref().and_then(|s| s.lora_base.clone());
-    let model = match (&base, &given) {
-        (Some(dir), _) | (None, Some(dir)) => load_config(dir).map_err(usage)?,
-        (None, None) => cfg.new_model(vocab.unwrap_or(DRY_RUN_VOCAB)),
-    };
+    let plan = Plan::of(cfg, args)?;
+    let model = &plan.model;
     println!("{}", serde_json::to_string_pretty(cfg)?);
-    match &given {
+    match &plan.given {
         Some(dir) => println!("(the model of {}: {})", dir.display(), model.arch_name()),
-        None if vocab.is_none() => {
+        None if !plan.vocab_known => {
             println!("(vocabulary assumed {DRY_RUN_VOCAB}: no shard store given)")
         }
         None => {}
@@ -149,25 +194,22 @@ fn dry_run(cfg: &TrainConfig, args: &TrainArgs) -> anyhow::Result<()> {
         cfg.grad_accum,
         cfg.seq_len
     );
-    let lora_cfg = lora_state.as_ref().map_or(cfg, |s| &s.config);
-    let lora = match lora_cfg.lora_rank {
-        0 => None,
-        _ => Some(adapters::config(lora_cfg, &model).map_err(usage)?),
-    };
-    if let Some(l) = &lora {
+    if let Some(l) = &plan.lora {
         println!(
             "LoRA rank {} alpha {} on {}: {} trainable parameters, the base frozen in {}",
             l.rank,
             l.alpha,
             l.targets.join(","),
-            memory::adapter_params(&model, l),
+            memory::adapter_params(model, l),
             cfg.lora_base_dtype
         );
     }
-    let est = memory::estimate(cfg, &model, lora.as_ref());
     print!(
         "{}",
-        memory::render(&est, MambaLM::num_params(&model), cfg.vram_gb)
+        memory::render(&plan.estimate(cfg), MambaLM::num_params(model), cfg.vram_gb)
     );
+    if let Err(e) = memory::check_fit(cfg, |c| plan.estimate(c).total()) {
+        println!("{e}");
+    }
     Ok(())
 }

@@ -234,16 +234,16 @@ mod tests {
         let base = resolve(&none, &obj(json!({"model_size": "tiny"}))).unwrap();
         assert_eq!(base.seq_len, 128); // model preset over the defaults
         assert_eq!(base.lr, 3e-4); // default training profile
-        let v = resolve(&none, &obj(json!({"vram": "12gb"}))).unwrap();
-        assert_eq!((v.batch_size, v.grad_accum), (2, 8));
+        let v = resolve(&none, &obj(json!({"vram": "8gb"}))).unwrap();
+        assert_eq!((v.batch_size, v.grad_accum), (8, 2));
         assert_eq!(v.precision, Precision::Fp16);
-        assert!(v.grad_checkpointing);
-        let file = obj(json!({"vram": "12gb", "batch_size": 3, "profile": "fast"}));
+        assert!(!v.grad_checkpointing);
+        let file = obj(json!({"vram": "8gb", "batch_size": 3, "profile": "fast"}));
         let f = resolve(&file, &none).unwrap();
-        assert_eq!((f.batch_size, f.grad_accum, f.lr), (3, 8, 1e-3));
+        assert_eq!((f.batch_size, f.grad_accum, f.lr), (3, 2, 1e-3));
         let flags = obj(json!({"batch_size": 5, "lr": 2e-4}));
         let g = resolve(&file, &flags).unwrap();
-        assert_eq!((g.batch_size, g.lr, g.grad_accum), (5, 2e-4, 8));
+        assert_eq!((g.batch_size, g.lr, g.grad_accum), (5, 2e-4, 2));
     }
 
     #[test]

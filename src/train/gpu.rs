@@ -15,11 +15,13 @@ pub struct GpuInfo {
 }
 
 /// Applies the GPU defaults to `flags` (the command line's settings) for the device that
-/// `flags` or `file` name. Returns notes to print; an error names the flag and what to do.
+/// `flags` or `file` name; `need` is the estimated peak of a run of the given flags (`None`
+/// if they do not resolve). Returns notes to print; an error names the flag and what to do.
 pub fn apply_defaults(
     file: &Map<String, Value>,
     flags: &mut Map<String, Value>,
     query: impl Fn(DeviceSpec) -> Result<GpuInfo, String>,
+    need: impl Fn(&Map<String, Value>) -> Option<u64>,
 ) -> Result<Vec<String>, String> {
     let pick = |k: &str| flags.get(k).or_else(|| file.get(k)).and_then(Value::as_str);
     let device = match pick(key!(device)) {
@@ -41,13 +43,20 @@ pub fn apply_defaults(
     let mut notes = Vec::new();
     if auto {
         let free_gib = gpu.free_bytes as f64 / (1u64 << 30) as f64;
+        // The largest profile within the free memory whose run of this model fits it.
+        let fits = |name: &str, gb: f64| {
+            let mut f = flags.clone();
+            f.insert(key!(vram).into(), Value::from(name));
+            gb <= free_gib && need(&f).is_some_and(|b| b <= gpu.free_bytes)
+        };
         let fit = config::vram_profiles()
             .into_iter()
-            .filter(|(_, gb)| *gb <= free_gib)
+            .filter(|(name, gb)| fits(name, *gb))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some((name, _)) = fit else {
             return Err(format!(
-                "--vram auto: {free_gib:.1} GiB free on {device}, less than the smallest profile"
+                "--vram auto: {free_gib:.1} GiB free on {device}, where no profile's run of \
+                 this model fits (--dry-run --vram 8gb shows what the smallest needs)"
             ));
         };
         notes.push(format!(
@@ -110,6 +119,11 @@ mod tests {
         }
     }
 
+    /// A run that needs 1 GiB whatever its flags.
+    fn any(_: &Map<String, Value>) -> Option<u64> {
+        Some(1 << 30)
+    }
+
     fn h200(_: DeviceSpec) -> Result<GpuInfo, String> {
         Ok(GpuInfo {
             free_bytes: 20 << 30,
@@ -120,12 +134,12 @@ mod tests {
     #[test]
     fn auto_picks_the_largest_profile_that_fits_and_bf16() {
         let mut flags = obj(json!({"device": "cuda", "vram": "auto"}));
-        let notes = apply_defaults(&Map::new(), &mut flags, h200).unwrap();
+        let notes = apply_defaults(&Map::new(), &mut flags, h200, any).unwrap();
         assert_eq!(flags["vram"], "16gb", "{notes:?}");
         assert_eq!(flags["precision"], "bf16");
         // An explicit precision stays; an old GPU keeps the profile's.
         let mut flags = obj(json!({"device": "cuda:0", "precision": "fp16"}));
-        apply_defaults(&Map::new(), &mut flags, h200).unwrap();
+        apply_defaults(&Map::new(), &mut flags, h200, any).unwrap();
         assert_eq!(flags["precision"], "fp16");
         let t4 = |_: DeviceSpec| {
             Ok(GpuInfo {
@@ -134,15 +148,28 @@ mod tests {
             })
         };
         let mut flags = obj(json!({"vram": "auto"}));
-        apply_defaults(&obj(json!({"device": "cuda"})), &mut flags, t4).unwrap();
+        apply_defaults(&obj(json!({"device": "cuda"})), &mut flags, t4, any).unwrap();
         assert_eq!(flags["vram"], "12gb");
         assert!(!flags.contains_key("precision"));
     }
 
     #[test]
+    fn auto_picks_by_what_the_run_of_the_model_needs() {
+        // 20 GiB free: 24gb is too large by its size alone; with a model whose 16gb run
+        // needs 21 GiB, 12gb is the largest that fits.
+        let heavy = |f: &Map<String, Value>| match f["vram"].as_str() {
+            Some("16gb") => Some(21 << 30),
+            _ => Some(10 << 30),
+        };
+        let mut flags = obj(json!({"device": "cuda", "vram": "auto"}));
+        apply_defaults(&Map::new(), &mut flags, h200, heavy).unwrap();
+        assert_eq!(flags["vram"], "12gb");
+    }
+
+    #[test]
     fn auto_without_a_gpu_is_refused() {
         let mut flags = obj(json!({"vram": "auto"}));
-        let e = apply_defaults(&Map::new(), &mut flags, h200).unwrap_err();
+        let e = apply_defaults(&Map::new(), &mut flags, h200, any).unwrap_err();
         assert!(e.contains("--device cuda"), "{e}");
         let tiny = |_: DeviceSpec| {
             Ok(GpuInfo {
@@ -151,10 +178,10 @@ mod tests {
             })
         };
         let mut flags = obj(json!({"vram": "auto", "device": "cuda"}));
-        let e = apply_defaults(&Map::new(), &mut flags, tiny).unwrap_err();
-        assert!(e.contains("less than the smallest profile"), "{e}");
+        let e = apply_defaults(&Map::new(), &mut flags, tiny, any).unwrap_err();
+        assert!(e.contains("no profile's run of this model fits"), "{e}");
         let mut flags = obj(json!({"device": "cpu"}));
-        assert!(apply_defaults(&Map::new(), &mut flags, h200)
+        assert!(apply_defaults(&Map::new(), &mut flags, h200, any)
             .unwrap()
             .is_empty());
         assert!(flags.get("precision").is_none());

@@ -87,8 +87,10 @@ fn gpu_activations(cfg: &TrainConfig, model: &Config, e: u64) -> (u64, u64) {
     };
     // The embedding's output starts the residual stream.
     let kept = tokens * (4 * d + kept) + casts;
-    let part_tokens =
-        cfg.batch_size.min(mamba_model::layers::recompute::rows_per_part(cfg.seq_len)) * cfg.seq_len;
+    let part_tokens = cfg
+        .batch_size
+        .min(mamba_model::layers::recompute::rows_per_part(cfg.seq_len))
+        * cfg.seq_len;
     let part = model
         .layers
         .iter()
@@ -177,6 +179,62 @@ fn adapted_inputs(model: &Config, l: &LoraConfig) -> u64 {
         .sum()
 }
 
+/// Bytes of a VRAM profile of `gb` GiB (a GPU sold as "8 GB" has 8 GiB).
+pub fn budget_bytes(gb: f64) -> u64 {
+    (gb * (1u64 << 30) as f64) as u64
+}
+
+/// Refuses a run sized by a VRAM profile whose estimated peak (`total` of a configuration) is
+/// over the profile's budget, naming what fits instead: a smaller micro-batch with more
+/// accumulation (the same tokens per step), with or without checkpointing; else a smaller
+/// model or a larger profile.
+pub fn check_fit(cfg: &TrainConfig, total: impl Fn(&TrainConfig) -> u64) -> Result<(), String> {
+    let Some(gb) = cfg.vram_gb else {
+        return Ok(());
+    };
+    let (budget, need) = (budget_bytes(gb), total(cfg));
+    if need <= budget {
+        return Ok(());
+    }
+    let name = cfg.vram.as_deref().unwrap_or("the VRAM profile");
+    let head = format!(
+        "--vram {name}: a step of this run needs an estimated {} at its peak, over the \
+         profile's {}",
+        gib(need),
+        gib(budget)
+    );
+    let sequences = cfg.batch_size * cfg.grad_accum;
+    let fits = |checkpointing: bool| {
+        (1..=cfg.batch_size).rev().find_map(|b| {
+            let c = TrainConfig {
+                batch_size: b,
+                grad_accum: sequences.div_ceil(b),
+                grad_checkpointing: checkpointing,
+                ..cfg.clone()
+            };
+            (total(&c) <= budget).then_some(c)
+        })
+    };
+    let flags = |c: &TrainConfig| {
+        let ck = match c.grad_checkpointing && !cfg.grad_checkpointing {
+            true => " --grad-checkpointing",
+            false => "",
+        };
+        format!(
+            "--batch-size {} --grad-accum {}{ck}",
+            c.batch_size, c.grad_accum
+        )
+    };
+    let advice = match (fits(cfg.grad_checkpointing), fits(true)) {
+        (Some(c), _) | (None, Some(c)) => format!("it fits with {}", flags(&c)),
+        (None, None) => "even one sequence a micro-batch with --grad-checkpointing does not \
+                         fit: use a smaller --model-size, a shorter --seq-len or a larger \
+                         --vram profile"
+            .into(),
+    };
+    Err(format!("{head}; {advice}"))
+}
+
 /// The table printed by `--dry-run`; `budget_gb` is the VRAM profile's size in GiB.
 pub fn render(e: &Estimate, params: usize, budget_gb: Option<f64>) -> String {
     let mut s = format!("memory estimate ({params} parameters)\n");
@@ -192,8 +250,7 @@ pub fn render(e: &Estimate, params: usize, budget_gb: Option<f64>) -> String {
     }
     match budget_gb {
         Some(gb) => {
-            // Profiles are in GiB, as a GPU sold as "8 GB" has 8 GiB.
-            let budget = (gb * (1u64 << 30) as f64) as u64;
+            let budget = budget_bytes(gb);
             let verdict = if e.total() <= budget {
                 "fits"
             } else {
@@ -233,6 +290,69 @@ mod tests {
         assert_eq!(half.activations * 2, ck.activations);
         let text = render(&half, MambaLM::num_params(&model), Some(8.0));
         assert!(text.contains("activations") && text.contains("8 GB profile"));
+    }
+
+    /// The configuration of `settings` (configuration keys).
+    fn resolved(settings: serde_json::Value) -> TrainConfig {
+        let flags = settings.as_object().cloned().unwrap_or_default();
+        super::super::config::resolve(&serde_json::Map::new(), &flags).unwrap()
+    }
+
+    #[test]
+    fn every_vram_profile_fits_the_model_its_users_train_with_room_to_spare() {
+        // GPT-NeoX's vocabulary, the largest of the released checkpoints' tokenizers.
+        for (vram, size) in [
+            ("8gb", "small"),
+            ("12gb", "small"),
+            ("16gb", "medium"),
+            ("24gb", "large"),
+            ("32gb", "large"),
+            ("48gb", "large"),
+        ] {
+            for arch in ["mamba1", "mamba2"] {
+                let cfg = resolved(serde_json::json!({
+                    "vram": vram, "model_size": size, "arch": arch, "seq_len": 2048
+                }));
+                let total = estimate(&cfg, &cfg.new_model(50280), None).total();
+                let budget = budget_bytes(cfg.vram_gb.unwrap());
+                assert!(
+                    total as f64 <= 0.9 * budget as f64,
+                    "{vram} {size} {arch}: {} of {}",
+                    gib(total),
+                    gib(budget)
+                );
+                assert!(check_fit(&cfg, |_| total).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn a_profile_that_cannot_fit_says_what_would() {
+        let total = |c: &TrainConfig| estimate(c, &c.new_model(50280), None).total();
+        // The large model's 24gb run on an 8 GB card: a smaller micro-batch fits.
+        let mut cfg = resolved(serde_json::json!({"vram": "24gb", "model_size": "large"}));
+        cfg.vram = Some("8gb".into());
+        cfg.vram_gb = Some(8.0);
+        let e = check_fit(&cfg, total).unwrap_err();
+        assert!(
+            e.starts_with("--vram 8gb: a step of this run needs an estimated"),
+            "{e}"
+        );
+        let advice = e.split("it fits with ").nth(1).expect(&e);
+        let b: usize = advice.split(' ').nth(1).unwrap().parse().unwrap();
+        let fitted = TrainConfig {
+            batch_size: b,
+            grad_accum: 16usize.div_ceil(b),
+            grad_checkpointing: advice.contains("--grad-checkpointing"),
+            ..cfg.clone()
+        };
+        assert!(total(&fitted) <= budget_bytes(8.0), "{e}");
+        assert!(b < cfg.batch_size, "{e}");
+        // 780m at 8 GB: nothing does.
+        let mut big = resolved(serde_json::json!({"vram": "8gb", "model_size": "780m"}));
+        big.seq_len = 8192;
+        let e = check_fit(&big, total).unwrap_err();
+        assert!(e.contains("use a smaller --model-size"), "{e}");
     }
 
     #[test]

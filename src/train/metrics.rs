@@ -53,9 +53,12 @@ pub struct EvalRecord {
     pub val_tokens: Option<u64>,
 }
 
-/// Bytes in GiB, as the progress line and `--dry-run` show them.
+/// Bytes as the progress line and `--dry-run` show them: GiB, or MiB below one.
 pub fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    match bytes < 1 << 30 {
+        true => format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
+        false => format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64),
+    }
 }
 
 /// A logged value, NaN where it was not finite.
