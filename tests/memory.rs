@@ -3,6 +3,7 @@
 //! allocator's peak of tensor storage) against `--dry-run`'s model of it, at two shapes and
 //! for both architectures, and its flatness over a run.
 
+#[allow(dead_code)]
 #[path = "train/common.rs"]
 mod common;
 
