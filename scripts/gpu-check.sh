@@ -6,11 +6,16 @@
 #   2. a 3-step tiny training run on the CPU and on the GPU in f32, Mamba-1, -2 and -3 (its
 #      trapezoid through its CUDA kernels): losses
 #      within 1e-4 relative;
-#   3. peak GPU memory of a few training steps for each VRAM profile with its preset model;
+#   3. for each VRAM profile with the model its users train, at seq 2048: --dry-run's estimate
+#      against the step's measured peak (mem_peak_bytes: the memory pool's high-water mark)
+#      and nvidia-smi's, and whether it fits with 10% to spare;
 #   4. training speed at the 130m shape (d_model 768, 24 layers, vocab 50280, 4 x 2048, bf16),
-#      both architectures: tokens/s, model FLOPs utilisation against the matmul of step 1, peak
-#      GPU memory (and its trace, mem-ARCH.log);
-#   5. Mamba-1 at the same shape in mambapy (PyTorch) on the same GPU, for reference;
+#      every architecture, 30 steps: tokens/s, model FLOPs utilisation against the matmul of
+#      step 1, the estimate against the pool's peak, the peak's growth from step 5 to 30, and
+#      nvidia-smi's peak (and its trace, mem-ARCH.log);
+#   5. Mamba-1 at the same shape in mambapy (PyTorch) on the same GPU, for reference, and
+#      mamba_ssm's own Mamba2 (its Triton SSD; wheels from scripts/mamba-ssm-wheel.sh in
+#      BIN_DIR/mamba-ssm-wheels), the anchor for Mamba-2's speed;
 #   6. with two GPUs and mpirun (a build with --features nccl): two ranks over NCCL against one
 #      GPU with twice the batch.
 #
@@ -86,6 +91,24 @@ r = [json.loads(l) for l in open(sys.argv[1]) if "tokens_per_s" in l]
 print(round(statistics.median(x["tokens_per_s"] for x in r[2:] or r)))' "$1"
 }
 
+# The largest mem_peak_bytes (MiB) of a metrics.jsonl: the memory pool's high-water mark.
+max_pool_mib() {
+  python3 -c '
+import json, sys
+r = [json.loads(l).get("mem_peak_bytes") for l in open(sys.argv[1]) if "mem_peak_bytes" in l]
+r = [x for x in r if x]
+print(round(max(r) / 2**20) if r else "?")' "$1"
+}
+
+# Growth of mem_peak_bytes from step 5 to the last step of a metrics.jsonl, in percent.
+pool_growth() {
+  python3 -c '
+import json, sys
+r = [json.loads(l).get("mem_peak_bytes") for l in open(sys.argv[1]) if "mem_peak_bytes" in l]
+r = [x for x in r if x]
+print(f"{(r[-1] - r[4]) / r[4] * 100:+.2f}% over {len(r) - 5} steps" if len(r) > 5 else "?")' "$1"
+}
+
 # The step losses of two runs (NAME_A DIR_A NAME_B DIR_B), and ok when within 1e-4 relative.
 compare_losses() {
   python3 -c '
@@ -137,43 +160,55 @@ vocab=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["tokeni
   "$work/syn-shards/manifest.json")
 echo "vocabulary: $vocab"
 
-echo "== 3. peak GPU memory per VRAM profile (vocabulary $vocab)"
+echo "== 3. peak memory per VRAM profile (vocabulary $vocab) against --dry-run"
 {
   echo
-  echo "| VRAM profile | preset | peak GPU memory | fits |"
-  echo "|---|---|---:|---|"
+  echo "| VRAM profile | preset | --dry-run | mem_peak_bytes (pool) | estimate / measured | nvidia-smi peak | fits with 10% spare |"
+  echo "|---|---|---:|---:|---:|---:|---|"
 } >>"$table"
-for pair in 8gb:small 12gb:small 16gb:medium 24gb:medium 32gb:large 48gb:large; do
+for pair in 8gb:small 12gb:small 16gb:medium 24gb:large 32gb:large 48gb:large; do
   profile=${pair%%:*} preset=${pair##*:}
-  mib=$(peak_mib "$out/vram-$profile.log" "$mamba" train --shards "$work/syn-shards" \
-    --vram "$profile" --model-size "$preset" --device cuda --max-steps 2 --eval-every 1000 \
-    --save-every 1000 --checkpoint-dir "$work/vram-$profile" --quiet) || fail=1
+  run=(--shards "$work/syn-shards" --vram "$profile" --model-size "$preset" --seq-len 2048)
+  est=$("$mamba" train "${run[@]}" --dry-run | sed -n 's/^  total *\([0-9.]*\) \([GM]\)iB.*/ /p' |
+    awk '{print ($2 == "G") ? $1 * 1024 : $1}')
+  mib=$(peak_mib "$out/vram-$profile.log" "$mamba" train "${run[@]}" --device cuda --max-steps 3 \
+    --eval-every 1000 --save-every 1000 --checkpoint-dir "$work/vram-$profile" --quiet) || fail=1
+  pool=$(max_pool_mib "$work/vram-$profile/metrics.jsonl")
   budget=$((${profile%gb} * 1024))
   fits=yes
-  [ "$mib" != "?" ] && [ "$mib" -lt "$budget" ] || { fits=NO; fail=1; }
-  echo "$profile $preset: $mib MiB (budget $budget MiB) $fits"
-  echo "| $profile | $preset | $mib MiB | $fits |" >>"$table"
+  python3 -c "import sys; sys.exit(0 if float('${pool:-inf}') <= 0.9 * $budget else 1)" || { fits=NO; fail=1; }
+  ratio=$(python3 -c "print(f'{float(\"${est:-nan}\") / float(\"${pool:-nan}\"):.2f}')" 2>/dev/null)
+  echo "$profile $preset: estimate ${est:-?} MiB, pool peak ${pool:-?} MiB, nvidia-smi $mib MiB (budget $budget MiB) $fits"
+  echo "| $profile | $preset | ${est:-?} MiB | ${pool:-?} MiB | ${ratio:-?} | $mib MiB | $fits |" >>"$table"
 done
 
 echo "== 4. speed at the 130m shape, both architectures (GPU memory sampled every 50 ms)"
 # Batch 4 x 2048: at 8 x 2048 mambapy's scan runs out of the H200's memory.
 {
   echo
-  echo "| 130m shape (vocabulary $vocab), bf16, batch 4 x 2048 | parameters | tokens/s | MFU | peak GPU memory |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| 130m shape (vocabulary $vocab), bf16, batch 4 x 2048 | parameters | tokens/s | MFU | --dry-run | mem_peak_bytes (pool) | per token and layer | growth of the peak | nvidia-smi peak |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >>"$table"
 for arch in mamba1 mamba2 mamba3; do
   params=$("$mamba" model-info --arch "$arch" --size 130m --vocab "$vocab" |
     sed -n 's/^ *parameters: \([0-9]*\).*/\1/p')
-  mib=$(peak_mib "$out/speed-$arch.log" "$mamba" train --shards "$work/syn-shards" --arch "$arch" \
-    --model-size 130m --precision bf16 --batch-size 4 --seq-len 2048 --grad-accum 1 --max-steps 12 \
-    --device cuda --eval-every 1000 --save-every 1000 --checkpoint-dir "$work/ck-130m-$arch") || fail=1
+  run=(--shards "$work/syn-shards" --arch "$arch" --model-size 130m --precision bf16 --batch-size 4
+    --seq-len 2048 --grad-accum 1 --device cuda)
+  est=$("$mamba" train "${run[@]}" --dry-run | sed -n 's/^  total *\([0-9.]*\) \([GM]\)iB.*/\1 \2/p' |
+    awk '{print ($2 == "G") ? $1 * 1024 : $1}')
+  kept=$("$mamba" train "${run[@]}" --dry-run | sed -n 's/^  activations *\([0-9.]*\) \([GM]\)iB.*/\1 \2/p' |
+    awk '{printf "%.1f KB", (($2 == "G") ? $1 * 1048576 : $1 * 1024) / (8192 * 24)}')
+  mib=$(peak_mib "$out/speed-$arch.log" "$mamba" train "${run[@]}" --max-steps 30 --eval-every 1000 \
+    --save-every 1000 --checkpoint-dir "$work/ck-130m-$arch") || fail=1
   cp "$work/mem.log" "$out/mem-$arch.log"
   tps=$(median_tps "$work/ck-130m-$arch/metrics.jsonl")
+  pool=$(max_pool_mib "$work/ck-130m-$arch/metrics.jsonl")
+  growth=$(pool_growth "$work/ck-130m-$arch/metrics.jsonl")
   mfu=$(python3 -c "print(f'{6 * ${params:-0} * ${tps:-0} / (${tflops:-1} * 1e12) * 100:.1f}')")
-  echo "130m $arch: $tps tokens/s, $params parameters, MFU $mfu%, peak $mib MiB"
-  echo "| mamba, $arch | $params | $tps | $mfu% | $mib MiB |" >>"$table"
+  echo "130m $arch: $tps tokens/s, $params parameters, MFU $mfu%, estimate ${est:-?} MiB, pool ${pool:-?} MiB ($growth), nvidia-smi $mib MiB"
+  echo "| mamba, $arch | $params | $tps | $mfu% | ${est:-?} MiB | ${pool:-?} MiB | $kept kept (model) | $growth | $mib MiB |" >>"$table"
   [ "$arch" = mamba1 ] && tps1=$tps
+  [ "$arch" = mamba2 ] && tps2=$tps
 done
 
 echo "== 5. mambapy (Mamba-1 in PyTorch), same shape, same GPU"
@@ -181,7 +216,17 @@ echo "== 5. mambapy (Mamba-1 in PyTorch), same shape, same GPU"
 ref=$(MAMBAPY_DEVICE=cuda MAMBAPY_SHAPE=130m timeout "$limit" python3 model/benches/mambapy_step.py 2>&1 | tee "$out/mambapy.log" |
   sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p')
 ratio=$(python3 -c "print(f'mamba1 {${tps1:-0} / ${ref:-0}:.2f}x' if '${ref}' else 'n/a')")
-echo "| mambapy (PyTorch, same GPU) | | ${ref:-failed} | | $ratio |" >>"$table"
+echo "| mambapy (PyTorch, same GPU) | | ${ref:-failed} | | $ratio | | | | |" >>"$table"
+
+echo "== 5b. mamba_ssm's Mamba2 (its Triton SSD), same shape, same GPU: the anchor for Mamba-2"
+[ -d "$bin/mamba-ssm-wheels" ] && pip install -q --no-deps "$bin"/mamba-ssm-wheels/*.whl
+ssm_log=$out/mamba_ssm.log
+timeout "$limit" python3 model/benches/mamba_ssm_step.py >"$ssm_log" 2>&1
+ref2=$(sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p' "$ssm_log" | tail -1)
+ref2_mem=$(sed -n 's/.*peak memory: \([0-9]*\) MiB.*/\1/p' "$ssm_log" | tail -1)
+ratio2=$(python3 -c "print(f'mamba2 {${tps2:-0} / ${ref2:-0}:.2f}x' if '${ref2}' else 'n/a')")
+echo "mamba_ssm Mamba2: ${ref2:-failed} tokens/s, peak ${ref2_mem:-?} MiB ($ratio2)"
+echo "| mamba_ssm Mamba2 (Triton SSD, same GPU) | | ${ref2:-failed} | | $ratio2 | ${ref2_mem:-?} MiB (torch) | | | |" >>"$table"
 echo "== 6. two GPUs, data-parallel over NCCL (a build with --features nccl, mpirun)"
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [ "$gpus" -ge 2 ] && command -v mpirun >/dev/null; then

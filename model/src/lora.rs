@@ -277,9 +277,29 @@ impl Lora {
         }
     }
 
-    /// Whether any of `modules` has an adapter.
-    pub(crate) fn adapts_any(&self, modules: &[&str]) -> bool {
-        modules.iter().any(|m| self.get(m).is_some())
+    /// A and B of the adapters on `modules` (those it has), in the order of `modules`.
+    pub(crate) fn tensors_of(&self, modules: &[&str]) -> Vec<Tensor> {
+        modules
+            .iter()
+            .filter_map(|m| self.get(m))
+            .flat_map(|ad| [ad.a.clone(), ad.b.clone()])
+            .collect()
+    }
+
+    /// The same adapters, those on `modules` with A and B from `subs` (in the order of
+    /// [`Lora::tensors_of`]).
+    pub(crate) fn replaced(&self, modules: &[&str], subs: &[Tensor]) -> Result<Lora> {
+        let mut out = self.clone();
+        let mut subs = subs.iter();
+        for m in modules {
+            if let Some((_, ad)) = out.adapters.iter_mut().find(|(n, _)| n == m) {
+                match (subs.next(), subs.next()) {
+                    (Some(a), Some(b)) => (ad.a, ad.b) = (a.clone(), b.clone()),
+                    _ => candle_core::bail!("lora: no replacement for {m}"),
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// w + s B A in f32, for an op that takes the weight whole (Mamba-1's fused selective

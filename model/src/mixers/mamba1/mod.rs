@@ -55,6 +55,9 @@ const INNER: &[&str] = &[
     "D",
 ];
 
+/// The projections of that part that adapters may adapt.
+const INNER_ADAPTED: &[&str] = &["x_proj", "dt_proj"];
+
 /// One Mamba-1 mixer: its parameters and the sizes it computes with.
 #[derive(Clone, Debug)]
 pub struct Mamba1 {
@@ -259,7 +262,7 @@ impl Mamba1 {
     /// `dt` (f32, bf16 or f16); the conv and the scan always in f32, as mamba_ssm keeps its scan
     /// in f32 under autocast.
     pub fn forward(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
-        if !crate::kernels::cpu_fused(h.device()) && !self.lora.adapts_any(&["x_proj", "dt_proj"]) {
+        if !crate::kernels::cpu_fused(h.device()) {
             return self.forward_recomputed(h, resets, dt);
         }
         let (x, z) = self.in_proj(h, dt)?;
@@ -294,9 +297,11 @@ impl Mamba1 {
     fn forward_recomputed(&self, h: &Tensor, resets: Option<&Tensor>, dt: DType) -> Result<Tensor> {
         let xz = self.lora.linear_kept("in_proj", h, &self.p.in_proj, dt)?;
         let (me, resets) = (self.clone(), resets.cloned());
+        let own = INNER.len();
         let part: Part = Arc::new(move |xz, start, p| {
             let m = Mamba1 {
-                p: me.p.replaced(INNER, p)?,
+                p: me.p.replaced(INNER, &p[..own])?,
+                lora: me.lora.replaced(INNER_ADAPTED, &p[own..])?,
                 ..me.clone()
             };
             let di = m.d_inner;
@@ -307,7 +312,9 @@ impl Mamba1 {
             m.ssm_ops(&u, &z, resets.as_ref(), dt)?.to_dtype(dt)
         });
         let rows = rows_per_part(h.dim(1)?);
-        let y = recompute(&xz, &self.p.select(INNER), Some(rows), part)?;
+        let mut params = self.p.select(INNER);
+        params.extend(self.lora.tensors_of(INNER_ADAPTED));
+        let y = recompute(&xz, &params, Some(rows), part)?;
         self.lora.linear_kept("out_proj", &y, &self.p.out_proj, dt)
     }
 
