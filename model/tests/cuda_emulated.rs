@@ -2,7 +2,8 @@
 //! through a thread-per-lane shim (tests/cuda_emulation/shim.h), against the CPU ops: the
 //! selective scan (src/kernels/scan/scan.cu: forward and every gradient, with z, softplus,
 //! document resets and a partial last warp, over several backward chunks), the SSD's state
-//! passing (src/mixers/mamba2/passing.cu: forward and adjoint, with a partial last block) and
+//! passing (src/mixers/mamba2/passing.cu: forward and adjoint, with a partial last block), the
+//! causal conv + SiLU (src/layers/conv.cu: forward and every gradient, with resets) and
 //! Mamba-3's trapezoid (src/mixers/mamba3/trap.cu: forward, final state and every gradient). A GPU run
 //! (scripts/gpu-check.sh) is still what shows the kernels right on the hardware; this shows
 //! their arithmetic and indexing here.
@@ -126,6 +127,71 @@ fn state_passing_kernels_match_the_cpu_op() {
         assert_close("E", &read_f32(&dir.join("e.f32")), &flat(&e));
         let ds = flat(grads.get(sv.as_tensor()).unwrap());
         assert_close("dS", &read_f32(&dir.join("ds.f32")), &ds);
+    }
+}
+
+/// The causal conv + SiLU kernels against the CPU op: the output and the gradients of the
+/// input, taps and bias (of <out, g>), with documents starting inside (one at position 1, where
+/// the window is shorter than its start), without resets, and over partial blocks.
+#[test]
+fn conv_kernels_match_the_cpu_op() {
+    use mamba_model::layers::conv::causal_conv1d_silu;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exe = build(dir, "conv");
+    let mut rng = Rng::new(13);
+    for (b, l, d, k, resets) in [
+        (2, 40, 24, 4, true),
+        (3, 7, 70, 4, false),
+        (1, 9, 5, 2, true),
+    ] {
+        let mut rand = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+        let x = rand(b * l * d);
+        let w = rand(d * k);
+        let bias = rand(d);
+        let g = rand(b * l * d);
+        // Documents start at t = 0, 1 and 17 of row 0 and at 30 of the others.
+        let r: Vec<u8> = (0..b * l)
+            .map(|i| {
+                let first = i < l && [1, 17].contains(&(i % l));
+                u8::from(resets && (first || (i >= l && i % l == 30)))
+            })
+            .collect();
+        let mut starts = vec![0u32; b * l];
+        for (i, s) in starts.iter_mut().enumerate() {
+            let (row, t) = (i / l, i % l);
+            *s = (0..=t).rev().find(|&u| r[row * l + u] != 0).unwrap_or(0) as u32;
+        }
+        let p: Vec<f32> = (0..d)
+            .flat_map(|c| w[c * k..(c + 1) * k].iter().copied().chain([bias[c]]))
+            .collect();
+        write_f32(&dir.join("x.f32"), &x);
+        write_f32(&dir.join("p.f32"), &p);
+        write_f32(&dir.join("g.f32"), &g);
+        let bytes: Vec<u8> = starts.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.join("starts.u32"), bytes).unwrap();
+        run(&exe, dir, &[b, l, d, k, usize::from(resets), 64]);
+
+        let cpu = Device::Cpu;
+        let var = |v: Vec<f32>, s: &[usize]| {
+            Var::from_tensor(&Tensor::from_vec(v, s, &cpu).unwrap()).unwrap()
+        };
+        let (xv, wv, bv) = (var(x, &[b, l, d]), var(w, &[d, 1, k]), var(bias, &[d]));
+        let rt = Tensor::from_vec(r, (b, l), &cpu).unwrap();
+        let resets = resets.then_some(&rt);
+        let out =
+            causal_conv1d_silu(xv.as_tensor(), wv.as_tensor(), bv.as_tensor(), resets).unwrap();
+        let gt = Tensor::from_vec(g, (b, l, d), &cpu).unwrap();
+        let grads = (&out * &gt).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let grad = |v: &Var| flat(grads.get(v.as_tensor()).unwrap());
+        assert_close("out", &read_f32(&dir.join("out.f32")), &flat(&out));
+        assert_close("dx", &read_f32(&dir.join("gx.f32")), &grad(&xv));
+        let (dw, db) = (grad(&wv), grad(&bv));
+        let want: Vec<f32> = (0..d)
+            .flat_map(|c| dw[c * k..(c + 1) * k].iter().copied().chain([db[c]]))
+            .collect();
+        assert_close("d taps | d bias", &read_f32(&dir.join("gp.f32")), &want);
     }
 }
 

@@ -1,4 +1,4 @@
-//! With the `cuda` feature: the selective-scan, SSD state-passing and Mamba-3 trapezoid kernels compile with
+//! With the `cuda` feature: the selective-scan, SSD state-passing, causal conv and Mamba-3 trapezoid kernels compile with
 //! NVRTC. This needs only the NVRTC library (`scripts/cuda-build.sh` sets it up), not a GPU;
 //! the kernels are checked against the CPU ops on a GPU by `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
@@ -21,6 +21,19 @@ fn scan_kernels_compile_with_nvrtc() {
 fn state_passing_kernels_compile_with_nvrtc() {
     let ptx = mamba_model::mixers::mamba2::passing::ptx().unwrap_or_else(|e| panic!("{e}"));
     for entry in ["pass_fwd", "pass_bwd"] {
+        assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
+    }
+}
+
+#[test]
+fn conv_kernels_compile_with_nvrtc() {
+    let ptx = mamba_model::layers::conv_cuda::ptx().unwrap_or_else(|e| panic!("{e}"));
+    for entry in [
+        "conv_silu_fwd",
+        "conv_silu_dpre",
+        "conv_silu_dx",
+        "conv_silu_dparams",
+    ] {
         assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
     }
 }

@@ -85,16 +85,18 @@ pub fn causal_conv1d(
     Ok(acc)
 }
 
-/// `silu(causal_conv1d(x, w, bias, resets))` as one op with its own backward on the CPU
-/// (one pass instead of ~10 elementwise ops forward and ~25 backward); other devices use the
-/// shifted-slice version above, with the same document masking.
+/// `silu(causal_conv1d(x, w, bias, resets))` as one op with its own backward, on the CPU and on
+/// NVIDIA GPUs (`conv.cu`; one pass instead of ~10 elementwise ops forward and ~25 backward);
+/// other devices use the shifted-slice version above, with the same document masking.
 pub fn causal_conv1d_silu(
     x: &Tensor,
     w: &Tensor,
     bias: &Tensor,
     resets: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if !crate::kernels::cpu_fused(x.device()) || x.dtype() != DType::F32 {
+    let dev = x.device();
+    let op_runs = dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda());
+    if !op_runs || x.dtype() != DType::F32 {
         return causal_conv1d(x, w, bias, resets)?.silu();
     }
     let (_b, _l, d) = x.dims3()?;
@@ -185,6 +187,21 @@ unsafe impl Send for Ptr {}
 unsafe impl Sync for Ptr {}
 
 impl ConvSiluOp {
+    /// The op's sizes and starts for the CUDA kernels.
+    #[cfg(feature = "cuda")]
+    fn cuda_dims(
+        &self,
+        l1: &candle_core::Layout,
+        l2: &candle_core::Layout,
+    ) -> Result<super::conv_cuda::Conv<'_>> {
+        let (b, l, d) = l1.shape().dims3()?;
+        let (_, k1) = l2.shape().dims2()?;
+        Ok(super::conv_cuda::Conv {
+            dims: (b, l, d, k1 - 1),
+            starts: self.starts.as_deref().map(Vec::as_slice),
+        })
+    }
+
     fn valid(&self, bi: usize, l: usize, t: usize, s: usize) -> bool {
         t >= s
             && match &self.starts {
@@ -264,6 +281,17 @@ impl candle_core::CustomOp2 for ConvSiluOp {
         Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        super::conv_cuda::forward(&self.cuda_dims(l1, l2)?, (s1, l1), (s2, l2))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -288,6 +316,21 @@ impl candle_core::CustomOp2 for ConvSiluOp {
 impl candle_core::CustomOp2 for ConvSiluBwd {
     fn name(&self) -> &'static str {
         "causal-conv1d-silu-bwd"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        let (g, gl) = self.grad.storage_and_layout();
+        let candle_core::Storage::Cuda(g) = &*g else {
+            candle_core::bail!("conv1d: the output gradient is not on the GPU")
+        };
+        super::conv_cuda::backward(&self.op.cuda_dims(l1, l2)?, (s1, l1), (s2, l2), (g, gl))
     }
 
     fn cpu_fwd(

@@ -3,6 +3,8 @@
 //! in backward (what keeps a layer's memory small off the CPU's fused ops).
 
 pub mod conv;
+#[cfg(feature = "cuda")]
+pub mod conv_cuda;
 pub(crate) mod linear;
 pub mod norm;
 pub mod ops;

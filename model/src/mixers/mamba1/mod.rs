@@ -101,10 +101,10 @@ pub fn gpu_kept_per_token(c: &Config, e: u64) -> u64 {
 }
 
 /// Bytes per token the recomputed part (conv, selection, gated scan) holds while its
-/// backward runs: ~49 f32 values per inner channel (measured; B, C and dt's rank are small
+/// backward runs: ~24 f32 values per inner channel (measured; B, C and dt's rank are small
 /// beside them).
 pub fn gpu_part_per_token(c: &Config) -> u64 {
-    196 * c.d_inner() as u64
+    96 * c.d_inner() as u64
 }
 
 /// The fields of transformers' `MambaConfig` that only Mamba-1 has.
