@@ -3,7 +3,8 @@
 //! selective scan (src/kernels/scan/scan.cu: forward and every gradient, with z, softplus,
 //! document resets and a partial last warp, over several backward chunks), the SSD's state
 //! passing (src/mixers/mamba2/passing.cu: forward and adjoint, with a partial last block), the
-//! causal conv + SiLU (src/layers/conv.cu: forward and every gradient, with resets) and
+//! causal conv + SiLU (src/layers/conv.cu: forward and every gradient, with resets), RMSNorm
+//! (src/layers/norm.cu: forward and both gradients) and
 //! Mamba-3's trapezoid (src/mixers/mamba3/trap.cu: forward, final state and every gradient). A GPU run
 //! (scripts/gpu-check.sh) is still what shows the kernels right on the hardware; this shows
 //! their arithmetic and indexing here.
@@ -192,6 +193,49 @@ fn conv_kernels_match_the_cpu_op() {
             .flat_map(|c| dw[c * k..(c + 1) * k].iter().copied().chain([db[c]]))
             .collect();
         assert_close("d taps | d bias", &read_f32(&dir.join("gp.f32")), &want);
+    }
+}
+
+/// The RMSNorm kernels against the CPU op: the output and the gradients of the input and the
+/// weight, rows shorter and longer than a warp, not a multiple of it.
+#[test]
+fn norm_kernels_match_the_cpu_op() {
+    use mamba_model::layers::norm::rms_norm;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exe = build(dir, "norm");
+    let mut rng = Rng::new(17);
+    for (rows, d) in [(5, 70), (3, 20), (2, 64)] {
+        let mut rand = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+        let (x, w, g) = (rand(rows * d), rand(d), rand(rows * d));
+        write_f32(&dir.join("x.f32"), &x);
+        write_f32(&dir.join("w.f32"), &w);
+        write_f32(&dir.join("g.f32"), &g);
+        let eps = 1e-5;
+        let ran = Command::new(&exe)
+            .arg(dir)
+            .args([rows.to_string(), d.to_string(), eps.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            ran.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+
+        let cpu = Device::Cpu;
+        let var = |v: Vec<f32>, s: &[usize]| {
+            Var::from_tensor(&Tensor::from_vec(v, s, &cpu).unwrap()).unwrap()
+        };
+        let (xv, wv) = (var(x, &[rows, d]), var(w, &[d]));
+        let out = rms_norm(xv.as_tensor(), wv.as_tensor(), eps).unwrap();
+        let gt = Tensor::from_vec(g, (rows, d), &cpu).unwrap();
+        let grads = (&out * &gt).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let grad = |v: &Var| flat(grads.get(v.as_tensor()).unwrap());
+        assert_close("out", &read_f32(&dir.join("out.f32")), &flat(&out));
+        assert_close("dx", &read_f32(&dir.join("dx.f32")), &grad(&xv));
+        assert_close("dw", &read_f32(&dir.join("dw.f32")), &grad(&wv));
     }
 }
 

@@ -7,6 +7,8 @@ pub mod conv;
 pub mod conv_cuda;
 pub(crate) mod linear;
 pub mod norm;
+#[cfg(feature = "cuda")]
+pub mod norm_cuda;
 pub mod ops;
 pub mod params;
 pub mod recompute;

@@ -1,5 +1,5 @@
 //! RMSNorm that backpropagates (candle_nn::RmsNorm does not): one fused op with its own
-//! backward on the CPU, basic tensor ops elsewhere.
+//! backward on the CPU and on NVIDIA GPUs (`norm.cu`), basic tensor ops elsewhere.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
@@ -8,10 +8,9 @@ use rayon::prelude::*;
 
 /// x / sqrt(mean(x^2, last dim) + eps) * weight, in f32.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if crate::kernels::cpu_fused(x.device())
-        && x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-    {
+    let dev = x.device();
+    let op_runs = dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda());
+    if op_runs && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
         let d = x.dim(D::Minus1)?;
         if weight.dims() != [d] {
             candle_core::bail!("rms_norm: weight {:?} for last dim {d}", weight.dims())
@@ -73,6 +72,17 @@ impl CustomOp2 for RmsNormOp {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::norm_cuda::forward((s1, l1), (s2, l2), self.eps as f32)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -100,6 +110,21 @@ struct RmsNormBwd {
 impl CustomOp2 for RmsNormBwd {
     fn name(&self) -> &'static str {
         "rms-norm-bwd"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (g, gl) = self.grad.storage_and_layout();
+        let candle_core::Storage::Cuda(g) = &*g else {
+            candle_core::bail!("rms_norm: the output gradient is not on the GPU")
+        };
+        super::norm_cuda::backward((s1, l1), (s2, l2), (g, gl), self.eps as f32)
     }
 
     fn cpu_fwd(

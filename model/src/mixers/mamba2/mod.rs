@@ -169,11 +169,11 @@ pub fn gpu_kept_per_token(c: &Config, e: u64) -> u64 {
 }
 
 /// Bytes per token the recomputed part (conv, chunked SSD, gated norm) holds while its
-/// backward runs: ~81 f32 values per inner channel (its chunk products among them) and ~9
+/// backward runs: ~79 f32 values per inner channel (its chunk products among them) and ~9
 /// per channel of B and C (measured).
 pub fn gpu_part_per_token(c: &Config) -> u64 {
     let (di, gn) = (c.d_inner() as u64, (c.n_groups * c.d_state) as u64);
-    323 * di + 34 * 2 * gn
+    315 * di + 34 * 2 * gn
 }
 
 /// Values backward keeps per token: the residual, the norm output, in_proj's z, xBC and dt,
