@@ -41,6 +41,8 @@ pub mod kernels;
 pub mod layers;
 pub mod lora;
 pub mod loss;
+#[cfg(feature = "cuda")]
+pub mod loss_cuda;
 pub mod memory;
 pub mod mixers;
 pub mod model;

@@ -1,6 +1,6 @@
-//! Cross-entropy that backpropagates (candle's softmax_last_dim has no backward). On the CPU it is
-//! one fused op (per-row log-sum-exp forward, softmax - one-hot backward); elsewhere it is built
-//! from basic ops.
+//! Cross-entropy that backpropagates (candle's softmax_last_dim has no backward). On the CPU and
+//! on NVIDIA GPUs (`loss.cu`) it is one fused op (per-row log-sum-exp forward, softmax - one-hot
+//! backward); elsewhere it is built from basic ops.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -42,7 +42,9 @@ pub(crate) fn mean_nll(nll: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
 
 /// -log softmax(logits)[target] per row; logits (N, V), targets (N) u32.
 pub fn per_position_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if crate::kernels::cpu_fused(logits.device()) && logits.dtype() == DType::F32 {
+    let dev = logits.device();
+    let op_runs = dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda());
+    if op_runs && logits.dtype() == DType::F32 {
         return logits
             .contiguous()?
             .apply_op2(&targets.contiguous()?, CrossEntropyOp);
@@ -104,6 +106,17 @@ impl CustomOp2 for CrossEntropyOp {
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::loss_cuda::forward((s1, l1), (s2, l2))
+    }
+
     fn bwd(
         &self,
         logits: &Tensor,
@@ -125,6 +138,22 @@ struct CrossEntropyBwd {
 impl CustomOp2 for CrossEntropyBwd {
     fn name(&self) -> &'static str {
         "cross-entropy-bwd"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.grad.to_dtype(DType::F32)?.contiguous()?;
+        let (gs, gl) = g.storage_and_layout();
+        let candle_core::Storage::Cuda(gs) = &*gs else {
+            candle_core::bail!("cross_entropy: the gradient is not on the GPU")
+        };
+        crate::loss_cuda::backward((s1, l1), (s2, l2), (gs, gl))
     }
 
     fn cpu_fwd(

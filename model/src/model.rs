@@ -29,9 +29,9 @@ pub fn block_kept_per_token(cfg: &Config, e: u64) -> u64 {
 }
 
 /// Bytes the head and its loss hold at most, on the path a GPU computes, over `tokens`
-/// positions: one block of positions (see [`HEAD_LOGITS`]) times the vocabulary, as ~12 f32
-/// tensors of logits' size (the logits, their log-softmax's steps and their gradients;
-/// measured), and the head's weight cast to the compute dtype (`e` bytes).
+/// positions: one block of positions (see [`HEAD_LOGITS`]) times the vocabulary, ~18 bytes a
+/// logit (the logits in the compute dtype and in f32, their gradient in both; measured), and the
+/// head's weight cast to the compute dtype (`e` bytes).
 pub fn head_bytes(cfg: &Config, tokens: usize, e: u64) -> u64 {
     let v = cfg.padded_vocab();
     let block = tokens.min((HEAD_LOGITS / v).max(1)) as u64;
@@ -40,7 +40,7 @@ pub fn head_bytes(cfg: &Config, tokens: usize, e: u64) -> u64 {
     } else {
         0
     };
-    47 * block * v as u64 + cast
+    18 * block * v as u64 + cast
 }
 
 /// Name of an untied LM head's weight in transformers' layout.

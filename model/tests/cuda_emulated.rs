@@ -4,7 +4,7 @@
 //! document resets and a partial last warp, over several backward chunks), the SSD's state
 //! passing (src/mixers/mamba2/passing.cu: forward and adjoint, with a partial last block), the
 //! causal conv + SiLU (src/layers/conv.cu: forward and every gradient, with resets), RMSNorm
-//! (src/layers/norm.cu: forward and both gradients) and
+//! (src/layers/norm.cu: forward and both gradients), the cross-entropy (src/loss.cu) and
 //! Mamba-3's trapezoid (src/mixers/mamba3/trap.cu: forward, final state and every gradient). A GPU run
 //! (scripts/gpu-check.sh) is still what shows the kernels right on the hardware; this shows
 //! their arithmetic and indexing here.
@@ -236,6 +236,40 @@ fn norm_kernels_match_the_cpu_op() {
         assert_close("out", &read_f32(&dir.join("out.f32")), &flat(&out));
         assert_close("dx", &read_f32(&dir.join("dx.f32")), &grad(&xv));
         assert_close("dw", &read_f32(&dir.join("dw.f32")), &grad(&wv));
+    }
+}
+
+/// The cross-entropy kernels against the CPU op: the nll per row and the logits' gradient,
+/// vocabularies shorter and longer than a warp, large logits (the max is subtracted).
+#[test]
+fn cross_entropy_kernels_match_the_cpu_op() {
+    use mamba_model::loss::per_position_nll;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exe = build(dir, "loss");
+    let mut rng = Rng::new(19);
+    for (n, v) in [(6, 77), (3, 20), (2, 300)] {
+        let x: Vec<f32> = (0..n * v)
+            .map(|i| (rng.normal() * 3.0) as f32 + (i % 7) as f32 * 20.0)
+            .collect();
+        let g: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let t: Vec<u32> = (0..n).map(|i| ((i * 37 + 5) % v) as u32).collect();
+        write_f32(&dir.join("x.f32"), &x);
+        write_f32(&dir.join("g.f32"), &g);
+        let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.join("t.u32"), bytes).unwrap();
+        run(&exe, dir, &[n, v]);
+
+        let cpu = Device::Cpu;
+        let xv = Var::from_tensor(&Tensor::from_vec(x, (n, v), &cpu).unwrap()).unwrap();
+        let tt = Tensor::from_vec(t, n, &cpu).unwrap();
+        let nll = per_position_nll(xv.as_tensor(), &tt).unwrap();
+        let gt = Tensor::from_vec(g, n, &cpu).unwrap();
+        let grads = (&nll * &gt).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_close("nll", &read_f32(&dir.join("nll.f32")), &flat(&nll));
+        let dx = flat(grads.get(xv.as_tensor()).unwrap());
+        assert_close("d logits", &read_f32(&dir.join("dx.f32")), &dx);
     }
 }
 

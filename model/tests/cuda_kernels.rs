@@ -1,4 +1,4 @@
-//! With the `cuda` feature: the selective-scan, SSD state-passing, causal conv, RMSNorm and Mamba-3 trapezoid kernels compile with
+//! With the `cuda` feature: the selective-scan, SSD state-passing, causal conv, RMSNorm, cross-entropy and Mamba-3 trapezoid kernels compile with
 //! NVRTC. This needs only the NVRTC library (`scripts/cuda-build.sh` sets it up), not a GPU;
 //! the kernels are checked against the CPU ops on a GPU by `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
@@ -42,6 +42,14 @@ fn conv_kernels_compile_with_nvrtc() {
 fn norm_kernels_compile_with_nvrtc() {
     let ptx = mamba_model::layers::norm_cuda::ptx().unwrap_or_else(|e| panic!("{e}"));
     for entry in ["rms_fwd", "rms_dx", "rms_dw"] {
+        assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
+    }
+}
+
+#[test]
+fn cross_entropy_kernels_compile_with_nvrtc() {
+    let ptx = mamba_model::loss_cuda::ptx().unwrap_or_else(|e| panic!("{e}"));
+    for entry in ["ce_fwd", "ce_bwd"] {
         assert!(ptx.contains(&format!(".entry {entry}(")), "{entry} missing");
     }
 }
