@@ -3,7 +3,8 @@ mamba_ssm's own Mamba2 layers (its Triton SSD; no compiled extension, so its con
 Conv1d and use_mem_eff_path, which needs causal_conv1d, is off) at the 130m shape: d_model 768,
 24 pre-norm residual blocks, vocab 50280 with a tied head, batch 4 x 2048, bf16 autocast, AdamW.
 Median of 10 steps after 3 warm-up steps (Triton compiles on the first). Prints `tokens/s: N`,
-`peak memory: N MiB` (torch's allocator) and `parameters: N`.
+`peak memory: N MiB` (torch's allocator) and `parameters: N`. The norms are mamba_ssm's
+Triton RMSNorm, as its own language model has them (torch's where that is missing).
 
 Needs torch with CUDA and triton, and the wheels of scripts/mamba-ssm-wheel.sh. MAMBA_SSM_DRY=1
 only builds the model on the CPU and prints its parameters (to check the imports anywhere).
@@ -37,13 +38,17 @@ def import_mamba2():
         sys.modules["huggingface_hub"] = hub
     from mamba_ssm.modules.mamba2 import Mamba2
 
-    return Mamba2
+    try:
+        from mamba_ssm.ops.triton.layer_norm import RMSNorm
+    except ImportError:
+        RMSNorm = torch.nn.RMSNorm
+    return Mamba2, RMSNorm
 
 
 class Block(torch.nn.Module):
     def __init__(self, mamba2, device):
         super().__init__()
-        self.norm = torch.nn.RMSNorm(D, eps=1e-5, device=device)
+        self.norm = RMSNorm(D, eps=1e-5, device=device)
         self.mixer = mamba2(
             d_model=D, d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1,
             chunk_size=256, use_mem_eff_path=False, device=device,
@@ -57,8 +62,10 @@ class LM(torch.nn.Module):
     def __init__(self, mamba2, device):
         super().__init__()
         self.embedding = torch.nn.Embedding(VOCAB, D, device=device)
+        # As in mamba_ssm's own language model: the first loss is then about ln(VOCAB).
+        torch.nn.init.normal_(self.embedding.weight, std=0.02)
         self.layers = torch.nn.ModuleList(Block(mamba2, device) for _ in range(LAYERS))
-        self.norm_f = torch.nn.RMSNorm(D, eps=1e-5, device=device)
+        self.norm_f = RMSNorm(D, eps=1e-5, device=device)
 
     def forward(self, ids):
         h = self.embedding(ids)
@@ -67,22 +74,27 @@ class LM(torch.nn.Module):
         return self.norm_f(h) @ self.embedding.weight.T
 
 
-Mamba2 = import_mamba2()
+Mamba2, RMSNorm = import_mamba2()
 dry = os.environ.get("MAMBA_SSM_DRY") == "1"
 if not dry and not torch.cuda.is_available():
     sys.exit("no CUDA device: mamba_ssm's Triton SSD runs on a GPU only (MAMBA_SSM_DRY=1 checks the imports)")
 device = "cpu" if dry else "cuda"
 torch.manual_seed(0)
 model = LM(Mamba2, device)
-print(f"parameters: {sum(p.numel() for p in model.parameters())}")
+# Flushed: gpu-check.sh sends this to a file and a timeout would lose what is buffered.
+print(f"parameters: {sum(p.numel() for p in model.parameters())} (norms: {RMSNorm.__module__})",
+      flush=True)
 if dry:
     sys.exit(0)
 opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
 tokens = torch.randint(0, VOCAB, (BATCH, SEQ + 1), device=device)
 x, y = tokens[:, :SEQ], tokens[:, 1:]
 times = []
+begin = time.perf_counter()
 for i in range(WARMUP + ITERS):
     if i == WARMUP:
+        # The first step compiles and autotunes every Triton kernel: a minute or more.
+        print(f"warm-up: {WARMUP} steps in {time.perf_counter() - begin:.1f} s", flush=True)
         torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     start = time.perf_counter()

@@ -30,6 +30,14 @@ impl<A> Counting<A> {
     }
 }
 
+/// Marks the counter as installed (a load first: every allocation passes here, and a store
+/// each time would bounce the line between cores).
+fn installed() {
+    if !COUNTING.load(Relaxed) {
+        COUNTING.store(true, Relaxed);
+    }
+}
+
 fn grew(n: usize) {
     if n >= COUNTED_FROM {
         let now = LIVE.fetch_add(n as u64, Relaxed) + n as u64;
@@ -45,7 +53,7 @@ fn shrank(n: usize) {
 
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        COUNTING.store(true, Relaxed);
+        installed();
         let p = self.0.alloc(layout);
         if !p.is_null() {
             grew(layout.size());
@@ -54,7 +62,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        COUNTING.store(true, Relaxed);
+        installed();
         let p = self.0.alloc_zeroed(layout);
         if !p.is_null() {
             grew(layout.size());

@@ -61,7 +61,7 @@ pub fn estimate(cfg: &TrainConfig, model: &Config, lora: Option<&LoraConfig>) ->
             cfg,
             model,
             l,
-            activations + (cfg.batch_size * cfg.seq_len) as u64 * adapted_inputs(model, l),
+            activations + 4 * (cfg.batch_size * cfg.seq_len) as u64 * adapted_inputs(model, l),
             workspace,
         ),
     }
