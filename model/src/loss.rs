@@ -149,11 +149,9 @@ impl CustomOp2 for CrossEntropyBwd {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let g = self.grad.to_dtype(DType::F32)?.contiguous()?;
-        let (gs, gl) = g.storage_and_layout();
-        let candle_core::Storage::Cuda(gs) = &*gs else {
-            candle_core::bail!("cross_entropy: the gradient is not on the GPU")
-        };
-        crate::loss_cuda::backward((s1, l1), (s2, l2), (gs, gl))
+        crate::kernels::nvrtc::on_gpu(&g, "cross_entropy: the gradient", |gs, gl| {
+            crate::loss_cuda::backward((s1, l1), (s2, l2), (gs, gl))
+        })
     }
 
     fn cpu_fwd(

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use mamba_model::kernels::scan::cpu::{self, Dims, Inputs};
 use mamba_model::mixers::mamba2::pass_states;
@@ -61,8 +62,33 @@ fn build(dir: &Path, name: &str) -> PathBuf {
     exe
 }
 
+fn write_u32(path: &Path, v: &[u32]) {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A CPU leaf of `v` in `shape`, to take gradients of.
+fn leaf(v: Vec<f32>, shape: &[usize]) -> Var {
+    Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// The gradients of <out, g>, `g` in the shape of `out`.
+fn grads_of(out: &Tensor, g: Vec<f32>) -> GradStore {
+    let g = Tensor::from_vec(g, out.shape(), &Device::Cpu).unwrap();
+    (out * &g).unwrap().sum_all().unwrap().backward().unwrap()
+}
+
+/// The gradient of `v` in `grads`, flattened.
+fn grad(grads: &GradStore, v: &Var) -> Vec<f32> {
+    flat(grads.get(v.as_tensor()).unwrap())
+}
+
 /// Runs `exe DIR args..` and asserts it succeeded.
-fn run(exe: &Path, dir: &Path, args: &[usize]) {
+fn run<T: ToString>(exe: &Path, dir: &Path, args: &[T]) {
     let ran = Command::new(exe)
         .arg(dir)
         .args(args.iter().map(|v| v.to_string()))
@@ -169,26 +195,18 @@ fn conv_kernels_match_the_cpu_op() {
         write_f32(&dir.join("x.f32"), &x);
         write_f32(&dir.join("p.f32"), &p);
         write_f32(&dir.join("g.f32"), &g);
-        let bytes: Vec<u8> = starts.iter().flat_map(|v| v.to_le_bytes()).collect();
-        std::fs::write(dir.join("starts.u32"), bytes).unwrap();
+        write_u32(&dir.join("starts.u32"), &starts);
         run(&exe, dir, &[b, l, d, k, usize::from(resets), 64]);
 
-        let cpu = Device::Cpu;
-        let var = |v: Vec<f32>, s: &[usize]| {
-            Var::from_tensor(&Tensor::from_vec(v, s, &cpu).unwrap()).unwrap()
-        };
-        let (xv, wv, bv) = (var(x, &[b, l, d]), var(w, &[d, 1, k]), var(bias, &[d]));
-        let rt = Tensor::from_vec(r, (b, l), &cpu).unwrap();
+        let (xv, wv, bv) = (leaf(x, &[b, l, d]), leaf(w, &[d, 1, k]), leaf(bias, &[d]));
+        let rt = Tensor::from_vec(r, (b, l), &Device::Cpu).unwrap();
         let resets = resets.then_some(&rt);
         let out =
             causal_conv1d_silu(xv.as_tensor(), wv.as_tensor(), bv.as_tensor(), resets).unwrap();
-        let gt = Tensor::from_vec(g, (b, l, d), &cpu).unwrap();
-        let grads = (&out * &gt).unwrap().sum_all().unwrap().backward().unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let grad = |v: &Var| flat(grads.get(v.as_tensor()).unwrap());
+        let grads = grads_of(&out, g);
         assert_close("out", &read_f32(&dir.join("out.f32")), &flat(&out));
-        assert_close("dx", &read_f32(&dir.join("gx.f32")), &grad(&xv));
-        let (dw, db) = (grad(&wv), grad(&bv));
+        assert_close("dx", &read_f32(&dir.join("gx.f32")), &grad(&grads, &xv));
+        let (dw, db) = (grad(&grads, &wv), grad(&grads, &bv));
         let want: Vec<f32> = (0..d)
             .flat_map(|c| dw[c * k..(c + 1) * k].iter().copied().chain([db[c]]))
             .collect();
@@ -212,30 +230,14 @@ fn norm_kernels_match_the_cpu_op() {
         write_f32(&dir.join("w.f32"), &w);
         write_f32(&dir.join("g.f32"), &g);
         let eps = 1e-5;
-        let ran = Command::new(&exe)
-            .arg(dir)
-            .args([rows.to_string(), d.to_string(), eps.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            ran.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ran.stderr)
-        );
+        run(&exe, dir, &[rows as f64, d as f64, eps]);
 
-        let cpu = Device::Cpu;
-        let var = |v: Vec<f32>, s: &[usize]| {
-            Var::from_tensor(&Tensor::from_vec(v, s, &cpu).unwrap()).unwrap()
-        };
-        let (xv, wv) = (var(x, &[rows, d]), var(w, &[d]));
+        let (xv, wv) = (leaf(x, &[rows, d]), leaf(w, &[d]));
         let out = rms_norm(xv.as_tensor(), wv.as_tensor(), eps).unwrap();
-        let gt = Tensor::from_vec(g, (rows, d), &cpu).unwrap();
-        let grads = (&out * &gt).unwrap().sum_all().unwrap().backward().unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let grad = |v: &Var| flat(grads.get(v.as_tensor()).unwrap());
+        let grads = grads_of(&out, g);
         assert_close("out", &read_f32(&dir.join("out.f32")), &flat(&out));
-        assert_close("dx", &read_f32(&dir.join("dx.f32")), &grad(&xv));
-        assert_close("dw", &read_f32(&dir.join("dw.f32")), &grad(&wv));
+        assert_close("dx", &read_f32(&dir.join("dx.f32")), &grad(&grads, &xv));
+        assert_close("dw", &read_f32(&dir.join("dw.f32")), &grad(&grads, &wv));
     }
 }
 
@@ -256,20 +258,19 @@ fn cross_entropy_kernels_match_the_cpu_op() {
         let t: Vec<u32> = (0..n).map(|i| ((i * 37 + 5) % v) as u32).collect();
         write_f32(&dir.join("x.f32"), &x);
         write_f32(&dir.join("g.f32"), &g);
-        let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
-        std::fs::write(dir.join("t.u32"), bytes).unwrap();
+        write_u32(&dir.join("t.u32"), &t);
         run(&exe, dir, &[n, v]);
 
-        let cpu = Device::Cpu;
-        let xv = Var::from_tensor(&Tensor::from_vec(x, (n, v), &cpu).unwrap()).unwrap();
-        let tt = Tensor::from_vec(t, n, &cpu).unwrap();
+        let xv = leaf(x, &[n, v]);
+        let tt = Tensor::from_vec(t, n, &Device::Cpu).unwrap();
         let nll = per_position_nll(xv.as_tensor(), &tt).unwrap();
-        let gt = Tensor::from_vec(g, n, &cpu).unwrap();
-        let grads = (&nll * &gt).unwrap().sum_all().unwrap().backward().unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let grads = grads_of(&nll, g);
         assert_close("nll", &read_f32(&dir.join("nll.f32")), &flat(&nll));
-        let dx = flat(grads.get(xv.as_tensor()).unwrap());
-        assert_close("d logits", &read_f32(&dir.join("dx.f32")), &dx);
+        assert_close(
+            "d logits",
+            &read_f32(&dir.join("dx.f32")),
+            &grad(&grads, &xv),
+        );
     }
 }
 

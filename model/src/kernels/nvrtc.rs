@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-use candle_core::{CudaStorage, Layout, Result};
+use candle_core::{CudaStorage, Layout, Result, Storage, Tensor};
 
 /// A kernel source and its PTX, compiled on first use.
 pub struct Kernels {
@@ -51,5 +51,19 @@ pub fn view<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(s.as_cuda_slice::<f32>()?.slice(a..b)),
         None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// `f` on the GPU storage of `t` (a tensor a custom op holds, such as the gradient its
+/// backward op was given); `what` names it in the error when it is elsewhere.
+pub fn on_gpu<T>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&CudaStorage, &Layout) -> Result<T>,
+) -> Result<T> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cuda(s) => f(s, l),
+        _ => candle_core::bail!("{what} is not on the GPU"),
     }
 }

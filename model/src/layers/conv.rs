@@ -326,11 +326,10 @@ impl candle_core::CustomOp2 for ConvSiluBwd {
         s2: &candle_core::CudaStorage,
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        let (g, gl) = self.grad.storage_and_layout();
-        let candle_core::Storage::Cuda(g) = &*g else {
-            candle_core::bail!("conv1d: the output gradient is not on the GPU")
-        };
-        super::conv_cuda::backward(&self.op.cuda_dims(l1, l2)?, (s1, l1), (s2, l2), (g, gl))
+        let dims = self.op.cuda_dims(l1, l2)?;
+        crate::kernels::nvrtc::on_gpu(&self.grad, "conv1d: the output gradient", |g, gl| {
+            super::conv_cuda::backward(&dims, (s1, l1), (s2, l2), (g, gl))
+        })
     }
 
     fn cpu_fwd(

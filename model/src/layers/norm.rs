@@ -120,11 +120,9 @@ impl CustomOp2 for RmsNormBwd {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (g, gl) = self.grad.storage_and_layout();
-        let candle_core::Storage::Cuda(g) = &*g else {
-            candle_core::bail!("rms_norm: the output gradient is not on the GPU")
-        };
-        super::norm_cuda::backward((s1, l1), (s2, l2), (g, gl), self.eps as f32)
+        crate::kernels::nvrtc::on_gpu(&self.grad, "rms_norm: the output gradient", |g, gl| {
+            super::norm_cuda::backward((s1, l1), (s2, l2), (g, gl), self.eps as f32)
+        })
     }
 
     fn cpu_fwd(
