@@ -219,9 +219,11 @@ ratio=$(python3 -c "print(f'mamba1 {${tps1:-0} / ${ref:-0}:.2f}x' if '${ref}' el
 echo "| mambapy (PyTorch, same GPU) | | ${ref:-failed} | | $ratio | | | | |" >>"$table"
 
 echo "== 5b. mamba_ssm's Mamba2 (its Triton SSD), same shape, same GPU: the anchor for Mamba-2"
-[ -d "$bin/mamba-ssm-wheels" ] && pip install -q --no-deps "$bin"/mamba-ssm-wheels/*.whl
+# The same Python that runs the bench installs the wheels. Triton compiles and autotunes ~25
+# kernels in the first steps (it needs a C compiler and Python's headers): twice the limit.
+[ -d "$bin/mamba-ssm-wheels" ] && python3 -m pip install -q --no-deps "$bin"/mamba-ssm-wheels/*.whl
 ssm_log=$out/mamba_ssm.log
-timeout "$limit" python3 model/benches/mamba_ssm_step.py >"$ssm_log" 2>&1
+timeout $((limit * 2)) python3 model/benches/mamba_ssm_step.py >"$ssm_log" 2>&1
 ref2=$(sed -n 's/.*tokens\/s: \([0-9]*\).*/\1/p' "$ssm_log" | tail -1)
 ref2_mem=$(sed -n 's/.*peak memory: \([0-9]*\) MiB.*/\1/p' "$ssm_log" | tail -1)
 ratio2=$(python3 -c "print(f'mamba2 {${tps2:-0} / ${ref2:-0}:.2f}x' if '${ref2}' else 'n/a')")
