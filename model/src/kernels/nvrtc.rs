@@ -4,25 +4,42 @@
 
 use std::sync::OnceLock;
 
-use candle_core::cuda_backend::cudarc::driver::CudaView;
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaStream, CudaView, LaunchArgs, LaunchConfig,
+};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use candle_core::cuda_backend::CudaDevice;
 use candle_core::{CudaStorage, Layout, Result, Storage, Tensor};
 
-/// A kernel source and its PTX, compiled on first use.
+/// A kernel source and its PTX, compiled on first use, loaded as the module `module`.
 pub struct Kernels {
     source: &'static str,
     what: &'static str,
+    module: &'static str,
     ptx: OnceLock<std::result::Result<String, String>>,
 }
 
 impl Kernels {
-    /// `what` names the kernels in NVRTC's error.
-    pub const fn new(source: &'static str, what: &'static str) -> Kernels {
+    /// `what` names the kernels in NVRTC's error; `module` is their module's name on a device.
+    pub const fn new(source: &'static str, what: &'static str, module: &'static str) -> Kernels {
         Kernels {
             source,
             what,
+            module,
             ptx: OnceLock::new(),
         }
+    }
+
+    /// The kernel `name` on `dev` (the source compiled and loaded on first use).
+    pub fn func(&'static self, dev: &CudaDevice, name: &str) -> Result<Kernel> {
+        let ptx = self.ptx().map_err(candle_core::Error::Msg)?;
+        let func = dev.get_or_load_custom_func(name, self.module, ptx)?;
+        Ok(Kernel {
+            func: func.into_cuda_function(),
+            stream: dev.cuda_stream(),
+        })
     }
 
     /// The PTX, or NVRTC's log if the source does not compile.
@@ -43,6 +60,34 @@ impl Kernels {
             .as_ref()
             .map(String::as_str)
             .map_err(Clone::clone)
+    }
+}
+
+/// One kernel, to launch on candle's stream.
+pub struct Kernel {
+    func: CudaFunction,
+    stream: Arc<CudaStream>,
+}
+
+impl Kernel {
+    /// The launch's arguments, pushed in the kernel's order.
+    pub fn builder(&self) -> LaunchArgs<'_> {
+        self.stream.launch_builder(&self.func)
+    }
+}
+
+/// `v` as a kernel's `int`; `what` names the op in the error.
+pub fn int(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| candle_core::Error::Msg(format!("{what}: {v} too large for the CUDA kernels")))
+}
+
+/// `blocks` blocks of one warp each: the kernels that give a warp a row.
+pub fn warps(blocks: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes: 0,
     }
 }
 

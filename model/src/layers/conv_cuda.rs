@@ -2,14 +2,15 @@
 //! `conv.cu` compiled at run time with NVRTC, launched on candle's stream with the CPU op's
 //! layouts.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result, Shape};
 
-use crate::kernels::nvrtc::{view, Kernels};
+use crate::kernels::nvrtc::{int, view, Kernels};
 
-static KERNELS: Kernels = Kernels::new(include_str!("conv.cu"), "causal conv");
-const MODULE: &str = "causal_conv_silu";
+static KERNELS: Kernels = Kernels::new(include_str!("conv.cu"), "causal conv", "causal_conv_silu");
 
 /// The kernels as PTX, or NVRTC's log if they do not compile.
 pub fn ptx() -> std::result::Result<&'static str, String> {
@@ -23,22 +24,6 @@ pub struct Conv<'a> {
 }
 
 impl Conv<'_> {
-    fn ints(&self) -> Result<[i32; 5]> {
-        let int = |v: usize| {
-            i32::try_from(v).map_err(|_| {
-                candle_core::Error::Msg(format!("conv1d: {v} too large for the kernels"))
-            })
-        };
-        let (b, l, d, k) = self.dims;
-        Ok([
-            int(b)?,
-            int(l)?,
-            int(d)?,
-            int(k)?,
-            i32::from(self.starts.is_some()),
-        ])
-    }
-
     /// The starts on the device (one dummy element without resets).
     fn starts(&self, dev: &CudaDevice) -> Result<CudaSlice<u32>> {
         match self.starts {
@@ -52,28 +37,33 @@ impl Conv<'_> {
         &self,
         dev: &CudaDevice,
         name: &str,
-        inputs: &[&candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>],
+        inputs: &[&CudaView<'_, f32>],
         starts: &CudaSlice<u32>,
-        out: &mut CudaSlice<f32>,
+        mut out: CudaViewMut<'_, f32>,
         n: usize,
     ) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
-        let ptx = ptx().map_err(candle_core::Error::Msg)?;
-        let func = dev.get_or_load_custom_func(name, MODULE, ptx)?;
-        let sizes = self.ints()?;
+        let (b, l, d, k) = self.dims;
+        let what = "conv1d";
+        let sizes = [
+            int(b, what)?,
+            int(l, what)?,
+            int(d, what)?,
+            int(k, what)?,
+            i32::from(self.starts.is_some()),
+        ];
+        let func = KERNELS.func(dev, name)?;
         let mut builder = func.builder();
         for input in inputs {
             builder.arg(*input);
         }
-        builder.arg(starts);
-        builder.arg(out);
+        builder.arg(starts).arg(&mut out);
         for v in &sizes {
             builder.arg(v);
         }
-        let cfg = LaunchConfig::for_num_elems(n as u32);
-        unsafe { builder.launch(cfg) }.w()?;
+        unsafe { builder.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
         Ok(())
     }
 }
@@ -91,7 +81,14 @@ pub fn forward(
     let ps = view(p.0, p.1, "conv1d: weights")?;
     let starts = c.starts(&dev)?;
     let mut out = dev.alloc_zeros::<f32>(n.max(1))?;
-    c.launch(&dev, "conv_silu_fwd", &[&xs, &ps], &starts, &mut out, n)?;
+    c.launch(
+        &dev,
+        "conv_silu_fwd",
+        &[&xs, &ps],
+        &starts,
+        out.slice_mut(..),
+        n,
+    )?;
     Ok((
         CudaStorage::wrap_cuda_slice(out, dev),
         Shape::from((b, l, d)),
@@ -99,7 +96,7 @@ pub fn forward(
 }
 
 /// [dx (b l d) | dp (d (k + 1))] of the output gradient `g`, as the CPU's backward op lays it
-/// out.
+/// out; the kernels write the two parts in place.
 pub fn backward(
     c: &Conv,
     x: (&CudaStorage, &Layout),
@@ -114,25 +111,26 @@ pub fn backward(
     let gs = view(g.0, g.1, "conv1d: output gradient")?;
     let starts = c.starts(&dev)?;
     let mut dpre = dev.alloc_zeros::<f32>(n.max(1))?;
+    let grads = [&xs, &ps, &gs];
     c.launch(
         &dev,
         "conv_silu_dpre",
-        &[&xs, &ps, &gs],
+        &grads,
         &starts,
-        &mut dpre,
+        dpre.slice_mut(..),
         n,
     )?;
     let dv = dpre.slice(..);
-    let mut gx = dev.alloc_zeros::<f32>(n.max(1))?;
-    c.launch(&dev, "conv_silu_dx", &[&ps, &dv], &starts, &mut gx, n)?;
-    let mut gp = dev.alloc_zeros::<f32>(np.max(1))?;
-    c.launch(&dev, "conv_silu_dparams", &[&xs, &dv], &starts, &mut gp, np)?;
     let mut out = dev.alloc_zeros::<f32>((n + np).max(1))?;
-    if n > 0 {
-        dev.memcpy_dtod(&gx.slice(..n), &mut out.slice_mut(..n))?;
-    }
-    if np > 0 {
-        dev.memcpy_dtod(&gp.slice(..np), &mut out.slice_mut(n..n + np))?;
-    }
+    c.launch(
+        &dev,
+        "conv_silu_dx",
+        &[&ps, &dv],
+        &starts,
+        out.slice_mut(..n),
+        n,
+    )?;
+    let dp = out.slice_mut(n..n + np);
+    c.launch(&dev, "conv_silu_dparams", &[&xs, &dv], &starts, dp, np)?;
     Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(n + np)))
 }

@@ -5,28 +5,19 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, Layout, Result, Shape};
 
-use crate::kernels::nvrtc::{view, Kernels};
+use crate::kernels::nvrtc::{int, view, warps, Kernels};
 
-static KERNELS: Kernels = Kernels::new(include_str!("norm.cu"), "RMSNorm");
-const MODULE: &str = "rms_norm";
+static KERNELS: Kernels = Kernels::new(include_str!("norm.cu"), "RMSNorm", "rms_norm");
 
 /// The kernels as PTX, or NVRTC's log if they do not compile.
 pub fn ptx() -> std::result::Result<&'static str, String> {
     KERNELS.ptx()
 }
 
-fn int(v: usize) -> Result<i32> {
-    i32::try_from(v)
-        .map_err(|_| candle_core::Error::Msg(format!("rms_norm: {v} too large for the kernels")))
-}
-
-/// One warp per row.
-fn warps(rows: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows as u32, 1, 1),
-        block_dim: (32, 1, 1),
-        shared_mem_bytes: 0,
-    }
+/// Elements, rows and width of x (rows, d) normed by w (d).
+fn sizes(x: &Layout, w: &Layout) -> (usize, usize, usize) {
+    let (n, d) = (x.shape().elem_count(), w.shape().elem_count());
+    (n, n.checked_div(d).unwrap_or(0), d)
 }
 
 /// The norm of every row of x (rows, d) times w (d).
@@ -36,17 +27,15 @@ pub fn forward(
     eps: f32,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = x.0.device.clone();
-    let (n, d) = (x.1.shape().elem_count(), w.1.shape().elem_count());
-    let rows = n.checked_div(d).unwrap_or(0);
+    let (n, rows, d) = sizes(x.1, w.1);
     let (xs, ws) = (
         view(x.0, x.1, "rms_norm: input")?,
         view(w.0, w.1, "rms_norm: weight")?,
     );
     let mut out = dev.alloc_zeros::<f32>(n.max(1))?;
     if rows > 0 {
-        let ptx = ptx().map_err(candle_core::Error::Msg)?;
-        let func = dev.get_or_load_custom_func("rms_fwd", MODULE, ptx)?;
-        let (ri, di) = (int(rows)?, int(d)?);
+        let (ri, di) = (int(rows, "rms_norm")?, int(d, "rms_norm")?);
+        let func = KERNELS.func(&dev, "rms_fwd")?;
         let mut b = func.builder();
         b.arg(&xs)
             .arg(&ws)
@@ -59,7 +48,8 @@ pub fn forward(
     Ok((CudaStorage::wrap_cuda_slice(out, dev), x.1.shape().clone()))
 }
 
-/// [dx (rows d) | dw (d)] of the output gradient `g`, as the CPU's backward op lays it out.
+/// [dx (rows d) | dw (d)] of the output gradient `g`, as the CPU's backward op lays it out; the
+/// kernels write the two parts in place.
 pub fn backward(
     x: (&CudaStorage, &Layout),
     w: (&CudaStorage, &Layout),
@@ -67,24 +57,24 @@ pub fn backward(
     eps: f32,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = x.0.device.clone();
-    let (n, d) = (x.1.shape().elem_count(), w.1.shape().elem_count());
-    let rows = n.checked_div(d).unwrap_or(0);
+    let (n, rows, d) = sizes(x.1, w.1);
     let xs = view(x.0, x.1, "rms_norm: input")?;
     let ws = view(w.0, w.1, "rms_norm: weight")?;
     let gs = view(g.0, g.1, "rms_norm: output gradient")?;
     let mut out = dev.alloc_zeros::<f32>((n + d).max(1))?;
     if rows > 0 {
-        let ptx = ptx().map_err(candle_core::Error::Msg)?;
-        let (ri, di) = (int(rows)?, int(d)?);
-        let mut dx = dev.alloc_zeros::<f32>(n)?;
+        let (ri, di) = (int(rows, "rms_norm")?, int(d, "rms_norm")?);
         let mut rinv = dev.alloc_zeros::<f32>(rows)?;
-        let func = dev.get_or_load_custom_func("rms_dx", MODULE, ptx)?;
-        let mut b = func.builder();
-        b.arg(&xs).arg(&ws).arg(&gs).arg(&mut dx).arg(&mut rinv);
-        b.arg(&ri).arg(&di).arg(&eps);
-        unsafe { b.launch(warps(rows)) }.w()?;
-        let mut dw = dev.alloc_zeros::<f32>(d)?;
-        let func = dev.get_or_load_custom_func("rms_dw", MODULE, ptx)?;
+        {
+            let func = KERNELS.func(&dev, "rms_dx")?;
+            let mut dx = out.slice_mut(..n);
+            let mut b = func.builder();
+            b.arg(&xs).arg(&ws).arg(&gs).arg(&mut dx).arg(&mut rinv);
+            b.arg(&ri).arg(&di).arg(&eps);
+            unsafe { b.launch(warps(rows)) }.w()?;
+        }
+        let func = KERNELS.func(&dev, "rms_dw")?;
+        let mut dw = out.slice_mut(n..n + d);
         let mut b = func.builder();
         b.arg(&xs)
             .arg(&gs)
@@ -93,8 +83,6 @@ pub fn backward(
             .arg(&ri)
             .arg(&di);
         unsafe { b.launch(LaunchConfig::for_num_elems(d as u32)) }.w()?;
-        dev.memcpy_dtod(&dx.slice(..n), &mut out.slice_mut(..n))?;
-        dev.memcpy_dtod(&dw.slice(..d), &mut out.slice_mut(n..n + d))?;
     }
     Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(n + d)))
 }

@@ -8,10 +8,13 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaDevice, CudaStorage, Layout, Result, Shape, Storage, Tensor};
 
 use super::cpu::Dims;
-use crate::kernels::nvrtc::{view, Kernels};
+use crate::kernels::nvrtc::{int, view, Kernels};
 
-static KERNELS: Kernels = Kernels::new(include_str!("scan.cu"), "selective scan");
-const MODULE: &str = "mamba_selective_scan";
+static KERNELS: Kernels = Kernels::new(
+    include_str!("scan.cu"),
+    "selective scan",
+    "mamba_selective_scan",
+);
 /// Time steps between the backward's state checkpoints on the GPU (the buffer of recomputed
 /// states is this many steps per thread).
 const GPU_CHUNK: usize = 32;
@@ -42,13 +45,7 @@ unsafe impl DeviceRepr for KernelDims {}
 
 impl KernelDims {
     fn new(dm: &Dims, has_z: bool, has_resets: bool) -> Result<KernelDims> {
-        let int = |v: usize| {
-            i32::try_from(v).map_err(|_| {
-                candle_core::Error::Msg(format!(
-                    "selective_scan: dimension {v} too large for the CUDA kernels"
-                ))
-            })
-        };
+        let int = |v| int(v, "selective_scan");
         Ok(KernelDims {
             b: int(dm.b)?,
             l: int(dm.l)?,
@@ -101,7 +98,6 @@ pub struct Operands<'a> {
 /// What both passes launch with.
 struct Prepared<'a> {
     dev: CudaDevice,
-    ptx: &'static str,
     xs: CudaView<'a, f32>,
     bcs: CudaView<'a, f32>,
     ps: CudaView<'a, f32>,
@@ -124,7 +120,6 @@ fn prepare<'a>(
     let dev = ops.x.0.device.clone();
     let (rs, has_resets) = resets_slice(&dev, resets)?;
     Ok(Prepared {
-        ptx: ptx().map_err(candle_core::Error::Msg)?,
         xs: view(ops.x.0, ops.x.1, "selective_scan: u/delta/z")?,
         bcs: view(ops.bc.0, ops.bc.1, "selective_scan: B/C")?,
         ps: view(ops.params.0, ops.params.1, "selective_scan: A/D/bias")?,
@@ -143,7 +138,7 @@ pub fn forward(
 ) -> Result<(CudaStorage, Shape)> {
     let p = prepare(dm, has_z, resets, ops)?;
     let dev = p.dev.clone();
-    let func = dev.get_or_load_custom_func(&format!("scan_fwd_{}", dm.n), MODULE, p.ptx)?;
+    let func = KERNELS.func(&dev, &format!("scan_fwd_{}", dm.n))?;
     let mut y = unsafe { dev.alloc::<f32>(dm.b * dm.l * dm.d) }?;
     let mut builder = func.builder();
     builder.arg(&p.xs).arg(&p.bcs).arg(&p.ps).arg(&p.rs);
@@ -162,8 +157,8 @@ pub fn backward(
     ops: &Operands,
 ) -> Result<(CudaStorage, Shape)> {
     let p = prepare(dm, has_z, resets, ops)?;
-    let (dev, ptx, kd) = (p.dev.clone(), p.ptx, p.kd);
-    let func = dev.get_or_load_custom_func(&format!("scan_bwd_{}", dm.n), MODULE, ptx)?;
+    let (dev, kd) = (p.dev.clone(), p.kd);
+    let func = KERNELS.func(&dev, &format!("scan_bwd_{}", dm.n))?;
     let grad = grad.contiguous()?;
     let (gst, gl) = grad.storage_and_layout();
     let Storage::Cuda(gcs) = &*gst else {
@@ -198,7 +193,7 @@ pub fn backward(
         unsafe { builder.launch(grid(dm)) }.w()?;
     }
     {
-        let reduce = dev.get_or_load_custom_func("scan_reduce_dbc", MODULE, ptx)?;
+        let reduce = KERNELS.func(&dev, "scan_reduce_dbc")?;
         let mut dst = out.slice_mut(s * bld..s * bld + b * l * 2 * n);
         let (bi, wi, row) = (b as i32, warps as i32, (l * 2 * n) as i64);
         let mut builder = reduce.builder();
@@ -211,7 +206,7 @@ pub fn backward(
         unsafe { builder.launch(linear(b * l * 2 * n)) }.w()?;
     }
     {
-        let reduce = dev.get_or_load_custom_func("scan_reduce_params", MODULE, ptx)?;
+        let reduce = KERNELS.func(&dev, "scan_reduce_params")?;
         let start = s * bld + b * l * 2 * n;
         let mut dst = out.slice_mut(start..start + d * (n + 2));
         let (bi, len) = (b as i32, (d * (n + 2)) as i64);

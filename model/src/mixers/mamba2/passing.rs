@@ -181,10 +181,13 @@ mod cuda {
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{CudaStorage, Layout, Result, Shape};
 
-    use crate::kernels::nvrtc::{view, Kernels};
+    use crate::kernels::nvrtc::{int, view, Kernels};
 
-    static KERNELS: Kernels = Kernels::new(include_str!("passing.cu"), "SSD state passing");
-    const MODULE: &str = "mamba2_state_passing";
+    static KERNELS: Kernels = Kernels::new(
+        include_str!("passing.cu"),
+        "SSD state passing",
+        "mamba2_state_passing",
+    );
 
     /// The kernels as PTX, or NVRTC's log if they do not compile.
     pub fn ptx() -> std::result::Result<&'static str, String> {
@@ -203,15 +206,10 @@ mod cuda {
         // Zeros: what an empty launch (no rows, no elements) leaves.
         let mut out = dev.alloc_zeros::<f32>(shape.elem_count())?;
         if rows * m > 0 {
-            let int = |v: usize| {
-                i32::try_from(v).map_err(|_| {
-                    candle_core::Error::Msg(format!("pass_states: {v} too large for the kernels"))
-                })
-            };
+            let int = |v| int(v, "pass_states");
             let (ri, ci, mi) = (int(rows)?, int(c)?, int(m)?);
             let name = if reverse { "pass_bwd" } else { "pass_fwd" };
-            let ptx = KERNELS.ptx().map_err(candle_core::Error::Msg)?;
-            let func = dev.get_or_load_custom_func(name, MODULE, ptx)?;
+            let func = KERNELS.func(&dev, name)?;
             let xs = view(x.0, x.1, "pass_states: states")?;
             let gs = view(g.0, g.1, "pass_states: decay")?;
             let mut builder = func.builder();

@@ -2,14 +2,17 @@
 //! `trap.cu` compiled at run time with NVRTC, launched on candle's stream with the CPU op's
 //! layouts, one warp per (batch row, head).
 
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, Layout, Result, Shape};
 
-use crate::kernels::nvrtc::{view, Kernels};
+use crate::kernels::nvrtc::{int, view, warps, Kernels};
 
-static KERNELS: Kernels = Kernels::new(include_str!("trap.cu"), "Mamba-3 trapezoid");
-const MODULE: &str = "mamba3_trapezoid";
+static KERNELS: Kernels = Kernels::new(
+    include_str!("trap.cu"),
+    "Mamba-3 trapezoid",
+    "mamba3_trapezoid",
+);
 /// Positions between the states the backward keeps (SPAN of trap.cu).
 const SPAN: usize = 16;
 
@@ -22,10 +25,7 @@ pub fn ptx() -> std::result::Result<&'static str, String> {
 pub type Sizes = (usize, usize, usize, usize, usize, usize);
 
 fn ints(s: Sizes) -> Result<[i32; 6]> {
-    let int = |v: usize| {
-        i32::try_from(v)
-            .map_err(|_| candle_core::Error::Msg(format!("mamba3: {v} too large for the kernels")))
-    };
+    let int = |v| int(v, "mamba3");
     Ok([
         int(s.0)?,
         int(s.1)?,
@@ -34,14 +34,6 @@ fn ints(s: Sizes) -> Result<[i32; 6]> {
         int(s.4)?,
         int(s.5)?,
     ])
-}
-
-fn warps(s: Sizes) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((s.0 * s.2) as u32, 1, 1),
-        block_dim: (32, 1, 1),
-        shared_mem_bytes: 0,
-    }
 }
 
 /// y (b, l, H, R, P) of qk, v, coef on the device.
@@ -53,8 +45,7 @@ pub fn forward(
 ) -> Result<(CudaStorage, Shape)> {
     let (b, l, h, r, p, n) = s;
     let dev = qk.0.device.clone();
-    let ptx = ptx().map_err(candle_core::Error::Msg)?;
-    let func = dev.get_or_load_custom_func("trap_fwd", MODULE, ptx)?;
+    let func = KERNELS.func(&dev, "trap_fwd")?;
     let (qs, vs, cs) = (
         view(qk.0, qk.1, "mamba3: q, k")?,
         view(v.0, v.1, "mamba3: v")?,
@@ -74,7 +65,7 @@ pub fn forward(
         for x in &sizes {
             builder.arg(x);
         }
-        unsafe { builder.launch(warps(s)) }.w()?;
+        unsafe { builder.launch(warps(s.0 * s.2)) }.w()?;
     }
     Ok((
         CudaStorage::wrap_cuda_slice(y, dev),
@@ -91,8 +82,7 @@ pub fn backward(
 ) -> Result<(CudaStorage, Shape)> {
     let (b, l, h, r, p, n) = s;
     let dev = qk.0.device.clone();
-    let ptx = ptx().map_err(candle_core::Error::Msg)?;
-    let func = dev.get_or_load_custom_func("trap_bwd", MODULE, ptx)?;
+    let func = KERNELS.func(&dev, "trap_bwd")?;
     let both = view(vdy.0, vdy.1, "mamba3: v and dy")?;
     let half = b * l * h * r * p;
     let (vs, dys) = (both.slice(0..half), both.slice(half..2 * half));
@@ -118,7 +108,7 @@ pub fn backward(
         for x in &sizes {
             builder.arg(x);
         }
-        unsafe { builder.launch(warps(s)) }.w()?;
+        unsafe { builder.launch(warps(s.0 * s.2)) }.w()?;
     }
     Ok((
         CudaStorage::wrap_cuda_slice(out, dev),
