@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::layers::norm::rms_norm;
 use crate::layers::ops::linear_in;
 use crate::layers::params::{Init, Param};
-use crate::layers::recompute::{recompute, Part};
+use crate::layers::recompute::{add_grads, leaf_grad, recompute, Part};
 use crate::mixers::Mixer;
 
 /// Logits the head computes at once off the CPU's fused ops (a block of positions times the
@@ -556,24 +556,4 @@ impl MambaLM {
 /// holds it.
 fn cast(t: Tensor, dtype: DType) -> Result<Tensor> {
     Ok(t.detach().to_dtype(dtype)?.detach())
-}
-
-fn leaf_grad(grads: &GradStore, leaf: &Var, what: &str) -> Result<Tensor> {
-    grads
-        .get(leaf.as_tensor())
-        .cloned()
-        .ok_or_else(|| candle_core::Error::Msg(format!("no gradient reached {what}")))
-}
-
-/// Adds the gradients of `params` found in `from` into `into`.
-fn add_grads(into: &mut GradStore, from: &GradStore, params: &[Tensor]) -> Result<()> {
-    for p in params {
-        let Some(g) = from.get(p) else { continue };
-        let sum = match into.get(p) {
-            Some(a) => (a + g)?,
-            None => g.clone(),
-        };
-        into.insert(p, sum);
-    }
-    Ok(())
 }

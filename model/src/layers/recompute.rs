@@ -70,6 +70,12 @@ pub fn rows_of(resets: Option<&Tensor>, start: usize, len: usize) -> Result<Opti
     resets.map(|r| r.narrow(0, start, len)).transpose()
 }
 
+/// (start, len) of each block of `rows` rows (all `n` at once without) of an input of `n`.
+fn blocks(n: usize, rows: Option<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let rows = rows.unwrap_or(n).max(1);
+    (0..n).step_by(rows).map(move |s| (s, rows.min(n - s)))
+}
+
 /// `f` over `x` whole, or over blocks of `rows` rows of it, concatenated.
 fn by_rows(
     x: &Tensor,
@@ -79,14 +85,34 @@ fn by_rows(
     let n = x.dim(0)?;
     match rows {
         Some(r) if r < n => {
-            let parts = (0..n)
-                .step_by(r)
-                .map(|s| f(&x.narrow(0, s, r.min(n - s))?, s))
+            let parts = blocks(n, rows)
+                .map(|(s, len)| f(&x.narrow(0, s, len)?, s))
                 .collect::<Result<Vec<_>>>()?;
             Tensor::cat(&parts, 0)
         }
         _ => f(x, 0),
     }
+}
+
+/// The gradient that reached `leaf`; `what` names it in the error.
+pub(crate) fn leaf_grad(grads: &GradStore, leaf: &Var, what: &str) -> Result<Tensor> {
+    grads
+        .get(leaf.as_tensor())
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg(format!("no gradient reached {what}")))
+}
+
+/// Adds the gradients of `params` found in `from` into `into`.
+pub(crate) fn add_grads(into: &mut GradStore, from: &GradStore, params: &[Tensor]) -> Result<()> {
+    for p in params {
+        let Some(g) = from.get(p) else { continue };
+        let sum = match into.get(p) {
+            Some(a) => (a + g)?,
+            None => g.clone(),
+        };
+        into.insert(p, sum);
+    }
+    Ok(())
 }
 
 struct Recompute {
@@ -139,41 +165,32 @@ impl Recompute {
     /// Gradients of x and of each argument after it, `grad` flowing into the output: `f`
     /// again with a graph, block by block.
     fn grads(&self, x: &Tensor, args: &[&Tensor], grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let leaves = args.iter().map(|a| leaf(a)).collect::<Result<Vec<Var>>>()?;
+        // A leaf stands for each argument: a parameter itself, anything else a copy.
+        let leaves = args
+            .iter()
+            .map(|a| Var::from_tensor(a))
+            .collect::<Result<Vec<Var>>>()?;
+        let leaf_tensors: Vec<Tensor> = leaves.iter().map(|l| l.as_tensor().clone()).collect();
         let params = self.unpack(&leaves)?;
-        let n = x.dim(0)?;
-        let rows = self.rows.unwrap_or(n).max(1);
         let mut gx = Vec::new();
         let mut acc = GradStore::default();
-        for start in (0..n).step_by(rows) {
-            let len = rows.min(n - start);
+        for (start, len) in blocks(x.dim(0)?, self.rows) {
             let xv = Var::from_tensor(&x.narrow(0, start, len)?.detach())?;
             let y = (self.f)(xv.as_tensor(), start, &params)?;
             let g = grad.narrow(0, start, len)?.to_dtype(y.dtype())?;
             let grads = (y * g)?.sum_all()?.backward()?;
             if x.track_op() {
-                gx.push(grad_of(&grads, xv.as_tensor())?);
+                gx.push(leaf_grad(&grads, &xv, "a recomputed part's input")?);
             }
-            for l in &leaves {
-                if let Some(g) = grads.get(l.as_tensor()) {
-                    let sum = match acc.remove(l.as_tensor()) {
-                        Some(a) => (a + g)?,
-                        None => g.clone(),
-                    };
-                    acc.insert(l.as_tensor(), sum);
-                }
-            }
+            add_grads(&mut acc, &grads, &leaf_tensors)?;
         }
         let mut out = vec![match x.track_op() {
             true => Some(Tensor::cat(&gx, 0)?.to_dtype(x.dtype())?),
             false => None,
         }];
-        for (a, l) in args.iter().zip(&leaves) {
+        for (a, l) in args.iter().zip(&leaf_tensors) {
             out.push(match a.track_op() {
-                true => acc
-                    .remove(l.as_tensor())
-                    .map(|g| g.to_dtype(a.dtype()))
-                    .transpose()?,
+                true => acc.remove(l).map(|g| g.to_dtype(a.dtype())).transpose()?,
                 false => None,
             });
         }
@@ -198,18 +215,6 @@ impl Recompute {
         }
         Ok(out)
     }
-}
-
-/// A leaf standing for `t` in the recomputed graph: a parameter itself, anything else a copy.
-fn leaf(t: &Tensor) -> Result<Var> {
-    Var::from_tensor(t)
-}
-
-fn grad_of(grads: &GradStore, t: &Tensor) -> Result<Tensor> {
-    grads
-        .get(t)
-        .cloned()
-        .ok_or_else(|| candle_core::Error::Msg("recompute: no gradient reached the input".into()))
 }
 
 impl CustomOp2 for Recompute {
