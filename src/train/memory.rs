@@ -101,14 +101,14 @@ fn gpu_activations(cfg: &TrainConfig, model: &Config, e: u64) -> (u64, u64) {
     (kept, (part_tokens as u64 * part).max(head))
 }
 
-/// Bytes of the matrices of each layer (what half precision casts per layer).
+/// Elements of the matrices of each layer (what half precision casts per layer), from its
+/// kind's parameter table.
 fn layer_matrices(model: &Config) -> impl Iterator<Item = u64> + '_ {
-    (0..model.n_layer()).map(move |i| {
-        let prefix = format!("backbone.layers.{i}.");
-        MambaLM::params(model)
+    model.layers.iter().map(move |k| {
+        k.table(model)
             .iter()
-            .filter(|(n, q)| n.starts_with(&prefix) && q.init.is_matrix())
-            .map(|(_, q)| q.shape.iter().product::<usize>() as u64)
+            .filter(|q| q.init.is_matrix())
+            .map(|q| q.shape.iter().product::<usize>() as u64)
             .sum()
     })
 }
