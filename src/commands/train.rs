@@ -53,9 +53,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let file = config_file(&args).map_err(usage)?;
     let mut flags = flags(&args)?;
+    // The model and adapters do not depend on the VRAM profile: read them once, for the first
+    // profile --vram auto weighs.
+    let plan = std::cell::OnceCell::new();
     let need = |f: &Map<String, Value>| {
         let cfg = config::resolve(&file, f).ok()?;
-        Some(Plan::of(&cfg, &args).ok()?.estimate(&cfg).total())
+        let plan = plan.get_or_init(|| Plan::of(&cfg, &args).ok()).as_ref()?;
+        Some(plan.estimate(&cfg).total())
     };
     let notes =
         gpu::apply_defaults(&file, &mut flags, gpu::query, need).map_err(anyhow::Error::msg);
