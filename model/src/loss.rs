@@ -42,9 +42,7 @@ pub(crate) fn mean_nll(nll: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
 
 /// -log softmax(logits)[target] per row; logits (N, V), targets (N) u32.
 pub fn per_position_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let dev = logits.device();
-    let op_runs = dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda());
-    if op_runs && logits.dtype() == DType::F32 {
+    if crate::kernels::has_kernels(logits.device()) && logits.dtype() == DType::F32 {
         return logits
             .contiguous()?
             .apply_op2(&targets.contiguous()?, CrossEntropyOp);

@@ -16,6 +16,12 @@ pub(crate) mod rows;
 pub mod scan;
 pub(crate) mod simd;
 
+/// Whether the ops with both CPU and CUDA kernels (conv + SiLU, RMSNorm, cross-entropy, the
+/// scans) can run on `dev`: the CPU, and NVIDIA GPUs in a CUDA build.
+pub(crate) fn has_kernels(dev: &Device) -> bool {
+    dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda())
+}
+
 static CPU_FUSED: AtomicBool = AtomicBool::new(true);
 
 /// Whether the CPU's own fused ops (norm, conv + SiLU, the projections, Mamba-1's SSM path,

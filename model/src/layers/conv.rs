@@ -94,9 +94,7 @@ pub fn causal_conv1d_silu(
     bias: &Tensor,
     resets: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let dev = x.device();
-    let op_runs = dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda());
-    if !op_runs || x.dtype() != DType::F32 {
+    if !crate::kernels::has_kernels(x.device()) || x.dtype() != DType::F32 {
         return causal_conv1d(x, w, bias, resets)?.silu();
     }
     let (_b, _l, d) = x.dims3()?;

@@ -8,9 +8,10 @@ use rayon::prelude::*;
 
 /// x / sqrt(mean(x^2, last dim) + eps) * weight, in f32.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let dev = x.device();
-    let op_runs = dev.is_cpu() || (cfg!(feature = "cuda") && dev.is_cuda());
-    if op_runs && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+    if crate::kernels::has_kernels(x.device())
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+    {
         let d = x.dim(D::Minus1)?;
         if weight.dims() != [d] {
             candle_core::bail!("rms_norm: weight {:?} for last dim {d}", weight.dims())

@@ -281,7 +281,7 @@ impl Mamba3 {
         // The fused op on the CPU, and for training on an NVIDIA GPU (a prefill's final state
         // there comes from the step-by-step form).
         let dev = h.device();
-        let fused = dev.is_cpu() || (dev.is_cuda() && cfg!(feature = "cuda") && !keep_state);
+        let fused = crate::kernels::has_kernels(dev) && (dev.is_cpu() || !keep_state);
         let (y, carry) = match fusable && fused && proj.dtype() == DType::F32 {
             true => self.fused(&prep, resets, keep_state)?,
             false => {
